@@ -1,0 +1,134 @@
+"""Compile: a whole model with the schedules of a database, checked and timed.
+
+The last stage of the pipeline: take the chosen schedules (any MetaSchedule
+``Database``: a JSON work dir, or a schedb database), build the Relax module,
+compare its output with the framework's, and time it end to end next to PyTorch.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from schedb.errors import SchedbError
+from schedb.tasks import LoweredModel
+
+
+@dataclass
+class Latency:
+    """End-to-end latency in milliseconds over ``len(samples)`` repeats."""
+
+    samples: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """Interquartile range (25th, 75th percentile)."""
+        q = np.percentile(self.samples, [25, 75])
+        return float(q[0]), float(q[1])
+
+    def as_dict(self) -> dict:
+        lo, hi = self.spread
+        return {"median_ms": self.median, "p25_ms": lo, "p75_ms": hi, "samples_ms": self.samples}
+
+
+@dataclass
+class Compiled:
+    vm: object
+    max_abs_err: float
+    max_rel_err: float
+    tuned_tasks: int  # how many kernels came from the database
+
+    def as_dict(self):
+        d = asdict(self)
+        d.pop("vm")
+        return d
+
+
+def apply_database(mod, target, database):
+    """Replace every kernel that ``database`` has a schedule for; count how many."""
+    import tvm
+    from tvm import relax
+
+    with target, database:
+        return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+
+
+def count_scheduled(mod) -> int:
+    from tvm import tirx
+
+    return sum(
+        1 for _, f in mod.functions.items()
+        if isinstance(f, tirx.PrimFunc) and f.attrs is not None and f.attrs.get("tirx.is_scheduled", False)
+    )
+
+
+def compile_model(lowered: LoweredModel, target, database=None, rtol=1e-3, atol=1e-3) -> Compiled:
+    """Build ``lowered`` (with ``database``'s schedules, if given) and check it against
+    the framework's own output on the same inputs."""
+    import tvm
+    from tvm import relax
+
+    mod = lowered.mod
+    if database is not None:
+        mod = apply_database(mod, target, database)
+    tuned = count_scheduled(mod)
+    ex = tvm.compile(mod, target=target)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    args = [tvm.runtime.tensor(x) for x in lowered.vm_inputs()]
+    out = vm["main"](*args)
+    got = _first(out).numpy()
+    want = lowered.model.reference(lowered.model.inputs)
+    if got.shape != want.shape:
+        raise SchedbError(f"compiled model returns shape {got.shape}, framework {want.shape}")
+    abs_err = float(np.max(np.abs(got - want))) if got.size else 0.0
+    rel_err = abs_err / max(float(np.max(np.abs(want))), 1e-12)
+    if not np.allclose(got, want, rtol=rtol, atol=atol * max(1.0, float(np.max(np.abs(want))))):
+        raise SchedbError(
+            f"compiled model does not match the framework: max abs error {abs_err:.3g} "
+            f"(relative {rel_err:.3g})"
+        )
+    return Compiled(vm, abs_err, rel_err, tuned)
+
+
+def _first(out):
+    import tvm
+
+    while not isinstance(out, tvm.runtime.Tensor):
+        out = out[0]
+    return out
+
+
+def time_vm(compiled: Compiled, lowered: LoweredModel, repeat: int = 10, number: int = 1) -> Latency:
+    import tvm
+
+    args = [tvm.runtime.tensor(x) for x in lowered.vm_inputs()]
+    f = compiled.vm.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat, min_repeat_ms=0)
+    return Latency([s * 1e3 for s in f(*args).results])
+
+
+def time_torch(lowered: LoweredModel, repeat: int = 10, threads: int | None = None) -> Latency | None:
+    """PyTorch eager on the same machine and input (zoo and .py models only)."""
+    import os
+
+    import torch
+
+    module = lowered.model.torch_module
+    if module is None:
+        return None
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    xs = [torch.from_numpy(x) for x in lowered.model.inputs]
+    samples = []
+    with torch.no_grad():
+        module(*xs)  # warm-up
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            module(*xs)
+            samples.append((time.perf_counter() - t0) * 1e3)
+    return Latency(samples)

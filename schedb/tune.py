@@ -1,0 +1,115 @@
+"""Tune: MetaSchedule over every task of a model, into a standard work dir + a sidecar.
+
+The work dir is what TVM itself writes (``database_workload.json`` and
+``database_tuning_record.json``), so TVM users can load it with ``JSONDatabase``;
+``schedb.json`` beside them keeps the provenance that those files lack.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from schedb.models import Model
+from schedb.target import canonical, load_intrinsics
+from schedb.tasks import extract_tasks, lower
+
+from schedb.workdir import SIDECAR
+
+
+def tune(
+    model: Model,
+    target,
+    out: str | Path,
+    trials: int | None = None,
+    trials_per_task: int | None = 32,
+    trials_per_iter: int = 32,
+    seed: int = 0,
+    progress=None,
+) -> dict:
+    """Tune ``model`` on ``target``; returns the sidecar dict (also written to ``out``).
+
+    ``trials`` is the global budget (default: ``trials_per_task`` x number of tasks).
+    ``progress(task_name, trials_done, trials_total, best_seconds, tasks_done, n_tasks)``
+    is called after every measured batch."""
+    import tvm
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    from schedb.measure import WarmBuilder, make_runner
+
+    load_intrinsics(target)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lowered = lower(model, target)
+    tasks = extract_tasks(lowered, target)
+    if trials is None:
+        trials = (trials_per_task or 32) * len(tasks)
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        [t.extracted for t in tasks], work_dir=str(out), seed=seed
+    )
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    callbacks = ms.measure_callback.MeasureCallback.create("default")
+    if progress is not None:
+        callbacks = [*callbacks, _Progress([c.task_name for c in contexts], trials, trials_per_task, progress)]
+    ms.tune_tasks(
+        tasks=contexts,
+        task_weights=weights,
+        work_dir=str(out),
+        max_trials_global=trials,
+        max_trials_per_task=trials_per_task,
+        num_trials_per_iter=trials_per_iter,
+        builder=WarmBuilder(),
+        runner=make_runner(number=3, repeat=1, min_repeat_ms=50),
+        database=ms.database.JSONDatabase(work_dir=str(out)),
+        measure_callbacks=callbacks,
+    )
+    meta = {
+        "model": model.name,
+        "source": model.source,
+        "input_shapes": model.input_shapes,
+        "target": canonical(target),
+        "tvm_version": tvm.__version__,
+        "trials": trials,
+        "trials_per_task": trials_per_task,
+        "seed": seed,
+        "started": started,
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+        "tasks": [
+            {"name": t.name, "weight": t.weight, "shash": str(tvm_ffi.structural_hash(t.func))}
+            for t in tasks
+        ],
+    }
+    (out / SIDECAR).write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def _make_progress_callback():
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    @derived_object
+    class Progress(PyMeasureCallback):
+        def __init__(self, names, total, per_task, report):
+            super().__init__()
+            self.names, self.total, self.per_task, self.report = names, total, per_task, report
+            self.done = [0] * len(names)
+            self.best = [float("inf")] * len(names)
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            self.done[task_id] += len(runner_results)
+            for r in runner_results:
+                if r.error_msg is None and r.run_secs:
+                    self.best[task_id] = min(self.best[task_id], sum(float(s) for s in r.run_secs) / len(r.run_secs))
+            finished = sum(1 for d in self.done if self.per_task and d >= self.per_task)
+            self.report(self.names[task_id], sum(self.done), self.total, self.best[task_id],
+                        finished, len(self.names))
+
+    return Progress
+
+
+def _Progress(names, total, per_task, report):
+    return _make_progress_callback()(names, total, per_task, report)

@@ -1,0 +1,61 @@
+"""MetaSchedule work dirs: the two JSON files TVM writes, plain or gzip-compressed."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from schedb.errors import SchedbError
+
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+SIDECAR = "schedb.json"
+
+
+def find(folder: Path, name: str) -> Path | None:
+    """``name`` or ``name.gz`` in ``folder``."""
+    for p in (folder / name, folder / (name + ".gz")):
+        if p.is_file():
+            return p
+    return None
+
+
+def is_workdir(folder: Path) -> bool:
+    return find(folder, WORKLOADS) is not None and find(folder, RECORDS) is not None
+
+
+def open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def read_sidecar(folder: Path) -> dict | None:
+    p = folder / SIDECAR
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise SchedbError(f"{p}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def open_workdir(folder: Path):
+    """TVM's ``JSONDatabase`` over ``folder``; compressed files are expanded to a temp dir."""
+    from tvm.s_tir.meta_schedule.database import JSONDatabase
+
+    folder = Path(folder)
+    if not is_workdir(folder):
+        raise SchedbError(f"{folder}: not a MetaSchedule work dir ({WORKLOADS} + {RECORDS})")
+    paths = {name: find(folder, name) for name in (WORKLOADS, RECORDS)}
+    if any(p.suffix == ".gz" for p in paths.values()):
+        tmp = Path(tempfile.mkdtemp(prefix="schedb-workdir-"))
+        for name, p in paths.items():
+            with open_text(p) as src, open(tmp / name, "w", encoding="utf-8") as dst:
+                shutil.copyfileobj(src, dst)
+        folder = tmp
+    return JSONDatabase(
+        path_workload=str(folder / WORKLOADS), path_tuning_record=str(folder / RECORDS),
+        allow_missing=False,
+    )
