@@ -114,6 +114,8 @@ def _load_onnx(path: Path, input_shape) -> Model:
         proto = onnx.load(str(path))
     except Exception as e:
         raise SchedbError(f"{path}: not a readable ONNX file ({e})") from None
+    if not proto.graph.node:  # an empty file parses as an empty ModelProto
+        raise SchedbError(f"{path}: not an ONNX model (it has no graph)")
     init_names = {i.name for i in proto.graph.initializer}
     graph_inputs = [i for i in proto.graph.input if i.name not in init_names]
     shapes, dtypes = [], []
