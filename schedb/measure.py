@@ -9,13 +9,17 @@ one bad candidate costs an error record, not the search.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from dataclasses import dataclass
 
 from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
 from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, LocalRunner
 from tvm.s_tir.meta_schedule.utils import cpu_count
 from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+from schedb.errors import SchedbError
 
 
 @derived_object
@@ -59,11 +63,84 @@ def build_and_export(mod, target) -> str:
     return path
 
 
-def make_runner(number: int = 3, repeat: int = 5, min_repeat_ms: int = 20, timeout_sec: float = 30):
-    """LocalRunner that returns ``repeat`` samples per candidate (the t-test needs them)."""
-    return LocalRunner(
-        timeout_sec=timeout_sec,
-        evaluator_config=EvaluatorConfig(
-            number=number, repeat=repeat, min_repeat_ms=min_repeat_ms, enable_cpu_cache_flush=False
-        ),
-    )
+def make_runner(spec: str = "local", number: int = 3, repeat: int = 5, min_repeat_ms: int = 20,
+                timeout_sec: float = 30):
+    """``local`` (this machine) or ``rpc://host:port/key`` (TVM's RPC tracker); either way
+    every candidate comes back with ``repeat`` samples (the t-test needs them)."""
+    from urllib.parse import urlparse
+
+    from tvm.s_tir.meta_schedule.runner import RPCConfig, RPCRunner
+
+    config = EvaluatorConfig(number=number, repeat=repeat, min_repeat_ms=min_repeat_ms,
+                             enable_cpu_cache_flush=False)
+    if spec == "local":
+        return LocalRunner(timeout_sec=timeout_sec, evaluator_config=config)
+    url = urlparse(spec)
+    if url.scheme != "rpc" or not url.hostname or not url.port or not url.path.strip("/"):
+        raise SchedbError(f"bad runner {spec!r}: use 'local' or rpc://host:port/key")
+    rpc = RPCConfig(tracker_host=url.hostname, tracker_port=url.port,
+                    tracker_key=url.path.strip("/"), session_timeout_sec=int(timeout_sec))
+    return RPCRunner(rpc_config=rpc, evaluator_config=config)
+
+
+@dataclass
+class Measurement:
+    """One candidate's result: every repeat's time in seconds, or why there is none."""
+
+    samples: list[float] | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.samples)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.samples) / len(self.samples) if self.ok else float("inf")
+
+
+class Engine:
+    """Measure scheduled kernels: warm parallel builds, then the runner, every sample kept.
+
+    The one measurement path of schedb: transfer, droplet search and the benchmarks all
+    call :meth:`measure`."""
+
+    def __init__(self, target, runner: str = "local", repeat: int = 5, number: int = 3,
+                 build_timeout: float = 30.0, run_timeout: float = 30.0):
+        self.target = target
+        self.builder = WarmBuilder(timeout_sec=build_timeout)
+        self.runner = make_runner(runner, number=number, repeat=repeat, timeout_sec=run_timeout)
+        self.count = 0
+
+    def measure(self, mods: list) -> list[Measurement]:
+        from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+        from tvm.s_tir.meta_schedule.builder import BuilderInput
+        from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+        from schedb.signature import prim_func
+
+        if not mods:
+            return []
+        self.count += len(mods)
+        built = self.builder.build([BuilderInput(m, self.target) for m in mods])
+        out: list[Measurement | None] = [None] * len(mods)
+        todo = []
+        for i, (m, b) in enumerate(zip(mods, built)):
+            if b.error_msg is not None:
+                out[i] = Measurement(None, _short(b.error_msg))
+            else:
+                todo.append((i, RunnerInput(b.artifact_path, "cpu", ArgInfo.from_prim_func(prim_func(m)))))
+        futures = self.runner.run([r for _, r in todo])
+        for (i, r), fut in zip(todo, futures):
+            res = fut.result()
+            shutil.rmtree(os.path.dirname(r.artifact_path), ignore_errors=True)
+            if res.error_msg is not None:
+                out[i] = Measurement(None, _short(res.error_msg))
+            else:
+                out[i] = Measurement([float(s) for s in res.run_secs])
+        return out
+
+
+def _short(msg: str, limit: int = 500) -> str:
+    msg = str(msg).strip()
+    return msg if len(msg) <= limit else msg[:limit] + " ..."

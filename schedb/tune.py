@@ -63,7 +63,7 @@ def tune(
         max_trials_per_task=trials_per_task,
         num_trials_per_iter=trials_per_iter,
         builder=WarmBuilder(),
-        runner=make_runner(number=3, repeat=1, min_repeat_ms=50),
+        runner=make_runner("local", number=3, repeat=1, min_repeat_ms=50),
         database=ms.database.JSONDatabase(work_dir=str(out)),
         measure_callbacks=callbacks,
     )
