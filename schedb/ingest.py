@@ -1,0 +1,498 @@
+"""Ingest: tuning logs of any kind into the store, each input file in one transaction.
+
+Sources (recognised by content, not by name):
+  * MetaSchedule work dirs: ``database_workload.json`` + ``database_tuning_record.json``
+    (also ``.gz``), with the ``schedb.json`` sidecar that ``schedb tune`` writes;
+  * legacy Ansor logs (JSON lines with ``i``, ``r``, ``v``), with ``wkl_classes.json``
+    beside them naming kernel classes;
+  * other schedb databases (merge).
+
+Bad lines are skipped with a warning naming file:line; a file that is not a tuning
+log is an error for that file only. Nothing from a log is ever unpickled or eval'd:
+lines are parsed as JSON, workloads by TVM's JSON loader.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+from schedb.errors import SchedbError
+from schedb.store import Store, now
+from schedb.workdir import RECORDS, SIDECAR, WORKLOADS, find, is_workdir, open_text, read_sidecar
+
+# A run time at or above this is a tuner's "failed" sentinel (MetaSchedule uses 1e10).
+INVALID_RUN_SECS = 1e9
+CHUNK = 5000
+_SIDE_FILES = {"wkl_classes.json", "tuning_info.json", SIDECAR}
+_LOG_SUFFIXES = (".json", ".jsonl", ".log", ".json.gz", ".jsonl.gz", ".db", ".sqlite")
+
+
+@dataclass
+class Report:
+    files: int = 0
+    already: int = 0  # files whose exact content was ingested before
+    new_workloads: int = 0
+    new_records: int = 0
+    duplicates: int = 0
+    invalid: int = 0  # failed measurements, stored but never chosen
+    skipped_lines: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> bool:
+        return bool(self.errors) or self.skipped_lines > 0
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "files", "already", "new_workloads", "new_records", "duplicates", "invalid",
+            "skipped_lines", "errors", "warnings")}
+
+
+class _Skip(Exception):
+    """A bad line: skipped with a warning, the file goes on."""
+
+
+def ingest(store: Store, paths, model: str | None = None,
+           on_file: Callable[[str, Report], None] | None = None) -> Report:
+    """Ingest every tuning log under ``paths`` (files or folders, recursively)."""
+    report = Report()
+    for source in _discover([Path(p) for p in paths], report):
+        before = (report.new_records, report.errors[:])
+        try:
+            with store.transaction():
+                source(store, report, model)
+        except SchedbError as e:
+            report.errors.append(str(e))
+        except sqlite3.DatabaseError as e:
+            report.errors.append(f"{source.path}: database error: {e}")
+        if report.errors != before[1]:
+            # The transaction rolled back: what this file seemed to add is not there.
+            report.new_records = before[0]
+        if on_file:
+            on_file(str(source.path), report)
+    return report
+
+
+# --------------------------------------------------------------------------- discovery
+def _discover(paths: list[Path], report: Report) -> Iterator["_Source"]:
+    for path in paths:
+        if not path.exists():
+            report.errors.append(f"{path}: no such file or directory")
+        elif path.is_dir():
+            yield from _walk(path)
+        else:
+            source = _classify(path, explicit=True)
+            if isinstance(source, str):
+                report.errors.append(source)
+            elif source is not None:
+                yield source
+
+
+def _walk(folder: Path) -> Iterator["_Source"]:
+    if is_workdir(folder):
+        yield _WorkDir(folder)
+        return  # its logs/ and sidecar belong to it
+    for child in sorted(folder.iterdir()):
+        if child.is_dir():
+            yield from _walk(child)
+        elif child.name.endswith(_LOG_SUFFIXES) and child.name not in _SIDE_FILES:
+            source = _classify(child, explicit=False)
+            if isinstance(source, str):
+                yield _Failing(child, source)
+            elif source is not None:
+                yield source
+
+
+def _classify(path: Path, explicit: bool):
+    """A source for ``path``, None to pass over it, or an error message."""
+    if path.name in (WORKLOADS, RECORDS, WORKLOADS + ".gz", RECORDS + ".gz"):
+        return _WorkDir(path.parent) if is_workdir(path.parent) else (
+            f"{path}: half a MetaSchedule work dir (needs {WORKLOADS} and {RECORDS})")
+    if path.name in _SIDE_FILES and not explicit:
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        return f"{path}: cannot read ({e.strerror})"
+    if head.startswith(b"SQLite format 3"):
+        return _SchedbFile(path)
+    try:
+        with open_text(path) as f:
+            first = next((line for line in f if line.strip()), "")
+    except (OSError, UnicodeDecodeError, EOFError) as e:
+        return f"{path}: not a tuning log (cannot read it as text: {e})"
+    try:
+        obj = json.loads(first)
+    except json.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict) and "i" in obj and "r" in obj:
+        return _AnsorLog(path)
+    if path.name in _SIDE_FILES:
+        return None
+    return f"{path}:1: not a tuning log (expected a MetaSchedule work dir, Ansor JSON lines or a schedb database)"
+
+
+# --------------------------------------------------------------------------- helpers
+def _sha256_files(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _register_file(store: Store, paths: list[Path], fmt: str, report: Report) -> int | None:
+    """Add the file row; None when this exact content was ingested before."""
+    digest = _sha256_files(*paths)
+    if store.conn.execute("SELECT 1 FROM files WHERE sha256 = ?", (digest,)).fetchone():
+        report.already += 1
+        return None
+    cur = store.conn.execute(
+        "INSERT INTO files (path, sha256, format, size, ingested_at) VALUES (?, ?, ?, ?, ?)",
+        (str(paths[0].resolve()), digest, fmt, sum(p.stat().st_size for p in paths), now()),
+    )
+    report.files += 1
+    return cur.lastrowid
+
+
+def _run_secs(value) -> tuple[list[float] | None, float | None, bool]:
+    """(samples, mean, valid) from a log's run times."""
+    if not isinstance(value, list) or not value:
+        return None, None, False
+    try:
+        samples = [float(x) for x in value]
+    except (TypeError, ValueError):
+        raise _Skip("run times are not numbers") from None
+    valid = all(math.isfinite(x) and 0 < x < INVALID_RUN_SECS for x in samples)
+    return samples, (sum(samples) / len(samples) if valid else None), valid
+
+
+def record_digest(signature: str, target: str, trace: str, run_secs) -> str:
+    text = "\x1f".join([signature, target, trace, json.dumps(run_secs)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Targets:
+    """Canonical target JSON per raw target (dict or string), parsed once."""
+
+    def __init__(self):
+        self.cache: dict[str, str] = {}
+
+    def __call__(self, raw) -> str:
+        from schedb.target import canonical, parse_target
+
+        key = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True)
+        if key not in self.cache:
+            self.cache[key] = canonical(parse_target(raw))
+        return self.cache[key]
+
+
+def _lines(path: Path, report: Report) -> Iterator[tuple[int, str]]:
+    try:
+        with open_text(path) as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    yield lineno, line
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        # A truncated .gz ends in EOFError: keep what came before, warn.
+        report.warnings.append(f"{path}: read stopped early ({e})")
+        report.skipped_lines += 1
+
+
+def _skip(report: Report, path: Path, lineno: int, why: str):
+    report.skipped_lines += 1
+    report.warnings.append(f"{path}:{lineno}: skipped: {why}")
+
+
+class _Source:
+    path: Path
+
+    def __call__(self, store: Store, report: Report, model: str | None):
+        raise NotImplementedError
+
+
+class _Failing(_Source):
+    """A file met during a folder walk that is not a tuning log: an error for it alone."""
+
+    def __init__(self, path: Path, message: str):
+        self.path, self.message = path, message
+
+    def __call__(self, store, report, model):
+        raise SchedbError(self.message)
+
+
+# --------------------------------------------------------------------------- MetaSchedule
+class _WorkDir(_Source):
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.path = find(folder, RECORDS)
+
+    def __call__(self, store: Store, report: Report, model: str | None):
+        import tvm
+
+        wl_path = find(self.folder, WORKLOADS)
+        meta = read_sidecar(self.folder) or {}
+        file_id = _register_file(store, [self.path, wl_path], "metaschedule", report)
+        if file_id is None:
+            return
+        targets = _Targets()
+        name = meta.get("model") or model or self.folder.name
+        model_id = store.upsert_model(
+            name, meta.get("source"), meta.get("input_shapes"),
+            targets(json.loads(meta["target"])) if meta.get("target") else None,
+            meta.get("tvm_version"),
+        )
+        tvm_version = meta.get("tvm_version") or tvm.__version__
+        workloads = self._workloads(store, wl_path, report, tvm_version)
+        tasks = {t["shash"]: t for t in meta.get("tasks", [])}
+        for shash, (wid, _sig) in workloads.items():
+            if tasks and shash not in tasks:
+                continue  # stored but not a task of this model (TVM keeps extra workloads)
+            task = tasks.get(shash, {})
+            store.add_task(model_id, wid, task.get("name"), task.get("weight"))
+        by_index = list(workloads.values())
+        _ingest_lines(store, self.path, file_id, report, lambda line, lineno: self._record(
+            line, by_index, targets, model_id, file_id, lineno, tvm_version, report))
+
+    def _workloads(self, store, wl_path, report, tvm_version) -> dict:
+        from tvm.s_tir.meta_schedule.database import Workload
+
+        from schedb.signature import signature
+
+        out: dict = {}
+        for lineno, line in _lines(wl_path, report):
+            try:
+                obj = json.loads(line)
+                if (not isinstance(obj, list) or len(obj) != 2
+                        or not all(isinstance(x, str) for x in obj)):
+                    raise _Skip("expected [structural_hash, base64 IRModule]")
+                base64.b64decode(obj[1], validate=True)
+                mod = Workload.from_json(obj).mod
+                sig, kind, desc = signature(mod)
+            except _Skip as e:
+                _skip(report, wl_path, lineno, str(e))
+                out[f"bad:{lineno}"] = (None, None)  # keep indices aligned with record lines
+                continue
+            except Exception as e:  # json, base64 or TVM's loader: all mean "bad line"
+                _skip(report, wl_path, lineno, f"unreadable workload ({type(e).__name__})")
+                out[f"bad:{lineno}"] = (None, None)
+                continue
+            params = [p for p in desc["params"] if "shape" in p]
+            wid, created = store.upsert_workload(
+                sig, kind, [p["shape"] for p in params], [p["dtype"] for p in params],
+                shash=obj[0], description=desc, ms_workload=line.strip(), tvm_version=tvm_version,
+            )
+            report.new_workloads += created
+            out[obj[0]] = (wid, sig)
+        return out
+
+    def _record(self, line, by_index, targets, model_id, file_id, lineno, tvm_version, report) -> dict:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _Skip(f"not JSON ({e.msg})") from None
+        if (not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[0], int)
+                or not isinstance(obj[1], list) or len(obj[1]) < 2):
+            raise _Skip("expected [workload_index, [trace, run_secs, target, args_info]]")
+        index, (trace, run_secs, *rest) = obj
+        if not 0 <= index < len(by_index) or by_index[index][0] is None:
+            raise _Skip(f"workload index {index} is not a readable workload")
+        wid, sig = by_index[index]
+        if not isinstance(trace, list):
+            raise _Skip("trace is not a list")
+        raw_target = rest[0] if rest else None
+        if not isinstance(raw_target, (dict, str)):
+            raise _Skip("no target")
+        try:
+            target = targets(raw_target)
+        except SchedbError as e:
+            raise _Skip(str(e)) from None
+        samples, mean, valid = _run_secs(run_secs)
+        report.invalid += not valid
+        trace_text = json.dumps(trace, separators=(",", ":"))
+        return {
+            "workload_id": wid, "target": target, "format": "ms-trace", "trace": trace_text,
+            "run_secs": json.dumps(samples), "mean_s": mean, "valid": int(valid),
+            "error": None if valid else "failed measurement",
+            "args_info": json.dumps(rest[1]) if len(rest) > 1 else None,
+            "origin": "tuned", "model_id": model_id, "file_id": file_id, "line": lineno,
+            "tvm_version": tvm_version, "created_at": now(),
+            "digest": record_digest(sig, target, trace_text, samples),
+        }
+
+
+def _ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse):
+    """Parse every line of ``path`` into a record row, insert them in chunks."""
+    rows, last = [], 0
+    for lineno, line in _lines(path, report):
+        last = lineno
+        try:
+            rows.append(parse(line, lineno))
+        except _Skip as e:
+            _skip(report, path, lineno, str(e))
+        if len(rows) >= CHUNK:
+            _flush(store, rows, report)
+    _flush(store, rows, report)
+    store.conn.execute("UPDATE files SET lines = ? WHERE id = ?", (last, file_id))
+
+
+def _flush(store: Store, rows: list, report: Report):
+    new = store.insert_records(rows)
+    report.new_records += new
+    report.duplicates += len(rows) - new
+    rows.clear()
+
+
+# --------------------------------------------------------------------------- Ansor
+class _AnsorLog(_Source):
+    """Legacy auto_scheduler logs: stored for query and provenance, not replayable."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, store: Store, report: Report, model: str | None):
+        file_id = _register_file(store, [self.path], "ansor", report)
+        if file_id is None:
+            return
+        classes = _wkl_classes(self.path.parent, report)
+        name = model or re.sub(r"(\.best)?\.jsonl?(\.gz)?$", "", self.path.name)
+        model_id = store.upsert_model(name, f"legacy-ansor:{self.path.name}")
+        targets = _Targets()
+        workloads: dict[str, tuple[int, str]] = {}
+        _ingest_lines(store, self.path, file_id, report, lambda line, lineno: self._record(
+            store, line, workloads, classes, targets, model_id, file_id, lineno, report))
+
+    def _record(self, store, line, workloads, classes, targets, model_id, file_id, lineno, report):
+        try:
+            obj = json.loads(line)
+            inp, res = obj["i"], obj["r"]
+            (wkey, target_str, *_), (_, steps) = inp[0], inp[1]
+            costs, error_no, _all_cost, timestamp = res
+        except json.JSONDecodeError as e:
+            raise _Skip(f"not JSON ({e.msg})") from None
+        except (KeyError, TypeError, ValueError):
+            raise _Skip("not an Ansor record ({'i': [[key, target, ...], [[], steps]], 'r': [...]})") from None
+        if not isinstance(wkey, str) or not isinstance(target_str, str) or not isinstance(steps, list):
+            raise _Skip("bad workload key, target or steps")
+        if wkey not in workloads:
+            workloads[wkey] = self._workload(store, wkey, classes, model_id, report)
+        wid, sig = workloads[wkey]
+        try:
+            target = targets(target_str)
+        except SchedbError as e:
+            raise _Skip(str(e)) from None
+        samples, mean, valid = _run_secs(costs)
+        valid = valid and error_no == 0
+        report.invalid += not valid
+        trace_text = json.dumps(steps, separators=(",", ":"))
+        measured = None
+        if isinstance(timestamp, (int, float)) and math.isfinite(timestamp) and 0 < timestamp < 1e11:
+            measured = datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+        return {
+            "workload_id": wid, "target": target, "format": "ansor-steps", "trace": trace_text,
+            "run_secs": json.dumps(samples), "mean_s": mean if valid else None, "valid": int(valid),
+            "error": None if valid else f"ansor error_no {error_no}",
+            "origin": "legacy-ansor", "model_id": model_id, "file_id": file_id, "line": lineno,
+            "measured_at": measured, "tvm_version": obj.get("v"), "created_at": now(),
+            "digest": record_digest(sig, target, trace_text, samples),
+        }
+
+    def _workload(self, store, wkey, classes, model_id, report):
+        try:
+            key = json.loads(wkey)
+            shapes = [s for s in key[1:] if isinstance(s, list)]
+        except (json.JSONDecodeError, TypeError, IndexError):
+            raise _Skip("workload key is not a JSON list") from None
+        digest = hashlib.sha256(wkey.encode()).hexdigest()
+        kind = classes.get(digest, "unknown")
+        sig = "ansor:" + digest
+        wid, created = store.upsert_workload(sig, kind, shapes, ["float32"] * len(shapes),
+                                             legacy_key=wkey)
+        report.new_workloads += created
+        store.add_task(model_id, wid)
+        return wid, sig
+
+
+def _wkl_classes(folder: Path, report: Report) -> dict[str, str]:
+    """sha256(workload_key) -> kernel class, from a wkl_classes.json beside the log."""
+    p = folder / "wkl_classes.json"
+    if not p.is_file():
+        return {}
+    try:
+        data = json.loads(p.read_text())
+        return {h: re.sub(r"^vm_mod_fused_|_\d+$", "", cls) for cls, hs in data.items() for h in hs}
+    except (json.JSONDecodeError, AttributeError, TypeError) as e:
+        report.warnings.append(f"{p}: ignored, not a class map ({e})")
+        return {}
+
+
+# --------------------------------------------------------------------------- schedb
+class _SchedbFile(_Source):
+    """Merge another schedb database: workloads by signature, records by digest."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, store: Store, report: Report, model: str | None):
+        if self.path.resolve() == store.path.resolve():
+            raise SchedbError(f"{self.path}: is the database being written to")
+        other = Store(self.path, readonly=True)
+        try:
+            file_id = _register_file(store, [self.path], "schedb", report)
+            if file_id is None:
+                return
+            self._merge(store, other, report)
+        finally:
+            other.close()
+
+    def _merge(self, store: Store, other: Store, report: Report):
+        files = {}
+        for f in other.db.query("SELECT * FROM files"):
+            row = store.conn.execute("SELECT id FROM files WHERE sha256 = ?", (f["sha256"],)).fetchone()
+            if row:
+                files[f["id"]] = row[0]
+            else:
+                files[f["id"]] = store.conn.execute(
+                    "INSERT INTO files (path, sha256, format, size, lines, ingested_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (f["path"], f["sha256"], f["format"], f["size"], f["lines"], f["ingested_at"]),
+                ).lastrowid
+        models = {m["id"]: store.upsert_model(m["name"], m["source"], m["input_shapes"], m["target"],
+                                              m["tvm_version"])
+                  for m in other.db.query("SELECT * FROM models")}
+        workloads = {}
+        for w in other.db.query("SELECT * FROM workloads"):
+            wid, created = store.upsert_workload(
+                w["signature"], w["kind"], json.loads(w["shapes"]), json.loads(w["dtypes"]),
+                w["shash"], w["legacy_key"], w["description"], w["ms_workload"], w["tvm_version"])
+            workloads[w["id"]] = wid
+            report.new_workloads += created
+        for t in other.db.query("SELECT * FROM model_tasks"):
+            store.add_task(models[t["model_id"]], workloads[t["workload_id"]], t["task_name"], t["weight"])
+        ids = {}
+        # Parents before children: ids grow with insertion, and a parent is always older.
+        for r in other.db.query("SELECT * FROM records ORDER BY id"):
+            old = r.pop("id")
+            r["workload_id"] = workloads[r["workload_id"]]
+            r["source_workload_id"] = workloads.get(r["source_workload_id"])
+            r["model_id"] = models.get(r["model_id"])
+            r["file_id"] = files.get(r["file_id"])
+            r["parent_id"] = ids.get(r["parent_id"])
+            new = store.insert_records([r])
+            report.new_records += new
+            report.duplicates += 1 - new
+            report.invalid += new and not r["valid"]
+            ids[old] = store.conn.execute("SELECT id FROM records WHERE digest = ?",
+                                          (r["digest"],)).fetchone()[0]
