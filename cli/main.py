@@ -157,6 +157,161 @@ def bench(model_spec, input_shape, target, logs, repeat, as_json):
         click.echo(f"pytorch    {torch_lat.median:9.2f} ms  (IQR {lo:.2f}-{hi:.2f}, eager)")
 
 
+db_option = click.option(
+    "--db", "db_path", default=None, type=click.Path(dir_okay=False),
+    help="Database file (default: $SCHEDB_DB or ./schedb.db).",
+)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@db_option
+@click.option("--model", default=None, help="Model name for logs that do not say (default: folder / file name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@handle_errors
+def ingest(paths, db_path, model, as_json):
+    """Ingest tuning logs: MetaSchedule work dirs, Ansor logs, schedb databases."""
+    from schedb.ingest import ingest as run_ingest
+    from schedb.store import Store
+
+    quiet_tvm()
+    store = Store(db_path)
+    report = run_ingest(store, paths, model=model)
+    for w in report.warnings:
+        click.echo(f"warning: {w}", err=True)
+    for e in report.errors:
+        click.echo(f"error: {e}", err=True)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=1))
+    else:
+        click.echo(
+            f"{report.files} files ingested ({report.already} already in the database), "
+            f"{report.new_workloads} new workloads, {report.new_records} new records, "
+            f"{report.duplicates} duplicates, {report.invalid} invalid measurements, "
+            f"{report.skipped_lines} lines skipped, {len(report.errors)} files rejected -> {store.path}"
+        )
+    if report.rejected:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("query")
+@db_option
+@click.option("--csv", "fmt", flag_value="csv", help="CSV output.")
+@click.option("--json", "fmt", flag_value="json", help="JSON output.")
+@click.option("--write", is_flag=True, help="Allow statements that change the database.")
+@handle_errors
+def sql(query, db_path, fmt, write):
+    """Run SQL against the database (read-only unless --write)."""
+    import csv
+    import sqlite3
+
+    from schedb.store import Store
+
+    store = Store(db_path, readonly=not write)
+    try:
+        cur = store.conn.execute(query)
+    except sqlite3.Error as e:
+        raise SchedbError(f"SQL error: {e}") from None
+    cols = [d[0] for d in cur.description or []]
+    rows = cur.fetchall()
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(cols, r)) for r in rows], indent=1))
+    elif fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(cols)
+        w.writerows(rows)
+    elif cols:
+        print_table(cols, rows)
+
+
+def print_table(cols, rows):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*cols)
+    for r in rows:
+        table.add_row(*["" if v is None else str(v) for v in r])
+    Console(width=200).print(table)
+
+
+@cli.group()
+def show():
+    """Show one workload or record in full."""
+
+
+@show.command("workload")
+@click.argument("workload_id", type=int)
+@db_option
+@handle_errors
+def show_workload(workload_id, db_path):
+    from schedb.store import Store
+
+    store = Store(db_path, readonly=True)
+    w = store.workload(workload_id)
+    if w is None:
+        raise SchedbError(f"no workload {workload_id}")
+    w.pop("ms_workload")
+    w["description"] = json.loads(w["description"]) if w["description"] else None
+    w["models"] = [r["name"] for r in store.db.query(
+        "SELECT m.name FROM model_tasks t JOIN models m ON m.id = t.model_id WHERE t.workload_id = ?",
+        [workload_id])]
+    w["best"] = store.best_record(workload_id)
+    if w["best"]:
+        w["best"] = {k: w["best"][k] for k in ("id", "mean_s", "target", "origin")}
+    w["records"] = store.conn.execute("SELECT COUNT(*) FROM records WHERE workload_id = ?",
+                                      (workload_id,)).fetchone()[0]
+    click.echo(json.dumps(w, indent=1))
+
+
+@show.command("record")
+@click.argument("record_id", type=int)
+@db_option
+@handle_errors
+def show_record(record_id, db_path):
+    from schedb.store import Store
+
+    store = Store(db_path, readonly=True)
+    r = store.record(record_id)
+    if r is None:
+        raise SchedbError(f"no record {record_id}")
+    for k in ("trace", "run_secs", "args_info", "target"):
+        r[k] = json.loads(r[k]) if r[k] else None
+    click.echo(json.dumps(r, indent=1))
+
+
+@cli.command()
+@click.argument("record_id", type=int)
+@db_option
+@handle_errors
+def provenance(record_id, db_path):
+    """The chain from a record back to the original log line."""
+    from schedb.store import Store
+
+    chain = Store(db_path, readonly=True).lineage(record_id)
+    if not chain:
+        raise SchedbError(f"no record {record_id}")
+    cols = ["depth", "id", "origin", "workload_id", "kind", "mean_s", "model", "file", "line",
+            "source_workload_id", "distance", "created_at"]
+    print_table(cols, [[r[c] for c in cols] for r in chain])
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@db_option
+@click.option("--format", "fmt", type=click.Choice(["metaschedule"]), default="metaschedule",
+              show_default=True)
+@click.option("--model", default=None, help="Only the workloads of this model.")
+@handle_errors
+def export(folder, db_path, fmt, model):
+    """Write the database's schedules as a standard MetaSchedule work dir."""
+    from schedb.store import Store
+    from schedb.workdir import export_workdir
+
+    n_wl, n_rec = export_workdir(Store(db_path, readonly=True), folder, model=model)
+    click.echo(f"wrote {n_wl} workloads, {n_rec} records -> {folder}")
+
+
 def open_schedules(path):
     """A MetaSchedule database for a work dir or a schedb database file."""
     from pathlib import Path

@@ -1,0 +1,117 @@
+"""``schedb.Database``: the store as a MetaSchedule ``Database``.
+
+TVM's own tuning (``tune_relax(..., database=schedb.Database(path))``) writes into it
+and ``MetaScheduleApplyDatabase`` reads the best schedules from it. Workloads are
+matched by schedb's signature, so a schedule found for one TVM version's IR of an
+operator is found again for another's.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tvm.ir.utils import derived_object
+from tvm.s_tir.meta_schedule.database import PyDatabase, TuningRecord, Workload
+
+from schedb.ingest import record_digest
+from schedb.signature import signature
+from schedb.store import Store, now
+from schedb.target import canonical
+
+
+@derived_object
+class Database(PyDatabase):
+    """A MetaSchedule database backed by a schedb SQLite file.
+
+    ``target``: only records for this target are returned (default: any target).
+    ``model``: records committed through this object are attributed to this model."""
+
+    def __init__(self, path=None, target=None, model: str | None = None, origin: str = "tuned"):
+        super().__init__()
+        self.store = Store(path)
+        self.target = canonical(target) if target is not None else None
+        self.model_id = self.store.upsert_model(model) if model else None
+        self.origin = origin
+        self._sigs: dict = {}  # structural hash -> (workload id, signature)
+
+    def _lookup(self, mod, create: bool):
+        import tvm_ffi
+
+        key = tvm_ffi.structural_hash(mod)
+        if key in self._sigs:
+            return self._sigs[key]
+        sig, kind, desc = signature(mod)
+        row = self.store.conn.execute("SELECT id FROM workloads WHERE signature = ?", (sig,)).fetchone()
+        if row is None and not create:
+            return None, sig
+        if row is None:
+            import tvm
+
+            params = [p for p in desc["params"] if "shape" in p]
+            with self.store.transaction():
+                wid, _ = self.store.upsert_workload(
+                    sig, kind, [p["shape"] for p in params], [p["dtype"] for p in params],
+                    shash=str(key), description=desc,
+                    ms_workload=json.dumps([str(x) for x in Workload(mod).as_json()]),
+                    tvm_version=tvm.__version__,
+                )
+        else:
+            wid = row[0]
+        self._sigs[key] = (wid, sig)
+        return wid, sig
+
+    # ------------------------------------------------------------------ PyDatabase
+    def has_workload(self, mod) -> bool:
+        wid, _ = self._lookup(mod, create=False)
+        return wid is not None
+
+    def commit_workload(self, mod) -> Workload:
+        self._lookup(mod, create=True)
+        return Workload(mod)
+
+    def commit_tuning_record(self, record: TuningRecord) -> None:
+        import tvm
+
+        wid, sig = self._lookup(record.workload.mod, create=True)
+        trace, run_secs, target_json, args_info = record.as_json()
+        target = canonical(record.target) if record.target is not None else self.target or ""
+        samples = [float(s) for s in run_secs] if run_secs else None
+        valid = bool(samples) and all(0 < s < 1e9 for s in samples)
+        trace_text = json.dumps(trace, separators=(",", ":"))
+        with self.store.transaction():
+            self.store.insert_records([{
+                "workload_id": wid, "target": target, "format": "ms-trace", "trace": trace_text,
+                "run_secs": json.dumps(samples), "mean_s": sum(samples) / len(samples) if valid else None,
+                "valid": int(valid), "error": None if valid else "failed measurement",
+                "args_info": json.dumps(args_info), "origin": self.origin, "model_id": self.model_id,
+                "tvm_version": tvm.__version__, "created_at": now(),
+                "digest": record_digest(sig, target, trace_text, samples),
+            }])
+
+    def get_top_k(self, workload: Workload, top_k: int) -> list[TuningRecord]:
+        wid, _ = self._lookup(workload.mod, create=False)
+        if wid is None:
+            return []
+        rows = self.store.top_records(wid, self.target, top_k)
+        return [self._to_record(r, workload) for r in rows]
+
+    def get_all_tuning_records(self) -> list[TuningRecord]:
+        out = []
+        workloads: dict = {}
+        for r in self.store.db.query(
+            "SELECT r.*, w.ms_workload FROM records r JOIN workloads w ON w.id = r.workload_id"
+            " WHERE r.valid = 1 AND r.format = 'ms-trace' AND w.ms_workload IS NOT NULL ORDER BY r.id"
+        ):
+            if r["workload_id"] not in workloads:
+                workloads[r["workload_id"]] = Workload.from_json(json.loads(r["ms_workload"]))
+            out.append(self._to_record(r, workloads[r["workload_id"]]))
+        return out
+
+    def __len__(self) -> int:
+        return self.store.conn.execute("SELECT COUNT(*) FROM records WHERE format = 'ms-trace'").fetchone()[0]
+
+    @staticmethod
+    def _to_record(row: dict, workload: Workload) -> TuningRecord:
+        obj = [json.loads(row["trace"]), json.loads(row["run_secs"]), json.loads(row["target"]),
+               json.loads(row["args_info"]) if row["args_info"] else None]
+        return TuningRecord.from_json(obj, workload)
