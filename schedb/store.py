@@ -271,14 +271,20 @@ class Store:
         rows = list(self.db.query(sql + " ORDER BY mean_s, id LIMIT 1", args))
         return rows[0] if rows else None
 
-    def top_records(self, workload_id: int, target: str | None, n: int) -> list[dict]:
-        """The ``n`` fastest valid MetaSchedule records, one per distinct trace."""
-        sql = ("SELECT * FROM records WHERE workload_id = ? AND valid = 1 AND format = 'ms-trace'"
-               + (" AND target = ?" if target is not None else "")
-               + " ORDER BY mean_s, id LIMIT ?")
-        args = [workload_id, target, n * 4] if target is not None else [workload_id, n * 4]
+    def top_records(self, workload_id: int, target: str | None, n: int,
+                    model_ids: list[int] | None = None) -> list[dict]:
+        """The ``n`` fastest valid MetaSchedule records, one per distinct trace
+        (only records of ``model_ids``, if given)."""
+        sql = "SELECT * FROM records WHERE workload_id = ? AND valid = 1 AND format = 'ms-trace'"
+        args: list = [workload_id]
+        if target is not None:
+            sql += " AND target = ?"
+            args.append(target)
+        if model_ids is not None:
+            sql += f" AND model_id IN ({', '.join('?' * len(model_ids))})"
+            args += list(model_ids)
         out, seen = [], set()
-        for r in self.db.query(sql, args):
+        for r in self.db.query(sql + " ORDER BY mean_s, id LIMIT ?", args + [n * 4]):
             if r["trace"] not in seen:
                 seen.add(r["trace"])
                 out.append(r)
