@@ -312,6 +312,106 @@ def export(folder, db_path, fmt, model):
     click.echo(f"wrote {n_wl} workloads, {n_rec} records -> {folder}")
 
 
+@cli.command()
+@model_option
+@shape_option
+@target_option
+@db_option
+@click.option("-k", type=int, default=5, show_default=True)
+@click.option("--exclude-model", multiple=True, help="Never return workloads only these models tuned.")
+@handle_errors
+def neighbors(model_spec, input_shape, target, db_path, k, exclude_model):
+    """For every task of a model, the nearest tuned workloads in the database."""
+    from schedb.index import Index
+    from schedb.models import load_model
+    from schedb.signature import signature
+    from schedb.store import Store
+    from schedb.target import canonical, parse_target
+    from schedb.tasks import extract_tasks, lower
+
+    store = Store(db_path, readonly=True)
+    tgt = parse_target(target)
+    index = Index(store, canonical(tgt), exclude=list(exclude_model))
+    rows = []
+    for task in extract_tasks(lower(load_model(model_spec, input_shape), tgt), tgt):
+        sig, kind, desc = signature(task.func)
+        found = index.neighbors(desc, kind, k)
+        if not found:
+            rows.append([task.name, kind, "-", "-", "-", "-"])
+        for i, nb in enumerate(found):
+            exact = store.conn.execute("SELECT signature = ? FROM workloads WHERE id = ?",
+                                       (sig, nb.workload_id)).fetchone()[0]
+            rows.append([task.name if i == 0 else "", kind if i == 0 else "", nb.workload_id,
+                         f"{nb.distance:.3f}" + (" (exact)" if exact else ""), ",".join(nb.models),
+                         i + 1])
+    print_table(["task", "kind", "workload", "distance", "models", "rank"], rows)
+
+
+@cli.command()
+@model_option
+@shape_option
+@target_option
+@db_option
+@click.option("--sources", default=None, help="Comma-separated models whose schedules may be used.")
+@click.option("--exclude-model", multiple=True, help="Never use schedules of this model (repeatable).")
+@click.option("-k", type=int, default=3, show_default=True, help="Nearest workloads per task.")
+@click.option("--droplet/--no-droplet", default=False, show_default=True, help="Refine winners by droplet search.")
+@click.option("--droplet-trials", type=int, default=16, show_default=True, help="Droplet measurements per task.")
+@click.option("--trials", type=int, default=None, help="Cap on measured candidates in all.")
+@click.option("--budget", type=float, default=None, help="Cap on search time, minutes.")
+@click.option("--runner", default="local", show_default=True, help="local or rpc://host:port/key")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+@handle_errors
+def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
+             trials, budget, runner, report_path):
+    """Transfer-tune a model from the schedules in the database."""
+    from rich.console import Console
+
+    from schedb.models import load_model
+    from schedb.store import Store
+    from schedb.target import parse_target
+    from schedb.transfer import Options, transfer as run_transfer
+
+    quiet_tvm()
+    console = Console(stderr=True)
+    store = Store(db_path)
+    opts = Options(k=k, sources=sources.split(",") if sources else None, exclude=list(exclude_model),
+                   droplet=droplet, droplet_trials=droplet_trials, trials=trials,
+                   budget_s=budget * 60 if budget is not None else None, runner=runner)
+    t0 = time.perf_counter()
+
+    def progress(done, total, r):
+        best = r.refined_us or r.transferred_us
+        console.print(f"[{time.perf_counter() - t0:7.1f}s] task {done}/{total} {r.task}: {r.source}"
+                      + (f" {r.untuned_us:.1f} -> {best:.1f} us" if best and r.untuned_us else
+                         f" ({r.reason})" if r.reason else ""), highlight=False)
+
+    rep = run_transfer(store, load_model(model_spec, input_shape), parse_target(target), opts, progress)
+    cols = ["task", "weight", "source", "from", "distance", "untuned_us", "transferred_us", "refined_us"]
+    rows = [[r.task, r.weight, r.source, r.source_model or r.reason or "",
+             "" if r.distance is None else f"{r.distance:.2f}",
+             _fmt(r.untuned_us), _fmt(r.transferred_us), _fmt(r.refined_us)] for r in rep.tasks]
+    print_table(cols, rows)
+    counts = {s: sum(r.source == s for r in rep.tasks) for s in ("exact", "neighbor", "untuned")}
+    click.echo(f"tasks: {counts['exact']} exact, {counts['neighbor']} transferred, "
+               f"{counts['untuned']} untuned; {rep.measured} candidates measured; "
+               f"search time {rep.search_time_s:.1f} s")
+    for name in ("untuned", "transferred", "refined", "pytorch"):
+        lat = rep.e2e.get(name)
+        if lat:
+            click.echo(f"{name:12s} {lat['median_ms']:9.2f} ms  (IQR {lat['p25_ms']:.2f}-{lat['p75_ms']:.2f})")
+    u, t = rep.e2e["untuned"]["median_ms"], rep.e2e["transferred"]["median_ms"]
+    click.echo(f"speed-up over untuned: {u / t:.2f}x (transferred)"
+               + (f", {u / rep.e2e['refined']['median_ms']:.2f}x (refined)" if "refined" in rep.e2e else ""))
+    if report_path:
+        with open(report_path, "w") as f:
+            json.dump(rep.as_dict(), f, indent=1)
+
+
+def _fmt(x):
+    return "" if x is None else f"{x:.1f}"
+
+
 def open_schedules(path):
     """A MetaSchedule database for a work dir or a schedb database file."""
     from pathlib import Path

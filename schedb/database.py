@@ -19,6 +19,22 @@ from schedb.store import Store, now
 from schedb.target import canonical
 
 
+def commit_mod(store: Store, mod) -> tuple[int, str, str, dict]:
+    """The workload row of a TIR module, created if new: (id, signature, kind, description)."""
+    import tvm
+    import tvm_ffi
+
+    sig, kind, desc = signature(mod)
+    params = [p for p in desc["params"] if "shape" in p]
+    wid, _ = store.upsert_workload(
+        sig, kind, [p["shape"] for p in params], [p["dtype"] for p in params],
+        shash=str(tvm_ffi.structural_hash(mod)), description=desc,
+        ms_workload=json.dumps([str(x) for x in Workload(mod).as_json()]),
+        tvm_version=tvm.__version__,
+    )
+    return wid, sig, kind, desc
+
+
 @derived_object
 class Database(PyDatabase):
     """A MetaSchedule database backed by a schedb SQLite file.
@@ -38,27 +54,19 @@ class Database(PyDatabase):
         import tvm_ffi
 
         key = tvm_ffi.structural_hash(mod)
-        if key in self._sigs:
-            return self._sigs[key]
-        sig, kind, desc = signature(mod)
-        row = self.store.conn.execute("SELECT id FROM workloads WHERE signature = ?", (sig,)).fetchone()
-        if row is None and not create:
-            return None, sig
-        if row is None:
-            import tvm
-
-            params = [p for p in desc["params"] if "shape" in p]
-            with self.store.transaction():
-                wid, _ = self.store.upsert_workload(
-                    sig, kind, [p["shape"] for p in params], [p["dtype"] for p in params],
-                    shash=str(key), description=desc,
-                    ms_workload=json.dumps([str(x) for x in Workload(mod).as_json()]),
-                    tvm_version=tvm.__version__,
-                )
-        else:
-            wid = row[0]
-        self._sigs[key] = (wid, sig)
-        return wid, sig
+        if key not in self._sigs:
+            if not create:
+                sig = signature(mod)[0]
+                row = self.store.conn.execute("SELECT id FROM workloads WHERE signature = ?",
+                                              (sig,)).fetchone()
+                if row is None:
+                    return None, sig
+                self._sigs[key] = (row[0], sig)
+            else:
+                with self.store.transaction():
+                    wid, sig, _, _ = commit_mod(self.store, mod)
+                self._sigs[key] = (wid, sig)
+        return self._sigs[key]
 
     # ------------------------------------------------------------------ PyDatabase
     def has_workload(self, mod) -> bool:

@@ -482,6 +482,8 @@ ZOO: dict[str, ZooEntry] = {
                                     description="BERT-tiny-sized encoder: 2 layers, hidden 128, 2 heads"),
     "tiny_cnn": ZooEntry(TinyCNN, input_shapes=[(1, 3, 16, 16)], params=11_642,
                          description="2 convs + linear, 16x16 input (for tests)"),
+    "tiny_cnn_wide": ZooEntry(lambda: TinyCNN(width=12), input_shapes=[(1, 3, 16, 16)], params=18_322,
+                              description="tiny_cnn with 12/24 channels: a transfer target (tests)"),
     "tiny_mlp": ZooEntry(TinyMLP, input_shapes=[(1, 64)], params=12_448,
                          description="2-layer MLP (for tests)"),
 }

@@ -24,6 +24,7 @@ OUTPUT_SHAPES = {
     "efficientnet_b0": IMAGE_OUT,
     "transformer_encoder": (1, 128, 128),
     "tiny_cnn": (1, 10),
+    "tiny_cnn_wide": (1, 10),
     "tiny_mlp": (1, 32),
 }
 

@@ -1,0 +1,275 @@
+"""Transfer: make a new model fast with schedules other models were tuned with.
+
+Transfer-tuning (Gibson & Cano, PACT'22) on MetaSchedule traces. For every task of
+the model: an exact signature match reuses the stored best records; otherwise the
+top records of the k nearest workloads (schedb.index) are replayed on the task
+(schedb.replay adapts decisions that do not fit). Every candidate **and the task's
+untuned kernel** are measured for real and the fastest is kept, so no task ends up
+slower than untuned. Winners can be refined by droplet search, are committed as
+records with their provenance, and the whole model is compiled and timed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+from schedb.compile import compile_model, time_torch, time_vm
+from schedb.database import commit_mod
+from schedb.index import Index
+from schedb.ingest import record_digest
+from schedb.measure import Engine, Measurement
+from schedb.models import Model
+from schedb.replay import apply_trace, as_json
+from schedb.store import Store, now
+from schedb.target import canonical, load_intrinsics
+from schedb.tasks import extract_tasks, lower
+
+
+@dataclass
+class Options:
+    k: int = 3  # neighbour workloads per task
+    per_source: int = 2  # top records taken from each neighbour
+    sources: list[str] | None = None  # only schedules of these models
+    exclude: list[str] = field(default_factory=list)  # never schedules of these models
+    droplet: bool = False
+    droplet_trials: int = 16  # per task
+    trials: int | None = None  # global cap on measured candidates
+    budget_s: float | None = None  # global wall-clock cap on the search
+    repeat: int = 5  # samples per measured candidate
+    e2e_repeat: int = 10
+    pvalue: float = 0.05
+    seed: int = 0
+    runner: str = "local"
+
+
+@dataclass
+class TaskResult:
+    task: str
+    weight: int
+    workload_id: int
+    source: str  # exact | neighbor | untuned
+    reason: str | None = None  # why a task stayed untuned
+    source_model: str | None = None
+    source_workload_id: int | None = None
+    source_record_id: int | None = None
+    distance: float | None = None
+    untuned_us: float | None = None
+    transferred_us: float | None = None
+    refined_us: float | None = None
+    refined_pvalue: float | None = None
+    candidates: int = 0
+    failed: int = 0
+    droplet_trials: int = 0
+    record_id: int | None = None
+    refined_record_id: int | None = None
+    search_time_s: float = 0.0
+
+
+@dataclass
+class TransferReport:
+    model: str
+    target: str
+    tasks: list[TaskResult]
+    search_time_s: float
+    measured: int
+    e2e: dict  # untuned / transferred / refined / pytorch -> Latency dicts
+    check: dict  # max abs errors against the framework
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Winner:
+    trace: object  # tvm Trace as applied to the task
+    samples: list[float]
+    record_id: int | None
+
+
+def _allowed_models(store: Store, opts: Options) -> list[int] | None:
+    if not opts.sources and not opts.exclude:
+        return None
+    names = [r["name"] for r in store.db.query("SELECT name FROM models")]
+    keep = [n for n in names if (not opts.sources or n in opts.sources) and n not in opts.exclude]
+    return [store.model_id(n) for n in keep]
+
+
+def transfer(store: Store, model: Model, target, opts: Options | None = None, progress=None) -> TransferReport:
+    """Transfer schedules to every task of ``model``; see the module doc.
+
+    ``progress(done, total, task_result)`` is called after every task."""
+    import tvm
+
+    opts = opts or Options()
+    load_intrinsics(target)
+    tgt = canonical(target)
+    lowered = lower(model, target)
+    tasks = extract_tasks(lowered, target)
+    index = Index(store, tgt, opts.sources, opts.exclude)
+    allowed = _allowed_models(store, opts)
+    engine = Engine(target, runner=opts.runner, repeat=opts.repeat)
+    with store.transaction():
+        model_id = store.upsert_model(model.name, model.source, model.input_shapes, tgt, tvm.__version__)
+    t_start = time.perf_counter()
+    results: list[TaskResult] = []
+    transferred: dict[str, _Winner] = {}
+    refined: dict[str, _Winner] = {}
+
+    def budget_left() -> bool:
+        if opts.budget_s is not None and time.perf_counter() - t_start > opts.budget_s:
+            return False
+        return opts.trials is None or engine.count < opts.trials
+
+    for n, task in enumerate(tasks):
+        t0 = time.perf_counter()
+        with store.transaction():
+            wid, sig, kind, desc = commit_mod(store, task.func)
+            store.add_task(model_id, wid, task.name, task.weight)
+        res = TaskResult(task.name, task.weight, wid, "untuned")
+        candidates = _candidates(store, index, wid, desc, kind, tgt, allowed, opts, res)
+        replayed = []
+        for cand, dist in candidates:
+            if not budget_left() and replayed:
+                break
+            r = apply_trace(json.loads(cand["trace"]), task.func, target)
+            if r.ok:
+                replayed.append((cand, dist, r))
+            else:
+                res.failed += 1
+        res.candidates = len(candidates)
+        measured = engine.measure([task.func] + [r.mod for _, _, r in replayed])
+        untuned = measured[0]
+        res.untuned_us = untuned.mean * 1e6 if untuned.ok else None
+        res.failed += sum(not m.ok for m in measured[1:])
+        best = min(
+            ((m, c, d, r) for m, (c, d, r) in zip(measured[1:], replayed) if m.ok),
+            key=lambda x: x[0].mean, default=None,
+        )
+        if best is None:
+            res.reason = res.reason or (f"all {res.candidates} candidates failed" if res.candidates
+                                        else "no candidates")
+        elif untuned.ok and untuned.mean <= best[0].mean:
+            res.reason = f"untuned kernel fastest ({res.untuned_us:.1f} us vs {best[0].mean * 1e6:.1f} us)"
+        else:
+            m, cand, dist, r = best
+            res.source = "exact" if dist == 0 else "neighbor"
+            res.source_record_id, res.source_workload_id, res.distance = cand["id"], cand["workload_id"], dist
+            res.source_model = _model_name(store, cand["model_id"])
+            res.transferred_us = m.mean * 1e6
+            res.search_time_s = time.perf_counter() - t0
+            rid = _commit(store, wid, sig, tgt, r.trace, m, "transferred", cand["id"], cand["workload_id"],
+                          dist, res.search_time_s, model_id)
+            res.record_id = rid
+            transferred[task.name] = _Winner(r.trace, m.samples, rid)
+            if opts.droplet and budget_left():
+                starts = [(rr.trace, mm.samples) for mm, (_, _, rr) in sorted(
+                    ((mm, x) for mm, x in zip(measured[1:], replayed) if mm.ok), key=lambda y: y[0].mean)][:3]
+                win = _refine(store, task, target, engine, starts, opts, budget_left, wid, sig, tgt, rid,
+                              cand["workload_id"], dist, model_id, res, t0)
+                if win is not None:
+                    refined[task.name] = win
+        res.search_time_s = time.perf_counter() - t0
+        results.append(res)
+        if progress:
+            progress(n + 1, len(tasks), res)
+
+    search_time = time.perf_counter() - t_start
+    e2e, check = _end_to_end(lowered, target, tasks, transferred, refined, opts)
+    return TransferReport(model.name, tgt, results, search_time, engine.count, e2e, check)
+
+
+def _candidates(store, index, wid, desc, kind, tgt, allowed, opts, res):
+    """[(record row, distance)]: exact matches, else records of the nearest workloads."""
+    exact = store.top_records(wid, tgt, opts.k * opts.per_source, allowed)
+    if exact:
+        return [(r, 0.0) for r in exact]
+    neighbors = [nb for nb in index.neighbors(desc, kind, opts.k) if nb.workload_id != wid]
+    if not neighbors:
+        res.reason = f"no tuned workload of kind {kind}"
+        return []
+    out = []
+    for nb in neighbors:
+        out += [(r, nb.distance) for r in store.top_records(nb.workload_id, tgt, opts.per_source, allowed)]
+    return out
+
+
+def _refine(store, task, target, engine, starts, opts, budget_left, wid, sig, tgt, parent, source_wid,
+            dist, model_id, res, t0):
+    from schedb.droplet import refine_many
+
+    trials = opts.droplet_trials
+    if opts.trials is not None:
+        trials = min(trials, max(opts.trials - engine.count, 0))
+    if trials <= 0:
+        return None
+    time_left = None
+    if opts.budget_s is not None:
+        time_left = max(opts.budget_s - (time.perf_counter() - t0), 0)
+    out = refine_many(task.func, target, starts, engine, trials=trials, time_budget=time_left,
+                      pvalue=opts.pvalue, seed=opts.seed)
+    res.droplet_trials = out.trials
+    res.refined_pvalue = out.pvalue
+    if out.best_samples is None or out.improved is False:
+        res.refined_us = res.transferred_us
+        return None
+    m = Measurement(out.best_samples)
+    res.refined_us = m.mean * 1e6
+    trace = out.best_trace_obj
+    rid = _commit(store, wid, sig, tgt, trace, m, "droplet", parent, source_wid, dist,
+                  time.perf_counter() - t0, model_id)
+    res.refined_record_id = rid
+    return _Winner(trace, m.samples, rid)
+
+
+def _commit(store, wid, sig, tgt, trace, m: Measurement, origin, parent, source_wid, dist, search_time,
+            model_id) -> int:
+    import tvm
+
+    trace_text = json.dumps(as_json(trace), separators=(",", ":"))
+    with store.transaction():
+        return store.add_record(
+            workload_id=wid, target=tgt, format="ms-trace", trace=trace_text,
+            run_secs=json.dumps(m.samples), mean_s=m.mean, valid=1, origin=origin, parent_id=parent,
+            source_workload_id=source_wid, distance=dist, search_time_s=round(search_time, 3),
+            model_id=model_id, tvm_version=tvm.__version__, created_at=now(),
+            digest=record_digest(sig, tgt, trace_text, m.samples),
+        )
+
+
+def _model_name(store, model_id):
+    row = store.conn.execute("SELECT name FROM models WHERE id = ?", (model_id,)).fetchone()
+    return row[0] if row else None
+
+
+def winners_database(tasks, winners: dict, target):
+    """A MetaSchedule MemoryDatabase holding exactly the chosen schedule of each task."""
+    from tvm.s_tir import meta_schedule as ms
+
+    db = ms.database.MemoryDatabase()
+    for task in tasks:
+        w = winners.get(task.name)
+        if w is None:
+            continue
+        workload = db.commit_workload(task.func)
+        db.commit_tuning_record(ms.database.TuningRecord(
+            w.trace, workload, w.samples, target,
+            ms.arg_info.ArgInfo.from_prim_func(task.func["main"] if hasattr(task.func, "functions")
+                                               else task.func)))
+    return db
+
+
+def _end_to_end(lowered, target, tasks, transferred, refined, opts):
+    e2e, check = {}, {}
+    variants = [("untuned", None), ("transferred", transferred)]
+    if opts.droplet:
+        variants.append(("refined", {**transferred, **refined}))
+    for name, winners in variants:
+        db = winners_database(tasks, winners, target) if winners is not None else None
+        compiled = compile_model(lowered, target, db)
+        e2e[name] = time_vm(compiled, lowered, repeat=opts.e2e_repeat).as_dict()
+        check[name] = {"max_abs_err": compiled.max_abs_err, "kernels_scheduled": compiled.tuned_tasks}
+    torch_lat = time_torch(lowered, repeat=opts.e2e_repeat)
+    e2e["pytorch"] = torch_lat.as_dict() if torch_lat else None
+    return e2e, check
