@@ -73,7 +73,7 @@ class TransferReport:
     target: str
     tasks: list[TaskResult]
     search_time_s: float
-    measured: int
+    measured: int  # candidates measured (transfer + droplet), not counting untuned baselines
     e2e: dict  # untuned / transferred / refined / pytorch -> Latency dicts
     check: dict  # max abs errors against the framework
 
@@ -117,10 +117,13 @@ def transfer(store: Store, model: Model, target, opts: Options | None = None, pr
     transferred: dict[str, _Winner] = {}
     refined: dict[str, _Winner] = {}
 
-    def budget_left() -> bool:
-        if opts.budget_s is not None and time.perf_counter() - t_start > opts.budget_s:
-            return False
-        return opts.trials is None or engine.count < opts.trials
+    baseline = 0  # untuned measurements: always made, not charged to the budget
+
+    def trials_left() -> int | None:
+        return None if opts.trials is None else max(opts.trials - (engine.count - baseline), 0)
+
+    def time_left() -> float | None:
+        return None if opts.budget_s is None else max(opts.budget_s - (time.perf_counter() - t_start), 0)
 
     for n, task in enumerate(tasks):
         t0 = time.perf_counter()
@@ -131,7 +134,8 @@ def transfer(store: Store, model: Model, target, opts: Options | None = None, pr
         candidates = _candidates(store, index, wid, desc, kind, tgt, allowed, opts, res)
         replayed = []
         for cand, dist in candidates:
-            if not budget_left() and replayed:
+            if trials_left() is not None and len(replayed) >= trials_left() or time_left() == 0:
+                res.reason = "search budget spent"
                 break
             r = apply_trace(json.loads(cand["trace"]), task.func, target)
             if r.ok:
@@ -140,44 +144,45 @@ def transfer(store: Store, model: Model, target, opts: Options | None = None, pr
                 res.failed += 1
         res.candidates = len(candidates)
         measured = engine.measure([task.func] + [r.mod for _, _, r in replayed])
+        baseline += 1
         untuned = measured[0]
         res.untuned_us = untuned.mean * 1e6 if untuned.ok else None
         res.failed += sum(not m.ok for m in measured[1:])
-        best = min(
-            ((m, c, d, r) for m, (c, d, r) in zip(measured[1:], replayed) if m.ok),
-            key=lambda x: x[0].mean, default=None,
-        )
-        if best is None:
+        ranked = sorted(((m, c, d, r) for m, (c, d, r) in zip(measured[1:], replayed) if m.ok),
+                        key=lambda x: x[0].mean)
+        if not ranked:
             res.reason = res.reason or (f"all {res.candidates} candidates failed" if res.candidates
                                         else "no candidates")
-        elif untuned.ok and untuned.mean <= best[0].mean:
-            res.reason = f"untuned kernel fastest ({res.untuned_us:.1f} us vs {best[0].mean * 1e6:.1f} us)"
+        elif untuned.ok and untuned.mean <= ranked[0][0].mean:
+            res.reason = (f"untuned kernel fastest ({res.untuned_us:.1f} us vs "
+                          f"{ranked[0][0].mean * 1e6:.1f} us)")
         else:
-            m, cand, dist, r = best
+            m, cand, dist, r = ranked[0]
             res.source = "exact" if dist == 0 else "neighbor"
+            res.reason = None
             res.source_record_id, res.source_workload_id, res.distance = cand["id"], cand["workload_id"], dist
             res.source_model = _model_name(store, cand["model_id"])
             res.transferred_us = m.mean * 1e6
-            res.search_time_s = time.perf_counter() - t0
             rid = _commit(store, wid, sig, tgt, r.trace, m, "transferred", cand["id"], cand["workload_id"],
-                          dist, res.search_time_s, model_id)
+                          dist, time.perf_counter() - t0, model_id)
             res.record_id = rid
             transferred[task.name] = _Winner(r.trace, m.samples, rid)
-            if opts.droplet and budget_left():
-                starts = [(rr.trace, mm.samples) for mm, (_, _, rr) in sorted(
-                    ((mm, x) for mm, x in zip(measured[1:], replayed) if mm.ok), key=lambda y: y[0].mean)][:3]
-                win = _refine(store, task, target, engine, starts, opts, budget_left, wid, sig, tgt, rid,
-                              cand["workload_id"], dist, model_id, res, t0)
+            left = opts.droplet_trials if trials_left() is None else min(opts.droplet_trials, trials_left())
+            if opts.droplet and left > 0 and time_left() != 0:
+                # Multi-start: the three best transferred traces, not only the winner.
+                starts = [x[3].trace for x in ranked[:3]]
+                win = _refine(store, task, target, engine, starts, opts, left, time_left(), wid, sig, tgt,
+                              rid, cand["workload_id"], dist, model_id, res, t0)
                 if win is not None:
                     refined[task.name] = win
-        res.search_time_s = time.perf_counter() - t0
+        res.search_time_s = round(time.perf_counter() - t0, 3)
         results.append(res)
         if progress:
             progress(n + 1, len(tasks), res)
 
     search_time = time.perf_counter() - t_start
     e2e, check = _end_to_end(lowered, target, tasks, transferred, refined, opts)
-    return TransferReport(model.name, tgt, results, search_time, engine.count, e2e, check)
+    return TransferReport(model.name, tgt, results, search_time, engine.count - baseline, e2e, check)
 
 
 def _candidates(store, index, wid, desc, kind, tgt, allowed, opts, res):
@@ -195,32 +200,29 @@ def _candidates(store, index, wid, desc, kind, tgt, allowed, opts, res):
     return out
 
 
-def _refine(store, task, target, engine, starts, opts, budget_left, wid, sig, tgt, parent, source_wid,
-            dist, model_id, res, t0):
+def _refine(store, task, target, engine, starts, opts, trials, time_left, wid, sig, tgt, parent,
+            source_wid, dist, model_id, res, t0):
+    """Droplet search from the best transferred traces; commits and returns an improvement."""
     from schedb.droplet import refine_many
+    from schedb.errors import SchedbError
 
-    trials = opts.droplet_trials
-    if opts.trials is not None:
-        trials = min(trials, max(opts.trials - engine.count, 0))
-    if trials <= 0:
+    try:
+        out = refine_many(starts, task.func, target, engine, trials=trials, time_budget=time_left,
+                          pvalue=opts.pvalue, seed=opts.seed)
+    except SchedbError as e:
+        res.reason = f"droplet: {e}"
         return None
-    time_left = None
-    if opts.budget_s is not None:
-        time_left = max(opts.budget_s - (time.perf_counter() - t0), 0)
-    out = refine_many(task.func, target, starts, engine, trials=trials, time_budget=time_left,
-                      pvalue=opts.pvalue, seed=opts.seed)
     res.droplet_trials = out.trials
     res.refined_pvalue = out.pvalue
-    if out.best_samples is None or out.improved is False:
-        res.refined_us = res.transferred_us
+    if out.pvalue is None or out.best_mean >= out.start_mean:
+        res.refined_us = res.transferred_us  # no significant improvement: keep the transfer
         return None
     m = Measurement(out.best_samples)
     res.refined_us = m.mean * 1e6
-    trace = out.best_trace_obj
-    rid = _commit(store, wid, sig, tgt, trace, m, "droplet", parent, source_wid, dist,
+    rid = _commit(store, wid, sig, tgt, out.best_trace, m, "droplet", parent, source_wid, dist,
                   time.perf_counter() - t0, model_id)
     res.refined_record_id = rid
-    return _Winner(trace, m.samples, rid)
+    return _Winner(out.best_trace, m.samples, rid)
 
 
 def _commit(store, wid, sig, tgt, trace, m: Measurement, origin, parent, source_wid, dist, search_time,

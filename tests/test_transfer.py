@@ -1,0 +1,177 @@
+"""Transfer, the index and the measurement engine, on the tiny fixtures (real TVM runs)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from schedb.index import Index, features
+from schedb.ingest import ingest
+from schedb.measure import Engine
+from schedb.models import load_model
+from schedb.signature import signature
+from schedb.store import Store
+from schedb.target import canonical, load_intrinsics, parse_target
+from schedb.tasks import extract_tasks, lower
+from schedb.transfer import Options, transfer
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def target():
+    t = parse_target(None)
+    load_intrinsics(t)
+    return t
+
+
+@pytest.fixture(scope="module")
+def source_db(tmp_path_factory):
+    """A database holding the tiny_cnn fixture (the source model)."""
+    path = tmp_path_factory.mktemp("db") / "src.db"
+    report = ingest(Store(path), [FIXTURES / "tiny_cnn"])
+    assert not report.rejected and report.new_records > 0
+    return path
+
+
+def test_features_separate_shapes_and_scale_by_ratio(target):
+    tasks = extract_tasks(lower(load_model("tiny_cnn"), target), target)
+    convs = [signature(t.func)[2] for t in tasks if "conv2d" in t.name]
+    a, b = features(convs[0]), features(convs[1])
+    assert a.shape == b.shape and (a != b).any()
+    assert (features(convs[0]) == a).all()  # deterministic
+
+
+def test_index_finds_same_kind_nearest_first(source_db, target):
+    store = Store(source_db)
+    index = Index(store, canonical(target))
+    assert len(index) > 0
+    wide = extract_tasks(lower(load_model("tiny_cnn_wide"), target), target)
+    conv = next(t for t in wide if "conv2d" in t.name)
+    sig, kind, desc = signature(conv.func)
+    found = index.neighbors(desc, kind, k=5)
+    assert found and all(n.kind == kind for n in found)
+    assert [n.distance for n in found] == sorted(n.distance for n in found)
+    assert all(n.models == ["tiny_cnn"] for n in found)
+    # Excluding the only source model leaves nothing to transfer from.
+    assert Index(store, canonical(target), exclude=["tiny_cnn"]).neighbors(desc, kind) == []
+
+
+def test_transfer_to_new_shapes_is_never_slower_than_untuned(source_db, target, tmp_path):
+    db = tmp_path / "t.db"
+    Store(db)
+    ingest(Store(db), [source_db])  # merge: the source stays untouched
+    store = Store(db)
+    rep = transfer(store, load_model("tiny_cnn_wide"), target, Options(k=2, e2e_repeat=5))
+    assert len(rep.tasks) == 7
+    by_source = {r.source for r in rep.tasks}
+    assert "neighbor" in by_source  # shapes differ: no exact matches
+    assert "exact" not in by_source
+    for r in rep.tasks:
+        if r.source == "untuned":
+            assert r.reason  # every untuned task says why
+        else:
+            assert r.transferred_us <= r.untuned_us
+            # Committed with provenance back to the tiny_cnn fixture's log line.
+            chain = store.lineage(r.record_id)
+            assert [c["origin"] for c in chain] == ["transferred", "tuned"]
+            assert chain[1]["model"] == "tiny_cnn"
+            assert chain[1]["file"].endswith("database_tuning_record.json.gz") and chain[1]["line"] >= 1
+            assert chain[0]["source_workload_id"] == chain[1]["workload_id"]
+    conv = [r for r in rep.tasks if "conv2d" in r.task]
+    assert any(r.source == "neighbor" for r in conv)  # the schedules that matter do transfer
+    assert rep.check["transferred"]["kernels_scheduled"] == sum(r.source != "untuned" for r in rep.tasks)
+    assert rep.e2e["untuned"]["median_ms"] > 0 and rep.e2e["transferred"]["median_ms"] > 0
+    # The new model and its tasks are in the database now.
+    assert store.conn.execute(
+        "SELECT COUNT(*) FROM model_tasks t JOIN models m ON m.id = t.model_id WHERE m.name = 'tiny_cnn_wide'"
+    ).fetchone()[0] == 7
+
+
+def test_exact_matches_reuse_and_exclude_model(source_db, target, tmp_path):
+    db = tmp_path / "t.db"
+    ingest(Store(db), [source_db])
+    store = Store(db)
+    same = transfer(store, load_model("tiny_cnn"), target, Options(e2e_repeat=3))
+    assert any(r.source == "exact" for r in same.tasks)
+    assert all(r.distance == 0 for r in same.tasks if r.source == "exact")
+    excluded = transfer(store, load_model("tiny_cnn"), target, Options(exclude=["tiny_cnn"], e2e_repeat=3))
+    assert {r.source for r in excluded.tasks} == {"untuned"}
+    assert all("no tuned workload" in r.reason for r in excluded.tasks)
+
+
+def test_transfer_cli_report(source_db, tmp_path):
+    db = tmp_path / "t.db"
+    ingest(Store(db), [source_db])
+    out = tmp_path / "report.json"
+    res = CliRunner().invoke(cli, ["transfer", "--model", "tiny_cnn_wide", "--db", str(db), "-k", "1",
+                                   "--trials", "6", "--report", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "speed-up over untuned" in res.output
+    rep = json.loads(out.read_text())
+    assert rep["measured"] <= 6  # the budget caps candidates (untuned baselines are not charged)
+    assert {"untuned", "transferred"} <= set(rep["e2e"])
+
+
+HANG = """
+from tvm.script import tirx as T
+@T.prim_func(s_tir=True)
+def main(A: T.Buffer((1,), "float32")):
+    for i in range(T.int64(1) << T.int64(40)):
+        with T.sblock("spin"):
+            A[0] = A[0] * T.float32(1.0000001)
+"""
+
+
+def test_engine_survives_a_hanging_candidate(target):
+    import tvm
+
+    ns: dict = {}
+    exec(HANG, ns)  # test-owned source, not user data
+    hang = tvm.IRModule({"main": ns["main"]})
+    good = extract_tasks(lower(load_model("tiny_mlp"), target), target)[0].func
+    engine = Engine(target, repeat=3, run_timeout=3)
+    t0 = time.perf_counter()
+    out = engine.measure([good, hang, good])
+    assert out[0].ok and len(out[0].samples) == 3
+    assert not out[1].ok and out[1].error
+    assert out[2].ok
+    assert time.perf_counter() - t0 < 60
+    again = engine.measure([good])  # the engine is still usable afterwards
+    assert again[0].ok
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_engine_over_rpc_tracker(target):
+    port = _free_port()
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
+                                "--port", str(port), "--port-end", str(port + 1)])
+    server = None
+    try:
+        time.sleep(3)
+        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+                                   "--tracker", f"127.0.0.1:{port}", "--key", "schedb-test"])
+        time.sleep(5)
+        good = extract_tasks(lower(load_model("tiny_mlp"), target), target)[0].func
+        engine = Engine(target, runner=f"rpc://127.0.0.1:{port}/schedb-test", repeat=3, run_timeout=60)
+        out = engine.measure([good])
+        assert out[0].ok, out[0].error
+        assert len(out[0].samples) == 3
+    finally:
+        for p in (server, tracker):
+            if p is not None:
+                p.terminate()
+                p.wait(10)
