@@ -225,11 +225,11 @@ def sql(query, db_path, fmt, write):
         print_table(cols, rows)
 
 
-def print_table(cols, rows):
+def print_table(cols, rows, overflow="ellipsis"):
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table(*cols)
+    table = Table(*[Column(c, overflow=overflow) for c in cols])
     for r in rows:
         table.add_row(*["" if v is None else str(v) for v in r])
     Console(width=200).print(table)
@@ -293,7 +293,7 @@ def provenance(record_id, db_path):
         raise SchedbError(f"no record {record_id}")
     cols = ["depth", "id", "origin", "workload_id", "kind", "mean_s", "model", "file", "line",
             "source_workload_id", "distance", "created_at"]
-    print_table(cols, [[r[c] for c in cols] for r in chain])
+    print_table(cols, [[r[c] for c in cols] for r in chain], overflow="fold")  # never cut the file path
 
 
 @cli.command()
@@ -406,6 +406,50 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     if report_path:
         with open(report_path, "w") as f:
             json.dump(rep.as_dict(), f, indent=1)
+
+
+@cli.command()
+@click.option("--model", "-m", "model_name", default=None, help="Refine the workloads of this stored model.")
+@click.option("--workload", "workload_ids", type=int, multiple=True, help="Refine this workload (repeatable).")
+@target_option
+@db_option
+@click.option("--trials", type=int, default=32, show_default=True, help="Measurements per workload.")
+@click.option("--starts", type=int, default=3, show_default=True, help="Start from this many best records.")
+@click.option("--pvalue", type=float, default=0.05, show_default=True, help="t-test threshold for a move.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--save-path", is_flag=True, help="Store every measured point of the search.")
+@click.option("--runner", default="local", show_default=True, help="local or rpc://host:port/key")
+@handle_errors
+def droplet(model_name, workload_ids, target, db_path, trials, starts, pvalue, seed, save_path, runner):
+    """Refine stored schedules by droplet search; commit improvements."""
+    from schedb.droplet import refine_stored
+    from schedb.measure import Engine
+    from schedb.store import Store
+    from schedb.target import load_intrinsics, parse_target
+
+    quiet_tvm()
+    if not model_name and not workload_ids:
+        raise SchedbError("give --model NAME or --workload ID")
+    store = Store(db_path)
+    ids = list(workload_ids)
+    if model_name:
+        mid = store.model_id(model_name)
+        if mid is None:
+            raise SchedbError(f"no model {model_name!r} in {store.path}")
+        ids += [r[0] for r in store.conn.execute(
+            "SELECT workload_id FROM model_tasks WHERE model_id = ? ORDER BY workload_id", (mid,))]
+    tgt = parse_target(target)
+    load_intrinsics(tgt)
+    done = refine_stored(store, ids, tgt, Engine(tgt, runner=runner), trials=trials, starts=starts,
+                         pvalue=pvalue, seed=seed, save_path=save_path,
+                         progress=lambda r: click.echo(
+                             f"workload {r.workload_id} ({r.kind}): {r.start_us:.1f} -> {r.best_us:.1f} us, "
+                             f"{r.trials} trials, p={r.pvalue if r.pvalue is None else f'{r.pvalue:.3g}'}",
+                             err=True))
+    print_table(["workload", "kind", "start_us", "refined_us", "speedup", "trials", "failed", "p", "record"],
+                [[r.workload_id, r.kind, _fmt(r.start_us), _fmt(r.best_us), f"{r.start_us / r.best_us:.2f}x",
+                  r.trials, r.failed, "" if r.pvalue is None else f"{r.pvalue:.3g}", r.record_id or ""]
+                 for r in done])
 
 
 def _fmt(x):

@@ -35,6 +35,24 @@ def commit_mod(store: Store, mod) -> tuple[int, str, str, dict]:
     return wid, sig, kind, desc
 
 
+def commit_trace(store: Store, wid: int, sig: str, target: str, trace, samples: list[float] | None,
+                 origin: str, **provenance) -> int:
+    """Store a schedule schedb found (transfer, droplet) with its provenance; returns its id."""
+    import tvm
+
+    from schedb.replay import as_json
+
+    trace_text = json.dumps(as_json(trace), separators=(",", ":"))
+    valid = bool(samples)
+    return store.add_record(
+        workload_id=wid, target=target, format="ms-trace", trace=trace_text,
+        run_secs=json.dumps(samples), mean_s=sum(samples) / len(samples) if valid else None,
+        valid=int(valid), error=None if valid else "failed measurement", origin=origin,
+        tvm_version=tvm.__version__, created_at=now(),
+        digest=record_digest(sig, target, trace_text, samples), **provenance,
+    )
+
+
 @derived_object
 class Database(PyDatabase):
     """A MetaSchedule database backed by a schedb SQLite file.

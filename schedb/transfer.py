@@ -16,13 +16,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from schedb.compile import compile_model, time_torch, time_vm
-from schedb.database import commit_mod
+from schedb.database import commit_mod, commit_trace
 from schedb.index import Index
-from schedb.ingest import record_digest
 from schedb.measure import Engine, Measurement
 from schedb.models import Model
-from schedb.replay import apply_trace, as_json
-from schedb.store import Store, now
+from schedb.replay import apply_trace
+from schedb.store import Store
 from schedb.target import canonical, load_intrinsics
 from schedb.tasks import extract_tasks, lower
 
@@ -227,17 +226,10 @@ def _refine(store, task, target, engine, starts, opts, trials, time_left, wid, s
 
 def _commit(store, wid, sig, tgt, trace, m: Measurement, origin, parent, source_wid, dist, search_time,
             model_id) -> int:
-    import tvm
-
-    trace_text = json.dumps(as_json(trace), separators=(",", ":"))
     with store.transaction():
-        return store.add_record(
-            workload_id=wid, target=tgt, format="ms-trace", trace=trace_text,
-            run_secs=json.dumps(m.samples), mean_s=m.mean, valid=1, origin=origin, parent_id=parent,
-            source_workload_id=source_wid, distance=dist, search_time_s=round(search_time, 3),
-            model_id=model_id, tvm_version=tvm.__version__, created_at=now(),
-            digest=record_digest(sig, tgt, trace_text, m.samples),
-        )
+        return commit_trace(store, wid, sig, tgt, trace, m.samples, origin, parent_id=parent,
+                            source_workload_id=source_wid, distance=dist,
+                            search_time_s=round(search_time, 3), model_id=model_id)
 
 
 def _model_name(store, model_id):
