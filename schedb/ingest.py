@@ -20,6 +20,7 @@ import json
 import math
 import re
 import sqlite3
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,8 +67,10 @@ def ingest(store: Store, paths, model: str | None = None,
            on_file: Callable[[str, Report], None] | None = None) -> Report:
     """Ingest every tuning log under ``paths`` (files or folders, recursively)."""
     report = Report()
+    counters = ("files", "already", "new_workloads", "new_records", "duplicates", "invalid")
     for source in _discover([Path(p) for p in paths], report):
-        before = (report.new_records, report.errors[:])
+        before = [getattr(report, c) for c in counters]
+        n_errors = len(report.errors)
         try:
             with store.transaction():
                 source(store, report, model)
@@ -75,9 +78,12 @@ def ingest(store: Store, paths, model: str | None = None,
             report.errors.append(str(e))
         except sqlite3.DatabaseError as e:
             report.errors.append(f"{source.path}: database error: {e}")
-        if report.errors != before[1]:
+        except Exception as e:  # an input nobody foresaw: still an error for this file only
+            report.errors.append(f"{source.path}: cannot ingest ({type(e).__name__}: {e})")
+        if len(report.errors) != n_errors:
             # The transaction rolled back: what this file seemed to add is not there.
-            report.new_records = before[0]
+            for c, v in zip(counters, before):
+                setattr(report, c, v)
         if on_file:
             on_file(str(source.path), report)
     return report
@@ -130,11 +136,11 @@ def _classify(path: Path, explicit: bool):
     try:
         with open_text(path) as f:
             first = next((line for line in f if line.strip()), "")
-    except (OSError, UnicodeDecodeError, EOFError) as e:
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as e:
         return f"{path}: not a tuning log (cannot read it as text: {e})"
     try:
         obj = json.loads(first)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, a >4300-digit number, nested too deep
         obj = None
     if isinstance(obj, dict) and "i" in obj and "r" in obj:
         return _AnsorLog(path)
@@ -173,7 +179,7 @@ def _run_secs(value) -> tuple[list[float] | None, float | None, bool]:
         return None, None, False
     try:
         samples = [float(x) for x in value]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _Skip("run times are not numbers") from None
     valid = all(math.isfinite(x) and 0 < x < INVALID_RUN_SECS for x in samples)
     return samples, (sum(samples) / len(samples) if valid else None), valid
@@ -200,14 +206,15 @@ class _Targets:
 
 
 def _lines(path: Path, report: Report) -> Iterator[tuple[int, str]]:
+    lineno = 0
     try:
         with open_text(path) as f:
             for lineno, line in enumerate(f, 1):
                 if line.strip():
                     yield lineno, line
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        # A truncated .gz ends in EOFError: keep what came before, warn.
-        report.warnings.append(f"{path}: read stopped early ({e})")
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:
+        # A truncated .gz ends in EOFError, a damaged one in zlib.error: keep what came before, warn.
+        report.warnings.append(f"{path}:{lineno + 1}: read stopped early ({e})")
         report.skipped_lines += 1
 
 
@@ -257,21 +264,22 @@ class _WorkDir(_Source):
         tvm_version = meta.get("tvm_version") or tvm.__version__
         workloads = self._workloads(store, wl_path, report, tvm_version)
         tasks = {t["shash"]: t for t in meta.get("tasks", [])}
-        for shash, (wid, _sig) in workloads.items():
-            if tasks and shash not in tasks:
-                continue  # stored but not a task of this model (TVM keeps extra workloads)
+        for shash, (wid, _sig) in workloads:
+            if wid is None or (tasks and shash not in tasks):
+                continue  # unreadable, or stored but not a task of this model (TVM keeps extra workloads)
             task = tasks.get(shash, {})
             store.add_task(model_id, wid, task.get("name"), task.get("weight"))
-        by_index = list(workloads.values())
+        by_index = [entry for _, entry in workloads]  # records name workloads by line position
         _ingest_lines(store, self.path, file_id, report, lambda line, lineno: self._record(
             line, by_index, targets, model_id, file_id, lineno, tvm_version, report))
 
-    def _workloads(self, store, wl_path, report, tvm_version) -> dict:
+    def _workloads(self, store, wl_path, report, tvm_version) -> list:
+        """[(structural hash, (workload id, signature))] in line order; (None, None) for a bad line."""
         from tvm.s_tir.meta_schedule.database import Workload
 
         from schedb.signature import signature
 
-        out: dict = {}
+        out: list = []
         for lineno, line in _lines(wl_path, report):
             try:
                 obj = json.loads(line)
@@ -283,11 +291,11 @@ class _WorkDir(_Source):
                 sig, kind, desc = signature(mod)
             except _Skip as e:
                 _skip(report, wl_path, lineno, str(e))
-                out[f"bad:{lineno}"] = (None, None)  # keep indices aligned with record lines
+                out.append((None, (None, None)))  # keep indices aligned with record lines
                 continue
             except Exception as e:  # json, base64 or TVM's loader: all mean "bad line"
                 _skip(report, wl_path, lineno, f"unreadable workload ({type(e).__name__})")
-                out[f"bad:{lineno}"] = (None, None)
+                out.append((None, (None, None)))
                 continue
             params = [p for p in desc["params"] if "shape" in p]
             wid, created = store.upsert_workload(
@@ -295,7 +303,7 @@ class _WorkDir(_Source):
                 shash=obj[0], description=desc, ms_workload=line.strip(), tvm_version=tvm_version,
             )
             report.new_workloads += created
-            out[obj[0]] = (wid, sig)
+            out.append((obj[0], (wid, sig)))
         return out
 
     def _record(self, line, by_index, targets, model_id, file_id, lineno, tvm_version, report) -> dict:
@@ -303,6 +311,8 @@ class _WorkDir(_Source):
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise _Skip(f"not JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # a >4300-digit number, nested too deep
+            raise _Skip(f"not JSON ({type(e).__name__})") from None
         if (not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[0], int)
                 or not isinstance(obj[1], list) or len(obj[1]) < 2):
             raise _Skip("expected [workload_index, [trace, run_secs, target, args_info]]")
@@ -382,6 +392,8 @@ class _AnsorLog(_Source):
             costs, error_no, _all_cost, timestamp = res
         except json.JSONDecodeError as e:
             raise _Skip(f"not JSON ({e.msg})") from None
+        except RecursionError:
+            raise _Skip("not JSON (nested too deeply)") from None
         except (KeyError, TypeError, ValueError):
             raise _Skip("not an Ansor record ({'i': [[key, target, ...], [[], steps]], 'r': [...]})") from None
         if not isinstance(wkey, str) or not isinstance(target_str, str) or not isinstance(steps, list):
@@ -398,14 +410,15 @@ class _AnsorLog(_Source):
         report.invalid += not valid
         trace_text = json.dumps(steps, separators=(",", ":"))
         measured = None
-        if isinstance(timestamp, (int, float)) and math.isfinite(timestamp) and 0 < timestamp < 1e11:
+        if isinstance(timestamp, (int, float)) and 0 < timestamp < 1e11:  # also False for nan
             measured = datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
         return {
             "workload_id": wid, "target": target, "format": "ansor-steps", "trace": trace_text,
             "run_secs": json.dumps(samples), "mean_s": mean if valid else None, "valid": int(valid),
             "error": None if valid else f"ansor error_no {error_no}",
             "origin": "legacy-ansor", "model_id": model_id, "file_id": file_id, "line": lineno,
-            "measured_at": measured, "tvm_version": obj.get("v"), "created_at": now(),
+            "measured_at": measured, "created_at": now(),
+            "tvm_version": obj["v"] if isinstance(obj.get("v"), str) else None,
             "digest": record_digest(sig, target, trace_text, samples),
         }
 
@@ -413,7 +426,7 @@ class _AnsorLog(_Source):
         try:
             key = json.loads(wkey)
             shapes = [s for s in key[1:] if isinstance(s, list)]
-        except (json.JSONDecodeError, TypeError, IndexError):
+        except (ValueError, TypeError, IndexError, RecursionError):
             raise _Skip("workload key is not a JSON list") from None
         digest = hashlib.sha256(wkey.encode()).hexdigest()
         kind = classes.get(digest, "unknown")
@@ -450,9 +463,12 @@ class _SchedbFile(_Source):
             raise SchedbError(f"{self.path}: is the database being written to")
         other = Store(self.path, readonly=True)
         try:
-            file_id = _register_file(store, [self.path], "schedb", report)
+            # A database open elsewhere keeps committed rows in its WAL: part of its content.
+            wal = self.path.with_name(self.path.name + "-wal")
+            file_id = _register_file(store, [self.path] + [wal] * wal.is_file(), "schedb", report)
             if file_id is None:
                 return
+            other.conn.execute("BEGIN")  # one read snapshot, even if it is written to meanwhile
             self._merge(store, other, report)
         finally:
             other.close()

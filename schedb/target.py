@@ -42,7 +42,10 @@ def shorthand_to_dict(spec: str) -> dict:
     """``"llvm -mcpu=x -num-cores=4 -keys=cpu"`` -> ``{"kind": "llvm", "mcpu": "x", ...}``.
 
     Also reads legacy (Ansor-era) target strings, which carry the same flags."""
-    words = shlex.split(spec)
+    try:
+        words = shlex.split(spec)
+    except ValueError as e:  # e.g. an unbalanced quote
+        raise SchedbError(f"bad target {spec!r}: {e}") from None
     if not words:
         raise SchedbError("empty target")
     cfg: dict = {"kind": words[0]}
