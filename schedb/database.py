@@ -14,8 +14,9 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.database import PyDatabase, TuningRecord, Workload
 
 from schedb.ingest import record_digest
+from schedb.replay import as_json
 from schedb.signature import signature
-from schedb.store import Store, now
+from schedb.store import Store, dumps, now
 from schedb.target import canonical
 
 
@@ -40,13 +41,11 @@ def commit_trace(store: Store, wid: int, sig: str, target: str, trace, samples: 
     """Store a schedule schedb found (transfer, droplet) with its provenance; returns its id."""
     import tvm
 
-    from schedb.replay import as_json
-
-    trace_text = json.dumps(as_json(trace), separators=(",", ":"))
+    trace_text = dumps(as_json(trace))
     valid = bool(samples)
     return store.add_record(
         workload_id=wid, target=target, format="ms-trace", trace=trace_text,
-        run_secs=json.dumps(samples), mean_s=sum(samples) / len(samples) if valid else None,
+        run_secs=dumps(samples), mean_s=sum(samples) / len(samples) if valid else None,
         valid=int(valid), error=None if valid else "failed measurement", origin=origin,
         tvm_version=tvm.__version__, created_at=now(),
         digest=record_digest(sig, target, trace_text, samples), **provenance,
@@ -103,13 +102,13 @@ class Database(PyDatabase):
         target = canonical(record.target) if record.target is not None else self.target or ""
         samples = [float(s) for s in run_secs] if run_secs else None
         valid = bool(samples) and all(0 < s < 1e9 for s in samples)
-        trace_text = json.dumps(trace, separators=(",", ":"))
+        trace_text = dumps(as_json(trace))
         with self.store.transaction():
             self.store.insert_records([{
                 "workload_id": wid, "target": target, "format": "ms-trace", "trace": trace_text,
-                "run_secs": json.dumps(samples), "mean_s": sum(samples) / len(samples) if valid else None,
+                "run_secs": dumps(samples), "mean_s": sum(samples) / len(samples) if valid else None,
                 "valid": int(valid), "error": None if valid else "failed measurement",
-                "args_info": json.dumps(args_info), "origin": self.origin, "model_id": self.model_id,
+                "args_info": dumps(as_json(args_info)), "origin": self.origin, "model_id": self.model_id,
                 "tvm_version": tvm.__version__, "created_at": now(),
                 "digest": record_digest(sig, target, trace_text, samples),
             }])

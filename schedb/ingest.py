@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from schedb.errors import SchedbError
-from schedb.store import Store, now
+from schedb.store import Store, dumps, loads, now
 from schedb.workdir import RECORDS, SIDECAR, WORKLOADS, find, is_workdir, open_text, read_sidecar
 
 # A run time at or above this is a tuner's "failed" sentinel (MetaSchedule uses 1e10).
@@ -186,7 +186,7 @@ def _run_secs(value) -> tuple[list[float] | None, float | None, bool]:
 
 
 def record_digest(signature: str, target: str, trace: str, run_secs) -> str:
-    text = "\x1f".join([signature, target, trace, json.dumps(run_secs)])
+    text = "\x1f".join([signature, target, trace, dumps(run_secs)])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -199,7 +199,7 @@ class _Targets:
     def __call__(self, raw) -> str:
         from schedb.target import canonical, parse_target
 
-        key = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True)
+        key = raw if isinstance(raw, str) else dumps(raw, sort_keys=True)
         if key not in self.cache:
             self.cache[key] = canonical(parse_target(raw))
         return self.cache[key]
@@ -308,7 +308,7 @@ class _WorkDir(_Source):
 
     def _record(self, line, by_index, targets, model_id, file_id, lineno, tvm_version, report) -> dict:
         try:
-            obj = json.loads(line)
+            obj = loads(line)
         except json.JSONDecodeError as e:
             raise _Skip(f"not JSON ({e.msg})") from None
         except (ValueError, RecursionError) as e:  # a >4300-digit number, nested too deep
@@ -331,14 +331,14 @@ class _WorkDir(_Source):
             raise _Skip(str(e)) from None
         samples, mean, valid = _run_secs(run_secs)
         report.invalid += not valid
-        trace_text = json.dumps(trace, separators=(",", ":"))
+        trace_text = dumps(trace)
         return {
             "workload_id": wid, "target": target, "format": "ms-trace", "trace": trace_text,
-            "run_secs": json.dumps(samples), "mean_s": mean, "valid": int(valid),
+            "run_secs": dumps(samples), "mean_s": mean, "valid": int(valid),
             "error": None if valid else "failed measurement",
-            "args_info": json.dumps(rest[1]) if len(rest) > 1 else None,
+            "args_info": dumps(rest[1]) if len(rest) > 1 else None,
             "origin": "tuned", "model_id": model_id, "file_id": file_id, "line": lineno,
-            "tvm_version": tvm_version, "created_at": now(),
+            "tvm_version": tvm_version,
             "digest": record_digest(sig, target, trace_text, samples),
         }
 
@@ -359,6 +359,9 @@ def _ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse)
 
 
 def _flush(store: Store, rows: list, report: Report):
+    stamp = now()
+    for r in rows:
+        r["created_at"] = stamp
     new = store.insert_records(rows)
     report.new_records += new
     report.duplicates += len(rows) - new
@@ -386,7 +389,7 @@ class _AnsorLog(_Source):
 
     def _record(self, store, line, workloads, classes, targets, model_id, file_id, lineno, report):
         try:
-            obj = json.loads(line)
+            obj = loads(line)
             inp, res = obj["i"], obj["r"]
             (wkey, target_str, *_), (_, steps) = inp[0], inp[1]
             costs, error_no, _all_cost, timestamp = res
@@ -408,16 +411,16 @@ class _AnsorLog(_Source):
         samples, mean, valid = _run_secs(costs)
         valid = valid and error_no == 0
         report.invalid += not valid
-        trace_text = json.dumps(steps, separators=(",", ":"))
+        trace_text = dumps(steps)
         measured = None
         if isinstance(timestamp, (int, float)) and 0 < timestamp < 1e11:  # also False for nan
             measured = datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
         return {
             "workload_id": wid, "target": target, "format": "ansor-steps", "trace": trace_text,
-            "run_secs": json.dumps(samples), "mean_s": mean if valid else None, "valid": int(valid),
+            "run_secs": dumps(samples), "mean_s": mean if valid else None, "valid": int(valid),
             "error": None if valid else f"ansor error_no {error_no}",
             "origin": "legacy-ansor", "model_id": model_id, "file_id": file_id, "line": lineno,
-            "measured_at": measured, "created_at": now(),
+            "measured_at": measured,
             "tvm_version": obj["v"] if isinstance(obj.get("v"), str) else None,
             "digest": record_digest(sig, target, trace_text, samples),
         }

@@ -13,11 +13,12 @@ import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
 import sqlite_utils
 
 from schedb.errors import SchedbError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB = "schedb.db"
 
 # Each entry migrates the schema from version i to i+1.
@@ -127,7 +128,25 @@ MIGRATIONS = [
                FROM best_records GROUP BY workload_id) b ON b.workload_id = t.workload_id
     GROUP BY m.id;
     """,
+    # 2: best record of a workload for any target without a sort (target sits in records_best).
+    """
+    CREATE INDEX records_best_any ON records(workload_id, valid, mean_s);
+    """,
 ]
+
+
+def dumps(obj, sort_keys: bool = False) -> str:
+    """The one JSON serializer for stored text (digests depend on it): compact, orjson
+    (several times faster than json, which dominated ingest time)."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
+
+
+def loads(text):
+    """orjson, falling back to json for what only Python's json writes (NaN, Infinity)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def now() -> str:
@@ -155,6 +174,8 @@ class Store:
         try:
             conn.execute("PRAGMA foreign_keys = ON")
             if not readonly:
+                # Records are ~2 KB (the trace): 16 KiB pages hold several, 4 KiB pages one.
+                conn.execute("PRAGMA page_size = 16384")  # no effect once the file has tables
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 self._migrate()
