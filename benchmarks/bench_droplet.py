@@ -1,0 +1,460 @@
+"""schedb's droplet search vs TVM's own droplet (``meta_schedule.post_optimization``), in one run.
+
+Both start from the same trace (the best stored record of a real task from the
+fixtures) and make the same number of measurements per task; then the start and both
+final best kernels are measured again with one schedb Engine, interleaved, and compared.
+
+TVM's droplet (``post_optimization.Droplet``) runs unmodified, with two exceptions:
+  * Its builder. ``Space.run`` makes an ``ms.builder.LocalBuilder`` per batch: a fresh
+    process pool whose workers import every tensor intrinsic (~45 s a batch here).
+    This benchmark compares search quality at equal measurement counts, not wall time,
+    so the name ``ms.builder.LocalBuilder`` as ``space.py`` sees it is replaced by one
+    shared schedb ``WarmBuilder`` (same kernels built; a shared library instead of a
+    tar). Its runner (``LocalRunner``, number=2, repeat=3, min_repeat_ms=0) is TVM's.
+  * Its start time. TVM's droplet takes the incumbent's time from the tuning record;
+    the fixtures were measured at another time and load, so the start is measured afresh
+    with TVM's own runner settings (not counted as a trial; neither is ours, which gets
+    the start measured by its Engine as ``start_samples``).
+``Space.run`` draws ``random.random()`` to apply the recorded postprocessing to only
+~25% of the candidates; that ``random`` is seeded (and the draws counted).
+
+Trials: TVM's droplet is run with ``n_trial = --trials``; what its builder was given
+(= what its runner measured) is counted, and ours gets exactly that many trials.
+
+Final measurement: each kernel is built once and run in ``--final-rounds`` rounds of
+``--final-repeat`` repeats, the order rotated every round; the statistic is the median
+of all samples (other jobs share the machine, and their load spikes skew means; means
+are kept too). TVM's best is applied as TVM applies a database record (its full trace,
+its own postprocessing), ours and the start by ``schedb.replay.apply_trace``. The start
+record is also measured a second time the TVM way ("start_again", the same kernel):
+its gap to "start" is the noise floor of the run. Raw samples are in the JSON.
+
+Usage: nice -n 10 python benchmarks/bench_droplet.py [--trials 32] [--final-repeat 10] [--final-rounds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import tempfile
+import time
+import types
+from pathlib import Path
+
+from machine import describe
+
+ROOT = Path(__file__).parents[1]
+
+# (fixture, task name): conv2d / matmul tasks of several sizes whose stored best is < ~5 ms.
+TASKS = [
+    ("tiny_cnn", "fused_conv2d_add_relu"),
+    ("tiny_cnn", "fused_conv2d1_add1_relu1"),
+    ("alexnet", "fused_matmul2_add5"),
+    ("alexnet", "fused_conv2d2_add2_relu2"),
+    ("alexnet", "fused_matmul1_add4_relu4"),
+]
+RESNET_TASKS = 2  # added if fixtures/resnet50 exists: its conv2d tasks with a stored best in [0.3, 5] ms
+TVM_RUNNER = {"number": 2, "repeat": 3, "min_repeat_ms": 0}  # Space.run's defaults
+
+
+# --------------------------------------------------------------------------- tasks
+def pick_tasks(store) -> list[dict]:
+    """[{fixture, task, workload_id, mod, ms_workload, record}] in TASKS order."""
+    from tvm.s_tir.meta_schedule.database import Workload
+
+    rows = list(store.db.query(
+        "SELECT m.name AS model, t.task_name, t.workload_id FROM model_tasks t JOIN models m ON m.id = t.model_id"))
+    wanted = list(TASKS)
+    if (ROOT / "fixtures" / "resnet50").exists():
+        res = []
+        for r in rows:
+            if r["model"] == "resnet50" and "conv2d" in (r["task_name"] or ""):
+                best = store.best_record(r["workload_id"])
+                if best and 0.3e-3 <= best["mean_s"] <= 5e-3:
+                    res.append((best["mean_s"], r["task_name"]))
+        res.sort()
+        step = max(1, len(res) // RESNET_TASKS)
+        wanted += [("resnet50", name) for _, name in res[::step][:RESNET_TASKS]]
+    out = []
+    for fixture, name in wanted:
+        row = next((r for r in rows if r["model"] == fixture and r["task_name"] == name), None)
+        if row is None:
+            print(f"skip {fixture}/{name}: not in the fixtures")
+            continue
+        w = store.workload(row["workload_id"])
+        rec = store.top_records(row["workload_id"], None, 1)[0]
+        out.append({"fixture": fixture, "task": name, "workload_id": row["workload_id"],
+                    "kind": w["kind"], "mod": Workload.from_json(json.loads(w["ms_workload"])).mod,
+                    "ms_workload": json.loads(w["ms_workload"]), "record": rec})
+    return out
+
+
+# --------------------------------------------------------------------------- measuring
+class Counting:
+    """Counts what goes through ``build`` / ``measure`` and how many distinct kernels
+    (structural hash of the scheduled module) that was."""
+
+    def __init__(self, inner):
+        self.inner, self.count, self.kernels = inner, 0, set()
+
+    def reset(self):
+        self.count, self.kernels = 0, set()
+
+    def _note(self, mods):
+        import tvm_ffi
+
+        self.count += len(mods)
+        self.kernels.update(int(tvm_ffi.structural_hash(m)) for m in mods)
+
+    def build(self, inputs):
+        self._note([b.mod for b in inputs])
+        return self.inner.build(inputs)
+
+    def measure(self, mods):
+        self._note(mods)
+        return self.inner.measure(mods)
+
+
+class Draws(random.Random):
+    """Seeded ``random`` for space.py; counts draws and those that drop postprocessing."""
+
+    def __init__(self, seed):
+        super().__init__(seed)
+        self.flags: list[bool] = []  # per draw: postprocessing dropped
+
+    def random(self):
+        x = super().random()
+        self.flags.append(x > 0.75)  # space.py: remove_postproc = random.random() > 0.75
+        return x
+
+
+def run_samples(builder, runner, mods, rounds: int) -> list[list[float] | None]:
+    """Build ``mods`` once, then run them ``rounds`` times, rotating the order each round
+    (so drift in machine load hits all alike); every repeat sample kept."""
+    import shutil
+    import os
+
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+    from schedb.signature import prim_func
+
+    built = builder.build([BuilderInput(m, TARGET) for m in mods])
+    samples: list[list[float] | None] = [[] for _ in mods]
+    inputs = {}
+    for i, (m, b) in enumerate(zip(mods, built)):
+        if b.error_msg is None:
+            inputs[i] = RunnerInput(b.artifact_path, "cpu", ArgInfo.from_prim_func(prim_func(m)))
+        else:
+            samples[i] = None
+    order = sorted(inputs)
+    for r in range(rounds):
+        now = order[r % len(order):] + order[:r % len(order)] if order else []
+        for i, fut in zip(now, runner.run([inputs[i] for i in now])):
+            res = fut.result()
+            if res.error_msg is not None or samples[i] is None:
+                samples[i] = None
+            else:
+                samples[i] += [float(s) for s in res.run_secs]
+    for b in built:
+        if b.artifact_path:
+            shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
+    return samples
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def median(xs):
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+# --------------------------------------------------------------------------- TVM's droplet
+def tvm_droplet(task, start_samples, trials, builder, seed, log_dir):
+    """TVM's Droplet from the task's start record. -> dict with its best record and counts."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.post_optimization import droplet as droplet_mod
+    from tvm.s_tir.meta_schedule.post_optimization import space as space_mod
+    from tvm.s_tir.meta_schedule.post_optimization import get_time
+
+    data = [0, record_json(task, list(start_samples))]
+    log = str(Path(log_dir) / f"tvm_{task['workload_id']}.log")
+    draws = Draws(seed)
+    proxy = types.SimpleNamespace(LocalBuilder=lambda **kw: builder, BuilderInput=ms.builder.BuilderInput)
+    saved = space_mod.ms, space_mod.random
+    space_mod.ms = _MSView(ms, proxy)
+    space_mod.random = draws
+    builder.reset()
+    t0 = time.perf_counter()
+    try:
+        d = droplet_mod.Droplet(data, task["ms_workload"], TARGET, log)
+        dims = list(d.space.dims)
+        d.tune(trials)
+        best_time, best = get_time(log)
+    finally:
+        space_mod.ms, space_mod.random = saved
+    lines = Path(log).read_text().splitlines()
+    # Which kernel TVM measured for its best: log line k (k >= 1) is the k-th candidate that
+    # ran; draws, builds and runs line up one to one when nothing failed on the way.
+    at = lines.index(json.dumps(best)) if json.dumps(best) in lines else None
+    aligned = len(draws.flags) == builder.count == len(lines) - 1
+    no_pp = draws.flags[at - 1] if at and aligned else (False if at == 0 else None)
+    return {"best_record": best, "best_search_mean": mean(best_time), "measured": builder.count,
+            "distinct_kernels": len(builder.kernels), "ran_ok": len(lines) - 1, "proposed": d.count - 1,
+            "no_postproc_draws": sum(draws.flags), "postproc_draws": len(draws.flags) - sum(draws.flags),
+            "best_measured_without_postproc": no_pp, "start_search_mean": mean(start_samples),
+            "knob_dims": dims, "moved": best != data,
+            "seconds": time.perf_counter() - t0}
+
+
+class _MSView:
+    """``tvm.s_tir.meta_schedule`` as space.py sees it, with its own ``builder`` namespace."""
+
+    def __init__(self, ms, builder):
+        self._ms, self.builder = ms, builder
+
+    def __getattr__(self, name):
+        return getattr(self._ms, name)
+
+
+def deploy_mod(task, record_json, remove_postproc=False):
+    """A record's kernel the way TVM applies a database record (full trace, its postproc);
+    with ``remove_postproc`` as space.py measured ~75% of its candidates."""
+    from tvm.s_tir import Schedule
+    from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
+
+    wl = Workload.from_json(task["ms_workload"])
+    r = TuningRecord.from_json(json.loads(json.dumps(record_json)), wl)
+    sch = Schedule(wl.mod)
+    r.trace.apply_to_schedule(sch, remove_postproc=remove_postproc)
+    return sch.mod
+
+
+def _hash(mod) -> int:
+    import tvm_ffi
+
+    return int(tvm_ffi.structural_hash(mod))
+
+
+def record_json(task, run_secs) -> list:
+    """The task's start record as MetaSchedule stores it: [trace, run_secs, target, args_info]."""
+    from schedb.target import canonical
+
+    rec = task["record"]
+    return [json.loads(rec["trace"]), run_secs, json.loads(canonical(TARGET)), json.loads(rec["args_info"])]
+
+
+# --------------------------------------------------------------------------- main
+TARGET = None
+
+
+def main():
+    global TARGET
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=32, help="TVM droplet's n_trial; ours gets what it measured")
+    ap.add_argument("--final-repeat", type=int, default=10)
+    ap.add_argument("--final-rounds", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tasks", type=int, default=None, help="only the first N tasks")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "droplet.json"))
+    args = ap.parse_args()
+
+    t_all = time.perf_counter()
+    from scipy.stats import ttest_ind
+
+    from schedb.droplet import droplet
+    from schedb.ingest import ingest
+    from schedb.measure import Engine, make_runner
+    from schedb.replay import apply_trace, as_json
+    from schedb.store import Store
+    from schedb.target import load_intrinsics, parse_target
+
+    TARGET = parse_target(None)
+    load_intrinsics(TARGET)
+    machine = describe()
+    store = Store(":memory:")
+    fixtures = [ROOT / "fixtures" / f for f in ("tiny_cnn", "alexnet", "resnet50") if (ROOT / "fixtures" / f).exists()]
+    ingest(store, fixtures)
+    tasks = pick_tasks(store)[: args.tasks]
+
+    engine = Engine(TARGET)  # repeat=5, number=3, min_repeat_ms=20: what schedb's droplet measures with
+    ours_engine = Counting(engine)
+    tvm_builder = Counting(engine.builder)
+    tvm_runner = make_runner("local", **TVM_RUNNER)
+    final_runner = make_runner("local", number=3, repeat=args.final_repeat)
+    log_dir = tempfile.mkdtemp(prefix="bench-droplet-")
+
+    rows = []
+    for k, task in enumerate(tasks):
+        label = f"{task['fixture']}/{task['task']}"
+        print(f"[{k + 1}/{len(tasks)}] {label} ({task['kind']}, stored best "
+              f"{task['record']['mean_s'] * 1e3:.3f} ms)", flush=True)
+        row = {"fixture": task["fixture"], "task": task["task"], "kind": task["kind"],
+               "workload_id": task["workload_id"], "start_record_id": task["record"]["id"],
+               "stored_start_ms": task["record"]["mean_s"] * 1e3}
+        start = apply_trace(json.loads(task["record"]["trace"]), task["mod"], TARGET)
+        if not start.ok:
+            print(f"  start does not replay: {start.error}")
+            rows.append({**row, "error": f"start does not replay: {start.error}"})
+            continue
+        # Each method's incumbent, measured with its own measurement settings (not trials).
+        ours_start = engine.measure([start.mod])[0]
+        tvm_start = run_samples(engine.builder, tvm_runner, [deploy_mod(task, record_json(task, [1.0]))], 1)[0]
+        if not ours_start.ok or not tvm_start:
+            rows.append({**row, "error": f"start does not run: {ours_start.error}"})
+            continue
+
+        try:
+            tvm = tvm_droplet(task, tvm_start, args.trials, tvm_builder, args.seed, log_dir)
+            n = tvm["measured"]
+            print(f"  TVM droplet: {n} measured ({tvm['distinct_kernels']} distinct kernels, "
+                  f"{tvm['ran_ok']} ran, {tvm['no_postproc_draws']} without postproc), start "
+                  f"{tvm['start_search_mean'] * 1e3:.4f} ms, search best {tvm['best_search_mean'] * 1e3:.4f} ms "
+                  f"(without postproc: {tvm['best_measured_without_postproc']}), {tvm['seconds']:.0f} s", flush=True)
+        except Exception as e:  # TVM's droplet failing is a result too
+            tvm, n = {"error": f"{type(e).__name__}: {e}"[:500]}, args.trials
+            print(f"  TVM droplet failed: {tvm['error']}", flush=True)
+
+        ours_engine.reset()
+        t0 = time.perf_counter()
+        res = droplet(task["mod"], TARGET, json.loads(task["record"]["trace"]), ours_engine, trials=n,
+                      seed=args.seed, start_samples=ours_start.samples)
+        ours = {"start_search_mean": ours_start.mean, "measured": ours_engine.count, "trials": res.trials, "failed": res.failed,
+                "distinct_kernels": len(ours_engine.kernels), "pvalue": res.pvalue,
+                "search_best_ms": res.best_mean * 1e3, "moved": res.pvalue is not None,
+                "seconds": time.perf_counter() - t0}
+        print(f"  ours: {res.trials} measured ({ours['distinct_kernels']} distinct, {res.failed} failed), "
+              f"start {ours_start.mean * 1e3:.4f} ms, "
+              f"search best {res.best_mean * 1e3:.4f} ms, p={res.pvalue}, {ours['seconds']:.0f} s", flush=True)
+
+        # Final: start, TVM's best (applied as TVM deploys a record) and ours, one Engine, interleaved.
+        # "start_again" is the start record applied as TVM deploys it: the same kernel as "start"
+        # (structural hash checked), so the gap between the two is the noise floor of this run.
+        start_again = deploy_mod(task, record_json(task, [1.0]))
+        names, mods = ["start", "start_again"], [start.mod, start_again]
+        if "best_record" in tvm:
+            names.append("tvm")
+            mods.append(deploy_mod(task, tvm["best_record"][1]))
+        names.append("ours")
+        mods.append(apply_trace(as_json(res.best_trace), task["mod"], TARGET).mod)
+        if tvm.get("best_measured_without_postproc"):  # for the record: the kernel TVM actually timed
+            names.append("tvm_as_measured")
+            mods.append(deploy_mod(task, tvm["best_record"][1], remove_postproc=True))
+        samples = dict(zip(names, run_samples(engine.builder, final_runner, mods, args.final_rounds)))
+        final = {k: ({"median_ms": median(v) * 1e3, "mean_ms": mean(v) * 1e3, "n": len(v),
+                      "samples_us": [round(x * 1e6, 3) for x in v]} if v else None)
+                 for k, v in samples.items()}
+        row.update({"tvm": {k: v for k, v in tvm.items() if k != "best_record"}, "ours": ours, "final": final,
+                    "tvm_best_trace": tvm.get("best_record", [None, [None]])[1][0],
+                    "ours_best_trace": as_json(res.best_trace),
+                    "start_again_same_kernel": _hash(start_again) == _hash(start.mod),
+                    "tvm_best_same_kernel_as_start": len(mods) > 2 and names[2] == "tvm"
+                    and _hash(mods[2]) == _hash(start.mod),
+                    "ours_best_same_kernel_as_start": _hash(mods[names.index("ours")]) == _hash(start.mod)})
+        if samples.get("start") and samples.get("start_again"):
+            row["noise_start_again_over_start"] = final["start_again"]["median_ms"] / final["start"]["median_ms"]
+        if samples.get("tvm") and samples.get("ours"):
+            row["ratio_tvm_over_ours"] = final["tvm"]["median_ms"] / final["ours"]["median_ms"]
+            row["ratio_tvm_over_ours_mean"] = final["tvm"]["mean_ms"] / final["ours"]["mean_ms"]
+            row["final_p_ours_faster_than_tvm"] = float(
+                ttest_ind(samples["ours"], samples["tvm"], equal_var=False, alternative="less").pvalue)
+        if samples.get("start") and samples.get("ours"):
+            row["final_p_ours_faster_than_start"] = float(
+                ttest_ind(samples["ours"], samples["start"], equal_var=False, alternative="less").pvalue)
+        print("  final (median): " + ", ".join(f"{k} {v['median_ms']:.4f} ms" if v else f"{k} failed"
+                                      for k, v in final.items())
+              + (f", TVM/ours {row['ratio_tvm_over_ours']:.3f}" if "ratio_tvm_over_ours" in row else ""),
+              flush=True)
+        rows.append(row)
+
+    ratios = [r["ratio_tvm_over_ours"] for r in rows if "ratio_tvm_over_ours" in r]
+    ratios_mean = [r["ratio_tvm_over_ours_mean"] for r in rows if "ratio_tvm_over_ours_mean" in r]
+    geo = math.exp(mean([math.log(x) for x in ratios])) if ratios else None
+    geo_mean = math.exp(mean([math.log(x) for x in ratios_mean])) if ratios_mean else None
+    result = {
+        "machine": machine,
+        "wall_time_s": round(time.perf_counter() - t_all, 1),
+        "settings": {
+            "tvm_n_trial": args.trials, "seed": args.seed,
+            "ours": {"engine": {"number": 3, "repeat": 5, "min_repeat_ms": 20}, "pvalue": 0.05, "batch": 8,
+                     "trials": "= measurements TVM's droplet made on the task"},
+            "tvm": {"runner": TVM_RUNNER,
+                    "builder": "schedb WarmBuilder shared across batches, swapped in for ms.builder.LocalBuilder"
+                               " (as seen by post_optimization/space.py); search quality at equal"
+                               " measurement counts is compared, not wall time",
+                    "start_time": "start measured afresh with TVM's runner settings (not a trial), replacing"
+                                  " the fixture's stored run_secs",
+                    "random": f"space.py's random seeded with {args.seed}"},
+            "final": {"engine": "schedb Engine builder + LocalRunner", "number": 3, "repeat": args.final_repeat,
+                      "statistic": "median of all samples (the machine runs other jobs: load spikes skew means);"
+                                   " means are kept too",
+                      "rounds": args.final_rounds, "interleaved": True,
+                      "tvm_best_applied_as": "TuningRecord trace applied with its postproc (as a database record)",
+                      "ours_and_start_applied_as": "schedb.replay.apply_trace (postprocessors rerun)"},
+            "nice": 10,
+        },
+        "geomean_tvm_over_ours": geo, "geomean_tvm_over_ours_by_means": geo_mean,
+        "tasks": rows,
+    }
+    table = markdown(result)
+    print()
+    print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(table + "\n")
+
+
+def markdown(result) -> str:
+    def ms(v):
+        return f"{v['median_ms']:.4f}" if v else "failed"
+
+    lines = [
+        "| task | kind | start ms | TVM droplet ms | ours ms | trials TVM / ours | ours p | TVM / ours |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in result["tasks"]:
+        name = f"{r['fixture']}/{r['task']}"
+        if "final" not in r:
+            lines.append(f"| {name} | {r['kind']} | {r.get('error', '')} | | | | | |")
+            continue
+        f, tvm, ours = r["final"], r["tvm"], r["ours"]
+        p = "-" if ours["pvalue"] is None else f"{ours['pvalue']:.2g}"
+        tvm_ms = ms(f["tvm"]) if "tvm" in f else "error"
+        ratio = f"{r['ratio_tvm_over_ours']:.3f}" if "ratio_tvm_over_ours" in r else "-"
+        lines.append(f"| {name} | {r['kind']} | {ms(f['start'])} | {tvm_ms} | {ms(f['ours'])} | "
+                     f"{tvm.get('measured', '-')} / {ours['trials']} | {p} | {ratio} |")
+    geo = result["geomean_tvm_over_ours"]
+    lines.append("")
+    lines.append(f"Geometric mean of TVM best / ours best (final medians): {geo:.3f}x"
+                 if geo else "Geometric mean: n/a")
+    gm = result["geomean_tvm_over_ours_by_means"]
+    if gm:
+        lines.append(f"(by means: {gm:.3f}x)")
+    s = result["settings"]["final"]
+    lines += ["", f"Final times: median of {s['rounds']} interleaved rounds x {s['repeat']} repeats (number=3) "
+              "with one schedb Engine. Noise floor: the start kernel measured twice in the same rotation "
+              "(second copy applied as TVM applies a record):"]
+    for r in result["tasks"]:
+        if "noise_start_again_over_start" in r:
+            extra = []
+            if r.get("ours_best_same_kernel_as_start"):
+                extra.append("ours = start kernel")
+            if r.get("tvm_best_same_kernel_as_start"):
+                extra.append("TVM = start kernel")
+            if r["tvm"].get("best_measured_without_postproc") and r["final"].get("tvm_as_measured"):
+                extra.append(f"TVM's best was timed without postproc: {r['final']['tvm_as_measured']['median_ms']:.4f}"
+                             " ms as timed, deployed with it")
+            lines.append(f"- {r['fixture']}/{r['task']}: start again / start = "
+                         f"{r['noise_start_again_over_start']:.3f}" + (f" ({'; '.join(extra)})" if extra else ""))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
