@@ -235,27 +235,34 @@ class _Search:
         inc = _Point(_key(points, base), base, list(start_samples), start.locations)
         self.visits.append(Visit(as_json(base), inc.mean))
         done.add(inc.key)
+        inc_mod = start.mod
         radius = 1
         queue = _neighbours(points, inc, 1, self.limit, self.rng, done)
-        while self.trials < trials and time.perf_counter() < deadline:
+        while trials - self.trials >= 2 and time.perf_counter() < deadline:  # incumbent + one
             while len(queue) < self.batch and radius < self.max_radius:  # speculation
                 radius += 1
                 queue += _neighbours(points, inc, radius, self.limit, self.rng, done | set(queue))
             if not queue:
                 break
-            chosen = self._replay_batch(queue, base, points, done, trials)
+            # One slot of every batch re-measures the incumbent: the t-test then compares
+            # samples taken under the same machine load, not against a stale baseline.
+            chosen = self._replay_batch(queue, base, points, done, trials - 1)
             if not chosen:
                 continue
+            measured = self.engine.measure([inc_mod] + [r.mod for _, r in chosen])
+            if measured[0].ok:
+                inc = _Point(inc.key, inc.trace, measured[0].samples, inc.locations)
             best = None
-            for (key, r), m in zip(chosen, self.engine.measure([r.mod for _, r in chosen])):
+            for (key, r), m in zip(chosen, measured[1:]):
                 self.visits.append(Visit(as_json(r.trace), m.mean if m.ok else None, m.error))
                 if not m.ok:
                     self.failed += 1
                 elif best is None or m.mean < best[2].mean:
                     best = (key, r, m)
-            self.trials += len(chosen)
+            self.trials += len(chosen) + 1
             if best is not None and significantly_faster(best[2].samples, inc.samples, self.pvalue)[0]:
                 inc = _Point(best[0], best[1].trace, best[2].samples, best[1].locations)
+                inc_mod = best[1].mod
                 radius = 1
                 queue = _neighbours(points, inc, 1, self.limit, self.rng, done)
         moved = inc.trace is not base
