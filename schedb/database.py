@@ -117,8 +117,13 @@ class Database(PyDatabase):
         wid, _ = self._lookup(workload.mod, create=False)
         if wid is None:
             return []
-        rows = self.store.top_records(wid, self.target, top_k)
-        return [self._to_record(r, workload) for r in rows]
+        out = []
+        for row in self.store.top_records(wid, self.target, top_k):
+            try:
+                out.append(self._to_record(row, workload))
+            except Exception:  # a stored trace this TVM cannot read: never let it break a build
+                continue
+        return out
 
     def get_all_tuning_records(self) -> list[TuningRecord]:
         out = []

@@ -179,8 +179,12 @@ class Store:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 self._migrate()
-            elif self.version() != SCHEMA_VERSION:
-                raise SchedbError(f"{self.path}: schema version {self.version()}, expected {SCHEMA_VERSION}")
+            else:
+                conn.execute("PRAGMA query_only = ON")  # also refuses VACUUM INTO and the like
+            if readonly and not 0 < self.version() <= SCHEMA_VERSION:
+                # Migrations only add, so an older file reads fine; it is migrated on the next write.
+                raise SchedbError(f"{self.path}: schema version {self.version()}, this schedb reads "
+                                  f"1 to {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
             conn.close()
             raise SchedbError(f"{self.path}: not a schedb database ({e})") from None

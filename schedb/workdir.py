@@ -68,7 +68,7 @@ def export_workdir(store, folder: Path, model: str | None = None, target: str | 
     MetaSchedule and are left out."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    where = ["r.format = 'ms-trace'", "w.ms_workload IS NOT NULL"]
+    where = ["r.format = 'ms-trace'", "w.ms_workload IS NOT NULL", "r.target != ''"]
     args: list = []
     if model is not None:
         mid = store.model_id(model)

@@ -1,0 +1,59 @@
+"""Schema versioning: old files are read as they are and migrated forward on write."""
+
+import sqlite3
+
+import pytest
+
+from schedb.errors import SchedbError
+from schedb.store import SCHEMA_VERSION, Store
+
+
+def _as_version_1(path):
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX records_best_any")
+    conn.execute("UPDATE schema_info SET value = '1' WHERE key = 'version'")
+    conn.commit()
+    conn.close()
+
+
+def _indexes(path):
+    conn = sqlite3.connect(path)
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    conn.close()
+    return names
+
+
+def test_old_schema_is_read_and_migrated_on_write(tmp_path):
+    path = tmp_path / "old.db"
+    Store(path).close()
+    _as_version_1(path)
+    assert Store(path, readonly=True).version() == 1  # readable as is
+    assert "records_best_any" not in _indexes(path)
+    store = Store(path)  # opening for writing migrates
+    assert store.version() == SCHEMA_VERSION == 2
+    assert "records_best_any" in _indexes(path)
+
+
+def test_newer_or_foreign_files_are_refused(tmp_path):
+    newer = tmp_path / "newer.db"
+    Store(newer).conn.execute(f"UPDATE schema_info SET value = '{SCHEMA_VERSION + 1}'")
+    with pytest.raises(SchedbError, match="newer schedb"):
+        Store(newer)
+    foreign = tmp_path / "foreign.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    with pytest.raises(SchedbError, match="not a schedb database"):
+        Store(foreign)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(SchedbError):
+        Store(junk)
+
+
+def test_read_only_refuses_writes(tmp_path):
+    path = tmp_path / "a.db"
+    Store(path).close()
+    ro = Store(path, readonly=True)
+    with pytest.raises(sqlite3.OperationalError):
+        ro.conn.execute(f"VACUUM INTO '{tmp_path / 'copy.db'}'")
