@@ -47,6 +47,7 @@ def tune(
     tasks = extract_tasks(lowered, target)
     if trials is None:
         trials = (trials_per_task or 32) * len(tasks)
+    trials_per_iter = min(trials_per_iter, trials)  # MetaSchedule overshoots by up to a batch
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         [t.extracted for t in tasks], work_dir=str(out), seed=seed
     )
