@@ -158,8 +158,11 @@ def test_real_search_on_tiny_conv(setup):
     print(f"droplet on {conv['main'].params[0].shape}: start {res.start_mean * 1e6:.1f} us, "
           f"best {res.best_mean * 1e6:.1f} us, x{res.speedup:.2f}, p={res.pvalue}, "
           f"{res.trials} trials, {res.failed} failed, {res.elapsed:.1f} s")
-    assert res.trials == len(res.visited) == 16 and res.failed == 0
-    assert res.best_mean <= res.start_mean and len(res.best_samples) == 5
+    # Trials count the incumbent's re-measurement in each batch; visited points do not.
+    assert res.trials <= 16 and 2 <= len(res.visited) < res.trials and res.failed == 0
+    assert len(res.best_samples) == 5
+    if res.pvalue is not None:  # it moved: to a point measured faster than the start
+        assert res.best_mean < res.start_mean
     stored = json.loads(json.dumps(as_json(res.best_trace)))  # what a database keeps
     again = apply_trace(stored, conv, target)
     assert again.ok and again.adapted == 0
