@@ -161,8 +161,6 @@ def test_real_search_on_tiny_conv(setup):
     # Trials count the incumbent's re-measurement in each batch; visited points do not.
     assert res.trials <= 16 and 2 <= len(res.visited) < res.trials and res.failed == 0
     assert len(res.best_samples) == 5
-    if res.pvalue is not None:  # it moved: to a point measured faster than the start
-        assert res.best_mean < res.start_mean
     stored = json.loads(json.dumps(as_json(res.best_trace)))  # what a database keeps
     again = apply_trace(stored, conv, target)
     assert again.ok and again.adapted == 0
