@@ -131,12 +131,17 @@ def main(A: T.Buffer((1,), "float32")):
 """
 
 
-def test_engine_survives_a_hanging_candidate(target):
+def test_engine_survives_a_hanging_candidate(target, tmp_path):
+    import importlib.util
+
     import tvm
 
-    ns: dict = {}
-    exec(HANG, ns)  # test-owned source, not user data
-    hang = tvm.IRModule({"main": ns["main"]})
+    # TVMScript reads the function's source file, so the kernel lives in one.
+    (tmp_path / "hang_kernel.py").write_text(HANG)
+    spec = importlib.util.spec_from_file_location("hang_kernel", tmp_path / "hang_kernel.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    hang = tvm.IRModule({"main": module.main})
     good = extract_tasks(lower(load_model("tiny_mlp"), target), target)[0].func
     engine = Engine(target, repeat=3, run_timeout=3)
     t0 = time.perf_counter()
