@@ -238,7 +238,9 @@ class _Search:
         inc_mod = start.mod
         radius = 1
         queue = _neighbours(points, inc, 1, self.limit, self.rng, done)
-        while trials - self.trials >= 2 and time.perf_counter() < deadline:  # incumbent + one
+        first = inc
+        search_trials = trials - 2  # two kept for the final head-to-head with the start
+        while search_trials - self.trials >= 2 and time.perf_counter() < deadline:  # incumbent + one
             while len(queue) < self.batch and radius < self.max_radius:  # speculation
                 radius += 1
                 queue += _neighbours(points, inc, radius, self.limit, self.rng, done | set(queue))
@@ -246,7 +248,7 @@ class _Search:
                 break
             # One slot of every batch re-measures the incumbent: the t-test then compares
             # samples taken under the same machine load, not against a stale baseline.
-            chosen = self._replay_batch(queue, base, points, done, trials - 1)
+            chosen = self._replay_batch(queue, base, points, done, search_trials - 1)
             if not chosen:
                 continue
             measured = self.engine.measure([inc_mod] + [r.mod for _, r in chosen])
@@ -266,7 +268,19 @@ class _Search:
                 radius = 1
                 queue = _neighbours(points, inc, 1, self.limit, self.rng, done)
         moved = inc.trace is not base
-        p = significantly_faster(inc.samples, start_samples, 1.0)[1] if moved else None
+        p = None
+        if moved:
+            # A chain of moves each judged against a fresh incumbent can drift under
+            # changing load: keep the end point only if it beats the start head to head.
+            final = self.engine.measure([start.mod, inc_mod])
+            self.trials += 2
+            if final[0].ok and final[1].ok:
+                start_samples = final[0].samples
+                keep, p = significantly_faster(final[1].samples, start_samples, self.pvalue)
+                if keep:
+                    inc = _Point(inc.key, inc.trace, final[1].samples, inc.locations)
+                else:
+                    inc, p = _Point(first.key, first.trace, list(start_samples), first.locations), None
         return DropletResult(sum(start_samples) / len(start_samples), inc.mean, inc.trace, inc.samples,
                              self.trials - trials0, self.failed - failed0, p, self.visits[visits0:],
                              time.perf_counter() - t0, list(start_samples))
