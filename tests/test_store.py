@@ -57,3 +57,12 @@ def test_read_only_refuses_writes(tmp_path):
     ro = Store(path, readonly=True)
     with pytest.raises(sqlite3.OperationalError):
         ro.conn.execute(f"VACUUM INTO '{tmp_path / 'copy.db'}'")
+
+
+def test_package_root_exports_the_metaschedule_database():
+    import schedb
+    from schedb.database import Database
+
+    assert schedb.Database is Database
+    with pytest.raises(AttributeError):
+        schedb.NoSuchThing
