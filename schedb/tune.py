@@ -12,6 +12,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tvm.ir.utils import derived_object
+from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
 from schedb.models import Model
 from schedb.target import canonical, load_intrinsics
 from schedb.tasks import extract_tasks, lower
@@ -88,29 +91,21 @@ def tune(
     return meta
 
 
-def _make_progress_callback():
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+@derived_object
+class _Progress(PyMeasureCallback):
+    """Reports trials, tasks finished and the best time after every measured batch."""
 
-    @derived_object
-    class Progress(PyMeasureCallback):
-        def __init__(self, names, total, per_task, report):
-            super().__init__()
-            self.names, self.total, self.per_task, self.report = names, total, per_task, report
-            self.done = [0] * len(names)
-            self.best = [float("inf")] * len(names)
+    def __init__(self, names, total, per_task, report):
+        super().__init__()
+        self.names, self.total, self.per_task, self.report = names, total, per_task, report
+        self.done = [0] * len(names)
+        self.best = [float("inf")] * len(names)
 
-        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-            self.done[task_id] += len(runner_results)
-            for r in runner_results:
-                if r.error_msg is None and r.run_secs:
-                    self.best[task_id] = min(self.best[task_id], sum(float(s) for s in r.run_secs) / len(r.run_secs))
-            finished = sum(1 for d in self.done if self.per_task and d >= self.per_task)
-            self.report(self.names[task_id], sum(self.done), self.total, self.best[task_id],
-                        finished, len(self.names))
-
-    return Progress
-
-
-def _Progress(names, total, per_task, report):
-    return _make_progress_callback()(names, total, per_task, report)
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        self.done[task_id] += len(runner_results)
+        for r in runner_results:
+            if r.error_msg is None and r.run_secs:
+                self.best[task_id] = min(self.best[task_id], sum(float(s) for s in r.run_secs) / len(r.run_secs))
+        finished = sum(1 for d in self.done if self.per_task and d >= self.per_task)
+        self.report(self.names[task_id], sum(self.done), self.total, self.best[task_id],
+                    finished, len(self.names))
