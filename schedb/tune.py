@@ -56,9 +56,9 @@ def tune(
     )
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    callbacks = ms.measure_callback.MeasureCallback.create("default")
-    if progress is not None:
-        callbacks = [*callbacks, _Progress([c.task_name for c in contexts], trials, trials_per_task, progress)]
+    # After the default callbacks, so AddToDatabase has committed the batch when it runs.
+    watch = _Progress([c.task_name for c in contexts], trials, trials_per_task, progress, t0)
+    callbacks = [*ms.measure_callback.MeasureCallback.create("default"), watch]
     ms.tune_tasks(
         tasks=contexts,
         task_weights=weights,
@@ -82,6 +82,9 @@ def tune(
         "seed": seed,
         "started": started,
         "wall_time_s": round(time.perf_counter() - t0, 1),
+        # [seconds since start, records committed]: the work dir as it stood at any moment
+        # of the search, for time-to-quality curves (records are appended in this order).
+        "timeline": watch.timeline,
         "tasks": [
             {"name": t.name, "weight": t.weight, "shash": str(tvm_ffi.structural_hash(t.func))}
             for t in tasks
@@ -93,16 +96,25 @@ def tune(
 
 @derived_object
 class _Progress(PyMeasureCallback):
-    """Reports trials, tasks finished and the best time after every measured batch."""
+    """Keeps the timeline and reports trials, tasks finished and the best time after
+    every measured batch."""
 
-    def __init__(self, names, total, per_task, report):
+    def __init__(self, names, total, per_task, report, t0):
         super().__init__()
         self.names, self.total, self.per_task, self.report = names, total, per_task, report
+        self.t0 = t0
         self.done = [0] * len(names)
         self.best = [float("inf")] * len(names)
+        self.timeline = []
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        if not runner_results:
+            return
         self.done[task_id] += len(runner_results)
+        # AddToDatabase commits one record per candidate, failed ones included.
+        self.timeline.append([round(time.perf_counter() - self.t0, 2), sum(self.done)])
+        if self.report is None:
+            return
         for r in runner_results:
             if r.error_msg is None and r.run_secs:
                 self.best[task_id] = min(self.best[task_id], sum(float(s) for s in r.run_secs) / len(r.run_secs))
