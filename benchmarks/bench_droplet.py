@@ -43,7 +43,7 @@ import time
 import types
 from pathlib import Path
 
-from machine import describe
+from report import describe
 
 ROOT = Path(__file__).parents[1]
 

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from machine import describe
+from report import describe
 
 ROOT = Path(__file__).parents[1]
 

@@ -1,0 +1,88 @@
+"""What every benchmark writes: the machine, medians with 95% intervals, and a result
+as JSON + a markdown table + a PNG plot under benchmarks/results/."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def describe() -> dict:
+    """CPU, cores, memory, versions and load: written into every result file."""
+    cpu, mem = "unknown", None
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+        with open("/proc/meminfo") as f:
+            mem = round(int(next(x for x in f if x.startswith("MemTotal")).split()[1]) / 2**20, 1)
+    except (OSError, StopIteration):
+        pass
+    import tvm
+
+    from schedb.target import host_target_dict
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gib": mem,
+        "llvm_mcpu": host_target_dict()["mcpu"],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "tvm": tvm.__version__,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def machine_line(m: dict) -> str:
+    return (f"Machine: {m['cpu']} ({m['cores']} cores, LLVM mcpu {m.get('llvm_mcpu')}), "
+            f"TVM {m['tvm']}, Python {m['python']}; load average at start "
+            f"{m.get('load_average_at_start')}.")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def median_ci(samples, confidence: float = 0.95) -> dict:
+    """Median with a distribution-free confidence interval: the order statistics that a
+    binomial(n, 1/2) brackets (scipy.stats.quantile_test); no normality assumed."""
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray(samples, dtype=float)
+    ci = stats.quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(confidence)
+    lo = float(ci.low) if np.isfinite(ci.low) else float(x.min())
+    hi = float(ci.high) if np.isfinite(ci.high) else float(x.max())
+    return {"median": float(np.median(x)), "ci_low": lo, "ci_high": hi, "n": int(x.size)}
+
+
+def fmt_ci(c: dict, unit: str = "ms", digits: int = 1) -> str:
+    return f"{c['median']:.{digits}f} [{c['ci_low']:.{digits}f}, {c['ci_high']:.{digits}f}] {unit}"
+
+
+def write(name: str, result: dict, markdown: str, figure=None, folder: Path = RESULTS) -> Path:
+    """results/NAME.json (with the markdown inside), NAME.md and NAME.png."""
+    folder.mkdir(parents=True, exist_ok=True)
+    result = {**result, "markdown": markdown}
+    (folder / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (folder / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    if figure is not None:
+        figure.savefig(folder / f"{name}.png", dpi=120, bbox_inches="tight")
+    return folder / f"{name}.json"
+
+
+def pyplot():
+    """matplotlib without a display (pip install -e '.[bench]')."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
