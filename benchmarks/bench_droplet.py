@@ -29,7 +29,11 @@ its own postprocessing), ours and the start by ``schedb.replay.apply_trace``. Th
 record is also measured a second time the TVM way ("start_again", the same kernel):
 its gap to "start" is the noise floor of the run. Raw samples are in the JSON.
 
+Result: results/droplet.json + droplet.md + droplet.png (report.write); final times as
+medians with distribution-free 95% intervals (report.median_ci).
+
 Usage: nice -n 10 python benchmarks/bench_droplet.py [--trials 32] [--final-repeat 10] [--final-rounds 10]
+       python benchmarks/bench_droplet.py --replot   # re-render md + png from the JSON, no measuring
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import time
 import types
 from pathlib import Path
 
+import report
 from report import describe
 
 ROOT = Path(__file__).parents[1]
@@ -262,8 +267,15 @@ def main():
     ap.add_argument("--final-rounds", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tasks", type=int, default=None, help="only the first N tasks")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "droplet.json"))
+    ap.add_argument("--out", default=str(report.RESULTS / "droplet.json"))
+    ap.add_argument("--replot", action="store_true", help="re-render md + png from --out; measure nothing")
     args = ap.parse_args()
+    out = Path(args.out)
+    if args.replot:
+        result = json.loads(out.read_text())
+        result.pop("markdown", None)
+        report.write(out.stem, result, *render(result), folder=out.parent)
+        return
 
     t_all = time.perf_counter()
     from scipy.stats import ttest_ind
@@ -402,45 +414,93 @@ def main():
         "geomean_tvm_over_ours": geo, "geomean_tvm_over_ours_by_means": geo_mean,
         "tasks": rows,
     }
-    table = markdown(result)
+    table, fig = render(result)
     print()
     print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    out.with_suffix(".md").write_text(table + "\n")
+    report.write(out.stem, result, table, fig, folder=out.parent)
 
 
-def markdown(result) -> str:
-    def ms(v):
-        return f"{v['median_ms']:.4f}" if v else "failed"
+def _ci_ms(v):
+    """median_ci of a final entry's samples, in ms (None if it failed)."""
+    return report.median_ci([x / 1e3 for x in v["samples_us"]]) if v else None
 
+
+def _digits(x_ms: float) -> int:
+    """Decimals for 4 significant digits in ms."""
+    return max(1, 3 - math.floor(math.log10(x_ms))) if x_ms > 0 else 4
+
+
+def _short(name: str, width: int = 24) -> str:
+    name = name.removeprefix("fused_")
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def render(result) -> tuple[str, object]:
+    """(markdown, matplotlib figure) from a result dict: every number comes from it (the
+    intervals from the raw final samples in it)."""
+    conf = 0.95
     lines = [
-        "| task | kind | start ms | TVM droplet ms | ours ms | trials TVM / ours | ours p | TVM / ours |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "# Droplet search: schedb vs TVM's PostOpt droplet (`meta_schedule.post_optimization`)", "",
+        "Final times in ms: median [95% interval]. TVM / ours > 1: ours is faster.", "",
+        "| task | kind | start ms | TVM PostOpt ms | ours ms | trials TVM / ours | ours p (search) "
+        "| TVM / ours | range from the intervals |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    bars = []  # (label, ratio, low, high, note)
+    same = []
     for r in result["tasks"]:
         name = f"{r['fixture']}/{r['task']}"
         if "final" not in r:
-            lines.append(f"| {name} | {r['kind']} | {r.get('error', '')} | | | | | |")
+            lines.append(f"| {name} | {r['kind']} | {r.get('error', '')} | | | | | | |")
             continue
         f, tvm, ours = r["final"], r["tvm"], r["ours"]
+        ci = {k: _ci_ms(f.get(k)) for k in ("start", "tvm", "ours")}
+        d = _digits(min((c["median"] for c in ci.values() if c), default=0))
+        cell = {k: (report.fmt_ci(c, unit="", digits=d).strip() if c else ("error" if k not in f else "failed"))
+                for k, c in ci.items()}
         p = "-" if ours["pvalue"] is None else f"{ours['pvalue']:.2g}"
-        tvm_ms = ms(f["tvm"]) if "tvm" in f else "error"
-        ratio = f"{r['ratio_tvm_over_ours']:.3f}" if "ratio_tvm_over_ours" in r else "-"
-        lines.append(f"| {name} | {r['kind']} | {ms(f['start'])} | {tvm_ms} | {ms(f['ours'])} | "
-                     f"{tvm.get('measured', '-')} / {ours['trials']} | {p} | {ratio} |")
-    geo = result["geomean_tvm_over_ours"]
+        ratio, rng = "-", "-"
+        if "ratio_tvm_over_ours" in r and ci["tvm"] and ci["ours"]:
+            lo = ci["tvm"]["ci_low"] / ci["ours"]["ci_high"]
+            hi = ci["tvm"]["ci_high"] / ci["ours"]["ci_low"]
+            ratio, rng = f"{r['ratio_tvm_over_ours']:.3f}", f"[{lo:.3f}, {hi:.3f}]"
+            note = ""
+            if r.get("tvm_best_same_kernel_as_start") and r.get("ours_best_same_kernel_as_start"):
+                note = "same kernel"
+                same.append(name)
+            elif r.get("ours_best_same_kernel_as_start"):
+                note = "ours = start"
+            elif r.get("tvm_best_same_kernel_as_start"):
+                note = "TVM = start"
+            bars.append((f"{r['fixture']}/{_short(r['task'])}", r["ratio_tvm_over_ours"], lo, hi, note))
+        lines.append(f"| {name} | {r['kind']} | {cell['start']} | {cell['tvm']} | {cell['ours']} | "
+                     f"{tvm.get('measured', '-')} / {ours['trials']} | {p} | {ratio} | {rng} |")
+
+    geo, gm = result["geomean_tvm_over_ours"], result["geomean_tvm_over_ours_by_means"]
     lines.append("")
-    lines.append(f"Geometric mean of TVM best / ours best (final medians): {geo:.3f}x"
-                 if geo else "Geometric mean: n/a")
-    gm = result["geomean_tvm_over_ours_by_means"]
-    if gm:
-        lines.append(f"(by means: {gm:.3f}x)")
+    lines.append(f"Geometric mean of TVM best / ours best over {len(bars)} tasks: **{geo:.3f}x** by final medians"
+                 + (f", {gm:.3f}x by final means." if gm else ".") if geo else "Geometric mean: n/a")
+    if same:
+        lines.append(f"TVM's and our best are the same kernel (the start) on {', '.join(same)}: "
+                     "that ratio is measurement noise, and it is in the geometric mean.")
     s = result["settings"]["final"]
-    lines += ["", f"Final times: median of {s['rounds']} interleaved rounds x {s['repeat']} repeats (number=3) "
-              "with one schedb Engine. Noise floor: the start kernel measured twice in the same rotation "
-              "(second copy applied as TVM applies a record):"]
+    n = s["rounds"] * s["repeat"]
+    lines += [
+        "",
+        f"Final times: every kernel built once and run in {s['rounds']} interleaved rounds (order rotated "
+        f"each round) x {s['repeat']} repeats (each the mean of number={s['number']} runs) with one schedb "
+        f"Engine: n = {n} samples per kernel, all kept in the JSON. Median with a distribution-free "
+        f"{conf:.0%} interval: the order statistics of the sorted samples that a binomial(n, 1/2) brackets "
+        "(`report.median_ci`, scipy.stats.quantile_test; no normality assumed). The intervals treat the "
+        "samples as independent; samples of one round share its load, so they understate the run's noise: "
+        "compare them with the noise floor below. \"range from the intervals\" is TVM's interval over "
+        "ours, end to end (low / high, high / low): it contains the true ratio of medians whenever both intervals "
+        "contain their medians (probability >= 90%), and it contains 1.0 exactly when the two intervals overlap. \"ours p\" is the one-sided Welch "
+        "test with which our search accepted its end point (- = it kept the start).",
+        "",
+        "Noise floor: the start kernel measured twice in the same rotation (second copy applied as TVM "
+        "applies a record):",
+    ]
     for r in result["tasks"]:
         if "noise_start_again_over_start" in r:
             extra = []
@@ -449,11 +509,38 @@ def markdown(result) -> str:
             if r.get("tvm_best_same_kernel_as_start"):
                 extra.append("TVM = start kernel")
             if r["tvm"].get("best_measured_without_postproc") and r["final"].get("tvm_as_measured"):
-                extra.append(f"TVM's best was timed without postproc: {r['final']['tvm_as_measured']['median_ms']:.4f}"
-                             " ms as timed, deployed with it")
+                c = _ci_ms(r["final"]["tvm_as_measured"])
+                extra.append(f"TVM's best was timed without postproc: "
+                             f"{report.fmt_ci(c, digits=_digits(c['median']))} as timed, deployed with it")
             lines.append(f"- {r['fixture']}/{r['task']}: start again / start = "
                          f"{r['noise_start_again_over_start']:.3f}" + (f" ({'; '.join(extra)})" if extra else ""))
-    return "\n".join(lines)
+    lines += ["", report.machine_line(result["machine"])
+              + f" Wall time of the run: {result.get('wall_time_s', '?')} s."]
+
+    plt = report.pyplot()
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(bars) + 1.8))
+    y = list(range(len(bars)))[::-1]
+    ratios = [b[1] for b in bars]
+    # Bars start at 1.0 (no change): green = ours faster, red = TVM's faster, gray = the same kernel.
+    colors = ["tab:gray" if b[4] == "same kernel" else "tab:green" if b[1] > 1 else "tab:red" for b in bars]
+    ax.barh(y, [x - 1 for x in ratios], left=1.0, color=colors, alpha=0.85)
+    ax.errorbar(ratios, y, xerr=[[b[1] - b[2] for b in bars], [b[3] - b[1] for b in bars]], fmt="none",
+                capsize=3, ecolor="black", label="range from the two 95% intervals")
+    for yi, b in zip(y, bars):
+        ax.text(max(b[1], b[3]) + 0.01, yi, f"{b[1]:.3f}" + (f"  ({b[4]})" if b[4] else ""),
+                va="center", fontsize=8)
+    ax.axvline(1.0, color="black", lw=1, ls="--")
+    ax.set_yticks(y, [b[0] for b in bars], fontsize=8)
+    ax.set_xlabel("speed-up of ours over TVM's PostOpt droplet (TVM median / ours median)")
+    ax.set_xlim(min(0.9, min(b[2] for b in bars) - 0.05) if bars else 0.9,
+                (max(b[3] for b in bars) + 0.35) if bars else 2)
+    ax.legend(loc="lower right", fontsize=8)
+    m = result["machine"]
+    ax.set_title(f"Droplet: ours vs TVM PostOpt, geomean {f'{geo:.3f}x' if geo else 'n/a'} "
+                 f"(final medians, n={n} each)\n"
+                 f"TVM {m['tvm']}, {m['cpu']}, {m['cores']} cores", fontsize=10)
+    fig.tight_layout()
+    return "\n".join(lines), fig
 
 
 if __name__ == "__main__":
