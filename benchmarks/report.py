@@ -63,8 +63,9 @@ def median_ci(samples, confidence: float = 0.95) -> dict:
     return {"median": float(np.median(x)), "ci_low": lo, "ci_high": hi, "n": int(x.size)}
 
 
-def fmt_ci(c: dict, unit: str = "ms", digits: int = 1) -> str:
-    return f"{c['median']:.{digits}f} [{c['ci_low']:.{digits}f}, {c['ci_high']:.{digits}f}] {unit}"
+def fmt_ci(c: dict, unit: str = "ms", digits: int = 4) -> str:
+    """median [low, high] unit, to ``digits`` significant digits."""
+    return f"{c['median']:.{digits}g} [{c['ci_low']:.{digits}g}, {c['ci_high']:.{digits}g}] {unit}"
 
 
 def write(name: str, result: dict, markdown: str, figure=None, folder: Path = RESULTS) -> Path:

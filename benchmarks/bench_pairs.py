@@ -1,0 +1,247 @@
+"""Experiment 1, the seed's table: transfer-tuning between resnet50, googlenet and alexnet.
+
+For every ordered pair (source -> target), six in all, schedb transfers the source's
+fixture schedules to the target (``transfer(..., Options(sources=[source],
+exclude=[target], droplet=True))``) in a database of its own, built from the bundled
+fixtures, so the target never sees its own records nor what another pair derived.
+
+Then, per target, every variant is compiled (and checked against PyTorch) and timed
+**interleaved**, round by round, in one window: untuned, tuned on its own (the fixture
+work dir), transfer alone and transfer + droplet from each source, and PyTorch eager.
+Each cell is the median over the rounds with a distribution-free 95% interval (binomial
+order statistics, ``report.median_ci``); the droplet gain is the median of the per-round
+ratios transfer / transfer+droplet, with its interval.
+
+    python benchmarks/bench_pairs.py               # search (resumable) + measure
+    python benchmarks/bench_pairs.py --replot      # md/png from results/pairs.json
+
+Each step is kept and skipped when rerun: the search of a pair in
+results/pairs/SOURCE_to_TARGET.json, the timing of a target in results/pairs/TARGET.json
+(delete it to time again); results/pairs.{json,md,png} combine the targets timed so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import report
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ["resnet50", "googlenet", "alexnet"]
+PAIR_DIR = report.RESULTS / "pairs"  # --results moves it (smoke runs on tiny models)
+
+
+def base_db(work: Path, models: list[str]) -> Path:
+    """The models' fixtures, ingested once."""
+    from schedb.ingest import ingest
+    from schedb.store import Store
+
+    path = work / "base.db"
+    if not path.exists():
+        store = Store(work / "base.tmp.db")
+        rep = ingest(store, [ROOT / "fixtures" / m for m in models])
+        store.close()
+        if rep.errors:
+            sys.exit(f"ingest of the fixtures failed: {rep.errors}")
+        (work / "base.tmp.db").rename(path)
+    return path
+
+
+def copy_db(src: Path, dst: Path):
+    dst.unlink(missing_ok=True)
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+
+
+def search(source: str, target_model: str, work: Path, base: Path, target, droplet_trials: int) -> dict:
+    """One pair: transfer + droplet in a fresh copy of the base database."""
+    from schedb.models import load_model
+    from schedb.store import Store
+    from schedb.transfer import Options, transfer
+
+    out = PAIR_DIR / f"{source}_to_{target_model}.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    db = work / f"{source}_to_{target_model}.db"
+    copy_db(base, db)
+    store = Store(db)
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    rep = transfer(store, load_model(target_model), target,
+                   Options(sources=[source], exclude=[target_model], droplet=True,
+                           droplet_trials=droplet_trials, e2e_repeat=3),
+                   progress=lambda d, n, r: print(f"  {source}->{target_model} {d}/{n} {r.task}: {r.source}",
+                                                  file=sys.stderr))
+    store.close()
+    res = {"source": source, "target_model": target_model, "db": str(db),
+           "load_average_before": [round(x, 2) for x in load],
+           "load_average_after": [round(x, 2) for x in os.getloadavg()],
+           "wall_s": round(time.perf_counter() - t0, 1), **rep.as_dict()}
+    PAIR_DIR.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def pair_database(pair: dict, tasks, target, refined: bool):
+    """The pair's chosen schedule per task (the droplet one where it won), as a MetaSchedule
+    database: the traces were stored as applied to these very tasks, so they replay as is."""
+    from schedb.replay import apply_trace
+    from schedb.store import Store
+    from schedb.transfer import _Winner, winners_database
+
+    store = Store(pair["db"], readonly=True)
+    by_task = {t["task"]: t for t in pair["tasks"]}
+    winners = {}
+    for task in tasks:
+        t = by_task[task.name]
+        rid = (refined and t["refined_record_id"]) or t["record_id"]
+        if rid is None:
+            continue
+        row = store.conn.execute("SELECT trace, run_secs FROM records WHERE id = ?", (rid,)).fetchone()
+        r = apply_trace(json.loads(row[0]), task.func, target)
+        if not r.ok:
+            sys.exit(f"record {rid} of {pair['db']} no longer applies to {task.name}: {r.error}")
+        winners[task.name] = _Winner(r.trace, json.loads(row[1]), rid)
+    store.close()
+    return winners_database(tasks, winners, target)
+
+
+def measure_target(target_model: str, pairs: list[dict], target, rounds: int) -> dict:
+    out = PAIR_DIR / f"{target_model}.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    from schedb.compile import compile_model, time_torch, time_vm
+    from schedb.models import load_model
+    from schedb.tasks import extract_tasks, lower
+    from schedb.workdir import open_workdir
+
+    lowered = lower(load_model(target_model), target)
+    tasks = extract_tasks(lowered, target)
+    dbs = {"untuned": None, "tuned on its own": open_workdir(ROOT / "fixtures" / target_model)}
+    for p in pairs:
+        dbs[f"{p['source']}: transfer"] = pair_database(p, tasks, target, refined=False)
+        dbs[f"{p['source']}: transfer+droplet"] = pair_database(p, tasks, target, refined=True)
+    compiled, checks = {}, {}
+    for name, db in dbs.items():
+        print(f"  compile {target_model} / {name}", file=sys.stderr)
+        compiled[name] = compile_model(lowered, target, db)
+        checks[name] = compiled[name].as_dict()
+    samples = {name: [] for name in [*compiled, "pytorch eager"]}
+    load = os.getloadavg()
+    for i in range(rounds):
+        for name, c in compiled.items():
+            samples[name] += time_vm(c, lowered, repeat=1).samples
+        samples["pytorch eager"] += time_torch(lowered, repeat=1).samples
+        print(f"  {target_model}: round {i + 1}/{rounds}", file=sys.stderr)
+    cells = {name: report.median_ci(s) for name, s in samples.items()}
+    gains = {}
+    for p in pairs:
+        a, b = samples[f"{p['source']}: transfer"], samples[f"{p['source']}: transfer+droplet"]
+        gains[p["source"]] = report.median_ci([x / y for x, y in zip(a, b)])
+    res = {"target_model": target_model, "rounds": rounds, "cells": cells, "samples_ms": samples,
+            "droplet_gain": gains, "checks": checks,
+            "load_average_before": [round(x, 2) for x in load],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "search": {p["source"]: {"search_time_s": round(p["search_time_s"], 1), "measured": p["measured"],
+                                     "tasks": len(p["tasks"]),
+                                     "exact": sum(t["source"] == "exact" for t in p["tasks"]),
+                                     "neighbor": sum(t["source"] == "neighbor" for t in p["tasks"]),
+                                     "untuned": sum(t["source"] == "untuned" for t in p["tasks"])}
+                       for p in pairs}}
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def render(res: dict):
+    rows = ["| source -> target | untuned | tuned on its own | transfer | transfer + droplet | droplet gain "
+            "| PyTorch eager | search time |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for t in res["targets"]:
+        c = t["cells"]
+        for src, s in t["search"].items():
+            g = t["droplet_gain"][src]
+            rows.append(
+                f"| {src} -> {t['target_model']} | {report.fmt_ci(c['untuned'])} "
+                f"| {report.fmt_ci(c['tuned on its own'])} | {report.fmt_ci(c[f'{src}: transfer'])} "
+                f"| {report.fmt_ci(c[f'{src}: transfer+droplet'])} "
+                f"| {g['median']:.3f}x [{g['ci_low']:.3f}, {g['ci_high']:.3f}] "
+                f"| {report.fmt_ci(c['pytorch eager'])} | {s['search_time_s']:.0f} s "
+                f"({s['exact']} exact, {s['neighbor']} neighbour, {s['untuned']} untuned of {s['tasks']} tasks) |")
+    n = res["targets"][0]["rounds"]
+    md = "\n".join([
+        report.machine_line(res["machine"]), "",
+        f"End-to-end latency, median [95% interval] over {n} interleaved rounds per target "
+        "(distribution-free interval for the median from binomial order statistics). "
+        "Droplet gain: median of per-round ratios transfer / transfer+droplet. "
+        "Search time: transfer + droplet wall time of that pair.", "", *rows])
+
+    plt = report.pyplot()
+    fig, axes = plt.subplots(1, len(res["targets"]), figsize=(5 * len(res["targets"]), 4.2))
+    for ax, t in zip(axes, res["targets"]):
+        names = list(t["cells"])
+        med = [t["cells"][k]["median"] for k in names]
+        err = [[m - t["cells"][k]["ci_low"] for k, m in zip(names, med)],
+               [t["cells"][k]["ci_high"] - m for k, m in zip(names, med)]]
+        ax.bar(range(len(names)), med, yerr=err, capsize=3,
+               color=["#999", "#555"] + ["#6a9fd4", "#1f5fa0"] * len(t["search"]) + ["#d98c3a"])
+        ax.set_xticks(range(len(names)), [k.replace(": ", ":\n") for k in names], rotation=60, ha="right",
+                      fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(f"target {t['target_model']}")
+        ax.set_ylabel("latency, ms (log)")
+    fig.suptitle("Transfer-tuning between the seed's models (median, 95% interval)")
+    fig.tight_layout()
+    return md, fig
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(MODELS), help="the models (each has a fixture)")
+    ap.add_argument("--targets", default=None, help="only these targets now (default: all models)")
+    ap.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds per target")
+    ap.add_argument("--droplet-trials", type=int, default=16, help="per task")
+    ap.add_argument("--work", default="/tmp/schedb-pairs", help="scratch folder for the pair databases")
+    ap.add_argument("--search-only", action="store_true", help="run the transfers, do not time")
+    ap.add_argument("--replot", action="store_true", help="re-render md/png from results/pairs.json")
+    ap.add_argument("--results", default=str(report.RESULTS))
+    a = ap.parse_args(argv)
+    global PAIR_DIR
+    results = Path(a.results)
+    PAIR_DIR = results / "pairs"
+    if a.replot:
+        res = json.loads((results / "pairs.json").read_text())
+        report.write("pairs", res, *render(res), folder=results)
+        return
+
+    from schedb.target import parse_target
+
+    target = parse_target(None)
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    models = a.models.split(",")
+    base = base_db(work, models)
+    for t in (a.targets.split(",") if a.targets else models):
+        pairs = []
+        for s in models:
+            if s != t:
+                print(f"search {s} -> {t}", file=sys.stderr)
+                pairs.append(search(s, t, work, base, target, a.droplet_trials))
+        if not a.search_only:
+            measure_target(t, pairs, target, a.rounds)
+    timed = [json.loads((PAIR_DIR / f"{m}.json").read_text()) for m in models
+             if (PAIR_DIR / f"{m}.json").exists()]
+    if a.search_only or not timed:
+        return
+    res = {"machine": report.describe(), "finished": report.now(), "args": vars(a), "targets": timed}
+    md, fig = render(res)
+    print(md)
+    print("->", report.write("pairs", res, md, fig, folder=results))
+
+
+if __name__ == "__main__":
+    main()
