@@ -8,6 +8,7 @@ The work dir is what TVM itself writes (``database_workload.json`` and
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,10 +56,10 @@ def tune(
         [t.extracted for t in tasks], work_dir=str(out), seed=seed
     )
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    t0 = time.perf_counter()
-    # After the default callbacks, so AddToDatabase has committed the batch when it runs.
-    watch = _Progress([c.task_name for c in contexts], trials, trials_per_task, progress, t0)
-    callbacks = [*ms.measure_callback.MeasureCallback.create("default"), watch]
+    t0, epoch0 = time.perf_counter(), time.time()
+    callbacks = ms.measure_callback.MeasureCallback.create("default")
+    if progress is not None:
+        callbacks = [*callbacks, _Progress([c.task_name for c in contexts], trials, trials_per_task, progress)]
     ms.tune_tasks(
         tasks=contexts,
         task_weights=weights,
@@ -82,9 +83,7 @@ def tune(
         "seed": seed,
         "started": started,
         "wall_time_s": round(time.perf_counter() - t0, 1),
-        # [seconds since start, records committed]: the work dir as it stood at any moment
-        # of the search, for time-to-quality curves (records are appended in this order).
-        "timeline": watch.timeline,
+        "timeline": timeline(out / "logs", epoch0),
         "tasks": [
             {"name": t.name, "weight": t.weight, "shash": str(tvm_ffi.structural_hash(t.func))}
             for t in tasks
@@ -94,27 +93,60 @@ def tune(
     return meta
 
 
+_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) .*?(?:picks Task #(\d+)|"
+                   r"Sending (\d+) sample\(s\) to builder|Sending \d+ valid sample\(s\) to runner)")
+
+
+def timeline(logs: Path, started: float) -> dict:
+    """When each task's candidates were measured: ``{"tasks": [[[seconds, candidates so
+    far], ...] per task index]}``, from the task scheduler's log.
+
+    MetaSchedule commits a batch's records only when it next picks that task (after a
+    whole round over all tasks), so neither the records file nor measure callbacks tell
+    when a schedule was found; the log does. A task's records in the records file are in
+    batch order, so its first n records are what the search knew at that time."""
+    log = next(Path(logs).glob("*task_scheduler.log"), None)
+    if log is None:
+        return {}
+    tasks: dict[int, list] = {}
+    task, pending, stamp = None, 0, None
+
+    def close():
+        if task is not None and pending:
+            steps = tasks.setdefault(task, [])
+            steps.append([round(stamp - started, 1), (steps[-1][1] if steps else 0) + pending])
+
+    for line in log.read_text(errors="replace").splitlines():
+        m = _LINE.match(line)
+        if not m:
+            continue
+        stamp_now = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S").timestamp()
+        if m[2] is not None:  # a new pick: a batch without valid builds ends here
+            close()
+            task, pending, stamp = int(m[2]), 0, stamp_now
+        elif m[3] is not None:
+            pending, stamp = int(m[3]), stamp_now
+        else:  # sent to the runner: measured now (the runner takes seconds)
+            stamp = stamp_now
+            close()
+            pending = 0
+    close()
+    n = max(tasks, default=-1) + 1
+    return {"clock": "seconds since start when a batch went to the runner", "tasks": [tasks.get(i, []) for i in range(n)]}
+
+
 @derived_object
 class _Progress(PyMeasureCallback):
-    """Keeps the timeline and reports trials, tasks finished and the best time after
-    every measured batch."""
+    """Reports trials, tasks finished and the best time after every measured batch."""
 
-    def __init__(self, names, total, per_task, report, t0):
+    def __init__(self, names, total, per_task, report):
         super().__init__()
         self.names, self.total, self.per_task, self.report = names, total, per_task, report
-        self.t0 = t0
         self.done = [0] * len(names)
         self.best = [float("inf")] * len(names)
-        self.timeline = []
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-        if not runner_results:
-            return
         self.done[task_id] += len(runner_results)
-        # AddToDatabase commits one record per candidate, failed ones included.
-        self.timeline.append([round(time.perf_counter() - self.t0, 2), sum(self.done)])
-        if self.report is None:
-            return
         for r in runner_results:
             if r.error_msg is None and r.run_secs:
                 self.best[task_id] = min(self.best[task_id], sum(float(s) for s in r.run_secs) / len(r.run_secs))

@@ -54,6 +54,15 @@ def test_user_model_tunes_and_benches(kind, tmp_path):
     meta = json.loads((out / "schedb.json").read_text())
     assert meta["trials"] == 6 and meta["tasks"] and meta["tvm_version"]
     assert json.loads(meta["target"])["kind"] == "llvm"
+    # The timeline accounts for every record of every task (workload i is task i), in time order.
+    from collections import Counter
+
+    lines = (out / "database_tuning_record.json").read_text().splitlines()
+    per_workload = Counter(json.loads(line)[0] for line in lines)
+    steps = meta["timeline"]["tasks"]
+    assert {i: s[-1][1] for i, s in enumerate(steps) if s} == dict(per_workload)
+    times = [t for s in steps for t, _ in s]
+    assert all(0 <= t <= meta["wall_time_s"] + 1 for t in times)
 
     # TVM's own JSONDatabase reads the work dir, and MetaScheduleApplyDatabase uses it.
     from tvm.s_tir.meta_schedule.database import JSONDatabase
