@@ -66,3 +66,18 @@ def test_package_root_exports_the_metaschedule_database():
     assert schedb.Database is Database
     with pytest.raises(AttributeError):
         schedb.NoSuchThing
+
+
+def test_insert_records_takes_dicts_or_tuples(tmp_path):
+    store = Store(tmp_path / "a.db")
+    with store.transaction():
+        wid, _ = store.upsert_workload("sig", "kind", [[1]], ["float32"])
+        row = {"workload_id": wid, "target": "t", "format": "ms-trace", "trace": "[]", "valid": 1,
+               "mean_s": 1e-3, "origin": "tuned", "created_at": "2026-01-01T00:00:00+00:00", "digest": "a"}
+        as_tuple = tuple({**row, "digest": "b"}.get(c) for c in Store.RECORD_COLUMNS)
+        assert store.insert_records([row]) == 1
+        assert store.insert_records([as_tuple]) == 1
+        assert store.insert_records([row, as_tuple]) == 0  # duplicates by digest
+    cols = ", ".join(c for c in Store.RECORD_COLUMNS if c != "digest")
+    a, b = store.conn.execute(f"SELECT {cols} FROM records ORDER BY digest").fetchall()
+    assert a == b
