@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
 import re
 import sqlite3
 import zlib
@@ -25,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
+
+import orjson
 
 from schedb.errors import SchedbError
 from schedb.store import Store, dumps, loads, now
@@ -181,13 +182,23 @@ def _run_secs(value) -> tuple[list[float] | None, float | None, bool]:
         samples = [float(x) for x in value]
     except (TypeError, ValueError, OverflowError):
         raise _Skip("run times are not numbers") from None
-    valid = all(math.isfinite(x) and 0 < x < INVALID_RUN_SECS for x in samples)
+    valid = all(0.0 < x < INVALID_RUN_SECS for x in samples)  # False for nan and inf too
     return samples, (sum(samples) / len(samples) if valid else None), valid
 
 
 def record_digest(signature: str, target: str, trace: str, run_secs) -> str:
-    text = "\x1f".join([signature, target, trace, dumps(run_secs)])
-    return hashlib.sha256(text.encode()).hexdigest()
+    """A record's identity: workload signature, canonical target, trace text (as
+    ``dumps`` writes it) and run times. The same record from any source has one digest."""
+    return _digest(signature, target, trace, dumps(run_secs))
+
+
+def _digest(signature: str, target: str, trace: str, run_secs_text: str) -> str:
+    """record_digest with the run times already serialized (``dumps(run_secs)``)."""
+    return _sha256("\x1f".join((signature, target, trace, run_secs_text)).encode()).hexdigest()
+
+
+_sha256 = hashlib.sha256
+_dumps = orjson.dumps
 
 
 class _Targets:
@@ -197,12 +208,14 @@ class _Targets:
         self.cache: dict[str, str] = {}
 
     def __call__(self, raw) -> str:
-        from schedb.target import canonical, parse_target
-
         key = raw if isinstance(raw, str) else dumps(raw, sort_keys=True)
-        if key not in self.cache:
+        try:
+            return self.cache[key]
+        except KeyError:
+            from schedb.target import canonical, parse_target  # (imports TVM: only on a miss)
+
             self.cache[key] = canonical(parse_target(raw))
-        return self.cache[key]
+            return self.cache[key]
 
 
 def _lines(path: Path, report: Report) -> Iterator[tuple[int, str]]:
@@ -210,7 +223,7 @@ def _lines(path: Path, report: Report) -> Iterator[tuple[int, str]]:
     try:
         with open_text(path) as f:
             for lineno, line in enumerate(f, 1):
-                if line.strip():
+                if not line.isspace():  # (not strip(): that copies every line)
                     yield lineno, line
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:
         # A truncated .gz ends in EOFError, a damaged one in zlib.error: keep what came before, warn.
@@ -270,8 +283,8 @@ class _WorkDir(_Source):
             task = tasks.get(shash, {})
             store.add_task(model_id, wid, task.get("name"), task.get("weight"))
         by_index = [entry for _, entry in workloads]  # records name workloads by line position
-        _ingest_lines(store, self.path, file_id, report, lambda line, lineno: self._record(
-            line, by_index, targets, model_id, file_id, lineno, tvm_version, report))
+        _ingest_lines(store, self.path, file_id, report,
+                      _MsRecord(by_index, targets, model_id, file_id, tvm_version, report))
 
     def _workloads(self, store, wl_path, report, tvm_version) -> list:
         """[(structural hash, (workload id, signature))] in line order; (None, None) for a bad line."""
@@ -306,7 +319,16 @@ class _WorkDir(_Source):
             out.append((obj[0], (wid, sig)))
         return out
 
-    def _record(self, line, by_index, targets, model_id, file_id, lineno, tvm_version, report) -> dict:
+
+class _MsRecord:
+    """One line of database_tuning_record.json -> a records row (a tuple in
+    Store.RECORD_COLUMNS order, without a dict per record: this is ingest's hot path)."""
+
+    def __init__(self, by_index, targets, model_id, file_id, tvm_version, report):
+        self.by_index, self.targets, self.report = by_index, targets, report
+        self.model_id, self.file_id, self.tvm_version = model_id, file_id, tvm_version
+
+    def __call__(self, line: str, lineno: int, stamp: str) -> tuple:
         try:
             obj = loads(line)
         except json.JSONDecodeError as e:
@@ -317,6 +339,7 @@ class _WorkDir(_Source):
                 or not isinstance(obj[1], list) or len(obj[1]) < 2):
             raise _Skip("expected [workload_index, [trace, run_secs, target, args_info]]")
         index, (trace, run_secs, *rest) = obj
+        by_index = self.by_index
         if not 0 <= index < len(by_index) or by_index[index][0] is None:
             raise _Skip(f"workload index {index} is not a readable workload")
         wid, sig = by_index[index]
@@ -326,42 +349,40 @@ class _WorkDir(_Source):
         if not isinstance(raw_target, (dict, str)):
             raise _Skip("no target")
         try:
-            target = targets(raw_target)
+            target = self.targets(raw_target)
         except SchedbError as e:
             raise _Skip(str(e)) from None
         samples, mean, valid = _run_secs(run_secs)
-        report.invalid += not valid
-        trace_text = dumps(trace)
-        return {
-            "workload_id": wid, "target": target, "format": "ms-trace", "trace": trace_text,
-            "run_secs": dumps(samples), "mean_s": mean, "valid": int(valid),
-            "error": None if valid else "failed measurement",
-            "args_info": dumps(rest[1]) if len(rest) > 1 else None,
-            "origin": "tuned", "model_id": model_id, "file_id": file_id, "line": lineno,
-            "tvm_version": tvm_version,
-            "digest": record_digest(sig, target, trace_text, samples),
-        }
+        self.report.invalid += not valid
+        trace_text = _dumps(trace).decode()  # = store.dumps, without a Python call around it
+        secs_text = _dumps(samples).decode()
+        # Store.RECORD_COLUMNS order
+        return (wid, target, "ms-trace", trace_text,
+                secs_text, mean, int(valid), None if valid else "failed measurement",
+                _dumps(rest[1]).decode() if len(rest) > 1 else None, "tuned", None, None, None, None,
+                self.model_id, self.file_id, lineno, None, self.tvm_version, stamp,
+                _digest(sig, target, trace_text, secs_text))
 
 
 def _ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse):
-    """Parse every line of ``path`` into a record row, insert them in chunks."""
+    """Parse every line of ``path`` into a record row (``parse(line, lineno, created_at)``
+    -> a tuple in Store.RECORD_COLUMNS order), insert them in chunks."""
     rows, last = [], 0
+    append, stamp = rows.append, now()
     for lineno, line in _lines(path, report):
         last = lineno
         try:
-            rows.append(parse(line, lineno))
+            append(parse(line, lineno, stamp))
         except _Skip as e:
             _skip(report, path, lineno, str(e))
         if len(rows) >= CHUNK:
             _flush(store, rows, report)
+            stamp = now()
     _flush(store, rows, report)
     store.conn.execute("UPDATE files SET lines = ? WHERE id = ?", (last, file_id))
 
 
 def _flush(store: Store, rows: list, report: Report):
-    stamp = now()
-    for r in rows:
-        r["created_at"] = stamp
     new = store.insert_records(rows)
     report.new_records += new
     report.duplicates += len(rows) - new
@@ -384,10 +405,10 @@ class _AnsorLog(_Source):
         model_id = store.upsert_model(name, f"legacy-ansor:{self.path.name}")
         targets = _Targets()
         workloads: dict[str, tuple[int, str]] = {}
-        _ingest_lines(store, self.path, file_id, report, lambda line, lineno: self._record(
-            store, line, workloads, classes, targets, model_id, file_id, lineno, report))
+        _ingest_lines(store, self.path, file_id, report, lambda line, lineno, stamp: self._record(
+            store, line, workloads, classes, targets, model_id, file_id, lineno, stamp, report))
 
-    def _record(self, store, line, workloads, classes, targets, model_id, file_id, lineno, report):
+    def _record(self, store, line, workloads, classes, targets, model_id, file_id, lineno, stamp, report):
         try:
             obj = loads(line)
             inp, res = obj["i"], obj["r"]
@@ -415,15 +436,15 @@ class _AnsorLog(_Source):
         measured = None
         if isinstance(timestamp, (int, float)) and 0 < timestamp < 1e11:  # also False for nan
             measured = datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
-        return {
-            "workload_id": wid, "target": target, "format": "ansor-steps", "trace": trace_text,
-            "run_secs": dumps(samples), "mean_s": mean if valid else None, "valid": int(valid),
-            "error": None if valid else f"ansor error_no {error_no}",
-            "origin": "legacy-ansor", "model_id": model_id, "file_id": file_id, "line": lineno,
-            "measured_at": measured,
-            "tvm_version": obj["v"] if isinstance(obj.get("v"), str) else None,
-            "digest": record_digest(sig, target, trace_text, samples),
-        }
+        secs_text = dumps(samples)
+        # Store.RECORD_COLUMNS order
+        return (wid, target, "ansor-steps", trace_text,
+                secs_text, mean if valid else None, int(valid),
+                None if valid else f"ansor error_no {error_no}",
+                None, "legacy-ansor", None, None, None, None,
+                model_id, file_id, lineno, measured,
+                obj["v"] if isinstance(obj.get("v"), str) else None, stamp,
+                _digest(sig, target, trace_text, secs_text))
 
     def _workload(self, store, wkey, classes, model_id, report):
         try:

@@ -263,6 +263,32 @@ def test_plain_and_gzip_work_dirs_are_the_same_content(tmp_path):
     assert store.counts()["records"] == before
 
 
+def test_same_records_in_another_json_spelling_are_duplicates(tmp_path):
+    """Identity is the records' meaning, not their text: spaces, target key order and
+    run times written with other digits change nothing, and the stored digest is
+    record_digest of the stored content."""
+    from schedb.ingest import record_digest
+
+    store = Store(tmp_path / "a.db")
+    ingest(store, [TINY])
+    before = snapshot(store.conn)
+    respelled = []
+    for line in TINY_R:
+        idx, (trace, run_secs, target, *rest) = json.loads(line)
+        target = dict(reversed(list(target.items())))
+        run_secs = [f"{x:.25e}" for x in run_secs]  # same floats, more digits
+        respelled.append(f"[{idx}, [{json.dumps(trace, indent=1)}, [{', '.join(run_secs)}], "
+                         f"{json.dumps(target)}, {json.dumps(rest[0])}]]".replace("\n", " "))
+    report = ingest(store, [write_workdir(tmp_path / "respelled", records=respelled)])
+    assert report.skipped_lines == 0 and report.new_records == 0 and report.duplicates == len(TINY_R)
+    assert snapshot(store.conn)["records"] == before["records"]
+    for sig, target, trace, run_secs, digest in store.conn.execute(
+            "SELECT w.signature, r.target, r.trace, r.run_secs, r.digest"
+            " FROM records r JOIN workloads w ON w.id = r.workload_id"):
+        assert digest == record_digest(sig, target, trace, json.loads(run_secs))
+        assert trace == json.dumps(json.loads(trace), separators=(",", ":"))  # compact, as TVM writes
+
+
 # --------------------------------------------------------------------------- seed Ansor logs
 def _seed_expectations():
     """Everything ingest should find in the seed logs, computed from the files alone."""
