@@ -1,21 +1,38 @@
-"""Store benchmarks: ingest throughput and best-record lookup latency.
+"""Store benchmarks: ingest throughput (issue #3) and the database scale experiment
+(issue #6, experiment 4): ingest rate, nearest-neighbour query time and best-record
+lookup time at 10^4, 10^5 and 10^6 records.
 
-    nice -n 10 python benchmarks/bench_store.py            # full run, ~10 min on 2 cores
-    nice -n 10 python benchmarks/bench_store.py --quick    # smaller sizes, to try it out
+    nice -n 19 python benchmarks/bench_store.py            # full run (~15 min on 2 busy cores)
+    nice -n 19 python benchmarks/bench_store.py --quick    # 10^4 and 10^5 only, to try it out
+    python benchmarks/bench_store.py --replot              # re-render md + png from the JSON
 
 Measures
   1. ingest of the real seed Ansor logs (../shared/seed-logs/ansor-5000, ~10k lines):
      wall time (TVM already imported; median of --repeats runs, each into a fresh db);
-  2. ingest rate (records/s) of a large generated MetaSchedule work dir: the records of
-     fixtures/tiny_mlp replicated with perturbed run_secs, so every line is a distinct
-     record (goal: >= 20k records/s); when below the goal, a cProfile of a smaller run
-     says where the time goes;
-  3. Store.best_record latency for random workload ids on databases of 10^4, 10^5 and
-     10^6 records (rows generated directly with Store.insert_records; real traces;
-     200 records per workload, 10% for a second target, 20% failed measurements),
-     with and without a target (goal: < 1 ms), and the best_records view for comparison.
+  2. issue #3: ingest rate (records/s) of one large generated MetaSchedule work dir: the
+     records of fixtures/tiny_mlp (4 workloads, ~2 KB traces) replicated with perturbed
+     run_secs, so every line is a distinct record (goal: >= 20k records/s); when below the
+     goal, a cProfile and a stage-by-stage timing of the real code path say where the time goes;
+  3. scale, at each database size N (10^4, 10^5, 10^6 records):
+     a. ingest rate. The N records come as N / 2,000 generated MetaSchedule work dirs, each
+        one tuning run of 10 workloads x 200 records, ingested one after another into one
+        growing database (each in its own transaction, as `schedb ingest DIR...` does). The
+        workloads are real TVM workloads (TE matmul, dense, conv2d, depthwise, batch matmul,
+        pooling and residual add kernels of random realistic shapes, 10 kinds), so distinct
+        workloads grow with the database at 200 records per workload: 50, 500 and 5,000.
+        Traces are tiny_mlp's real ~2 KB traces, run_secs perturbed per record; 20% failed
+        measurements, 10% for a second target. Rate = N / total ingest wall time; the
+        interval is over the per-work-dir rates. Workload parsing (TVM's loader + the TIR
+        signature) is included, as in any real ingest;
+     b. nearest-neighbour query: schedb.index.Index over that database (the k-NN over
+        workload features that transfer uses; its build time reported too), then
+        Index.neighbors(desc, kind, k=3) for 200 generated workloads that are not in the
+        database (same generator, never ingested);
+     c. best-record lookup: Store.best_record for random workload ids, with and without a
+        target (goal < 1 ms), and the best_records view for comparison.
+     Latencies: medians with distribution-free 95% intervals (report.median_ci).
 
-Prints a markdown table and writes JSON (with a machine description) to --out.
+Writes results/store.json + store.md + store.png (report.write), with the machine described.
 """
 
 from __future__ import annotations
@@ -23,15 +40,12 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gzip
-import hashlib
 import io
 import json
 import os
-import platform
 import pstats
 import random
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -40,16 +54,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from schedb.ingest import ingest  # noqa: E402
-from schedb.store import Store, now  # noqa: E402
+import report  # noqa: E402
 
 TINY = ROOT / "fixtures" / "tiny_mlp"
 SEED = ROOT.parent / "shared" / "seed-logs" / "ansor-5000"
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 GOAL_INGEST = 20_000  # records/s
 GOAL_LOOKUP_MS = 1.0
-PER_WORKLOAD = 200
+SIZES = (10_000, 100_000, 1_000_000)
+RUN_RECORDS, RUN_WORKLOADS = 2_000, 10  # one generated tuning run (work dir): 200 records per workload
+N_QUERIES, K = 200, 3
 
 
 def gz_lines(path: Path) -> list[str]:
@@ -57,70 +73,52 @@ def gz_lines(path: Path) -> list[str]:
         return [line.rstrip("\n") for line in f if line.strip()]
 
 
-def machine() -> dict:
-    import sqlite_utils
-    import tvm
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = None
-    try:
-        with open("/proc/meminfo") as f:
-            mem = round(int(next(x for x in f if x.startswith("MemTotal")).split()[1]) / 2**20, 1)
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu, "cores": os.cpu_count(), "mem_gib": mem, "platform": platform.platform(),
-        "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
-        "sqlite_utils": getattr(sqlite_utils, "__version__", None) or _dist_version("sqlite-utils"),
-        "tvm": tvm.__version__, "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "nice": os.nice(0),
-    }
+def _tiny_records() -> list[tuple]:
+    """(workload index, trace, run_secs, target dict, args_info) of tiny_mlp's records."""
+    out = []
+    for line in gz_lines(TINY / (RECORDS + ".gz")):
+        idx, (trace, run_secs, target, *rest) = json.loads(line)
+        out.append((idx, trace, run_secs, target, rest[0] if rest else []))
+    return out
 
 
-def _dist_version(name):
-    from importlib.metadata import version
-
-    return version(name)
+def _dump(x) -> str:
+    return json.dumps(x, separators=(",", ":"))
 
 
 # --------------------------------------------------------------------------- 1. seed Ansor logs
 def bench_seed(tmp: Path, repeats: int) -> dict | None:
+    from schedb.ingest import ingest
+    from schedb.store import Store
+
     if not SEED.is_dir():
         print(f"seed logs not found at {SEED}: skipped", file=sys.stderr)
         return None
     logs = [p for p in sorted(SEED.glob("*.json")) if p.name not in ("wkl_classes.json", "tuning_info.json")]
     lines = sum(1 for p in logs for line in p.open() if line.strip())
-    times, report = [], None
+    times, rep = [], None
     for i in range(repeats):
         store = Store(tmp / f"seed{i}.db")
         t0 = time.perf_counter()
-        report = ingest(store, [SEED])
+        rep = ingest(store, [SEED])
         times.append(time.perf_counter() - t0)
         store.close()
-    assert not report.errors, report.errors
+    assert not rep.errors, rep.errors
     wall = statistics.median(times)
     return {"files": len(logs), "bytes": sum(p.stat().st_size for p in logs), "lines": lines,
-            "new_records": report.new_records, "duplicates": report.duplicates,
+            "new_records": rep.new_records, "duplicates": rep.duplicates,
             "wall_s": round(wall, 3), "wall_s_all": [round(t, 3) for t in times],
             "lines_per_s": round(lines / wall)}
 
 
-# --------------------------------------------------------------------------- 2. MetaSchedule ingest rate
+# --------------------------------------------------------------------------- 2. issue #3: one work dir
 def make_workdir(folder: Path, n_records: int, seed: int = 0) -> Path:
     """tiny_mlp's workloads and sidecar; its records replicated with perturbed run_secs."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / WORKLOADS).write_text("".join(w + "\n" for w in gz_lines(TINY / (WORKLOADS + ".gz"))))
     shutil.copy(TINY / "schedb.json", folder / "schedb.json")
-    parts = []
-    for line in gz_lines(TINY / (RECORDS + ".gz")):
-        idx, (trace, run_secs, target, *rest) = json.loads(line)
-        dump = lambda x: json.dumps(x, separators=(",", ":"))  # noqa: E731
-        parts.append((idx, dump(trace), run_secs, dump(target), dump(rest[0]) if rest else "[]"))
+    parts = [(idx, _dump(trace), run_secs, _dump(target), _dump(args))
+             for idx, trace, run_secs, target, args in _tiny_records()]
     rng = random.Random(seed)
     with open(folder / RECORDS, "w", encoding="utf-8") as f:
         for i in range(n_records):
@@ -131,21 +129,29 @@ def make_workdir(folder: Path, n_records: int, seed: int = 0) -> Path:
 
 
 def bench_ms_ingest(tmp: Path, n_records: int) -> dict:
+    from schedb.ingest import ingest
+    from schedb.store import Store
+
     folder = make_workdir(tmp / f"ms{n_records}", n_records)
     size = (folder / RECORDS).stat().st_size
     store = Store(tmp / f"ms{n_records}.db")
-    t0 = time.perf_counter()
-    report = ingest(store, [folder])
-    wall = time.perf_counter() - t0
-    assert not report.errors and report.new_records == n_records, report.as_dict()
+    c0, t0 = time.process_time(), time.perf_counter()
+    rep = ingest(store, [folder])
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert not rep.errors and rep.new_records == n_records, rep.as_dict()
     db_size = store.path.stat().st_size
     store.close()
-    return {"records": n_records, "file_mb": round(size / 2**20, 1), "db_mb": round(db_size / 2**20, 1),
-            "wall_s": round(wall, 2), "records_per_s": round(n_records / wall),
+    shutil.rmtree(folder)
+    return {"records": n_records, "workloads": 4, "file_mb": round(size / 2**20, 1),
+            "db_mb": round(db_size / 2**20, 1), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "records_per_s": round(n_records / wall), "records_per_cpu_s": round(n_records / cpu),
             "goal_records_per_s": GOAL_INGEST, "meets_goal": n_records / wall >= GOAL_INGEST}
 
 
 def profile_ms_ingest(tmp: Path, n_records: int, top: int = 18) -> dict:
+    from schedb.ingest import ingest
+    from schedb.store import Store
+
     folder = make_workdir(tmp / f"prof{n_records}", n_records, seed=1)
     store = Store(tmp / f"prof{n_records}.db")
     prof = cProfile.Profile()
@@ -153,6 +159,7 @@ def profile_ms_ingest(tmp: Path, n_records: int, top: int = 18) -> dict:
     ingest(store, [folder])
     prof.disable()
     store.close()
+    shutil.rmtree(folder)
     stats = pstats.Stats(prof)
     total = stats.total_tt
 
@@ -172,58 +179,35 @@ def profile_ms_ingest(tmp: Path, n_records: int, top: int = 18) -> dict:
 
 
 def breakdown_ms_ingest(tmp: Path, n_records: int) -> dict:
-    """The stages of MetaSchedule ingest timed one at a time, without profiler overhead:
-    microseconds per record."""
-    from schedb.ingest import _Targets, record_digest
-    from schedb.workdir import open_text
+    """ingest()'s own stages run one at a time on the same lines, without profiler
+    overhead: microseconds of CPU per record (process time, so less sensitive to other
+    jobs than wall time)."""
+    from schedb.ingest import Report, _lines, _MsRecord, _Targets, ingest
+    from schedb.store import Store, now
 
     folder = make_workdir(tmp / f"stages{n_records}", n_records, seed=2)
-    names = ["read line", "json.loads(line)", "json.dumps(trace) (re-serialize)",
-             "target: cache key json.dumps(sort_keys) + lookup", "run_secs/args_info json.dumps",
-             "record_digest (sha256)", "now() timestamp"]
-    acc = dict.fromkeys(names, 0.0)
-    targets = _Targets()
-    pending = []  # (workload index, target, trace, run_secs, digest): strings only, like ingest's chunk
-    clock = time.perf_counter
-    with open_text(folder / RECORDS) as f:
-        it = iter(f)
-        while True:
-            t0 = clock()
-            line = next(it, None)
-            t1 = clock()
-            if line is None:
-                break
-            o = json.loads(line)
-            t2 = clock()
-            trace = json.dumps(o[1][0], separators=(",", ":"))
-            t3 = clock()
-            tgt = targets(o[1][2])
-            t4 = clock()
-            samples = [float(x) for x in o[1][1]]
-            run_secs, _args = json.dumps(samples), json.dumps(o[1][3])
-            t5 = clock()
-            digest = record_digest("sig", tgt, trace, samples)
-            t6 = clock()
-            now()
-            t7 = clock()
-            for name, dt in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t7 - t6)):
-                acc[name] += dt
-            pending.append((o[0], tgt, trace, run_secs, sum(samples) / len(samples), digest))
-    per = {k: round(v / n_records * 1e6, 1) for k, v in acc.items()}
+    per: dict[str, float] = {}
 
     def stage(name, fn):
-        t0 = time.perf_counter()
-        fn()
-        per[name] = round((time.perf_counter() - t0) / n_records * 1e6, 1)
+        c0 = time.process_time()
+        out = fn()
+        per[name] = round((time.process_time() - c0) / n_records * 1e6, 1)
+        return out
 
+    rep = Report()
+    stage("read lines", lambda: sum(1 for _ in _lines(folder / RECORDS, rep)))
+    parse = _MsRecord([(1, "a" * 64), (2, "b" * 64), (3, "c" * 64), (4, "d" * 64)], _Targets(), 1, 1,
+                      "0.27.0", rep)
+    stamp = now()
+    rows = stage("read + parse each line (orjson loads, dumps, digest, row tuple)",
+                 lambda: [parse(line, n, stamp) for n, line in _lines(folder / RECORDS, rep)])
     store = Store(tmp / f"stages{n_records}.db")
     with store.transaction():
-        wids = [store.upsert_workload(f"s:{i}", "k", [], [])[0] for i in range(4)]
-    rows = [{"workload_id": wids[w % 4], "target": t, "format": "ms-trace", "trace": tr,
-             "run_secs": rs, "mean_s": mean, "valid": 1, "args_info": "[]",
-             "origin": "tuned", "model_id": None, "file_id": None, "line": i, "tvm_version": "x",
-             "created_at": "2026-01-01T00:00:00+00:00", "digest": d}
-            for i, (w, t, tr, rs, mean, d) in enumerate(pending)]
+        store.conn.execute("INSERT INTO models (name, created_at) VALUES ('m', ?)", (stamp,))
+        store.conn.execute("INSERT INTO files (path, sha256, format, ingested_at) VALUES ('f', 'h', 'x', ?)",
+                           (stamp,))
+        for i in range(4):
+            store.upsert_workload(f"s:{i}", "k", [], [])
 
     def insert():
         with store.transaction():
@@ -231,181 +215,404 @@ def breakdown_ms_ingest(tmp: Path, n_records: int) -> dict:
                 store.insert_records(rows[k:k + 5000])
     stage("Store.insert_records + COMMIT (SQLite)", insert)
     store.close()
-    per["sum of stages"] = round(sum(per.values()), 1)
+    rows.clear()
+    per["sum of the two stages above"] = round(
+        per["read + parse each line (orjson loads, dumps, digest, row tuple)"]
+        + per["Store.insert_records + COMMIT (SQLite)"], 1)
     store = Store(tmp / f"stages{n_records}-real.db")
-    t0 = time.perf_counter()
-    ingest(store, [folder])
-    per["actual ingest()"] = round((time.perf_counter() - t0) / n_records * 1e6, 1)
+    stage("actual ingest()", lambda: ingest(store, [folder]))
     store.close()
-    return {"records": n_records, "us_per_record": per}
+    shutil.rmtree(folder)
+    return {"records": n_records, "cpu_us_per_record": per}
 
 
-# --------------------------------------------------------------------------- 3. best-record lookup
-def make_lookup_db(path: Path, n_records: int, seed: int = 0) -> dict:
-    records = [json.loads(x) for x in gz_lines(TINY / (RECORDS + ".gz"))]
-    traces = [json.dumps(r[1][0], separators=(",", ":")) for r in records]
-    args_info = json.dumps(records[0][1][3])
-    t_main = json.dumps(records[0][1][2], sort_keys=True, separators=(",", ":"))
-    t_other = json.dumps({**records[0][1][2], "mcpu": "skylake-avx512"}, sort_keys=True, separators=(",", ":"))
+# --------------------------------------------------------------------------- 3. scale
+def make_workloads(n: int, seed: int = 0) -> list:
+    """``n`` distinct TE workloads (IRModules) of 10 kinds, shapes drawn from CNN and
+    transformer layer ranges."""
+    import tvm
+    from tvm import te
+
+    zero = lambda: te.const(0.0, "float32")  # noqa: E731
+
+    def pad(x, p):
+        if p == 0:
+            return x
+        b, c, h, w = x.shape
+        return te.compute((b, c, h + 2 * p, w + 2 * p), lambda a, f, i, j: te.if_then_else(
+            te.all(i >= p, i < h + p, j >= p, j < w + p), x[a, f, i - p, j - p], zero()), name="pad")
+
+    def conv2d(b, c, hw, o, k, s, bias_relu):
+        x, w = te.placeholder((b, c, hw, hw), name="X"), te.placeholder((o, c, k, k), name="W")
+        xp, oh = pad(x, k // 2), (hw + 2 * (k // 2) - k) // s + 1
+        rc, ry, rx = te.reduce_axis((0, c)), te.reduce_axis((0, k)), te.reduce_axis((0, k))
+        y = te.compute((b, o, oh, oh), lambda n, f, i, j: te.sum(
+            xp[n, rc, i * s + ry, j * s + rx] * w[f, rc, ry, rx], axis=[rc, ry, rx]), name="conv2d")
+        if not bias_relu:
+            return [x, w, y]
+        bias = te.placeholder((o,), name="B")
+        return [x, w, bias, te.compute(y.shape, lambda n, f, i, j: te.max(y[n, f, i, j] + bias[f], zero()),
+                                       name="bias_relu")]
+
+    def dense(m, n, k, bias_relu):
+        a, w = te.placeholder((m, k), name="A"), te.placeholder((n, k), name="W")
+        r = te.reduce_axis((0, k))
+        y = te.compute((m, n), lambda i, j: te.sum(a[i, r] * w[j, r], axis=r), name="dense")
+        if not bias_relu:
+            return [a, w, y]
+        bias = te.placeholder((n,), name="B")
+        return [a, w, bias, te.compute((m, n), lambda i, j: te.max(y[i, j] + bias[j], zero()), name="bias_relu")]
+
+    def depthwise(c, hw, k, s):
+        x, w = te.placeholder((1, c, hw, hw), name="X"), te.placeholder((c, 1, k, k), name="W")
+        xp, oh = pad(x, k // 2), (hw + 2 * (k // 2) - k) // s + 1
+        ry, rx = te.reduce_axis((0, k)), te.reduce_axis((0, k))
+        return [x, w, te.compute((1, c, oh, oh), lambda n, f, i, j: te.sum(
+            xp[n, f, i * s + ry, j * s + rx] * w[f, 0, ry, rx], axis=[ry, rx]), name="depthwise_conv2d")]
+
+    def batch_matmul(b, m, n, k):
+        a, w = te.placeholder((b, m, k), name="A"), te.placeholder((b, n, k), name="B")
+        r = te.reduce_axis((0, k))
+        return [a, w, te.compute((b, m, n), lambda x, i, j: te.sum(a[x, i, r] * w[x, j, r], axis=r),
+                                 name="batch_matmul")]
+
+    def max_pool(c, hw, k, s):
+        x, oh = te.placeholder((1, c, hw, hw), name="X"), (hw - k) // s + 1
+        ry, rx = te.reduce_axis((0, k)), te.reduce_axis((0, k))
+        return [x, te.compute((1, c, oh, oh), lambda n, f, i, j: te.max(x[n, f, i * s + ry, j * s + rx],
+                                                                        axis=[ry, rx]), name="max_pool")]
+
+    def add_relu(c, hw):
+        x, y = te.placeholder((1, c, hw, hw), name="X"), te.placeholder((1, c, hw, hw), name="Y")
+        return [x, y, te.compute(x.shape, lambda n, f, i, j: te.max(x[n, f, i, j] + y[n, f, i, j], zero()),
+                                 name="add_relu")]
+
+    ch, hw, feat = [16, 32, 64, 96, 128, 192, 256, 384, 512], [7, 14, 28, 56, 112], \
+        [64, 128, 256, 512, 768, 1024, 2048, 3072, 4096]
+    kinds = [  # (weight, generator, parameters)
+        (40, conv2d, lambda r: (r.choice([1, 1, 4]), r.choice(ch), r.choice(hw), r.choice(ch),
+                                r.choice([1, 3, 3, 5, 7]), r.choice([1, 1, 2]), r.random() < 0.6)),
+        (25, dense, lambda r: (r.choice([1, 8, 16, 32, 64, 128, 256, 512]), r.choice(feat), r.choice(feat),
+                               r.random() < 0.5)),
+        (10, depthwise, lambda r: (r.choice(ch + [576, 960]), r.choice(hw), r.choice([3, 5]), r.choice([1, 2]))),
+        (10, batch_matmul, lambda r: (r.choice([8, 12, 16]), r.choice([64, 128, 256, 512]),
+                                      r.choice([64, 128, 256, 512]), r.choice([32, 64, 128]))),
+        (8, max_pool, lambda r: (r.choice(ch), r.choice(hw), r.choice([2, 3]), 2)),
+        (7, add_relu, lambda r: (r.choice(ch), r.choice(hw))),
+    ]
     rng = random.Random(seed)
-    store = Store(path)
-    n_wl = max(1, n_records // PER_WORKLOAD)
-    t0 = time.perf_counter()
-    with store.transaction():
-        wids = [store.upsert_workload(f"bench:{i}", "bench", [[1, 64], [64, 32]], ["float32"] * 2)[0]
-                for i in range(n_wl)]
-    created = now()
-    batch = []
-    for i in range(n_records):
-        valid = rng.random() >= 0.2
-        mean = rng.lognormvariate(-11.5, 1.0)
-        samples = [mean * rng.uniform(0.95, 1.05) for _ in range(3)] if valid else [1e10]
-        batch.append({
-            "workload_id": wids[rng.randrange(n_wl)], "target": t_main if rng.random() < 0.9 else t_other,
-            "format": "ms-trace", "trace": traces[i % len(traces)], "run_secs": json.dumps(samples),
-            "mean_s": sum(samples) / len(samples) if valid else None, "valid": int(valid),
-            "error": None if valid else "failed measurement", "args_info": args_info, "origin": "tuned",
-            "line": i + 1, "created_at": created, "digest": hashlib.sha256(b"%d" % i).hexdigest(),
-        })
-        if len(batch) == 50_000 or i == n_records - 1:
-            with store.transaction():
-                store.insert_records(batch)
-            batch.clear()
-    build = time.perf_counter() - t0
-    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    store.close()
-    return {"workloads": n_wl, "build_s": round(build, 1), "db_mb": round(path.stat().st_size / 2**20, 1),
-            "target": t_main}
+    seen, out = set(), []
+    while len(out) < n:
+        _, gen, params = rng.choices(kinds, [k[0] for k in kinds])[0]
+        p = params(rng)
+        if (gen.__name__, p) not in seen:
+            seen.add((gen.__name__, p))
+            out.append(tvm.IRModule({"main": te.create_prim_func(gen(*p))}))
+    return out
+
+
+def workload_lines(mods) -> list[str]:
+    """database_workload.json lines, as MetaSchedule writes them."""
+    from tvm.s_tir.meta_schedule.database import Workload
+
+    return [_dump([str(x) for x in Workload(m).as_json()]) for m in mods]
+
+
+def make_runs(folder: Path, wl_lines: list[str], n_records: int, seed: int) -> list[Path]:
+    """n_records / RUN_RECORDS work dirs; run j holds workloads [j*RUN_WORKLOADS, ...)."""
+    tiny = _tiny_records()
+    traces = [_dump(t[1]) for t in tiny]
+    args = _dump(tiny[0][4])
+    main_target = tiny[0][3]
+    targets = (_dump(main_target), _dump({**main_target, "mcpu": "skylake-avx512"}))
+    rng = random.Random(seed)
+    runs = []
+    for j in range(n_records // RUN_RECORDS):
+        d = folder / f"run{j:04d}"
+        d.mkdir(parents=True)
+        (d / WORKLOADS).write_text("".join(line + "\n" for line in
+                                           wl_lines[j * RUN_WORKLOADS:(j + 1) * RUN_WORKLOADS]))
+        out = []
+        for i in range(RUN_RECORDS):
+            if rng.random() < 0.2:  # MetaSchedule's failed-measurement sentinel (1e10), made distinct
+                secs = repr(1e10 * (1 + rng.random()))  # per record: the traces are replicated
+            else:
+                mean = rng.lognormvariate(-11.5, 1.0)
+                secs = ",".join(repr(mean * rng.uniform(0.95, 1.05)) for _ in range(3))
+            out.append(f"[{rng.randrange(RUN_WORKLOADS)},[{traces[i % len(traces)]},[{secs}],"
+                       f"{targets[rng.random() < 0.1]},{args}]]\n")
+        (d / RECORDS).write_text("".join(out))
+        runs.append(d)
+    return runs
+
+
+def _ms(samples_ns) -> list[float]:
+    return [s / 1e6 for s in samples_ns]
 
 
 def _time_calls(fn, args_list) -> dict:
-    """Wall time per call, and this thread's CPU time per call: on a loaded machine the
-    wall-time tail is the scheduler's (a ~4 ms time slice lost to other processes)."""
+    """Wall and this thread's CPU time per call (ms): median with a 95% interval, p99.
+    On a loaded machine the wall-time tail is the scheduler's, the CPU time is not."""
     wall, cpu = [], []
     for args in args_list:
         c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
         fn(*args)
         t1, c1 = time.perf_counter_ns(), time.thread_time_ns()
-        wall.append((t1 - t0) / 1e6)
-        cpu.append((c1 - c0) / 1e6)
-    wall.sort()
-    cpu.sort()
-    q = lambda xs, p: round(xs[min(len(xs) - 1, int(p * len(xs)))], 4)  # noqa: E731
-    return {"n": len(wall), "median_ms": round(statistics.median(wall), 4),
-            "mean_ms": round(statistics.fmean(wall), 4), "p95_ms": q(wall, 0.95), "p99_ms": q(wall, 0.99),
-            "max_ms": round(wall[-1], 4), "cpu_median_ms": round(statistics.median(cpu), 4),
-            "cpu_p99_ms": q(cpu, 0.99)}
+        wall.append(t1 - t0)
+        cpu.append(c1 - c0)
+    wall, cpu = sorted(_ms(wall)), sorted(_ms(cpu))
+    ci = report.median_ci(wall)
+    return {"n": len(wall), "median_ms": ci["median"], "ci_low_ms": ci["ci_low"], "ci_high_ms": ci["ci_high"],
+            "p99_ms": wall[min(len(wall) - 1, int(0.99 * len(wall)))], "cpu_median_ms": statistics.median(cpu)}
 
 
-def bench_lookup(path: Path, target: str, n_lookups: int, n_view: int) -> dict:
+def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups: int) -> dict:
+    from schedb.index import Index
+    from schedb.ingest import ingest
+    from schedb.store import Store
+
+    runs = make_runs(tmp / f"runs{n}", wl_lines, n, seed=n)
+    path = tmp / f"scale{n}.db"
+    store = Store(path)
+    per_run, last = [], [time.perf_counter()]
+
+    def on_file(_path, _report):
+        now_ = time.perf_counter()
+        per_run.append(now_ - last[0])
+        last[0] = now_
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    last[0] = t0
+    rep = ingest(store, [tmp / f"runs{n}"], on_file=on_file)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert not rep.errors and rep.skipped_lines == 0 and rep.new_records == n, rep.as_dict()
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    shutil.rmtree(tmp / f"runs{n}")
+    rates = [RUN_RECORDS / t for t in per_run]
+    rate_ci = report.median_ci(rates)
+    res = {"records": n, "workloads": rep.new_workloads, "runs": len(runs),
+           "ingest": {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "records_per_s": round(n / wall),
+                      "records_per_cpu_s": round(n / cpu), "invalid": rep.invalid,
+                      "per_run_records_per_s": {k: round(v) for k, v in rate_ci.items() if k != "n"} | {
+                          "n": rate_ci["n"], "first": round(rates[0]), "last": round(rates[-1])}},
+           "db_mb": round(path.stat().st_size / 2**20, 1)}
+
     store = Store(path, readonly=True)
+    target, = store.conn.execute(
+        "SELECT target FROM records GROUP BY target ORDER BY COUNT(*) DESC LIMIT 1").fetchone()
+    res["kinds"] = store.conn.execute("SELECT COUNT(DISTINCT kind) FROM workloads").fetchone()[0]
+    # b. nearest neighbours
+    builds = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        index = Index(store, target)
+        builds.append(time.perf_counter() - t0)
+    asked = [(desc, kind) for desc, kind in queries if kind in index.by_kind]
+    for desc, kind in asked[:20]:  # warm
+        index.neighbors(desc, kind, K)
+    knn = _time_calls(lambda d, k: index.neighbors(d, k, K), asked)
+    # scikit-learn answers even a one-row query with OpenMP threads: on a busy machine a
+    # thread waiting for a core stalls the call. The same queries on one thread:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        knn1 = _time_calls(lambda d, k: index.neighbors(d, k, K), asked)
+    found = [len(index.neighbors(d, k, K)) for d, k in asked]
+    res["knn"] = {"indexed_workloads": len(index), "kinds": len(index.by_kind), "k": K,
+                  "queries": len(asked), "queries_of_a_kind_not_indexed": len(queries) - len(asked),
+                  "neighbors_returned_min": min(found), "build_s": [round(b, 3) for b in builds],
+                  "build_s_median": round(statistics.median(builds), 3), "query": knn,
+                  "query_one_thread": knn1}
+    # c. best-record lookups
     wids = [w for w, in store.conn.execute("SELECT id FROM workloads")]
     rng = random.Random(1)
-    pick = lambda n: [rng.choice(wids) for _ in range(n)]  # noqa: E731
-    for w in pick(200):  # warm SQLite's and the OS page cache as a long-lived process would be
+    pick = lambda k: [rng.choice(wids) for _ in range(k)]  # noqa: E731
+    for w in pick(200):  # warm SQLite's and the OS page cache, as a long-lived process would be
         store.best_record(w)
-    out = {
-        "best_record(wid)": _time_calls(store.best_record, [(w,) for w in pick(n_lookups)]),
+    n_view = max(5, min(200, 2_000_000 // n))
+    res["lookup"] = {
         "best_record(wid, target)": _time_calls(store.best_record, [(w, target) for w in pick(n_lookups)]),
+        "best_record(wid)": _time_calls(store.best_record, [(w,) for w in pick(n_lookups)]),
         "best_records view, one workload": _time_calls(
             lambda w: list(store.db.query("SELECT * FROM best_records WHERE workload_id = ?", [w])),
             [(w,) for w in pick(n_view)]),
     }
-    # Sanity: the fastest valid record, as a plain scan finds it.
-    for w in pick(20):
+    for w in pick(20):  # sanity: the fastest valid record, as a plain scan finds it
         best = store.best_record(w, target)
         want = store.conn.execute("SELECT MIN(mean_s) FROM records WHERE workload_id = ? AND target = ?"
                                   " AND valid = 1", (w, target)).fetchone()[0]
         assert (best is None and want is None) or best["mean_s"] == want
-    plan = store.conn.execute("EXPLAIN QUERY PLAN SELECT * FROM records WHERE workload_id = ? AND valid = 1"
-                              " ORDER BY mean_s, id LIMIT 1", (1,)).fetchall()
+    res["lookup"]["plan best_record(wid)"] = [row[-1] for row in store.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM records WHERE workload_id = ? AND valid = 1"
+        " ORDER BY mean_s, id LIMIT 1", (1,))]
     store.close()
-    out["plan best_record(wid)"] = [row[-1] for row in plan]
-    return out
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    return res
 
 
 # --------------------------------------------------------------------------- report
-def markdown(res: dict) -> str:
+def _ci(t: dict, digits: int = 3) -> str:
+    return f"{t['median_ms']:.{digits}f} [{t['ci_low_ms']:.{digits}f}, {t['ci_high_ms']:.{digits}f}]"
+
+
+def render(res: dict) -> tuple[str, object]:
+    """(markdown, figure) from a result dict: every number comes from it."""
     m = res["machine"]
-    out = [f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, SQLite {m['sqlite']}, "
-           f"TVM {m['tvm']}; load average at start {m['load_avg_at_start']} (nice {m['nice']}).", "",
-           "| benchmark | size | result | goal |", "| --- | --- | --- | --- |"]
+    out = ["# Store: ingest rate, nearest-neighbour query and best-record lookup vs database size", ""]
+    out += ["| records | workloads (kinds) | DB MB | ingest records/s | per work dir: median [95% CI], "
+            "first -> last "
+            "| Index build s | k-NN query ms, k=3 | k-NN query ms, 1 thread | best_record(wid, target) ms "
+            "| best_record(wid) ms | best_records view ms |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in res["scale"]:
+        ing, knn, lk = r["ingest"], r["knn"], r["lookup"]
+        pr = ing["per_run_records_per_s"]
+        out.append(
+            f"| {r['records']:,} | {r['workloads']:,} ({r['kinds']}) | {r['db_mb']:,.0f} "
+            f"| **{ing['records_per_s']:,}** | {pr['median']:,} [{pr['ci_low']:,}, {pr['ci_high']:,}], "
+            f"{pr['first']:,} -> {pr['last']:,} "
+            f"| {knn['build_s_median']:.2f} | {_ci(knn['query'])} | {_ci(knn['query_one_thread'])} "
+            f"| {_ci(lk['best_record(wid, target)'])} | {_ci(lk['best_record(wid)'])} "
+            f"| {_ci(lk['best_records view, one workload'], 2)} |")
+    s0 = res["scale"][0]
+    out += ["", "Latencies: wall time per call, median [distribution-free 95% interval] "
+            f"(report.median_ci) over {s0['lookup']['best_record(wid)']['n']:,} lookups, "
+            f"{N_QUERIES} k-NN queries (less those of a kind the index does not hold) and 5 to 200 view "
+            "queries per size. k-NN: `Index.neighbors` as transfer calls it; scikit-learn runs even a "
+            "one-row query on OpenMP threads, which on this busy machine wait for a core (the "
+            "'1 thread' column: the same queries under threadpoolctl's limit of one thread). "
+            "Ingest: the N records arrive as N / "
+            f"{RUN_RECORDS:,} generated MetaSchedule work dirs ({RUN_WORKLOADS} real TVM workloads x "
+            f"{RUN_RECORDS // RUN_WORKLOADS} records each; tiny_mlp's ~2 KB traces; 20% failed "
+            "measurements, 10% for a second target) ingested one after another into one growing "
+            "database; records/s = N / total wall time (workload parsing included); the interval "
+            "is over the per-work-dir rates. Distinct workloads grow with the database at 200 records "
+            "per workload (10 kinds: conv2d, dense, depthwise, batch matmul, pooling, residual add, "
+            "with and without fused bias+ReLU). k-NN: Index over the workloads with valid records for "
+            "the main target, queried with generated workloads that are not in the database.", ""]
+    out += ["| other store benchmark | size | result |", "| --- | --- | --- |"]
     s = res.get("seed_ansor_ingest")
     if s:
-        out.append(f"| ingest seed Ansor logs | {s['files']} files, {s['lines']:,} lines | "
-                   f"{s['wall_s']:.2f} s ({s['lines_per_s']:,} lines/s) | |")
+        out.append(f"| ingest the seed's legacy Ansor logs | {s['files']} files, {s['lines']:,} lines "
+                   f"| {s['wall_s']:.2f} s ({s['lines_per_s']:,} lines/s; median of {len(s['wall_s_all'])}) |")
     for r in res["ms_ingest"]:
-        out.append(f"| ingest MetaSchedule work dir | {r['records']:,} records ({r['file_mb']} MB) | "
-                   f"{r['wall_s']:.1f} s = **{r['records_per_s']:,} records/s** | >= {GOAL_INGEST:,}/s "
-                   f"{'ok' if r['meets_goal'] else 'MISSED'} |")
-    for r in res["lookup"]:
-        size = f"{r['records']:,} records, {r['workloads']:,} workloads"
-        for k in ("best_record(wid, target)", "best_record(wid)", "best_records view, one workload"):
-            t = r[k]
-            goal = "" if k.startswith("best_records") else (
-                f"< {GOAL_LOOKUP_MS} ms {'ok' if t['median_ms'] < GOAL_LOOKUP_MS else 'MISSED'}")
-            out.append(f"| {k} | {size} | median {t['median_ms']:.3f} ms, p99 {t['p99_ms']:.3f} ms "
-                       f"(CPU: median {t['cpu_median_ms']:.3f}, p99 {t['cpu_p99_ms']:.3f} ms) | {goal} |")
-    return "\n".join(out)
+        out.append(f"| issue #3: ingest one generated work dir (tiny_mlp records replicated, "
+                   f"{r['workloads']} workloads) | {r['records']:,} records ({r['file_mb']} MB) "
+                   f"| {r['wall_s']:.1f} s = **{r['records_per_s']:,} records/s** "
+                   f"({r['records_per_cpu_s']:,} per CPU second); goal >= {GOAL_INGEST:,}/s: "
+                   f"{'met' if r['meets_goal'] else 'missed'} |")
+    st = res.get("ms_ingest_stages")
+    if st:
+        out += ["", f"Where issue #3's ingest spends its CPU time ({st['records']:,} records, each stage "
+                "run alone; microseconds per record):", "", "| stage | CPU us / record |", "| --- | ---: |"]
+        out += [f"| {k} | {v} |" for k, v in st["cpu_us_per_record"].items()]
+    out += ["", report.machine_line(m) + f" Run under nice {m.get('nice')}, load average at end "
+            f"{m.get('load_average_at_end')}: other jobs shared the 2 cores, so compare within the table."]
+
+    plt = report.pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    xs = [r["records"] for r in res["scale"]]
+
+    def line(vals, label, style, color):
+        med = [v["median_ms"] for v in vals]
+        err = [[mm - v["ci_low_ms"] for mm, v in zip(med, vals)], [v["ci_high_ms"] - mm for mm, v in zip(med, vals)]]
+        ax.errorbar(xs, med, yerr=err, fmt=style, capsize=3, label=label, color=color)
+
+    ingest_ms = []
+    for r in res["scale"]:
+        pr = r["ingest"]["per_run_records_per_s"]
+        ingest_ms.append({"median_ms": 1e3 / pr["median"], "ci_low_ms": 1e3 / pr["ci_high"],
+                          "ci_high_ms": 1e3 / pr["ci_low"]})
+    line(ingest_ms, f"ingest, per record (median of the {RUN_RECORDS:,}-record work dirs)", "o-", "tab:blue")
+    line([r["knn"]["query"] for r in res["scale"]], f"k-NN query (Index.neighbors, k={K})", "s-", "tab:orange")
+    line([r["knn"]["query_one_thread"] for r in res["scale"]], "k-NN query, one OpenMP thread", "s--",
+         "tab:orange")
+    line([r["lookup"]["best_record(wid, target)"] for r in res["scale"]], "best_record(wid, target)", "^-",
+         "tab:red")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("records in the database")
+    ax.set_ylabel("time per operation (ms)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"schedb store vs database size (medians, 95% intervals)\n{m['cpu']}, {m['cores']} cores, "
+                 f"TVM {m['tvm']}; shared machine", fontsize=9)
+    fig.tight_layout()
+    return "\n".join(out), fig
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes: 20k-record ingest, 10^4/10^5 lookups")
-    ap.add_argument("--ms-records", type=int, default=None, help="records in the generated work dir (200000)")
-    ap.add_argument("--sizes", default=None, help="lookup database sizes, comma separated (10000,100000,1000000)")
+    ap.add_argument("--quick", action="store_true", help="sizes 10^4 and 10^5, 20k-record issue #3 work dir")
+    ap.add_argument("--sizes", default=None, help="database sizes, comma separated (10000,100000,1000000)")
+    ap.add_argument("--ms-records", type=int, default=None, help="records in the issue #3 work dir (100000)")
     ap.add_argument("--repeats", type=int, default=3, help="seed-log ingest runs (median reported)")
     ap.add_argument("--lookups", type=int, default=2000)
     ap.add_argument("--profile-records", type=int, default=50_000)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "store.json"))
+    ap.add_argument("--out", default=str(report.RESULTS / "store.json"))
     ap.add_argument("--tmp", default=None, help="scratch folder (default: a new temp dir, removed after)")
+    ap.add_argument("--replot", action="store_true", help="re-render md + png from --out; measure nothing")
     a = ap.parse_args(argv)
-    ms_records = a.ms_records or (20_000 if a.quick else 200_000)
-    sizes = [int(x) for x in (a.sizes or ("10000,100000" if a.quick else "10000,100000,1000000")).split(",")]
+    out = Path(a.out)
+    if a.replot:
+        res = json.loads(out.read_text())
+        res.pop("markdown", None)
+        report.write(out.stem, res, *render(res), folder=out.parent)
+        return
+    ms_records = a.ms_records or (20_000 if a.quick else 100_000)
+    sizes = [int(x) for x in (a.sizes or ("10000,100000" if a.quick else ",".join(map(str, SIZES)))).split(",")]
+    assert all(n % RUN_RECORDS == 0 for n in sizes), f"sizes must be multiples of {RUN_RECORDS}"
 
     import tvm  # noqa: F401  (imported up front: the timings below exclude TVM's import)
 
+    from schedb.signature import signature
+    from schedb.store import now
+
     tmp = Path(a.tmp or tempfile.mkdtemp(prefix="schedb-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    res = {"machine": machine(), "started": now(), "args": vars(a)}
+    machine = report.describe()
+    machine["nice"] = os.nice(0)
+    res = {"machine": machine, "started": now(), "args": vars(a)}
     try:
         print("1/3 seed Ansor ingest ...", file=sys.stderr)
         res["seed_ansor_ingest"] = bench_seed(tmp, a.repeats)
-        print("2/3 MetaSchedule ingest ...", file=sys.stderr)
+        print("2/3 issue #3: MetaSchedule work dir ingest ...", file=sys.stderr)
         res["ms_ingest"] = [bench_ms_ingest(tmp, ms_records)]
         if not res["ms_ingest"][0]["meets_goal"]:
             print("    below the goal: profiling ...", file=sys.stderr)
             res["ms_ingest_profile"] = profile_ms_ingest(tmp, min(a.profile_records, ms_records))
             res["ms_ingest_stages"] = breakdown_ms_ingest(tmp, min(a.profile_records, ms_records))
-        res["lookup"] = []
+        n_wl = max(sizes) // RUN_RECORDS * RUN_WORKLOADS
+        print(f"3/3 scale: generating {n_wl + N_QUERIES:,} TVM workloads ...", file=sys.stderr)
+        mods = make_workloads(n_wl + N_QUERIES)
+        wl_lines = workload_lines(mods[:n_wl])
+        queries = []
+        for mod in mods[n_wl:]:
+            _sig, kind, desc = signature(mod)
+            queries.append((desc, kind))
+        del mods
+        res["scale"] = []
         for n in sizes:
-            print(f"3/3 lookups on {n:,} records ...", file=sys.stderr)
-            path = tmp / f"lookup{n}.db"
-            info = make_lookup_db(path, n)
-            target = info.pop("target")
-            r = {"records": n, **info,
-                 **bench_lookup(path, target, a.lookups, n_view=max(5, min(200, 2_000_000 // n)))}
-            res["lookup"].append(r)
-            path.unlink()
+            print(f"    {n:,} records ...", file=sys.stderr)
+            res["scale"].append(bench_scale(tmp, n, wl_lines, queries, a.lookups))
+            print("    " + json.dumps({k: v for k, v in res["scale"][-1].items() if k != "lookup"})[:400],
+                  file=sys.stderr)
     finally:
         if a.tmp is None:
             shutil.rmtree(tmp, ignore_errors=True)
     res["finished"] = now()
-    res["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    table = markdown(res)
-    res["markdown"] = table
-    out = Path(a.out)
+    res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
+    out.write_text(json.dumps(res, indent=1) + "\n")  # the measurements are safe before rendering
+    table, fig = render(res)
+    path = report.write(out.stem, res, table, fig, folder=out.parent)
     print(table)
     if "ms_ingest_profile" in res:
-        print("\nWhere MetaSchedule ingest spends its time (cProfile, by own time):\n")
+        print("\nWhere issue #3's ingest spends its time (cProfile, by own time):\n")
         print(res["ms_ingest_profile"]["text"])
-        print("Stages timed separately (microseconds per record):\n")
-        print("| stage | us/record |\n| --- | --- |")
-        for k, v in res["ms_ingest_stages"]["us_per_record"].items():
-            print(f"| {k} | {v} |")
-    print(f"\n-> {out}")
+    print(f"\n-> {path}")
 
 
 if __name__ == "__main__":
