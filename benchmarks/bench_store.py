@@ -346,6 +346,15 @@ def make_runs(folder: Path, wl_lines: list[str], n_records: int, seed: int) -> l
     return runs
 
 
+def _written() -> int | None:
+    """Bytes this process has handed to write() so far (Linux /proc/self/io wchar)."""
+    try:
+        with open("/proc/self/io") as f:
+            return next(int(x.split()[1]) for x in f if x.startswith("wchar:"))
+    except (OSError, StopIteration):
+        return None
+
+
 def _ms(samples_ns) -> list[float]:
     return [s / 1e6 for s in samples_ns]
 
@@ -374,29 +383,35 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups
     runs = make_runs(tmp / f"runs{n}", wl_lines, n, seed=n)
     path = tmp / f"scale{n}.db"
     store = Store(path)
-    per_run, last = [], [time.perf_counter()]
+    per_run, written, last = [], [], [time.perf_counter(), _written()]
 
     def on_file(_path, _report):
-        now_ = time.perf_counter()
+        now_, w = time.perf_counter(), _written()
         per_run.append(now_ - last[0])
-        last[0] = now_
+        written.append(None if w is None else w - last[1])
+        last[:] = [now_, w]
 
     c0, t0 = time.process_time(), time.perf_counter()
-    last[0] = t0
+    last[:] = [t0, _written()]
     rep = ingest(store, [tmp / f"runs{n}"], on_file=on_file)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert not rep.errors and rep.skipped_lines == 0 and rep.new_records == n, rep.as_dict()
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
-    shutil.rmtree(tmp / f"runs{n}")
     rates = [RUN_RECORDS / t for t in per_run]
     rate_ci = report.median_ci(rates)
     res = {"records": n, "workloads": rep.new_workloads, "runs": len(runs),
            "ingest": {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "records_per_s": round(n / wall),
                       "records_per_cpu_s": round(n / cpu), "invalid": rep.invalid,
                       "per_run_records_per_s": {k: round(v) for k, v in rate_ci.items() if k != "n"} | {
-                          "n": rate_ci["n"], "first": round(rates[0]), "last": round(rates[-1])}},
+                          "n": rate_ci["n"], "first": round(rates[0]), "last": round(rates[-1])},
+                      # bytes handed to write() per work dir (WAL + checkpoints): None without /proc
+                      "written_mb_per_run": None if written[0] is None else {
+                          "first": round(written[0] / 2**20, 1), "last": round(written[-1] / 2**20, 1),
+                          "median": round(statistics.median(written) / 2**20, 1)},
+                      "records_mb_per_run": round(sum(p.stat().st_size for p in runs[0].iterdir()) / 2**20, 1)},
            "db_mb": round(path.stat().st_size / 2**20, 1)}
+    shutil.rmtree(tmp / f"runs{n}")
 
     store = Store(path, readonly=True)
     target, = store.conn.execute(
@@ -453,6 +468,11 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups
 
 
 # --------------------------------------------------------------------------- report
+def _written_cell(ing: dict) -> str:
+    w = ing.get("written_mb_per_run")
+    return "n/a" if not w else f"{w['first']} -> {w['last']} ({ing['records_mb_per_run']} MB of files)"
+
+
 def _ci(t: dict, digits: int = 3) -> str:
     return f"{t['median_ms']:.{digits}f} [{t['ci_low_ms']:.{digits}f}, {t['ci_high_ms']:.{digits}f}]"
 
@@ -462,17 +482,17 @@ def render(res: dict) -> tuple[str, object]:
     m = res["machine"]
     out = ["# Store: ingest rate, nearest-neighbour query and best-record lookup vs database size", ""]
     out += ["| records | workloads (kinds) | DB MB | ingest records/s | per work dir: median [95% CI], "
-            "first -> last "
+            "first -> last | MB written per work dir, first -> last "
             "| Index build s | k-NN query ms, k=3 | k-NN query ms, 1 thread | best_record(wid, target) ms "
             "| best_record(wid) ms | best_records view ms |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in res["scale"]:
         ing, knn, lk = r["ingest"], r["knn"], r["lookup"]
         pr = ing["per_run_records_per_s"]
         out.append(
             f"| {r['records']:,} | {r['workloads']:,} ({r['kinds']}) | {r['db_mb']:,.0f} "
             f"| **{ing['records_per_s']:,}** | {pr['median']:,} [{pr['ci_low']:,}, {pr['ci_high']:,}], "
-            f"{pr['first']:,} -> {pr['last']:,} "
+            f"{pr['first']:,} -> {pr['last']:,} | {_written_cell(ing)} "
             f"| {knn['build_s_median']:.2f} | {_ci(knn['query'])} | {_ci(knn['query_one_thread'])} "
             f"| {_ci(lk['best_record(wid, target)'])} | {_ci(lk['best_record(wid)'])} "
             f"| {_ci(lk['best_records view, one workload'], 2)} |")
@@ -488,7 +508,8 @@ def render(res: dict) -> tuple[str, object]:
             f"{RUN_RECORDS // RUN_WORKLOADS} records each; tiny_mlp's ~2 KB traces; 20% failed "
             "measurements, 10% for a second target) ingested one after another into one growing "
             "database; records/s = N / total wall time (workload parsing included); the interval "
-            "is over the per-work-dir rates. Distinct workloads grow with the database at 200 records "
+            "is over the per-work-dir rates. MB written: bytes the process handed to write() (WAL "
+            "and checkpoints) per work dir. Distinct workloads grow with the database at 200 records "
             "per workload (10 kinds: conv2d, dense, depthwise, batch matmul, pooling, residual add, "
             "with and without fused bias+ReLU). k-NN: Index over the workloads with valid records for "
             "the main target, queried with generated workloads that are not in the database.", ""]
