@@ -37,7 +37,18 @@ def describe() -> dict:
         "sqlite": sqlite3.sqlite_version,
         "tvm": tvm.__version__,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "schedb_commit": _commit(),
     }
+
+
+def _commit() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=RESULTS.parent, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def machine_line(m: dict) -> str:
