@@ -214,7 +214,8 @@ def sql(query, db_path, fmt, write):
     except sqlite3.Error as e:
         raise SchedbError(f"SQL error: {e}") from None
     cols = [d[0] for d in cur.description or []]
-    rows = cur.fetchall()
+    # BLOBs (records.digest) as hex, in every output format.
+    rows = [tuple(v.hex() if isinstance(v, bytes) else v for v in r) for r in cur.fetchall()]
     if fmt == "json":
         click.echo(json.dumps([dict(zip(cols, r)) for r in rows], indent=1))
     elif fmt == "csv":
@@ -277,6 +278,8 @@ def show_record(record_id, db_path):
         raise SchedbError(f"no record {record_id}")
     for k in ("trace", "run_secs", "args_info", "target"):
         r[k] = json.loads(r[k]) if r[k] else None
+    if isinstance(r["digest"], bytes):
+        r["digest"] = r["digest"].hex()
     click.echo(json.dumps(r, indent=1))
 
 

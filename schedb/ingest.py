@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import orjson
 
 from schedb.errors import SchedbError
-from schedb.store import Store, dumps, loads, now
+from schedb.store import Store, digest_from_v2, dumps, loads, now
 from schedb.workdir import RECORDS, SIDECAR, WORKLOADS, find, is_workdir, open_text, read_sidecar
 
 # A run time at or above this is a tuner's "failed" sentinel (MetaSchedule uses 1e10).
@@ -186,15 +186,20 @@ def _run_secs(value) -> tuple[list[float] | None, float | None, bool]:
     return samples, (sum(samples) / len(samples) if valid else None), valid
 
 
-def record_digest(signature: str, target: str, trace: str, run_secs) -> str:
+def record_digest(signature: str, target: str, trace: str, run_secs) -> bytes:
     """A record's identity: workload signature, canonical target, trace text (as
-    ``dumps`` writes it) and run times. The same record from any source has one digest."""
+    ``dumps`` writes it) and run times. The same record from any source has one digest.
+
+    The first 128 bits (16 bytes, records.digest) of their sha256. Enough: by the birthday
+    bound, 10^9 distinct records collide with probability ~n^2 / 2^129 = 1.5e-21, and a
+    deliberate collision costs ~2^64 hash evaluations; a collision would only make ingest
+    skip one record as a duplicate, never mix two records' content."""
     return _digest(signature, target, trace, dumps(run_secs))
 
 
-def _digest(signature: str, target: str, trace: str, run_secs_text: str) -> str:
+def _digest(signature: str, target: str, trace: str, run_secs_text: str) -> bytes:
     """record_digest with the run times already serialized (``dumps(run_secs)``)."""
-    return _sha256("\x1f".join((signature, target, trace, run_secs_text)).encode()).hexdigest()
+    return _sha256("\x1f".join((signature, target, trace, run_secs_text)).encode()).digest()[:16]
 
 
 _sha256 = hashlib.sha256
@@ -522,9 +527,12 @@ class _SchedbFile(_Source):
         for t in other.db.query("SELECT * FROM model_tasks"):
             store.add_task(models[t["model_id"]], workloads[t["workload_id"]], t["task_name"], t["weight"])
         ids = {}
+        old_digests = other.version() < 3  # hex text: as the schema 3 migration converts them
         # Parents before children: ids grow with insertion, and a parent is always older.
         for r in other.db.query("SELECT * FROM records ORDER BY id"):
             old = r.pop("id")
+            if old_digests:
+                r["digest"] = digest_from_v2(r["digest"])
             r["workload_id"] = workloads[r["workload_id"]]
             r["source_workload_id"] = workloads.get(r["source_workload_id"])
             r["model_id"] = models.get(r["model_id"])

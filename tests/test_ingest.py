@@ -798,6 +798,92 @@ def test_merge_preserves_everything_and_is_idempotent(tmp_path):
     assert snapshot(b.conn) == before
 
 
+def _schema_2_db(path: Path, monkeypatch, sources) -> Path:
+    """A database as schema 2's schedb wrote it: two migrations, digests as 64 hex
+    characters of the full sha256 (the ingest code of schema 2)."""
+    import schedb.store
+
+    def hex_digest(signature, target, trace, run_secs_text):
+        return hashlib.sha256("\x1f".join((signature, target, trace, run_secs_text)).encode()).hexdigest()
+
+    with monkeypatch.context() as m:
+        m.setattr(schedb.store, "SCHEMA_VERSION", 2)
+        m.setattr(ingest_mod, "_digest", hex_digest)
+        store = Store(path)
+        report = ingest(store, sources)
+        assert report.errors == [] and report.new_records > 0
+        # A derived record whose lineage must survive the rebuild of the records table.
+        parent = store.best_record(store.conn.execute(
+            "SELECT id FROM workloads WHERE shash IS NOT NULL").fetchone()[0])
+        with store.transaction():
+            store.add_record(workload_id=parent["workload_id"], target=parent["target"], format="ms-trace",
+                             trace=parent["trace"], run_secs="[3e-06]", mean_s=3e-6, valid=1,
+                             origin="transferred", parent_id=parent["id"], digest="e" * 64)
+        assert store.version() == 2
+        store.close()
+    return path
+
+
+def test_schema_2_file_migrates_to_16_byte_digests(tmp_path, monkeypatch):
+    """Schema 3 stores records.digest as 16 bytes. A schema 2 file is read as it is, and
+    migrated in place on the first write: every record kept with its id and content, its
+    digest the first 16 bytes of the old one (= what ingest computes now), so ingesting the
+    same records again adds nothing."""
+    from schedb.ingest import record_digest
+    from schedb.store import SCHEMA_VERSION
+
+    path = _schema_2_db(tmp_path / "v2.db", monkeypatch,
+                        [TINY, write_ansor(tmp_path / "ansor" / "legacy.json",
+                                           [ansor_line(i) for i in range(4)] + [ansor_line(9, error_no=2)])])
+    cols = "id, workload_id, target, format, trace, run_secs, mean_s, valid, error, args_info, origin," \
+           " parent_id, model_id, file_id, line, measured_at, tvm_version, created_at"
+    conn = sqlite3.connect(path)
+    old_rows = conn.execute(f"SELECT {cols} FROM records ORDER BY id").fetchall()
+    old_digests = dict(conn.execute("SELECT id, digest FROM records"))
+    old_best = conn.execute("SELECT id FROM best_records ORDER BY id").fetchall()
+    conn.close()
+    assert all(isinstance(d, str) and len(d) == 64 for d in old_digests.values())
+
+    ro = Store(path, readonly=True)  # read as it is
+    assert ro.version() == 2 and ro.counts()["records"] == len(old_rows)
+    ro.close()
+    # ... and merged as it is into a new database, digests converted as the migration does.
+    merged = Store(tmp_path / "merged.db")
+    report = ingest(merged, [path])
+    assert report.errors == [] and report.new_records == len(old_rows)
+
+    store = Store(path)  # opening for writing migrates
+    assert store.version() == SCHEMA_VERSION == 3
+    assert store.conn.execute(f"SELECT {cols} FROM records ORDER BY id").fetchall() == old_rows
+    assert store.conn.execute("SELECT id FROM best_records ORDER BY id").fetchall() == old_best
+    assert store.conn.execute("SELECT type FROM pragma_table_info('records') WHERE name = 'digest'"
+                              ).fetchone() == ("BLOB",)
+    for rid, digest, typ in store.conn.execute("SELECT id, digest, typeof(digest) FROM records"):
+        assert typ == "blob" and digest == bytes.fromhex(old_digests[rid])[:16]
+    for sig, target, trace, run_secs, digest in store.conn.execute(
+            "SELECT w.signature, r.target, r.trace, r.run_secs, r.digest FROM records r"
+            " JOIN workloads w ON w.id = r.workload_id WHERE r.origin != 'transferred'"):
+        assert digest == record_digest(sig, target, trace, json.loads(run_secs))
+    assert store.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert store.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    child = store.conn.execute("SELECT id FROM records WHERE origin = 'transferred'").fetchone()[0]
+    assert [r["origin"] for r in store.lineage(child)] == ["transferred", "tuned"]
+    assert {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'")} == \
+        {"best_records", "record_lineage", "model_summary"}
+    store.conn.execute("SELECT * FROM model_summary").fetchall()
+    assert store.conn.execute("SELECT * FROM record_lineage WHERE depth = 1").fetchall()
+
+    # The same records again (another file, so not skipped by its hash) add nothing.
+    before = snapshot(store.conn)
+    again = ingest(store, [write_workdir(tmp_path / "plain")])
+    assert again.files == 1 and again.new_records == 0 and again.duplicates == len(TINY_R)
+    assert snapshot(store.conn)["records"] == before["records"]
+    # Nor does the merged copy of the old file, or that file itself (already ingested there).
+    assert ingest(merged, [write_workdir(tmp_path / "plain2")]).new_records == 0
+    assert logical(merged.conn)["records"] == logical(store.conn)["records"]
+    assert ingest(merged, [path]).new_records == 0
+
+
 def test_merge_of_a_database_that_is_still_open(tmp_path):
     """A database being written to (WAL not yet checkpointed, e.g. a tuning run using
     schedb.Database) can be merged repeatedly; each merge brings what is new."""

@@ -8,12 +8,13 @@ from schedb.errors import SchedbError
 from schedb.store import SCHEMA_VERSION, Store
 
 
-def _as_version_1(path):
-    conn = sqlite3.connect(path)
-    conn.execute("DROP INDEX records_best_any")
-    conn.execute("UPDATE schema_info SET value = '1' WHERE key = 'version'")
-    conn.commit()
-    conn.close()
+def _as_version_1(path, monkeypatch):
+    """A file as schema 1's schedb wrote it: only the first migration applied."""
+    import schedb.store
+
+    with monkeypatch.context() as m:
+        m.setattr(schedb.store, "SCHEMA_VERSION", 1)
+        Store(path).close()
 
 
 def _indexes(path):
@@ -23,15 +24,16 @@ def _indexes(path):
     return names
 
 
-def test_old_schema_is_read_and_migrated_on_write(tmp_path):
+def test_old_schema_is_read_and_migrated_on_write(tmp_path, monkeypatch):
     path = tmp_path / "old.db"
-    Store(path).close()
-    _as_version_1(path)
+    _as_version_1(path, monkeypatch)
     assert Store(path, readonly=True).version() == 1  # readable as is
     assert "records_best_any" not in _indexes(path)
     store = Store(path)  # opening for writing migrates
-    assert store.version() == SCHEMA_VERSION == 2
-    assert "records_best_any" in _indexes(path)
+    assert store.version() == SCHEMA_VERSION == 3
+    assert {"records_best_any", "records_best", "records_parent", "records_model"} <= _indexes(path)
+    assert store.conn.execute("SELECT type FROM pragma_table_info('records') WHERE name = 'digest'"
+                              ).fetchone() == ("BLOB",)
 
 
 def test_newer_or_foreign_files_are_refused(tmp_path):
