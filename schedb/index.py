@@ -78,6 +78,22 @@ class Neighbor:
     models: list[str]
 
 
+_THREADS = None
+
+
+def _one_thread():
+    """A one-thread limit for a k-NN query: scikit-learn answers even a one-row query on
+    OpenMP threads, and on a busy machine a thread waiting for a core stalls the call by
+    tens of ms (benchmarks/results/store.md). The controller is made once: threadpool_limits()
+    scans the loaded libraries on every call (~1.6 ms, more than the query)."""
+    global _THREADS
+    if _THREADS is None:
+        from threadpoolctl import ThreadpoolController  # (scikit-learn's own dependency)
+
+        _THREADS = ThreadpoolController()
+    return _THREADS.limit(limits=1)
+
+
 class Index:
     """Nearest neighbours over the workloads that have valid MetaSchedule records for
     ``target``, optionally only from ``sources`` models and never from ``exclude``."""
@@ -119,5 +135,6 @@ class Index:
         if kind not in self.by_kind:
             return []
         ids, _, nn = self.by_kind[kind]
-        dist, idx = nn.kneighbors(features(desc).reshape(1, -1), n_neighbors=min(k, len(ids)))
+        with _one_thread():
+            dist, idx = nn.kneighbors(features(desc).reshape(1, -1), n_neighbors=min(k, len(ids)))
         return [Neighbor(ids[i][0], float(d), kind, ids[i][1]) for d, i in zip(dist[0], idx[0])]
