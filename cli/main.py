@@ -395,8 +395,9 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
              "" if r.distance is None else f"{r.distance:.2f}",
              _fmt(r.untuned_us), _fmt(r.transferred_us), _fmt(r.refined_us)] for r in rep.tasks]
     print_table(cols, rows)
-    counts = {s: sum(r.source == s for r in rep.tasks) for s in ("exact", "neighbor", "untuned")}
+    counts = {s: sum(r.source == s for r in rep.tasks) for s in ("exact", "neighbor", "anchor", "untuned")}
     click.echo(f"tasks: {counts['exact']} exact, {counts['neighbor']} transferred, "
+               f"{counts['anchor']} through their anchor block, "
                f"{counts['untuned']} untuned; {rep.measured} candidates measured; "
                f"search time {rep.search_time_s:.1f} s")
     for name in ("untuned", "transferred", "refined", "pytorch"):

@@ -4,6 +4,8 @@ A workload's features come from its TIR description (schedb.signature.describe):
 the computation kind is a hard partition (a conv2d never borrows from a pool), and
 within a kind the distance is Euclidean over log2 features, so a distance of 1
 means "one dimension twice as large" and sizes of very different scale compare sanely.
+The partition is a function of the description: ``kind_of`` by default,
+``schedb.anchor.anchor_of`` (the main reduction block) for the anchor fallback.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
+
+from schedb.signature import kind_of
 
 # Per block: up to this many spatial and reduction extents (largest first).
 N_SPATIAL, N_REDUCE = 6, 4
@@ -74,7 +78,7 @@ def features(desc: dict) -> np.ndarray:
 class Neighbor:
     workload_id: int
     distance: float
-    kind: str
+    kind: str  # the neighbour's own kind
     models: list[str]
 
 
@@ -96,10 +100,11 @@ def _one_thread():
 
 class Index:
     """Nearest neighbours over the workloads that have valid MetaSchedule records for
-    ``target``, optionally only from ``sources`` models and never from ``exclude``."""
+    ``target``, optionally only from ``sources`` models and never from ``exclude``,
+    within the groups ``partition(description)`` makes (None: in no group)."""
 
     def __init__(self, store, target: str, sources: list[str] | None = None,
-                 exclude: list[str] | None = None):
+                 exclude: list[str] | None = None, partition=kind_of):
         self.store = store
         rows = store.db.query(
             """
@@ -121,9 +126,13 @@ class Index:
                 continue
             if exclude and set(models) <= set(exclude):
                 continue
-            ids, feats = groups.setdefault(r["kind"], ([], []))
-            ids.append((r["id"], [m for m in models if not exclude or m not in exclude]))
-            feats.append(features(json.loads(r["description"])))
+            desc = json.loads(r["description"])
+            group = partition(desc)
+            if group is None:
+                continue
+            ids, feats = groups.setdefault(group, ([], []))
+            ids.append((r["id"], [m for m in models if not exclude or m not in exclude], r["kind"]))
+            feats.append(features(desc))
         for kind, (ids, feats) in groups.items():
             nn = NearestNeighbors().fit(np.array(feats))
             self.by_kind[kind] = (ids, feats, nn)
@@ -131,10 +140,11 @@ class Index:
     def __len__(self) -> int:
         return sum(len(ids) for ids, _, _ in self.by_kind.values())
 
-    def neighbors(self, desc: dict, kind: str, k: int = 3) -> list[Neighbor]:
-        if kind not in self.by_kind:
+    def neighbors(self, desc: dict, group: str, k: int = 3) -> list[Neighbor]:
+        """The ``k`` nearest workloads in ``group`` (a kind, or what ``partition`` gives)."""
+        if group not in self.by_kind:
             return []
-        ids, _, nn = self.by_kind[kind]
+        ids, _, nn = self.by_kind[group]
         with _one_thread():
             dist, idx = nn.kneighbors(features(desc).reshape(1, -1), n_neighbors=min(k, len(ids)))
-        return [Neighbor(ids[i][0], float(d), kind, ids[i][1]) for d, i in zip(dist[0], idx[0])]
+        return [Neighbor(ids[i][0], float(d), ids[i][2], ids[i][1]) for d, i in zip(dist[0], idx[0])]

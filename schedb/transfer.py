@@ -2,8 +2,11 @@
 
 Transfer-tuning (Gibson & Cano, PACT'22) on MetaSchedule traces. For every task of
 the model: an exact signature match reuses the stored best records; otherwise the
-top records of the k nearest workloads (schedb.index) are replayed on the task
-(schedb.replay adapts decisions that do not fit). Every candidate **and the task's
+top records of the k nearest workloads of the same kind (schedb.index) are replayed
+on the task (schedb.replay adapts decisions that do not fit); when no workload of the
+kind is tuned, those of the nearest workloads with the same anchor, the main reduction
+block, are retargeted (schedb.anchor: another epilogue, e.g. bias + ReLU instead of a
+batch norm) and replayed the same way, and the task's source is "anchor". Every candidate **and the task's
 untuned kernel** are measured for real and the fastest is kept, so no task ends up
 slower than untuned. Winners can be refined by droplet search, are committed as
 records with their provenance, and the whole model is compiled and timed.
@@ -15,6 +18,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
+from schedb.anchor import anchor_of, retarget
 from schedb.compile import compile_model, time_torch, time_vm
 from schedb.database import commit_mod, commit_trace
 from schedb.index import Index
@@ -48,7 +52,7 @@ class TaskResult:
     task: str
     weight: int
     workload_id: int
-    source: str  # exact | neighbor | untuned
+    source: str  # exact | neighbor | anchor (same main reduction, other kind) | untuned
     reason: str | None = None  # why a task stayed untuned
     source_model: str | None = None
     source_workload_id: int | None = None
@@ -81,6 +85,14 @@ class TransferReport:
 
 
 @dataclass
+class _Candidate:
+    row: dict  # the stored record
+    distance: float
+    source: str  # exact | neighbor | anchor
+    trace: list  # JSON trace to replay on the task
+
+
+@dataclass
 class _Winner:
     trace: object  # tvm Trace as applied to the task
     samples: list[float]
@@ -107,6 +119,13 @@ def transfer(store: Store, model: Model, target, opts: Options | None = None, pr
     lowered = lower(model, target)
     tasks = extract_tasks(lowered, target)
     index = Index(store, tgt, opts.sources, opts.exclude)
+    anchors: list[Index] = []  # built when a task first needs it
+
+    def anchor_index() -> Index:
+        if not anchors:
+            anchors.append(Index(store, tgt, opts.sources, opts.exclude, partition=anchor_of))
+        return anchors[0]
+
     allowed = _allowed_models(store, opts)
     engine = Engine(target, runner=opts.runner, repeat=opts.repeat)
     with store.transaction():
@@ -130,24 +149,25 @@ def transfer(store: Store, model: Model, target, opts: Options | None = None, pr
             wid, sig, kind, desc = commit_mod(store, task.func)
             store.add_task(model_id, wid, task.name, task.weight)
         res = TaskResult(task.name, task.weight, wid, "untuned")
-        candidates = _candidates(store, index, wid, desc, kind, tgt, allowed, opts, res)
+        candidates = _candidates(store, index, anchor_index, task.func, wid, desc, kind, tgt, allowed,
+                                 opts, res)
         replayed = []
-        for cand, dist in candidates:
+        for cand in candidates:
             if trials_left() is not None and len(replayed) >= trials_left() or time_left() == 0:
                 res.reason = "search budget spent"
                 break
-            r = apply_trace(json.loads(cand["trace"]), task.func, target)
+            r = apply_trace(cand.trace, task.func, target)
             if r.ok:
-                replayed.append((cand, dist, r))
+                replayed.append((cand, r))
             else:
                 res.failed += 1
         res.candidates = len(candidates)
-        measured = engine.measure([task.func] + [r.mod for _, _, r in replayed])
+        measured = engine.measure([task.func] + [r.mod for _, r in replayed])
         baseline += 1
         untuned = measured[0]
         res.untuned_us = untuned.mean * 1e6 if untuned.ok else None
         res.failed += sum(not m.ok for m in measured[1:])
-        ranked = sorted(((m, c, d, r) for m, (c, d, r) in zip(measured[1:], replayed) if m.ok),
+        ranked = sorted(((m, c, r) for m, (c, r) in zip(measured[1:], replayed) if m.ok),
                         key=lambda x: x[0].mean)
         if not ranked:
             res.reason = res.reason or (f"all {res.candidates} candidates failed" if res.candidates
@@ -156,8 +176,9 @@ def transfer(store: Store, model: Model, target, opts: Options | None = None, pr
             res.reason = (f"untuned kernel fastest ({res.untuned_us:.1f} us vs "
                           f"{ranked[0][0].mean * 1e6:.1f} us)")
         else:
-            m, cand, dist, r = ranked[0]
-            res.source = "exact" if dist == 0 else "neighbor"
+            m, c, r = ranked[0]
+            cand, dist = c.row, c.distance
+            res.source = c.source
             res.reason = None
             res.source_record_id, res.source_workload_id, res.distance = cand["id"], cand["workload_id"], dist
             res.source_model = _model_name(store, cand["model_id"])
@@ -169,7 +190,7 @@ def transfer(store: Store, model: Model, target, opts: Options | None = None, pr
             left = opts.droplet_trials if trials_left() is None else min(opts.droplet_trials, trials_left())
             if opts.droplet and left > 0 and time_left() != 0:
                 # Multi-start: the three best transferred traces, not only the winner.
-                starts = [x[3].trace for x in ranked[:3]]
+                starts = [x[2].trace for x in ranked[:3]]
                 win = _refine(store, task, target, engine, starts, opts, left, time_left(), wid, sig, tgt,
                               rid, cand["workload_id"], dist, model_id, res, t0)
                 if win is not None:
@@ -184,18 +205,33 @@ def transfer(store: Store, model: Model, target, opts: Options | None = None, pr
     return TransferReport(model.name, tgt, results, search_time, engine.count - baseline, e2e, check)
 
 
-def _candidates(store, index, wid, desc, kind, tgt, allowed, opts, res):
-    """[(record row, distance)]: exact matches, else records of the nearest workloads."""
+def _candidates(store, index, anchor_index, mod, wid, desc, kind, tgt, allowed, opts, res):
+    """Exact matches, else records of the nearest workloads of the same kind, else of
+    the nearest with the same anchor (retargeted to ``mod``)."""
     exact = store.top_records(wid, tgt, opts.k * opts.per_source, allowed)
     if exact:
-        return [(r, 0.0) for r in exact]
+        return [_Candidate(r, 0.0, "exact", json.loads(r["trace"])) for r in exact]
     neighbors = [nb for nb in index.neighbors(desc, kind, opts.k) if nb.workload_id != wid]
+    source = "neighbor"
+    anchor = anchor_of(desc) if not neighbors else None
+    if anchor is not None:
+        neighbors = [nb for nb in anchor_index().neighbors(desc, anchor, opts.k) if nb.workload_id != wid]
+        source = "anchor"
     if not neighbors:
-        res.reason = f"no tuned workload of kind {kind}"
+        res.reason = f"no tuned workload of kind {kind}" + (f" or anchor {anchor}" if anchor else "")
         return []
     out = []
     for nb in neighbors:
-        out += [(r, nb.distance) for r in store.top_records(nb.workload_id, tgt, opts.per_source, allowed)]
+        src_desc = json.loads(store.workload(nb.workload_id)["description"]) if source == "anchor" else None
+        for r in store.top_records(nb.workload_id, tgt, opts.per_source, allowed):
+            trace = json.loads(r["trace"])
+            if source == "anchor":
+                try:
+                    trace = retarget(trace, mod, src_desc)
+                except Exception:  # TVM's error types; the candidate just does not apply
+                    res.failed += 1
+                    continue
+            out.append(_Candidate(r, nb.distance, source, trace))
     return out
 
 

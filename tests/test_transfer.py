@@ -108,6 +108,38 @@ def test_exact_matches_reuse_and_exclude_model(source_db, target, tmp_path):
     assert all("no tuned workload" in r.reason for r in excluded.tasks)
 
 
+def test_anchor_is_the_main_reduction_block(target):
+    from schedb.anchor import anchor_of
+
+    tasks = {t.name: signature(t.func)[2] for t in extract_tasks(lower(load_model("tiny_cnn"), target), target)}
+    anchors = {name: anchor_of(desc) for name, desc in tasks.items()}
+    assert anchors["fused_conv2d_add_relu"] == anchors["fused_conv2d1_add1_relu1"] == "conv2d_nchw:SSSSRRR"
+    assert anchors["fused_matmul_add2"] == "matmul:SSR"
+    assert anchors["transpose"] is None  # no reduction: no anchor fallback
+
+
+def test_anchor_fallback_transfers_across_epilogues(source_db, target, tmp_path):
+    # tiny_cnn has matmul + bias only; tiny_mlp's first layer is matmul + bias + ReLU,
+    # a kind no source has: its schedule comes from the matmul + bias one, retargeted.
+    db = tmp_path / "t.db"
+    ingest(Store(db), [source_db])
+    store = Store(db)
+    rep = transfer(store, load_model("tiny_mlp"), target, Options(k=2, e2e_repeat=3))
+    by_task = {r.task: r for r in rep.tasks}
+    relu, plain = by_task["fused_matmul_add_relu"], by_task["fused_matmul1_add1"]
+    assert plain.source == "neighbor"  # a workload of its own kind exists: no fallback
+    assert relu.candidates > 0 and relu.failed == 0  # every retargeted trace replays
+    assert relu.source == "anchor", relu.reason
+    assert relu.transferred_us <= relu.untuned_us and relu.source_model == "tiny_cnn"
+    src = store.workload(relu.source_workload_id)
+    assert src["kind"] == "matmul+T_add" != store.workload(relu.workload_id)["kind"]
+    chain = store.lineage(relu.record_id)
+    assert [c["origin"] for c in chain] == ["transferred", "tuned"] and chain[1]["model"] == "tiny_cnn"
+    # compile_model checks the output against PyTorch; the anchor kernel is in the model.
+    assert rep.check["transferred"]["kernels_scheduled"] == sum(r.source != "untuned" for r in rep.tasks)
+    assert rep.check["transferred"]["max_abs_err"] < 1e-3
+
+
 def test_transfer_cli_report(source_db, tmp_path):
     db = tmp_path / "t.db"
     ingest(Store(db), [source_db])
