@@ -542,5 +542,5 @@ class _SchedbFile(_Source):
             report.new_records += new
             report.duplicates += 1 - new
             report.invalid += new and not r["valid"]
-            ids[old] = store.conn.execute("SELECT id FROM records WHERE digest = ?",
-                                          (r["digest"],)).fetchone()[0]
+            ids[old] = store.conn.execute("SELECT id FROM records WHERE workload_id = ? AND digest = ?",
+                                          (r["workload_id"], r["digest"])).fetchone()[0]

@@ -135,7 +135,8 @@ MIGRATIONS = [
     """
     CREATE INDEX records_best_any ON records(workload_id, valid, mean_s);
     """,
-    # 3: records.digest is 16 bytes (BLOB), not 64 hex characters: see _records_digest_blob.
+    # 3: records.digest is 16 bytes (BLOB), not 64 hex characters, unique per workload:
+    # see _records_digest_blob.
     lambda conn: _records_digest_blob(conn),
 ]
 
@@ -157,15 +158,21 @@ def digest_from_v2(digest) -> bytes:
 
 
 def _records_digest_blob(conn):
-    """Schema 3: rebuild ``records`` with ``digest BLOB`` (SQLite cannot change a column's
-    type in place): new table, every row copied with its id, old table dropped, the new one
-    renamed, then its indexes and the views recreated from their stored SQL. The UNIQUE
-    index on 16 bytes is a third the size of the one on 64 hex characters; at 10^5..10^6
-    records its random-page inserts dominated ingest's I/O. Foreign keys are off during the
-    migration (Store._migrate) and checked before it commits."""
+    """Schema 3: rebuild ``records`` with ``digest BLOB`` and the identity constraint
+    ``UNIQUE (workload_id, digest)`` instead of ``digest TEXT UNIQUE`` (SQLite cannot change a
+    column in place): new table, every row copied with its id, old table dropped, the new one
+    renamed, then its indexes and the views recreated from their stored SQL. Foreign keys are
+    off during the migration (Store._migrate) and checked before it commits.
+
+    Why: the unique index took one random-page insert per record (a digest is random), so
+    each ingested work dir rewrote most of that index once the database outgrew a few 10^4
+    records. Keyed by workload first, a work dir's records land in its workloads' few key
+    ranges. The constraint means the same: a digest covers the workload's signature, and one
+    signature is one workload row. 16 bytes instead of 64 characters: a third the size."""
     cols = [r[1] for r in conn.execute("PRAGMA table_info(records)")]
     sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone()[0]
-    new_sql, n = re.subn(r"digest\s+TEXT\s+NOT\s+NULL\s+UNIQUE", "digest BLOB NOT NULL UNIQUE", sql)
+    new_sql, n = re.subn(r"digest\s+TEXT\s+NOT\s+NULL\s+UNIQUE",
+                         "digest BLOB NOT NULL, UNIQUE (workload_id, digest)", sql)
     if n != 1:
         raise SchedbError("schema 3 migration: unexpected records table definition")
     new_sql = re.sub(r"CREATE TABLE\s+\"?records\"?", "CREATE TABLE records_v3", new_sql, count=1)
@@ -344,7 +351,7 @@ class Store:
     def insert_records(self, rows: list) -> int:
         """Insert records: dicts keyed by RECORD_COLUMNS (missing keys are NULL), or
         tuples with every column in RECORD_COLUMNS order (ingest's bulk path: no
-        per-row dict work). Duplicates by digest are skipped. Returns how many were new."""
+        per-row dict work). Duplicates by (workload, digest) are skipped. Returns how many were new."""
         if not rows:
             return 0
         cols = self.RECORD_COLUMNS
@@ -357,7 +364,8 @@ class Store:
         """Insert one record; returns its id (the existing one for a duplicate)."""
         row.setdefault("created_at", now())
         self.insert_records([row])
-        found = self.conn.execute("SELECT id FROM records WHERE digest = ?", (row["digest"],)).fetchone()
+        found = self.conn.execute("SELECT id FROM records WHERE workload_id = ? AND digest = ?",
+                                  (row["workload_id"], row["digest"])).fetchone()
         return found[0] if found else None
 
     # ------------------------------------------------------------------ reads

@@ -34,6 +34,10 @@ def test_old_schema_is_read_and_migrated_on_write(tmp_path, monkeypatch):
     assert {"records_best_any", "records_best", "records_parent", "records_model"} <= _indexes(path)
     assert store.conn.execute("SELECT type FROM pragma_table_info('records') WHERE name = 'digest'"
                               ).fetchone() == ("BLOB",)
+    # Identity is unique per workload (a digest covers the signature): inserts stay local.
+    unique = [name for _, name, is_unique, *_ in store.conn.execute("PRAGMA index_list(records)") if is_unique]
+    assert [[c for _, _, c in store.conn.execute(f"PRAGMA index_info('{u}')")] for u in unique] == \
+        [["workload_id", "digest"]]
 
 
 def test_newer_or_foreign_files_are_refused(tmp_path):
