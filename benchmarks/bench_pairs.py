@@ -181,8 +181,8 @@ def render(res: dict):
         "Search time: transfer + droplet wall time of that pair.", "", *rows])
 
     plt = report.pyplot()
-    fig, axes = plt.subplots(1, len(res["targets"]), figsize=(5 * len(res["targets"]), 4.2))
-    for ax, t in zip(axes, res["targets"]):
+    fig, axes = plt.subplots(1, len(res["targets"]), figsize=(5 * len(res["targets"]), 4.2), squeeze=False)
+    for ax, t in zip(axes[0], res["targets"]):
         names = list(t["cells"])
         med = [t["cells"][k]["median"] for k in names]
         err = [[m - t["cells"][k]["ci_low"] for k, m in zip(names, med)],

@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-BLOCK = re.compile(r"<!-- results:(\w+) -->\n.*?<!-- /results:\1 -->", re.S)
+BLOCK = re.compile(r"<!-- results:([\w/]+) -->\n.*?<!-- /results:\1 -->", re.S)
 
 
 def fill(text: str) -> str:
