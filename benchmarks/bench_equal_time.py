@@ -88,6 +88,9 @@ def main(argv=None):
     results = Path(a.results)
     if a.replot:
         res = json.loads((results / "equal_time.json").read_text())
+        timed = results / "pairs" / f"{res['model']}.json"
+        if timed.exists():  # the pairs table may have been timed again since
+            shares(res, json.loads(timed.read_text()))
         report.write("equal_time", res, *render(res), folder=results)
         return
 
@@ -152,20 +155,26 @@ def main(argv=None):
             s["time_to_match_s"], s["matched"] = ev[hi], True
         s["time_to_match_ratio"] = s["time_to_match_s"] / s["search_time_s"]
 
-    # 3. Share of the full tuning speed-up that transfer reaches (same window as the pairs table).
-    c = timed["cells"]
-    untuned, own = c["untuned"]["median"], c["tuned on its own"]["median"]
-    for src, s in res["sources"].items():
-        s["share_of_full_speedup"] = {
-            v: (untuned / c[f"{src}: {v}"]["median"] - 1) / (untuned / own - 1)
-            for v in ("transfer", "transfer+droplet")}
-    res["from_pairs_table"] = {"untuned": c["untuned"], "tuned on its own": c["tuned on its own"]}
+    shares(res, timed)
     res["curve"].sort(key=lambda p: p["t_s"])
     res["finished"] = report.now()
     res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     md, fig = render(res)
     print(md)
     print("->", report.write("equal_time", res, md, fig, folder=results))
+
+
+def shares(res: dict, timed: dict):
+    """The share of the full tuning speed-up that transfer reaches, from the pairs table
+    (bench_pairs.py times untuned, tuned-on-its-own and the transfers in one window)."""
+    c = timed["cells"]
+    untuned, own = c["untuned"]["median"], c["tuned on its own"]["median"]
+    for src, s in res["sources"].items():
+        s["share_of_full_speedup"] = {
+            v: (untuned / c[f"{src}: {v}"]["median"] - 1) / (untuned / own - 1)
+            for v in ("transfer", "transfer+droplet")}
+    res["from_pairs_table"] = {"untuned": c["untuned"], "tuned on its own": c["tuned on its own"],
+                               "load_average_when_timed": timed.get("load_average_before")}
 
 
 def render(res: dict):
