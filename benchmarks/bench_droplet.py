@@ -272,9 +272,7 @@ def main():
     args = ap.parse_args()
     out = Path(args.out)
     if args.replot:
-        result = json.loads(out.read_text())
-        result.pop("markdown", None)
-        report.write(out.stem, result, *render(result), folder=out.parent)
+        report.replot(out, render)
         return
 
     t_all = time.perf_counter()

@@ -216,8 +216,7 @@ def main(argv=None):
     results = Path(a.results)
     PAIR_DIR = results / "pairs"
     if a.replot:
-        res = json.loads((results / "pairs.json").read_text())
-        report.write("pairs", res, *render(res), folder=results)
+        report.replot(results / "pairs.json", render)
         return
 
     from schedb.target import parse_target

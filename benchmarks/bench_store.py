@@ -579,9 +579,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     out = Path(a.out)
     if a.replot:
-        res = json.loads(out.read_text())
-        res.pop("markdown", None)
-        report.write(out.stem, res, *render(res), folder=out.parent)
+        report.replot(out, render)
         return
     ms_records = a.ms_records or (20_000 if a.quick else 100_000)
     sizes = [int(x) for x in (a.sizes or ("10000,100000" if a.quick else ",".join(map(str, SIZES)))).split(",")]

@@ -74,9 +74,10 @@ def median_ci(samples, confidence: float = 0.95) -> dict:
     return {"median": float(np.median(x)), "ci_low": lo, "ci_high": hi, "n": int(x.size)}
 
 
-def fmt_ci(c: dict, unit: str = "ms", digits: int = 4) -> str:
-    """median [low, high] unit, to ``digits`` significant digits."""
-    return f"{c['median']:.{digits}g} [{c['ci_low']:.{digits}g}, {c['ci_high']:.{digits}g}] {unit}"
+def fmt_ci(c: dict, unit: str = "ms", digits: int | None = None) -> str:
+    """median [low, high] unit: to ``digits`` decimals, or 4 significant digits."""
+    f = f".{digits}f" if digits is not None else ".4g"
+    return f"{c['median']:{f}} [{c['ci_low']:{f}}, {c['ci_high']:{f}}] {unit}"
 
 
 def write(name: str, result: dict, markdown: str, figure=None, folder: Path = RESULTS) -> Path:
@@ -88,6 +89,13 @@ def write(name: str, result: dict, markdown: str, figure=None, folder: Path = RE
     if figure is not None:
         figure.savefig(folder / f"{name}.png", dpi=120, bbox_inches="tight")
     return folder / f"{name}.json"
+
+
+def replot(path: Path, render) -> Path:
+    """Re-render NAME.md and NAME.png from the saved NAME.json; measures nothing."""
+    result = json.loads(Path(path).read_text())
+    result.pop("markdown", None)
+    return write(Path(path).stem, result, *render(result), folder=Path(path).parent)
 
 
 def pyplot():
