@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 import report
-from bench_pairs import pair_database
+from bench_pairs import interleaved, pair_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,10 +126,7 @@ def main(argv=None):
                     "transfer": pair_database(p, tasks, target, refined=False),
                     "transfer+droplet": pair_database(p, tasks, target, refined=True)}
         compiled = {k: compile_model(lowered, target, db) for k, db in variants.items()}
-        samples = {k: [] for k in compiled}
-        for _ in range(a.rounds):
-            for k, c in compiled.items():
-                samples[k] += time_vm(c, lowered, repeat=1).samples
+        samples = interleaved(lowered, compiled, a.rounds)
         cells = {k: report.median_ci(s) for k, s in samples.items()}
         res["sources"][src] = {"search_time_s": T, "cells": cells, "samples_ms": samples,
                                "kernels_at_equal_time": compiled["MetaSchedule at equal time"].tuned_tasks}

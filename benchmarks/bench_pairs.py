@@ -112,11 +112,26 @@ def pair_database(pair: dict, tasks, target, refined: bool):
     return winners_database(tasks, winners, target)
 
 
+def interleaved(lowered, compiled: dict, rounds: int, with_torch: bool = False) -> dict:
+    """{variant: samples in ms}: one run of every variant per round, round after round,
+    so that load on the machine falls on all variants alike."""
+    from schedb.compile import time_torch, time_vm
+
+    samples = {name: [] for name in [*compiled, *(["pytorch eager"] if with_torch else [])]}
+    for i in range(rounds):
+        for name, c in compiled.items():
+            samples[name] += time_vm(c, lowered, repeat=1).samples
+        if with_torch:
+            samples["pytorch eager"] += time_torch(lowered, repeat=1).samples
+        print(f"  {lowered.model.name}: round {i + 1}/{rounds}", file=sys.stderr)
+    return samples
+
+
 def measure_target(target_model: str, pairs: list[dict], target, rounds: int) -> dict:
     out = PAIR_DIR / f"{target_model}.json"
     if out.exists():
         return json.loads(out.read_text())
-    from schedb.compile import compile_model, time_torch, time_vm
+    from schedb.compile import compile_model
     from schedb.models import load_model
     from schedb.tasks import extract_tasks, lower
     from schedb.workdir import open_workdir
@@ -132,13 +147,8 @@ def measure_target(target_model: str, pairs: list[dict], target, rounds: int) ->
         print(f"  compile {target_model} / {name}", file=sys.stderr)
         compiled[name] = compile_model(lowered, target, db)
         checks[name] = compiled[name].as_dict()
-    samples = {name: [] for name in [*compiled, "pytorch eager"]}
     load = os.getloadavg()
-    for i in range(rounds):
-        for name, c in compiled.items():
-            samples[name] += time_vm(c, lowered, repeat=1).samples
-        samples["pytorch eager"] += time_torch(lowered, repeat=1).samples
-        print(f"  {target_model}: round {i + 1}/{rounds}", file=sys.stderr)
+    samples = interleaved(lowered, compiled, rounds, with_torch=True)
     cells = {name: report.median_ci(s) for name, s in samples.items()}
     gains = {}
     for p in pairs:
