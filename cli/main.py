@@ -79,10 +79,14 @@ def models(tasks):
 @target_option
 @click.option("--trials", type=int, default=None, help="Global trial budget (default: per-task x tasks).")
 @click.option("--trials-per-task", type=int, default=32, show_default=True)
+@click.option("--trials-per-iter", type=int, default=32, show_default=True,
+              help="Candidates per measured batch.")
+@click.option("--time-limit", type=float, default=None,
+              help="Stop after this many seconds (the batch in flight finishes).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Work dir to write.")
 @handle_errors
-def tune(model_spec, input_shape, target, trials, trials_per_task, seed, out):
+def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_iter, time_limit, seed, out):
     """Tune every task of a model with MetaSchedule into a standard work dir."""
     from rich.console import Console
 
@@ -108,8 +112,8 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, seed, out):
             f"{task}: best {best_s}", highlight=False,
         )
 
-    meta = run_tune(model, tgt, out, trials=trials, trials_per_task=trials_per_task, seed=seed,
-                    progress=progress)
+    meta = run_tune(model, tgt, out, trials=trials, trials_per_task=trials_per_task,
+                    trials_per_iter=trials_per_iter, seed=seed, progress=progress, time_limit=time_limit)
     click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['trials']} trials, "
                f"{meta['wall_time_s']} s -> {out}")
 

@@ -32,12 +32,14 @@ def tune(
     trials_per_iter: int = 32,
     seed: int = 0,
     progress=None,
+    time_limit: float | None = None,
 ) -> dict:
     """Tune ``model`` on ``target``; returns the sidecar dict (also written to ``out``).
 
     ``trials`` is the global budget (default: ``trials_per_task`` x number of tasks).
     ``progress(task_name, trials_done, trials_total, best_seconds, tasks_done, n_tasks)``
-    is called after every measured batch."""
+    is called after every measured batch. ``time_limit`` (seconds) ends the search after
+    the first batch measured past it; the work dir and sidecar are complete as usual."""
     import tvm
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
@@ -60,6 +62,8 @@ def tune(
     callbacks = ms.measure_callback.MeasureCallback.create("default")
     if progress is not None:
         callbacks = [*callbacks, _Progress([c.task_name for c in contexts], trials, trials_per_task, progress)]
+    if time_limit is not None:
+        callbacks = [*callbacks, _Deadline(t0 + time_limit)]
     ms.tune_tasks(
         tasks=contexts,
         task_weights=weights,
@@ -83,6 +87,7 @@ def tune(
         "seed": seed,
         "started": started,
         "wall_time_s": round(time.perf_counter() - t0, 1),
+        "time_limit_s": time_limit,
         "timeline": timeline(out / "logs", epoch0),
         "tasks": [
             {"name": t.name, "weight": t.weight, "shash": str(tvm_ffi.structural_hash(t.func))}
@@ -153,3 +158,20 @@ class _Progress(PyMeasureCallback):
         finished = sum(1 for d in self.done if self.per_task and d >= self.per_task)
         self.report(self.names[task_id], sum(self.done), self.total, self.best[task_id],
                     finished, len(self.names))
+
+
+@derived_object
+class _Deadline(PyMeasureCallback):
+    """Ends tuning once the clock passes ``deadline``: MetaSchedule has no time budget,
+    but its scheduler stops when every task is terminated."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        if time.perf_counter() < self.deadline:
+            return
+        for i, task in enumerate(task_scheduler.tasks_):
+            if not task.is_terminated:
+                task_scheduler.terminate_task(i)
