@@ -20,12 +20,14 @@ import json
 import re
 import sqlite3
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
 import orjson
+import simdjson
 
 from schedb.errors import SchedbError
 from schedb.store import Store, digest_from_v2, dumps, loads, now
@@ -204,6 +206,7 @@ def _digest(signature: str, target: str, trace: str, run_secs_text: str) -> byte
 
 _sha256 = hashlib.sha256
 _dumps = orjson.dumps
+_Array, _Object = simdjson.Array, simdjson.Object
 
 
 class _Targets:
@@ -212,14 +215,16 @@ class _Targets:
     def __init__(self):
         self.cache: dict[str, str] = {}
 
-    def __call__(self, raw) -> str:
-        key = raw if isinstance(raw, str) else dumps(raw, sort_keys=True)
+    def __call__(self, raw, key=None) -> str:
+        """``raw``: a target string, dict or simdjson object (then ``key`` is its text)."""
+        if key is None:
+            key = raw if isinstance(raw, str) else dumps(raw, sort_keys=True)
         try:
             return self.cache[key]
         except KeyError:
             from schedb.target import canonical, parse_target  # (imports TVM: only on a miss)
 
-            self.cache[key] = canonical(parse_target(raw))
+            self.cache[key] = canonical(parse_target(raw.as_dict() if type(raw) is _Object else raw))
             return self.cache[key]
 
 
@@ -289,7 +294,7 @@ class _WorkDir(_Source):
             store.add_task(model_id, wid, task.get("name"), task.get("weight"))
         by_index = [entry for _, entry in workloads]  # records name workloads by line position
         _ingest_lines(store, self.path, file_id, report,
-                      _MsRecord(by_index, targets, model_id, file_id, tvm_version, report))
+                      _MsRecord(by_index, targets, model_id, file_id, tvm_version, report), background=True)
 
     def _workloads(self, store, wl_path, report, tvm_version) -> list:
         """[(structural hash, (workload id, signature))] in line order; (None, None) for a bad line."""
@@ -334,64 +339,110 @@ class _MsRecord:
         self.model_id, self.file_id, self.tvm_version = model_id, file_id, tvm_version
 
     def __call__(self, line: str, lineno: int, stamp: str) -> tuple:
+        # simdjson validates the whole line but builds Python objects only for what is
+        # read; the trace is taken back as minified text (== orjson.dumps of it, which
+        # the digest of earlier ingests used) without ever becoming a Python list.
         try:
-            obj = loads(line)
-        except json.JSONDecodeError as e:
-            raise _Skip(f"not JSON ({e.msg})") from None
-        except (ValueError, RecursionError) as e:  # a >4300-digit number, nested too deep
-            raise _Skip(f"not JSON ({type(e).__name__})") from None
-        if (not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[0], int)
-                or not isinstance(obj[1], list) or len(obj[1]) < 2):
+            obj = simdjson.Parser().parse(line.encode())  # a parser per line: no proxy outlives it
+        except (ValueError, RuntimeError) as e:  # syntax, bad UTF-8, a number over 64 bits
+            raise _Skip(f"not JSON ({str(e).split(':', 1)[0]})") from None
+        if (type(obj) is not _Array or len(obj) != 2 or not isinstance(index := obj[0], int)
+                or type(rec := obj[1]) is not _Array or len(rec) < 2):
             raise _Skip("expected [workload_index, [trace, run_secs, target, args_info]]")
-        index, (trace, run_secs, *rest) = obj
         by_index = self.by_index
         if not 0 <= index < len(by_index) or by_index[index][0] is None:
             raise _Skip(f"workload index {index} is not a readable workload")
         wid, sig = by_index[index]
-        if not isinstance(trace, list):
+        trace = rec[0]
+        if type(trace) is not _Array:
             raise _Skip("trace is not a list")
-        raw_target = rest[0] if rest else None
-        if not isinstance(raw_target, (dict, str)):
+        raw_target = rec[2] if len(rec) > 2 else None
+        if type(raw_target) is not _Object and not isinstance(raw_target, str):
             raise _Skip("no target")
         try:
-            target = self.targets(raw_target)
+            target = self.targets(raw_target, key=raw_target.mini if type(raw_target) is _Object else None)
         except SchedbError as e:
             raise _Skip(str(e)) from None
-        samples, mean, valid = _run_secs(run_secs)
+        run_secs = rec[1]
+        samples, mean, valid = _run_secs(run_secs.as_list() if type(run_secs) is _Array else run_secs)
         self.report.invalid += not valid
-        trace_text = _dumps(trace).decode()  # = store.dumps, without a Python call around it
+        trace_text = trace.mini.decode()
         secs_text = _dumps(samples).decode()
+        args = rec[3] if len(rec) > 3 else None
+        args_text = (None if len(rec) < 4 else
+                     args.mini.decode() if type(args) in (_Array, _Object) else _dumps(args).decode())
         # Store.RECORD_COLUMNS order
         return (wid, target, "ms-trace", trace_text,
                 secs_text, mean, int(valid), None if valid else "failed measurement",
-                _dumps(rest[1]).decode() if len(rest) > 1 else None, "tuned", None, None, None, None,
+                args_text, "tuned", None, None, None, None,
                 self.model_id, self.file_id, lineno, None, self.tvm_version, stamp,
                 _digest(sig, target, trace_text, secs_text))
 
 
-def _ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse):
+def _ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse,
+                  background: bool = False):
     """Parse every line of ``path`` into a record row (``parse(line, lineno, created_at)``
-    -> a tuple in Store.RECORD_COLUMNS order), insert them in chunks."""
-    rows, last = [], 0
-    append, stamp = rows.append, now()
-    for lineno, line in _lines(path, report):
-        last = lineno
-        try:
-            append(parse(line, lineno, stamp))
-        except _Skip as e:
-            _skip(report, path, lineno, str(e))
-        if len(rows) >= CHUNK:
-            _flush(store, rows, report)
-            stamp = now()
-    _flush(store, rows, report)
+    -> a tuple in Store.RECORD_COLUMNS order), insert them in chunks; ``background``
+    writes each chunk while the next is parsed (for parsers that do not use the store)."""
+    last, stamp = 0, now()
+    with _Writer(store, report, background) as writer:
+        for lineno, line in _lines(path, report):
+            last = lineno
+            try:
+                writer.rows.append(parse(line, lineno, stamp))
+            except _Skip as e:
+                _skip(report, path, lineno, str(e))
+            if len(writer.rows) >= CHUNK:
+                writer.flush()
+                stamp = now()
     store.conn.execute("UPDATE files SET lines = ? WHERE id = ?", (last, file_id))
 
 
-def _flush(store: Store, rows: list, report: Report):
-    new = store.insert_records(rows)
-    report.new_records += new
-    report.duplicates += len(rows) - new
-    rows.clear()
+class _Writer:
+    """Inserts parsed rows a chunk at a time, counting new records and duplicates.
+
+    In the background, a chunk is inserted on a second thread while the next one is
+    parsed: sqlite3 releases the GIL while SQLite works, so parsing and writing overlap
+    on two cores. At most one chunk is in flight, and leaving the ``with`` waits for it,
+    so the caller's transaction never commits or rolls back under a running insert."""
+
+    def __init__(self, store: Store, report: Report, background: bool):
+        self.store, self.report, self.rows = store, report, []
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="schedb-insert") if background else None
+        self.pending = None
+
+    def flush(self):
+        rows, self.rows = self.rows, []
+        self._wait()
+        if self.pool is None:
+            self._count(self.store.insert_records(rows), len(rows))
+        else:
+            self.pending = (self.pool.submit(self.store.insert_records, rows), len(rows))
+
+    def _wait(self):
+        if self.pending is not None:
+            (future, n), self.pending = self.pending, None
+            self._count(future.result(), n)
+
+    def _count(self, new: int, n: int):
+        self.report.new_records += new
+        self.report.duplicates += n - new
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self.flush()
+                self._wait()
+        finally:
+            while self.pool is not None:  # on an error too: the caller rolls back after this
+                try:
+                    self.pool.shutdown(wait=True)  # (an error of the insert in flight is dropped)
+                    break
+                except KeyboardInterrupt:  # a second ^C: the insert in flight still ends first
+                    continue
 
 
 # --------------------------------------------------------------------------- Ansor

@@ -356,9 +356,7 @@ class Store:
             return 0
         cols = self.RECORD_COLUMNS
         rows = [r if type(r) is tuple else tuple(r.get(c) for c in cols) for r in rows]
-        before = self.conn.total_changes
-        self.conn.executemany(self._INSERT_RECORDS, rows)
-        return self.conn.total_changes - before
+        return self.conn.executemany(self._INSERT_RECORDS, rows).rowcount  # ignored duplicates count 0
 
     def add_record(self, **row) -> int | None:
         """Insert one record; returns its id (the existing one for a duplicate)."""
