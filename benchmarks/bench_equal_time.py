@@ -1,6 +1,7 @@
 """Experiment 2, equal time (the transfer-tuning paper's metric), on googlenet.
 
-MetaSchedule from scratch is the googlenet fixture's own tuning run: its sidecar's
+MetaSchedule from scratch is a tuning run of googlenet by ``schedb tune`` (the fixture's,
+or a longer one with ``--run``): its sidecar's
 timeline (from the task scheduler log) says when each task's candidates were measured,
 so the work dir *as it stood at any moment t of the search* is the first records of
 each task. For each source (resnet50, alexnet) this script takes the transfer+droplet
@@ -10,9 +11,10 @@ search time T from ``bench_pairs.py`` and
   transfer+droplet (median, distribution-free 95% interval over the rounds);
 * finds the time MetaSchedule needs to match transfer+droplet's latency (bisection over
   the timeline, every point compiled, checked against PyTorch and timed) and reports
-  it as a multiple of T; if the fixture's budget ends first, the ratio is a lower bound;
+  it as a multiple of T; if the run ends first, the ratio is a lower bound;
 * reports the share of the full tuning speed-up that transfer reaches:
-  (untuned / transfer - 1) / (untuned / full - 1), with full = the whole fixture run.
+  (untuned / transfer - 1) / (untuned / full - 1), with full = the fixture tuned on its own
+  (timed in the pairs table).
 
     python benchmarks/bench_equal_time.py            (after bench_pairs.py for googlenet)
     python benchmarks/bench_equal_time.py --replot
@@ -42,7 +44,7 @@ class Search:
         from schedb.workdir import RECORDS, WORKLOADS, find, open_text, read_sidecar
 
         meta = read_sidecar(folder)
-        self.wall_s = meta["wall_time_s"]
+        self.wall_s, self.per_task = meta["wall_time_s"], meta.get("trials_per_task")
         self.steps = meta["timeline"]["tasks"]
         with open_text(find(folder, WORKLOADS)) as f:
             self.workloads = [Workload.from_json(json.loads(line)) for line in f if line.strip()]
@@ -82,7 +84,8 @@ def main(argv=None):
     ap.add_argument("--curve-points", type=int, default=8, help="extra points on the MetaSchedule curve")
     ap.add_argument("--curve-repeat", type=int, default=7, help="timing repeats per curve point")
     ap.add_argument("--replot", action="store_true")
-    ap.add_argument("--fixtures", default=str(ROOT / "fixtures"), help="where the model's tuning run is")
+    ap.add_argument("--run", default=None,
+                    help="MetaSchedule's tuning run (a work dir with a timeline; default: fixtures/MODEL)")
     ap.add_argument("--results", default=str(report.RESULTS))
     a = ap.parse_args(argv)
     results = Path(a.results)
@@ -102,13 +105,15 @@ def main(argv=None):
     target = parse_target(None)
     lowered = lower(load_model(a.model), target)
     tasks = extract_tasks(lowered, target)
-    search = Search(Path(a.fixtures) / a.model, tasks)
+    run = Path(a.run or ROOT / "fixtures" / a.model)
+    search = Search(run, tasks)
     timed = json.loads((results / "pairs" / f"{a.model}.json").read_text())
     pairs = {s: json.loads((results / "pairs" / f"{s}_to_{a.model}.json").read_text())
              for s in a.sources.split(",")}
     res = {"machine": report.describe(), "started": report.now(), "args": vars(a), "model": a.model,
            "metaschedule": {"wall_time_s": search.wall_s, "tasks": len(search.steps),
-                            "fixture": str(Path(a.fixtures) / a.model)},
+                            "trials_per_task": search.per_task,
+                            "run": str(run.resolve().relative_to(ROOT))},
            "sources": {}, "curve": []}
 
     def latency(t: float, repeat: int) -> dict:
@@ -190,8 +195,9 @@ def render(res: dict):
     m = res["metaschedule"]
     md = "\n".join([
         report.machine_line(res["machine"]), "",
-        f"Target {res['model']}. MetaSchedule from scratch = the fixture's tuning run ({m['tasks']} tasks, "
-        f"{m['wall_time_s']:.0f} s), replayed from its timeline. Latencies: median [95% interval] over "
+        f"Target {res['model']}. MetaSchedule from scratch = `schedb tune` run `{m.get('run') or m['fixture']}` "
+        f"({m['tasks']} tasks, at most {m.get('trials_per_task') or 16} trials per task, {m['wall_time_s']:.0f} s), "
+        "replayed from its timeline. Latencies: median [95% interval] over "
         f"{res['args']['rounds']} interleaved rounds (binomial order statistics). Time to match: first moment "
         "of the MetaSchedule run whose model is at least as fast as transfer + droplet (bisection, each point "
         f"timed {res['args']['curve_repeat']} times, median). Share of the full speed-up: "
