@@ -77,6 +77,25 @@ def test_user_model_tunes_and_benches(kind, tmp_path):
     assert (report["pytorch"] is None) == (kind == "onnx")  # no PyTorch module behind an ONNX file
 
 
+def test_time_limit_ends_tuning_with_a_complete_work_dir(tmp_path):
+    """MetaSchedule has no time budget; --time-limit stops every task after the batch
+    measured past it, and the work dir and sidecar are as complete as after a full run."""
+    out = tmp_path / "work"
+    res = CliRunner().invoke(cli, ["tune", "--model", "tiny_mlp", "--trials-per-task", "50",
+                                   "--trials-per-iter", "2", "--time-limit", "0", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "schedb.json").read_text())
+    assert meta["time_limit_s"] == 0 and meta["trials"] == 50 * len(meta["tasks"])
+    from collections import Counter
+
+    per_workload = Counter(json.loads(line)[0] for line in
+                           (out / "database_tuning_record.json").read_text().splitlines())
+    # At most the one batch each task had in flight when the clock ran out, not 50 trials.
+    assert per_workload and max(per_workload.values()) <= 2
+    steps = meta["timeline"]["tasks"]
+    assert {i: s[-1][1] for i, s in enumerate(steps) if s} == dict(per_workload)
+
+
 def test_bench_untuned_zoo_model_against_pytorch():
     res = CliRunner().invoke(cli, ["bench", "--model", "tiny_cnn", "--repeat", "3"])
     assert res.exit_code == 0, res.output
