@@ -549,6 +549,10 @@ class _SchedbFile(_Source):
             if file_id is None:
                 return
             other.conn.execute("BEGIN")  # one read snapshot, even if it is written to meanwhile
+            # A damaged file can still answer queries, with rows missing: check it whole first.
+            problems = [r[0] for r in other.conn.execute("PRAGMA quick_check(5)")]
+            if problems != ["ok"]:
+                raise SchedbError(f"{self.path}: damaged database, nothing merged ({'; '.join(problems)})")
             self._merge(store, other, report)
         finally:
             other.close()

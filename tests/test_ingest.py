@@ -557,6 +557,38 @@ def test_half_a_workdir_and_bad_database_files(tmp_path):
     assert store.counts()["records"] == 0
 
 
+def test_damaged_database_is_not_merged(tmp_path):
+    """A leaf page that lost a cell still opens and answers queries, one row short;
+    merging it would drop that record silently, so the file is refused whole."""
+    src = Store(tmp_path / "src.db")
+    ingest(src, [TINY])
+    src.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    n = src.counts()["records"]
+    roots = {r[0] for r in src.conn.execute("SELECT rootpage FROM sqlite_master")}
+    page = src.conn.execute("PRAGMA page_size").fetchone()[0]
+    src.close()
+    good = (tmp_path / "src.db").read_bytes()
+    for leaf in (p for p in range(2, len(good) // page + 1)
+                 if p not in roots and good[(p - 1) * page] == 0x0D):  # table leaves below a root
+        data, at = bytearray(good), (leaf - 1) * page + 3  # its cell count, one less
+        data[at:at + 2] = (int.from_bytes(data[at:at + 2], "big") - 1).to_bytes(2, "big")
+        (tmp_path / "src.db").write_bytes(data)
+        damaged = Store(tmp_path / "src.db", readonly=True)
+        short = damaged.conn.execute("SELECT COUNT(trace) FROM records").fetchone()[0] == n - 1
+        damaged.close()
+        if short:
+            break  # a records leaf: the file opens and answers, one record short
+    else:
+        pytest.fail("no records leaf page found")
+    store = Store(tmp_path / "a.db")
+    ingest(store, [write_ansor(tmp_path / "legacy.json", [ansor_line(i) for i in range(3)])])
+    before = snapshot(store.conn)
+    report = ingest(store, [tmp_path / "src.db"])
+    assert len(report.errors) == 1 and f"{tmp_path / 'src.db'}: damaged database" in report.errors[0]
+    assert snapshot(store.conn) == before
+    assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_unreadable_workload_line_without_sidecar(tmp_path):
     """A plain TVM work dir (no schedb.json) with one bad workload line: that line and the
     records that point at it are skipped, the other workloads' records are ingested."""
