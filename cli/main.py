@@ -216,7 +216,8 @@ def sql(query, db_path, fmt, write):
     try:
         cur = store.conn.execute(query)
     except sqlite3.Error as e:
-        raise SchedbError(f"SQL error: {e}") from None
+        hint = "" if write else " (the database is open read-only; --write allows changes)"
+        raise SchedbError(f"SQL error: {e}{hint}") from None
     cols = [d[0] for d in cur.description or []]
     # BLOBs (records.digest) as hex, in every output format.
     rows = [tuple(v.hex() if isinstance(v, bytes) else v for v in r) for r in cur.fetchall()]

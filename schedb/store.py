@@ -220,6 +220,10 @@ def default_path() -> str:
     return os.environ.get("SCHEDB_DB", DEFAULT_DB)
 
 
+def _no_attach(action, *_):
+    return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_ATTACH else sqlite3.SQLITE_OK
+
+
 class Store:
     """An open schedb database. ``Store(path)`` creates or migrates the file."""
 
@@ -247,6 +251,9 @@ class Store:
                 self._migrate()
             else:
                 conn.execute("PRAGMA query_only = ON")  # also refuses VACUUM INTO and the like
+                # ... but only after SQLite has created the file it names: refuse ATTACH
+                # (which VACUUM INTO does first) when the statement is prepared.
+                conn.set_authorizer(_no_attach)
             if readonly and not 0 < self.version() <= SCHEMA_VERSION:
                 # An older file reads fine (schema 2: digests are hex text, see digest_from_v2);
                 # it is migrated on the next write.

@@ -1248,6 +1248,11 @@ def test_cli_sql_is_read_only_by_default(mixed_db, tmp_path):
         cli_ok(result)
         assert result.exit_code != 0, stmt
         assert "SQL error" in result.output and "readonly" in result.output, result.output
+    for stmt in [f"VACUUM INTO '{tmp_path / 'copy.db'}'", f"ATTACH '{tmp_path / 'other.db'}' AS o"]:
+        result = runner.invoke(cli, ["sql", stmt, "--db", str(db)])
+        cli_ok(result)
+        assert result.exit_code != 0 and "read-only" in result.output, result.output
+    assert not (tmp_path / "copy.db").exists() and not (tmp_path / "other.db").exists()
     assert snapshot(sqlite3.connect(db)) == before
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 0
 
