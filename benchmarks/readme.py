@@ -26,7 +26,8 @@ def fill(text: str) -> str:
         md = RESULTS / f"{name}.md"
         if not md.exists():
             sys.exit(f"README.md names results:{name}, but {md.relative_to(ROOT)} does not exist")
-        body = md.read_text().rstrip()
+        # A result's own "# Title" is a caption here: the README section has its heading.
+        body = re.sub(r"\A# (.+)", r"**\1**", md.read_text().rstrip())
         if (RESULTS / f"{name}.png").exists():
             body += f"\n\n![{name}](benchmarks/results/{name}.png)"
         return f"<!-- results:{name} -->\n{body}\n<!-- /results:{name} -->"
