@@ -61,8 +61,9 @@ def test_read_only_refuses_writes(tmp_path):
     path = tmp_path / "a.db"
     Store(path).close()
     ro = Store(path, readonly=True)
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(sqlite3.DatabaseError):
         ro.conn.execute(f"VACUUM INTO '{tmp_path / 'copy.db'}'")
+    assert not (tmp_path / "copy.db").exists()  # refused before SQLite creates the file
 
 
 def test_package_root_exports_the_metaschedule_database():
