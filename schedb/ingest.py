@@ -20,7 +20,6 @@ import json
 import re
 import sqlite3
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -294,7 +293,7 @@ class _WorkDir(_Source):
             store.add_task(model_id, wid, task.get("name"), task.get("weight"))
         by_index = [entry for _, entry in workloads]  # records name workloads by line position
         _ingest_lines(store, self.path, file_id, report,
-                      _MsRecord(by_index, targets, model_id, file_id, tvm_version, report), background=True)
+                      _MsRecord(by_index, targets, model_id, file_id, tvm_version, report))
 
     def _workloads(self, store, wl_path, report, tvm_version) -> list:
         """[(structural hash, (workload id, signature))] in line order; (None, None) for a bad line."""
@@ -340,10 +339,11 @@ class _MsRecord:
 
     def __call__(self, line: str, lineno: int, stamp: str) -> tuple:
         # simdjson validates the whole line but builds Python objects only for what is
-        # read; the trace is taken back as minified text (== orjson.dumps of it, which
-        # the digest of earlier ingests used) without ever becoming a Python list.
+        # read; the trace never becomes a Python list. Its text is the minified JSON
+        # (== orjson.dumps of it, which the digests of earlier ingests used).
+        raw = line.encode()
         try:
-            obj = simdjson.Parser().parse(line.encode())  # a parser per line: no proxy outlives it
+            obj = simdjson.Parser().parse(raw)  # a parser per line: no proxy outlives it
         except (ValueError, RuntimeError) as e:  # syntax, bad UTF-8, a number over 64 bits
             raise _Skip(f"not JSON ({str(e).split(':', 1)[0]})") from None
         if (type(obj) is not _Array or len(obj) != 2 or not isinstance(index := obj[0], int)
@@ -357,20 +357,27 @@ class _MsRecord:
         if type(trace) is not _Array:
             raise _Skip("trace is not a list")
         raw_target = rec[2] if len(rec) > 2 else None
-        if type(raw_target) is not _Object and not isinstance(raw_target, str):
+        if type(raw_target) is _Object:
+            target_json = raw_target.mini
+        elif isinstance(raw_target, str):
+            target_json = None
+        else:
             raise _Skip("no target")
         try:
-            target = self.targets(raw_target, key=raw_target.mini if type(raw_target) is _Object else None)
+            target = self.targets(raw_target, key=target_json)
         except SchedbError as e:
             raise _Skip(str(e)) from None
         run_secs = rec[1]
         samples, mean, valid = _run_secs(run_secs.as_list() if type(run_secs) is _Array else run_secs)
         self.report.invalid += not valid
-        trace_text = trace.mini.decode()
-        secs_text = _dumps(samples).decode()
         args = rec[3] if len(rec) > 3 else None
-        args_text = (None if len(rec) < 4 else
-                     args.mini.decode() if type(args) in (_Array, _Object) else _dumps(args).decode())
+        args_json = args.mini if type(args) in (_Array, _Object) else None
+        trace_text = None
+        if len(rec) == 4 and target_json and args_json and type(run_secs) is _Array:
+            trace_text = _compact_trace(raw, index, target_json, args_json)
+        trace_text = trace_text or trace.mini.decode()
+        secs_text = _dumps(samples).decode()
+        args_text = (None if len(rec) < 4 else args_json.decode() if args_json else _dumps(args).decode())
         # Store.RECORD_COLUMNS order
         return (wid, target, "ms-trace", trace_text,
                 secs_text, mean, int(valid), None if valid else "failed measurement",
@@ -379,70 +386,47 @@ class _MsRecord:
                 _digest(sig, target, trace_text, secs_text))
 
 
-def _ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse,
-                  background: bool = False):
+def _compact_trace(raw: bytes, index: int, target_json: bytes, args_json: bytes) -> str | None:
+    """The trace's own text when the line is compact, as TVM writes it: then it is what
+    minifying would give, and slicing it out costs a third. None otherwise."""
+    head = b"[%d,[" % index
+    tail = b"," + target_json + b"," + args_json + b"]]"  # (no floats in either: same text)
+    body = raw.rstrip(b"\r\n")
+    if not (body.startswith(head) and body.endswith(tail)):
+        return None
+    rest = body[:-len(tail)]
+    cut = rest.rfind(b",[")  # the run times, a list of numbers: the line's last "["
+    if cut <= len(head):
+        return None
+    trace = rest[len(head):cut]
+    if b" " in trace or b"\n" in trace or b"\t" in trace or b"\r" in trace:
+        return None  # whitespace, in strings or not: let simdjson minify it
+    return trace.decode()
+
+
+def _ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse):
     """Parse every line of ``path`` into a record row (``parse(line, lineno, created_at)``
-    -> a tuple in Store.RECORD_COLUMNS order), insert them in chunks; ``background``
-    writes each chunk while the next is parsed (for parsers that do not use the store)."""
-    last, stamp = 0, now()
-    with _Writer(store, report, background) as writer:
-        for lineno, line in _lines(path, report):
-            last = lineno
-            try:
-                writer.rows.append(parse(line, lineno, stamp))
-            except _Skip as e:
-                _skip(report, path, lineno, str(e))
-            if len(writer.rows) >= CHUNK:
-                writer.flush()
-                stamp = now()
+    -> a tuple in Store.RECORD_COLUMNS order), insert them in chunks."""
+    rows, last = [], 0
+    append, stamp = rows.append, now()
+    for lineno, line in _lines(path, report):
+        last = lineno
+        try:
+            append(parse(line, lineno, stamp))
+        except _Skip as e:
+            _skip(report, path, lineno, str(e))
+        if len(rows) >= CHUNK:
+            _flush(store, rows, report)
+            stamp = now()
+    _flush(store, rows, report)
     store.conn.execute("UPDATE files SET lines = ? WHERE id = ?", (last, file_id))
 
 
-class _Writer:
-    """Inserts parsed rows a chunk at a time, counting new records and duplicates.
-
-    In the background, a chunk is inserted on a second thread while the next one is
-    parsed: sqlite3 releases the GIL while SQLite works, so parsing and writing overlap
-    on two cores. At most one chunk is in flight, and leaving the ``with`` waits for it,
-    so the caller's transaction never commits or rolls back under a running insert."""
-
-    def __init__(self, store: Store, report: Report, background: bool):
-        self.store, self.report, self.rows = store, report, []
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="schedb-insert") if background else None
-        self.pending = None
-
-    def flush(self):
-        rows, self.rows = self.rows, []
-        self._wait()
-        if self.pool is None:
-            self._count(self.store.insert_records(rows), len(rows))
-        else:
-            self.pending = (self.pool.submit(self.store.insert_records, rows), len(rows))
-
-    def _wait(self):
-        if self.pending is not None:
-            (future, n), self.pending = self.pending, None
-            self._count(future.result(), n)
-
-    def _count(self, new: int, n: int):
-        self.report.new_records += new
-        self.report.duplicates += n - new
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            if exc_type is None:
-                self.flush()
-                self._wait()
-        finally:
-            while self.pool is not None:  # on an error too: the caller rolls back after this
-                try:
-                    self.pool.shutdown(wait=True)  # (an error of the insert in flight is dropped)
-                    break
-                except KeyboardInterrupt:  # a second ^C: the insert in flight still ends first
-                    continue
+def _flush(store: Store, rows: list, report: Report):
+    new = store.insert_records(rows)
+    report.new_records += new
+    report.duplicates += len(rows) - new
+    rows.clear()
 
 
 # --------------------------------------------------------------------------- Ansor
