@@ -38,8 +38,9 @@ def tune(
 
     ``trials`` is the global budget (default: ``trials_per_task`` x number of tasks).
     ``progress(task_name, trials_done, trials_total, best_seconds, tasks_done, n_tasks)``
-    is called after every measured batch. ``time_limit`` (seconds) ends the search after
-    the first batch measured past it; the work dir and sidecar are complete as usual."""
+    is called after every measured batch. ``time_limit`` (seconds) ends the search at the
+    first batch measured past it (batches in flight are measured and kept); the work dir
+    and sidecar are complete as usual."""
     import tvm
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
@@ -62,20 +63,25 @@ def tune(
     callbacks = ms.measure_callback.MeasureCallback.create("default")
     if progress is not None:
         callbacks = [*callbacks, _Progress([c.task_name for c in contexts], trials, trials_per_task, progress)]
-    if time_limit is not None:
-        callbacks = [*callbacks, _Deadline(t0 + time_limit)]
-    ms.tune_tasks(
-        tasks=contexts,
-        task_weights=weights,
-        work_dir=str(out),
-        max_trials_global=trials,
-        max_trials_per_task=trials_per_task,
-        num_trials_per_iter=trials_per_iter,
-        builder=WarmBuilder(),
-        runner=make_runner("local", number=3, repeat=1, min_repeat_ms=50),
-        database=ms.database.JSONDatabase(work_dir=str(out)),
-        measure_callbacks=callbacks,
-    )
+    deadline = None if time_limit is None else _Deadline(t0 + time_limit)
+    if deadline is not None:
+        callbacks = [*callbacks, deadline]
+    try:
+        ms.tune_tasks(
+            tasks=contexts,
+            task_weights=weights,
+            work_dir=str(out),
+            max_trials_global=trials,
+            max_trials_per_task=trials_per_task,
+            num_trials_per_iter=trials_per_iter,
+            builder=WarmBuilder(),
+            runner=make_runner("local", number=3, repeat=1, min_repeat_ms=50),
+            database=ms.database.JSONDatabase(work_dir=str(out)),
+            measure_callbacks=callbacks,
+        )
+    except Exception:
+        if deadline is None or not deadline.reached:
+            raise
     meta = {
         "model": model.name,
         "source": model.source,
@@ -84,6 +90,7 @@ def tune(
         "tvm_version": tvm.__version__,
         "trials": trials,
         "trials_per_task": trials_per_task,
+        "trials_per_iter": trials_per_iter,
         "seed": seed,
         "started": started,
         "wall_time_s": round(time.perf_counter() - t0, 1),
@@ -162,16 +169,21 @@ class _Progress(PyMeasureCallback):
 
 @derived_object
 class _Deadline(PyMeasureCallback):
-    """Ends tuning once the clock passes ``deadline``: MetaSchedule has no time budget,
-    but its scheduler stops when every task is terminated."""
+    """Ends tuning once the clock passes ``deadline``.
+
+    MetaSchedule has no time budget, and terminating tasks from a callback trips its
+    schedulers' own checks. So past the deadline this joins every other batch still in
+    flight (their records are committed as usual), then raises; ``tune`` expects that."""
 
     def __init__(self, deadline: float):
         super().__init__()
-        self.deadline = deadline
+        self.deadline, self.reached = deadline, False
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-        if time.perf_counter() < self.deadline:
+        if self.reached or time.perf_counter() < self.deadline:
             return
+        self.reached = True  # (also stops the joins below from coming back here)
         for i, task in enumerate(task_scheduler.tasks_):
-            if not task.is_terminated:
-                task_scheduler.terminate_task(i)
+            if i != task_id and task.measure_candidates is not None:  # a batch in flight
+                task_scheduler.join_running_task(i)
+        raise TimeoutError("time limit reached")
