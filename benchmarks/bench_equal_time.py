@@ -195,8 +195,8 @@ def render(res: dict):
     m = res["metaschedule"]
     md = "\n".join([
         report.machine_line(res["machine"]), "",
-        f"Target {res['model']}. MetaSchedule from scratch = `schedb tune` run `{m.get('run') or m['fixture']}` "
-        f"({m['tasks']} tasks, at most {m.get('trials_per_task') or 16} trials per task, {m['wall_time_s']:.0f} s), "
+        f"Target {res['model']}. MetaSchedule from scratch = `schedb tune` run `{m['run']}` "
+        f"({m['tasks']} tasks, at most {m['trials_per_task']} trials per task, {m['wall_time_s']:.0f} s), "
         "replayed from its timeline. Latencies: median [95% interval] over "
         f"{res['args']['rounds']} interleaved rounds (binomial order statistics). Time to match: first moment "
         "of the MetaSchedule run whose model is at least as fast as transfer + droplet (bisection, each point "
