@@ -38,6 +38,7 @@ def describe() -> dict:
         "tvm": tvm.__version__,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "schedb_commit": _commit(),
+        "dirty": _dirty(),
     }
 
 
@@ -47,6 +48,17 @@ def _commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=RESULTS.parent, text=True,
                               capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _dirty() -> bool | None:
+    """Whether the work tree differs from that commit (results of uncommitted code)."""
+    import subprocess
+
+    try:
+        return bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=RESULTS.parent,
+                                   text=True, capture_output=True, check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         return None
 

@@ -137,7 +137,7 @@ def bench(model_spec, input_shape, target, logs, repeat, as_json):
     quiet_tvm()
     tgt = parse_target(target)
     lowered = lower(load_model(model_spec, input_shape), tgt)
-    database = open_schedules(logs) if logs else None
+    database = open_schedules(logs, tgt) if logs else None
     compiled = compile_model(lowered, tgt, database)
     tvm_lat = time_vm(compiled, lowered, repeat=repeat)
     torch_lat = time_torch(lowered, repeat=repeat)
@@ -161,6 +161,9 @@ def bench(model_spec, input_shape, target, logs, repeat, as_json):
         click.echo(f"pytorch    {torch_lat.median:9.2f} ms  (IQR {lo:.2f}-{hi:.2f}, eager)")
 
 
+same_target_option = click.option(
+    "--same-target-only", is_flag=True,
+    help="Use only records tuned for this very target (default: every target of its kind, closest first).")
 db_option = click.option(
     "--db", "db_path", default=None, type=click.Path(dir_okay=False),
     help="Database file (default: $SCHEDB_DB or ./schedb.db).",
@@ -310,13 +313,16 @@ def provenance(record_id, db_path):
 @click.option("--format", "fmt", type=click.Choice(["metaschedule"]), default="metaschedule",
               show_default=True)
 @click.option("--model", default=None, help="Only the workloads of this model.")
+@click.option("--target", default=None, help="Only records tuned for this target (default: every target).")
 @handle_errors
-def export(folder, db_path, fmt, model):
+def export(folder, db_path, fmt, model, target):
     """Write the database's schedules as a standard MetaSchedule work dir."""
     from schedb.store import Store
+    from schedb.target import canonical, parse_target
     from schedb.workdir import export_workdir
 
-    n_wl, n_rec = export_workdir(Store(db_path, readonly=True), folder, model=model)
+    tgt = canonical(parse_target(target)) if target else None
+    n_wl, n_rec = export_workdir(Store(db_path, readonly=True), folder, model=model, target=tgt)
     click.echo(f"wrote {n_wl} workloads, {n_rec} records -> {folder}")
 
 
@@ -327,32 +333,37 @@ def export(folder, db_path, fmt, model):
 @db_option
 @click.option("-k", type=int, default=5, show_default=True)
 @click.option("--exclude-model", multiple=True, help="Never return workloads only these models tuned.")
+@same_target_option
 @handle_errors
-def neighbors(model_spec, input_shape, target, db_path, k, exclude_model):
+def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_target_only):
     """For every task of a model, the nearest tuned workloads in the database."""
     from schedb.index import Index
     from schedb.models import load_model
     from schedb.signature import signature
     from schedb.store import Store
-    from schedb.target import canonical, parse_target
+    from schedb.target import SAME, canonical, coverage_note, label, parse_target
     from schedb.tasks import extract_tasks, lower
 
     store = Store(db_path, readonly=True)
     tgt = parse_target(target)
-    index = Index(store, canonical(tgt), exclude=list(exclude_model))
+    here = canonical(tgt)
+    note = coverage_note(store.target_counts(), here, same_target_only)
+    if note:
+        click.echo(f"note: {note}", err=True)
+    index = Index(store, here, exclude=list(exclude_model), max_distance=SAME if same_target_only else None)
     rows = []
     for task in extract_tasks(lower(load_model(model_spec, input_shape), tgt), tgt):
         sig, kind, desc = signature(task.func)
         found = index.neighbors(desc, kind, k)
         if not found:
-            rows.append([task.name, kind, "-", "-", "-", "-"])
+            rows.append([task.name, kind, "-", "-", "-", "-", "-"])
         for i, nb in enumerate(found):
             exact = store.conn.execute("SELECT signature = ? FROM workloads WHERE id = ?",
                                        (sig, nb.workload_id)).fetchone()[0]
             rows.append([task.name if i == 0 else "", kind if i == 0 else "", nb.workload_id,
                          f"{nb.distance:.3f}" + (" (exact)" if exact else ""), ",".join(nb.models),
-                         i + 1])
-    print_table(["task", "kind", "workload", "distance", "models", "rank"], rows)
+                         "this" if nb.target == here else label(nb.target), i + 1])
+    print_table(["task", "kind", "workload", "distance", "models", "tuned for", "rank"], rows)
 
 
 @cli.command()
@@ -369,9 +380,10 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model):
 @click.option("--budget", type=float, default=None, help="Cap on search time, minutes.")
 @click.option("--runner", default="local", show_default=True, help="local or rpc://host:port/key")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+@same_target_option
 @handle_errors
 def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
-             trials, budget, runner, report_path):
+             trials, budget, runner, report_path, same_target_only):
     """Transfer-tune a model from the schedules in the database."""
     from rich.console import Console
 
@@ -385,7 +397,8 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     store = Store(db_path)
     opts = Options(k=k, sources=sources.split(",") if sources else None, exclude=list(exclude_model),
                    droplet=droplet, droplet_trials=droplet_trials, trials=trials,
-                   budget_s=budget * 60 if budget is not None else None, runner=runner)
+                   budget_s=budget * 60 if budget is not None else None, runner=runner,
+                   same_target_only=same_target_only)
     t0 = time.perf_counter()
 
     def progress(done, total, r):
@@ -395,8 +408,10 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
                          f" ({r.reason})" if r.reason else ""), highlight=False)
 
     rep = run_transfer(store, load_model(model_spec, input_shape), parse_target(target), opts, progress)
+    for note in rep.notes:
+        console.print(f"note: {note}", highlight=False)
     cols = ["task", "weight", "source", "from", "distance", "untuned_us", "transferred_us", "refined_us"]
-    rows = [[r.task, r.weight, r.source, r.source_model or r.reason or "",
+    rows = [[r.task, r.weight, r.source, _source(r, rep.target) or r.reason or "",
              "" if r.distance is None else f"{r.distance:.2f}",
              _fmt(r.untuned_us), _fmt(r.transferred_us), _fmt(r.refined_us)] for r in rep.tasks]
     print_table(cols, rows)
@@ -428,13 +443,15 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--save-path", is_flag=True, help="Store every measured point of the search.")
 @click.option("--runner", default="local", show_default=True, help="local or rpc://host:port/key")
+@same_target_option
 @handle_errors
-def droplet(model_name, workload_ids, target, db_path, trials, starts, pvalue, seed, save_path, runner):
+def droplet(model_name, workload_ids, target, db_path, trials, starts, pvalue, seed, save_path, runner,
+            same_target_only):
     """Refine stored schedules by droplet search; commit improvements."""
     from schedb.droplet import refine_stored
     from schedb.measure import Engine
     from schedb.store import Store
-    from schedb.target import load_intrinsics, parse_target
+    from schedb.target import SAME, canonical, coverage_note, load_intrinsics, parse_target
 
     quiet_tvm()
     if not model_name and not workload_ids:
@@ -448,25 +465,42 @@ def droplet(model_name, workload_ids, target, db_path, trials, starts, pvalue, s
         ids += [r[0] for r in store.conn.execute(
             "SELECT workload_id FROM model_tasks WHERE model_id = ? ORDER BY workload_id", (mid,))]
     tgt = parse_target(target)
+    note = coverage_note(store.target_counts(), canonical(tgt), same_target_only)
+    if note:
+        click.echo(f"note: {note}", err=True)
     load_intrinsics(tgt)
     done = refine_stored(store, ids, tgt, Engine(tgt, runner=runner), trials=trials, starts=starts,
                          pvalue=pvalue, seed=seed, save_path=save_path,
+                         max_distance=SAME if same_target_only else None,
                          progress=lambda r: click.echo(
                              f"workload {r.workload_id} ({r.kind}): {r.start_us:.1f} -> {r.best_us:.1f} us, "
                              f"{r.trials} trials, p={r.pvalue if r.pvalue is None else f'{r.pvalue:.3g}'}",
                              err=True))
+    if not done:
+        raise SchedbError(f"nothing to refine: none of the {len(ids)} workloads has a MetaSchedule record "
+                          "usable for this target")
     print_table(["workload", "kind", "start_us", "refined_us", "speedup", "trials", "failed", "p", "record"],
                 [[r.workload_id, r.kind, _fmt(r.start_us), _fmt(r.best_us), f"{r.start_us / r.best_us:.2f}x",
                   r.trials, r.failed, "" if r.pvalue is None else f"{r.pvalue:.3g}", r.record_id or ""]
                  for r in done])
 
 
+def _source(r, here):
+    """The source model, with the CPU its schedule was tuned for when that is not this one."""
+    from schedb.target import label
+
+    if r.source_model is None or r.source_target in (None, here):
+        return r.source_model
+    return f"{r.source_model} ({label(r.source_target)})"
+
+
 def _fmt(x):
     return "" if x is None else f"{x:.1f}"
 
 
-def open_schedules(path):
-    """A MetaSchedule database for a work dir or a schedb database file."""
+def open_schedules(path, target=None):
+    """A MetaSchedule database for a work dir or a schedb database file (whose records of
+    ``target`` come first, then those of the closest targets)."""
     from pathlib import Path
 
     from schedb.workdir import open_workdir
@@ -476,7 +510,7 @@ def open_schedules(path):
         return open_workdir(p)
     from schedb.database import Database
 
-    return Database(p)
+    return Database(p, target=target)
 
 
 def main():

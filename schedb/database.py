@@ -56,7 +56,9 @@ def commit_trace(store: Store, wid: int, sig: str, target: str, trace, samples: 
 class Database(PyDatabase):
     """A MetaSchedule database backed by a schedb SQLite file.
 
-    ``target``: only records for this target are returned (default: any target).
+    ``target``: its records come first, then those of the closest targets of its kind
+    (schedb.target.distance: MetaSchedule's own lookup ignores the target); default: the
+    fastest records of any target.
     ``model``: records committed through this object are attributed to this model."""
 
     def __init__(self, path=None, target=None, model: str | None = None, origin: str = "tuned"):

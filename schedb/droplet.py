@@ -327,11 +327,13 @@ class Refinement:
 
 def refine_stored(store, workload_ids: list[int], target, engine, trials: int = 32, starts: int = 3,
                   pvalue: float = 0.05, seed: int = 0, save_path: bool = False,
-                  progress=None) -> list[Refinement]:
+                  progress=None, max_distance: int | None = None) -> list[Refinement]:
     """Droplet search from the best stored records of each workload (multi-start from the
     ``starts`` fastest distinct traces). An improvement is committed as a record with
     origin ``droplet`` whose parent is the start record; with ``save_path`` every
-    measured point of the search is stored too, so the path is queryable in SQL."""
+    measured point of the search is stored too, so the path is queryable in SQL. Starts may
+    be records of other targets (closest first, at most ``max_distance`` away,
+    schedb.target.distance): every point is measured here and committed for ``target``."""
     import json
 
     from tvm.s_tir.meta_schedule.database import Workload
@@ -343,7 +345,7 @@ def refine_stored(store, workload_ids: list[int], target, engine, trials: int = 
     out = []
     for wid in workload_ids:
         w = store.workload(wid)
-        top = store.top_records(wid, tgt, starts)
+        top = store.top_records(wid, tgt, starts, max_distance=max_distance)
         if w is None or not w["ms_workload"] or not top:
             continue
         mod = Workload.from_json(json.loads(w["ms_workload"])).mod

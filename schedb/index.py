@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from schedb.signature import kind_of
+from schedb.target import SAME_KIND, distance as target_distance
 
 # Per block: up to this many spatial and reduction extents (largest first).
 N_SPATIAL, N_REDUCE = 6, 4
@@ -80,6 +81,8 @@ class Neighbor:
     distance: float
     kind: str  # the neighbour's own kind
     models: list[str]
+    target: str = ""  # the closest target its records were tuned for
+    target_distance: int = 0  # schedb.target.distance from the index's target
 
 
 _THREADS = None
@@ -100,23 +103,28 @@ def _one_thread():
 
 class Index:
     """Nearest neighbours over the workloads that have valid MetaSchedule records for
-    ``target``, optionally only from ``sources`` models and never from ``exclude``,
-    within the groups ``partition(description)`` makes (None: in no group)."""
+    ``target`` or any target of its kind (at most ``max_distance`` away, see
+    schedb.target.distance: 0 keeps only ``target``), optionally only from ``sources``
+    models and never from ``exclude``, within the groups ``partition(description)`` makes
+    (None: in no group). Which target a neighbour's records came from does not change its
+    distance: a record is ranked by target when it is taken (Store.top_records)."""
 
     def __init__(self, store, target: str, sources: list[str] | None = None,
-                 exclude: list[str] | None = None, partition=kind_of):
+                 exclude: list[str] | None = None, partition=kind_of, max_distance: int | None = None):
         self.store = store
+        usable = "r.valid = 1 AND r.format = 'ms-trace' AND target_distance(r.target, :t) <= :d"
         rows = store.db.query(
-            """
+            f"""
             SELECT w.id, w.kind, w.description,
                    (SELECT group_concat(DISTINCT m.name) FROM records r JOIN models m ON m.id = r.model_id
-                    WHERE r.workload_id = w.id AND r.valid = 1 AND r.target = :t) AS models
+                    WHERE r.workload_id = w.id AND {usable}) AS models,
+                   (SELECT r.target FROM records r WHERE r.workload_id = w.id AND {usable}
+                    ORDER BY target_distance(r.target, :t) LIMIT 1) AS target
             FROM workloads w
             WHERE w.description IS NOT NULL AND EXISTS (
-                SELECT 1 FROM records r WHERE r.workload_id = w.id AND r.valid = 1
-                AND r.format = 'ms-trace' AND r.target = :t)
+                SELECT 1 FROM records r WHERE r.workload_id = w.id AND {usable})
             """,
-            {"t": target},
+            {"t": target, "d": SAME_KIND if max_distance is None else max_distance},
         )
         self.by_kind: dict[str, tuple[list, list, NearestNeighbors]] = {}
         groups: dict[str, tuple[list, list]] = {}
@@ -131,7 +139,8 @@ class Index:
             if group is None:
                 continue
             ids, feats = groups.setdefault(group, ([], []))
-            ids.append((r["id"], [m for m in models if not exclude or m not in exclude], r["kind"]))
+            ids.append((r["id"], [m for m in models if not exclude or m not in exclude], r["kind"],
+                        r["target"], target_distance(r["target"], target)))
             feats.append(features(desc))
         for kind, (ids, feats) in groups.items():
             nn = NearestNeighbors().fit(np.array(feats))
@@ -147,4 +156,5 @@ class Index:
         ids, _, nn = self.by_kind[group]
         with _one_thread():
             dist, idx = nn.kneighbors(features(desc).reshape(1, -1), n_neighbors=min(k, len(ids)))
-        return [Neighbor(ids[i][0], float(d), ids[i][2], ids[i][1]) for d, i in zip(dist[0], idx[0])]
+        return [Neighbor(ids[i][0], float(d), ids[i][2], ids[i][1], ids[i][3], ids[i][4])
+                for d, i in zip(dist[0], idx[0])]

@@ -19,8 +19,9 @@ import orjson
 import sqlite_utils
 
 from schedb.errors import SchedbError
+from schedb.target import distance as target_distance
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_DB = "schedb.db"
 WRITE_CACHE_KIB = 64 * 1024  # page cache of a writing connection
 
@@ -138,6 +139,43 @@ MIGRATIONS = [
     # 3: records.digest is 16 bytes (BLOB), not 64 hex characters, unique per workload:
     # see _records_digest_blob.
     lambda conn: _records_digest_blob(conn),
+    # 4: records of several CPUs share a database: model_summary gets a row per model and
+    # target (it mixed the targets), record_lineage names each ancestor's target.
+    """
+    DROP VIEW model_summary;
+    DROP VIEW record_lineage;
+    CREATE VIEW record_lineage AS
+    WITH RECURSIVE chain(record_id, ancestor_id, depth) AS (
+        SELECT id, id, 0 FROM records
+        UNION ALL
+        SELECT c.record_id, r.parent_id, c.depth + 1
+        FROM chain c JOIN records r ON r.id = c.ancestor_id
+        WHERE r.parent_id IS NOT NULL
+    )
+    SELECT c.record_id, c.depth, a.id AS ancestor_id, a.origin, a.workload_id, w.kind,
+           m.name AS model, f.path AS file, a.line, a.mean_s, a.target, a.created_at
+    FROM chain c
+    JOIN records a ON a.id = c.ancestor_id
+    JOIN workloads w ON w.id = a.workload_id
+    LEFT JOIN models m ON m.id = a.model_id
+    LEFT JOIN files f ON f.id = a.file_id;
+    CREATE VIEW model_summary AS
+    WITH model_targets AS (
+        SELECT DISTINCT t.model_id, r.target FROM model_tasks t
+        JOIN records r ON r.workload_id = t.workload_id AND r.valid = 1
+    )
+    SELECT m.id AS model_id, m.name AS model, mt.target,
+           COUNT(t.workload_id) AS tasks,
+           SUM(t.weight) AS kernels,
+           SUM(b.id IS NOT NULL) AS tasks_with_schedule,
+           SUM(t.weight * b.mean_s) * 1e3 AS est_kernel_ms,
+           (SELECT COUNT(*) FROM records r WHERE r.model_id = m.id AND r.target IS mt.target) AS records
+    FROM models m
+    LEFT JOIN model_targets mt ON mt.model_id = m.id
+    LEFT JOIN model_tasks t ON t.model_id = m.id
+    LEFT JOIN best_records b ON b.workload_id = t.workload_id AND b.target IS mt.target
+    GROUP BY m.id, mt.target;
+    """,
 ]
 
 DIGEST_BYTES = 16  # records.digest: the first 128 bits of a sha256 (schedb.ingest.record_digest)
@@ -238,6 +276,8 @@ class Store:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
+        # Candidates of every target are ranked in SQL by how alike their target is.
+        conn.create_function("target_distance", 2, _target_distance, deterministic=True)
         try:
             conn.execute("PRAGMA foreign_keys = ON")
             if not readonly:
@@ -385,25 +425,43 @@ class Store:
         return rows[0] if rows else None
 
     def top_records(self, workload_id: int, target: str | None, n: int,
-                    model_ids: list[int] | None = None) -> list[dict]:
-        """The ``n`` fastest valid MetaSchedule records, one per distinct trace
-        (only records of ``model_ids``, if given)."""
-        sql = "SELECT * FROM records WHERE workload_id = ? AND valid = 1 AND format = 'ms-trace'"
-        args: list = [workload_id]
+                    model_ids: list[int] | None = None, max_distance: int | None = None) -> list[dict]:
+        """The ``n`` best valid MetaSchedule records, one per distinct trace (only records
+        of ``model_ids``, if given). With a ``target``: records of every target of its kind,
+        the closest target first (schedb.target.distance; at most ``max_distance`` away),
+        the fastest first within a target, since times of different CPUs do not compare.
+        Each row carries its ``target_distance``."""
+        sql = "SELECT *, target_distance(target, ?) AS target_distance FROM records" \
+              " WHERE workload_id = ? AND valid = 1 AND format = 'ms-trace'"
+        args: list = [target, workload_id]
+        order = "mean_s, id"
         if target is not None:
-            sql += " AND target = ?"
-            args.append(target)
+            sql += " AND target_distance IS NOT NULL"
+            if max_distance is not None:
+                sql += " AND target_distance <= ?"
+                args.append(max_distance)
+            order = "target_distance, target, mean_s, id"
         if model_ids is not None:
             sql += f" AND model_id IN ({', '.join('?' * len(model_ids))})"
             args += list(model_ids)
         out, seen = [], set()
-        for r in self.db.query(sql + " ORDER BY mean_s, id LIMIT ?", args + [n * 4]):
+        for r in self.db.query(f"{sql} ORDER BY {order} LIMIT ?", args + [n * 4]):
             if r["trace"] not in seen:
                 seen.add(r["trace"])
                 out.append(r)
             if len(out) == n:
                 break
         return out
+
+    def target_counts(self, kind: str | None = None) -> dict[str, int]:
+        """Valid MetaSchedule records per target (of workloads of ``kind``, if given)."""
+        sql = "SELECT r.target, COUNT(*) FROM records r"
+        args: list = []
+        if kind is not None:
+            sql += " JOIN workloads w ON w.id = r.workload_id AND w.kind = ?"
+            args.append(kind)
+        sql += " WHERE r.valid = 1 AND r.format = 'ms-trace' GROUP BY r.target"
+        return dict(self.conn.execute(sql, args).fetchall())
 
     def workload(self, workload_id: int) -> dict | None:
         rows = list(self.db.query("SELECT * FROM workloads WHERE id = ?", [workload_id]))
@@ -455,6 +513,10 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         return False
+
+
+def _target_distance(a, b):
+    return None if a is None or b is None else target_distance(a, b)
 
 
 def _json(value):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import platform
 import shlex
 
 from schedb.errors import SchedbError
@@ -98,3 +100,96 @@ def load_intrinsics(target) -> None:
         full = f"tvm.s_tir.tensor_intrin.{name}"
         sys.modules.setdefault(full, types.ModuleType(full))
     import tvm.s_tir.tensor_intrin  # noqa: F401
+
+
+# ---------------------------------------------------------------- distance between targets
+# A schedule is a program transformation: tuned for one CPU it still builds and runs on
+# another of the same kind, only perhaps slower. So records of every target of the same
+# kind are candidates, ranked by how alike the two targets are (smaller is closer):
+SAME = 0        # the same canonical target
+SAME_CPU = 1    # the same mcpu (and triple): only num-cores or other flags differ
+SAME_VECTOR = 2  # the same widest vector ISA (avx512 / avx2 / avx / sse / sve / neon)
+SAME_ARCH = 3   # the same architecture (x86_64, aarch64, ...)
+SAME_KIND = 4   # the same target kind (llvm -> llvm), nothing else in common
+# Another kind (llvm vs cuda) is None: its schedules are never candidates.
+
+# Widest first: the first feature a CPU has names its vector ISA.
+_VECTOR_ISAS = (("avx512f", "avx512"), ("avx2", "avx2"), ("avx", "avx"), ("sse2", "sse"),
+                ("sve", "sve"), ("neon", "neon"))
+
+
+def _parse(target: str) -> dict | None:
+    try:
+        cfg = json.loads(target) if target else None
+    except (json.JSONDecodeError, TypeError):
+        return None
+    return cfg if isinstance(cfg, dict) and "kind" in cfg else None
+
+
+@functools.lru_cache(maxsize=None)
+def _vector_isa(target: str) -> str | None:
+    """The widest vector ISA LLVM gives the target's CPU (None: not an llvm CPU LLVM knows)."""
+    import tvm
+    from tvm.target import codegen
+
+    cfg = _parse(target)
+    if cfg is None or cfg["kind"] != "llvm":
+        return None
+    try:
+        features = set(codegen.llvm_get_cpu_features(tvm.target.Target(cfg)))
+    except Exception:  # an mcpu or triple this LLVM does not know
+        return None
+    return next((isa for feature, isa in _VECTOR_ISAS if feature in features), None)
+
+
+def _arch(cfg: dict) -> str:
+    # llvm without a triple compiles for this host's architecture.
+    triple = cfg.get("mtriple")
+    return triple.split("-")[0] if triple else platform.machine()
+
+
+@functools.lru_cache(maxsize=None)
+def distance(a: str, b: str) -> int | None:
+    """How far apart two canonical targets are for reusing a schedule (SAME ... SAME_KIND),
+    None when a schedule of one is no candidate for the other (another kind, or unreadable)."""
+    if a == b:
+        return SAME
+    ca, cb = _parse(a), _parse(b)
+    if ca is None or cb is None or ca["kind"] != cb["kind"]:
+        return None
+    cpu = ("mcpu", "mtriple", "arch")
+    if any(ca.get(k) for k in cpu) and all(ca.get(k) == cb.get(k) for k in cpu):
+        return SAME_CPU
+    if ca["kind"] != "llvm":
+        return SAME_KIND
+    isa = _vector_isa(a)
+    if isa is not None and isa == _vector_isa(b) and _arch(ca) == _arch(cb):
+        return SAME_VECTOR
+    return SAME_ARCH if _arch(ca) == _arch(cb) else SAME_KIND
+
+
+def label(target: str) -> str:
+    """A short readable name: ``llvm emeraldrapids (avx512)``."""
+    cfg = _parse(target)
+    if cfg is None:
+        return target or "(no target)"
+    name = " ".join(str(cfg[k]) for k in ("kind", "mtriple", "mcpu", "arch") if cfg.get(k))
+    isa = _vector_isa(target)
+    return f"{name} ({isa})" if isa else name
+
+
+def coverage_note(counts: dict[str, int], target: str, same_target_only: bool = False) -> str | None:
+    """One plain sentence when the database holds no record for ``target`` (``counts``:
+    valid records per target), saying what is used instead; None when it has some."""
+    if counts.get(target):
+        return None
+    usable = {t: n for t, n in counts.items() if distance(t, target) is not None}
+    if not usable:
+        return (f"the database holds no schedules for {label(target)} or any target of its kind"
+                + (f" ({sum(counts.values())} for other kinds)" if counts else ""))
+    listed = ", ".join(f"{n} for {label(t)}" for t, n in sorted(usable.items(), key=lambda x: -x[1]))
+    if same_target_only:
+        return (f"the database holds no schedules for {label(target)}; {listed} are ignored "
+                f"(--same-target-only)")
+    return (f"the database holds no schedules for {label(target)}; {listed} are used as candidates "
+            f"and measured here")

@@ -26,7 +26,7 @@ from schedb.measure import Engine, Measurement
 from schedb.models import Model
 from schedb.replay import apply_trace
 from schedb.store import Store
-from schedb.target import canonical, load_intrinsics
+from schedb.target import SAME, canonical, coverage_note, label, load_intrinsics
 from schedb.tasks import extract_tasks, lower
 
 
@@ -45,6 +45,12 @@ class Options:
     pvalue: float = 0.05
     seed: int = 0
     runner: str = "local"
+    same_target_only: bool = False  # only records tuned for this very target
+
+    @property
+    def max_distance(self) -> int | None:
+        """How far a candidate's target may be from this one (schedb.target.distance)."""
+        return SAME if self.same_target_only else None
 
 
 @dataclass
@@ -57,6 +63,7 @@ class TaskResult:
     source_model: str | None = None
     source_workload_id: int | None = None
     source_record_id: int | None = None
+    source_target: str | None = None  # the target the source record was tuned for
     distance: float | None = None
     untuned_us: float | None = None
     transferred_us: float | None = None
@@ -79,6 +86,7 @@ class TransferReport:
     measured: int  # candidates measured (transfer + droplet), not counting untuned baselines
     e2e: dict  # untuned / transferred / refined / pytorch -> Latency dicts
     check: dict  # max abs errors against the framework
+    notes: list[str] = field(default_factory=list)  # what the user should know, e.g. foreign targets
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -118,12 +126,14 @@ def transfer(store: Store, model: Model, target, opts: Options | None = None, pr
     tgt = canonical(target)
     lowered = lower(model, target)
     tasks = extract_tasks(lowered, target)
-    index = Index(store, tgt, opts.sources, opts.exclude)
+    note = coverage_note(store.target_counts(), tgt, opts.same_target_only)
+    index = Index(store, tgt, opts.sources, opts.exclude, max_distance=opts.max_distance)
     anchors: list[Index] = []  # built when a task first needs it
 
     def anchor_index() -> Index:
         if not anchors:
-            anchors.append(Index(store, tgt, opts.sources, opts.exclude, partition=anchor_of))
+            anchors.append(Index(store, tgt, opts.sources, opts.exclude, partition=anchor_of,
+                                 max_distance=opts.max_distance))
         return anchors[0]
 
     allowed = _allowed_models(store, opts)
@@ -182,6 +192,7 @@ def transfer(store: Store, model: Model, target, opts: Options | None = None, pr
             res.reason = None
             res.source_record_id, res.source_workload_id, res.distance = cand["id"], cand["workload_id"], dist
             res.source_model = _model_name(store, cand["model_id"])
+            res.source_target = cand["target"]
             res.transferred_us = m.mean * 1e6
             rid = _commit(store, wid, sig, tgt, r.trace, m, "transferred", cand["id"], cand["workload_id"],
                           dist, time.perf_counter() - t0, model_id)
@@ -202,14 +213,15 @@ def transfer(store: Store, model: Model, target, opts: Options | None = None, pr
 
     search_time = time.perf_counter() - t_start
     e2e, check = _end_to_end(lowered, target, tasks, transferred, refined, opts)
-    return TransferReport(model.name, tgt, results, search_time, engine.count - baseline, e2e, check)
+    return TransferReport(model.name, tgt, results, search_time, engine.count - baseline, e2e, check,
+                          [note] if note else [])
 
 
 def _candidates(store, index, anchor_index, mod, wid, desc, kind, tgt, allowed, opts, res):
     """Exact matches, else records of the nearest workloads of the same kind, else of
     the nearest with the same anchor (retargeted to ``mod``)."""
-    exact = store.top_records(wid, tgt, opts.k * opts.per_source, allowed)
-    if exact:
+    exact = store.top_records(wid, tgt, opts.k * opts.per_source, allowed, opts.max_distance)
+    if exact:  # of any target: measured here like every other candidate, never trusted
         return [_Candidate(r, 0.0, "exact", json.loads(r["trace"])) for r in exact]
     neighbors = [nb for nb in index.neighbors(desc, kind, opts.k) if nb.workload_id != wid]
     source = "neighbor"
@@ -218,12 +230,12 @@ def _candidates(store, index, anchor_index, mod, wid, desc, kind, tgt, allowed, 
         neighbors = [nb for nb in anchor_index().neighbors(desc, anchor, opts.k) if nb.workload_id != wid]
         source = "anchor"
     if not neighbors:
-        res.reason = f"no tuned workload of kind {kind}" + (f" or anchor {anchor}" if anchor else "")
+        res.reason = _no_candidates(store, kind, anchor, tgt, opts)
         return []
     out = []
     for nb in neighbors:
         src_desc = json.loads(store.workload(nb.workload_id)["description"]) if source == "anchor" else None
-        for r in store.top_records(nb.workload_id, tgt, opts.per_source, allowed):
+        for r in store.top_records(nb.workload_id, tgt, opts.per_source, allowed, opts.max_distance):
             trace = json.loads(r["trace"])
             if source == "anchor":
                 try:
@@ -233,6 +245,20 @@ def _candidates(store, index, anchor_index, mod, wid, desc, kind, tgt, allowed, 
                     continue
             out.append(_Candidate(r, nb.distance, source, trace))
     return out
+
+
+def _no_candidates(store, kind, anchor, tgt, opts) -> str:
+    """Why a task has no candidate: never blame the kind when it is tuned for another target."""
+    reason = f"no tuned workload of kind {kind}" + (f" or anchor {anchor}" if anchor else "")
+    tuned_for = store.target_counts(kind)
+    if not tuned_for:
+        return reason
+    if opts.sources or opts.exclude:
+        return reason + " from the models allowed (--sources / --exclude-model)"
+    where = ", ".join(label(t) for t in tuned_for if t != tgt)
+    if opts.same_target_only:
+        return f"kind {kind} is tuned only for other targets ({where}), left out by --same-target-only"
+    return f"kind {kind} is tuned only for targets of another kind ({where})"
 
 
 def _refine(store, task, target, engine, starts, opts, trials, time_left, wid, sig, tgt, parent,

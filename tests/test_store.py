@@ -30,7 +30,7 @@ def test_old_schema_is_read_and_migrated_on_write(tmp_path, monkeypatch):
     assert Store(path, readonly=True).version() == 1  # readable as is
     assert "records_best_any" not in _indexes(path)
     store = Store(path)  # opening for writing migrates
-    assert store.version() == SCHEMA_VERSION == 3
+    assert store.version() == SCHEMA_VERSION == 4
     assert {"records_best_any", "records_best", "records_parent", "records_model"} <= _indexes(path)
     assert store.conn.execute("SELECT type FROM pragma_table_info('records') WHERE name = 'digest'"
                               ).fetchone() == ("BLOB",)

@@ -1,0 +1,157 @@
+"""Portability: does a database tuned on another CPU help as much as one tuned here?
+
+The README quick start (GoogLeNet from the resnet50 + alexnet fixtures, googlenet's own
+records excluded), run twice on this host from the same records under two labels:
+
+- "same target": every record relabelled to this host's canonical target;
+- "foreign target": every record relabelled to another CPU's target (znver4, or
+  emeraldrapids on a znver4 host), so schedb sees only foreign records.
+
+The label is the only difference, so this tests, on any host, that records of another CPU
+are found, replayed and measured as candidates just like the host's own. Then untuned,
+both transfers and PyTorch eager are timed **interleaved** round by round; the result is
+the median of the per-round ratios foreign / same with its 95% interval (1.0 = no loss).
+
+    python benchmarks/bench_portability.py            # search (resumable) + measure
+    python benchmarks/bench_portability.py --replot
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import report
+from bench_pairs import base_db, copy_db, interleaved, pair_database
+
+SOURCES = ["resnet50", "alexnet"]
+MODEL = "googlenet"
+OUT = report.RESULTS / "portability"
+
+
+def foreign_target(here: str) -> str:
+    """A canonical llvm target of another CPU than ``here`` (also AVX-512)."""
+    from schedb.target import canonical, parse_target
+
+    cfg = json.loads(here)
+    cfg["mcpu"] = "emeraldrapids" if cfg.get("mcpu") == "znver4" else "znver4"
+    return canonical(parse_target(cfg))
+
+
+def relabelled(base: Path, dst: Path, target: str) -> Path:
+    """A copy of ``base`` whose records all claim ``target``."""
+    if not dst.exists():
+        copy_db(base, dst)
+        with sqlite3.connect(dst) as conn:
+            conn.execute("UPDATE records SET target = ?", (target,))
+    return dst
+
+
+def search(variant: str, db: Path, target) -> dict:
+    from schedb.models import load_model
+    from schedb.store import Store
+    from schedb.transfer import Options, transfer
+
+    out = OUT / f"{variant}.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    store = Store(db)
+    load, t0 = os.getloadavg(), time.perf_counter()
+    rep = transfer(store, load_model(MODEL), target, Options(exclude=[MODEL], e2e_repeat=3),
+                   progress=lambda d, n, r: print(f"  {variant} {d}/{n} {r.task}: {r.source}", file=sys.stderr))
+    store.close()
+    res = {"variant": variant, "db": str(db), "load_average_before": [round(x, 2) for x in load],
+           "wall_s": round(time.perf_counter() - t0, 1), **rep.as_dict()}
+    OUT.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def counts(rep: dict) -> dict:
+    tasks = rep["tasks"]
+    return {s: sum(t["source"] == s for t in tasks) for s in ("exact", "neighbor", "anchor", "untuned")} | {
+        "tasks": len(tasks), "search_time_s": round(rep["search_time_s"], 1), "measured": rep["measured"],
+        "notes": rep.get("notes", [])}
+
+
+def measure(runs: dict, target, rounds: int) -> dict:
+    from schedb.compile import compile_model
+    from schedb.models import load_model
+    from schedb.tasks import extract_tasks, lower
+
+    lowered = lower(load_model(MODEL), target)
+    tasks = extract_tasks(lowered, target)
+    dbs = {"untuned": None, **{v: pair_database(r, tasks, target, refined=False) for v, r in runs.items()}}
+    compiled = {name: compile_model(lowered, target, db) for name, db in dbs.items()}
+    load = os.getloadavg()
+    samples = interleaved(lowered, compiled, rounds, with_torch=True)
+    same, foreign = samples["same target"], samples["foreign target"]
+    return {
+        "rounds": rounds, "samples_ms": samples,
+        "cells": {name: report.median_ci(s) for name, s in samples.items()},
+        "ratio_foreign_over_same": report.median_ci([f / s for f, s in zip(foreign, same)]),
+        "speedup_over_untuned": {v: report.median_ci([u / x for u, x in zip(samples["untuned"], samples[v])])
+                                 for v in runs},
+        "checks": {name: c.as_dict() for name, c in compiled.items()},
+        "load_average_before": [round(x, 2) for x in load],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def render(res: dict):
+    from schedb.target import label
+
+    t = res["timing"]
+    rows = ["| records labelled | tasks: exact / neighbour / anchor / untuned | search time | latency "
+            "| speed-up over untuned |", "| --- | --- | --- | --- | --- |"]
+    for v, c in res["search"].items():
+        s = t["speedup_over_untuned"][v]
+        rows.append(f"| {v} ({label(res['targets'][v])}) | {c['exact']} / {c['neighbor']} / {c['anchor']} / "
+                    f"{c['untuned']} of {c['tasks']} | {c['search_time_s']:.0f} s | {report.fmt_ci(t['cells'][v])} "
+                    f"| {report.fmt_ci(s, 'x', 1)} |")
+    r = t["ratio_foreign_over_same"]
+    md = "\n".join([
+        report.machine_line(res["machine"]), "",
+        f"GoogLeNet transferred from the resnet50 + alexnet fixtures on this host ({label(res['host'])}), "
+        f"the records labelled as this host's target or as another CPU's; median [95% interval] over "
+        f"{t['rounds']} interleaved rounds; untuned {report.fmt_ci(t['cells']['untuned'])}, PyTorch eager "
+        f"{report.fmt_ci(t['cells']['pytorch eager'])}. Per-round latency ratio foreign / same: "
+        f"**{r['median']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]**.", "", *rows])
+    return md, None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--work", default="/tmp/schedb-portability")
+    ap.add_argument("--replot", action="store_true")
+    a = ap.parse_args(argv)
+    if a.replot:
+        report.replot(report.RESULTS / "portability.json", render)
+        return
+
+    from schedb.target import canonical, load_intrinsics, parse_target
+
+    target = parse_target(None)
+    load_intrinsics(target)
+    here = canonical(target)
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    base = base_db(work, SOURCES)
+    targets = {"same target": here, "foreign target": foreign_target(here)}
+    runs = {v: search(v, relabelled(base, work / f"{v.split()[0]}.db", t), target) for v, t in targets.items()}
+    res = {"machine": report.describe(), "host": here, "targets": targets,
+           "search": {v: counts(r) for v, r in runs.items()}, "timing": measure(runs, target, a.rounds),
+           "finished": report.now()}
+    md, _ = render(res)
+    print(md)
+    print("->", report.write("portability", res, md))
+
+
+if __name__ == "__main__":
+    main()
