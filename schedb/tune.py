@@ -8,6 +8,7 @@ The work dir is what TVM itself writes (``database_workload.json`` and
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from datetime import datetime, timezone
@@ -55,6 +56,7 @@ def tune(
     if trials is None:
         trials = (trials_per_task or 32) * len(tasks)
     trials_per_iter = min(trials_per_iter, trials)  # MetaSchedule overshoots by up to a batch
+    _drop_unnamed_handlers()  # before MetaSchedule sets up its loggers (here and in tune_tasks)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         [t.extracted for t in tasks], work_dir=str(out), seed=seed
     )
@@ -103,6 +105,15 @@ def tune(
     }
     (out / SIDECAR).write_text(json.dumps(meta, indent=1) + "\n")
     return meta
+
+
+def _drop_unnamed_handlers():
+    """TVM's create_loggers formats the name of every handler on its logger, and an unnamed
+    one (pytest's log capture, a user's own StreamHandler) fails it with ``None.format``.
+    Its dictConfig replaces that logger's handlers anyway: remove the unnamed ones first."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in [h for h in logger.handlers if h.get_name() is None]:
+        logger.removeHandler(handler)
 
 
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) .*?(?:picks Task #(\d+)|"

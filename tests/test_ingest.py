@@ -27,6 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import schedb.ingest as ingest_mod
+from helpers import explain
+
 from cli.main import cli
 from schedb.errors import SchedbError
 from schedb.ingest import ingest
@@ -489,7 +491,7 @@ def test_truncated_last_line_cli(tmp_path):
     db = tmp_path / "cli.db"
     result = CliRunner().invoke(cli, ["ingest", str(wd), "--db", str(db)])
     cli_ok(result)
-    assert result.exit_code != 0
+    assert result.exit_code != 0, explain(result)
     assert f"{wd / RECORDS}:{bad_line}:" in result.output
     assert "1 lines skipped" in result.output
     assert Store(db).counts()["records"] == len(TINY_R) - 1
@@ -534,7 +536,7 @@ def test_not_a_tuning_log_among_good_ones(tmp_path):
     result = CliRunner().invoke(cli, ["ingest", str(folder / "legacy.json"), str(folder / "notes.json"),
                                       str(folder / "missing.json"), "--db", str(db)])
     cli_ok(result)
-    assert result.exit_code == 1
+    assert result.exit_code == 1, explain(result)
     assert f"{folder / 'notes.json'}:1: not a tuning log" in result.output
     assert f"{folder / 'missing.json'}: no such file" in result.output
     assert Store(db).counts()["records"] == 4
@@ -1233,7 +1235,7 @@ def test_export_opens_in_tvm_and_compiles(mixed_db, tmp_path, target, lowered):
         export_workdir(store, tmp_path / "x", model="nope")
     result = CliRunner().invoke(cli, ["export", str(tmp_path / "c"), "--db", str(mixed_db)])
     cli_ok(result)
-    assert result.exit_code == 0 and f"wrote {n_ms_wl} workloads, {n_ms} records" in result.output
+    assert result.exit_code == 0 and f"wrote {n_ms_wl} workloads, {n_ms} records" in result.output, explain(result)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -1246,12 +1248,12 @@ def test_cli_sql_is_read_only_by_default(mixed_db, tmp_path):
                  "PRAGMA user_version = 7"]:
         result = runner.invoke(cli, ["sql", stmt, "--db", str(db)])
         cli_ok(result)
-        assert result.exit_code != 0, stmt
+        assert result.exit_code != 0, explain(result)
         assert "SQL error" in result.output and "readonly" in result.output, result.output
     for stmt in [f"VACUUM INTO '{tmp_path / 'copy.db'}'", f"ATTACH '{tmp_path / 'other.db'}' AS o"]:
         result = runner.invoke(cli, ["sql", stmt, "--db", str(db)])
         cli_ok(result)
-        assert result.exit_code != 0 and "read-only" in result.output, result.output
+        assert result.exit_code != 0 and "read-only" in result.output, explain(result)
     assert not (tmp_path / "copy.db").exists() and not (tmp_path / "other.db").exists()
     assert snapshot(sqlite3.connect(db)) == before
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 0
@@ -1263,12 +1265,12 @@ def test_cli_sql_is_read_only_by_default(mixed_db, tmp_path):
             args = [*args, "--db", str(db)]
         result = runner.invoke(cli, args)
         cli_ok(result)
-        assert result.exit_code != 0 and msg in result.output
+        assert result.exit_code != 0 and msg in result.output, explain(result)
     assert not (tmp_path / "missing.db").exists()
 
     result = runner.invoke(cli, ["sql", "UPDATE records SET error = 'x' WHERE id = 1", "--db", str(db), "--write"])
     cli_ok(result)
-    assert result.exit_code == 0
+    assert result.exit_code == 0, explain(result)
     assert sqlite3.connect(db).execute("SELECT error FROM records WHERE id = 1").fetchone()[0] == "x"
 
 
@@ -1278,7 +1280,7 @@ def test_cli_sql_csv_and_json(mixed_db):
     runner = CliRunner()
     result = runner.invoke(cli, ["sql", query, "--db", str(mixed_db), "--json"])
     cli_ok(result)
-    assert result.exit_code == 0
+    assert result.exit_code == 0, explain(result)
     rows = json.loads(result.stdout)
     assert [tuple(r.values()) for r in rows] == want
     assert list(rows[0]) == ["id", "workload_id", "mean_s", "valid", "origin"]
@@ -1294,7 +1296,7 @@ def test_cli_sql_csv_and_json(mixed_db):
 
     result = runner.invoke(cli, ["sql", "SELECT model, tasks, records FROM model_summary", "--db", str(mixed_db)])
     cli_ok(result)
-    assert result.exit_code == 0 and "tiny_mlp" in result.output and "legacy" in result.output
+    assert result.exit_code == 0 and "tiny_mlp" in result.output and "legacy" in result.output, explain(result)
 
 
 def _table_cells(text: str) -> dict:
@@ -1332,7 +1334,7 @@ def test_cli_show_and_provenance(mixed_db):
 
     result = runner.invoke(cli, ["provenance", str(rid), "--db", str(mixed_db)])
     cli_ok(result)
-    assert result.exit_code == 0
+    assert result.exit_code == 0, explain(result)
     table = _table_cells(result.stdout)
     assert table["origin"] == "tuned" and table["model"] == "tiny_mlp" and table["id"] == str(rid)
     assert table["file"] == path and table["line"] == str(line)  # the whole path, not cut
@@ -1343,19 +1345,19 @@ def test_cli_show_and_provenance(mixed_db):
                       (["show", "record", "abc"], "not a valid integer")]:
         result = runner.invoke(cli, [*args, "--db", str(mixed_db)])
         cli_ok(result)
-        assert result.exit_code != 0 and msg in result.output
+        assert result.exit_code != 0 and msg in result.output, explain(result)
 
 
 def test_cli_ingest_json_report(tmp_path):
     db = tmp_path / "a.db"
     result = CliRunner().invoke(cli, ["ingest", str(TINY), "--db", str(db), "--json"])
     cli_ok(result)
-    assert result.exit_code == 0
+    assert result.exit_code == 0, explain(result)
     rep = json.loads(result.stdout)
     assert rep["new_records"] == len(TINY_R) and rep["files"] == 1 and rep["errors"] == []
     result = CliRunner().invoke(cli, ["ingest", str(TINY), "--db", str(db)])
-    assert result.exit_code == 0 and "(1 already in the database)" in result.output
+    assert result.exit_code == 0 and "(1 already in the database)" in result.output, explain(result)
     (tmp_path / "notes.txt").write_text("hello")
     result = CliRunner().invoke(cli, ["ingest", str(TINY), "--db", str(tmp_path / "notes.txt")])
     cli_ok(result)
-    assert result.exit_code != 0 and "not a schedb database" in result.output
+    assert result.exit_code != 0 and "not a schedb database" in result.output, explain(result)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helpers import explain, foreign_target, relabel
+
 from cli.main import cli
 from schedb.index import Index, features
 from schedb.ingest import ingest
@@ -35,10 +37,12 @@ def target():
 
 @pytest.fixture(scope="module")
 def source_db(tmp_path_factory):
-    """A database holding the tiny_cnn fixture (the source model)."""
+    """A database holding the tiny_cnn fixture (the source model), every record labelled
+    for another CPU than this host's: every transfer test sees only foreign records."""
     path = tmp_path_factory.mktemp("db") / "src.db"
     report = ingest(Store(path), [FIXTURES / "tiny_cnn"])
     assert not report.rejected and report.new_records > 0
+    relabel(path, foreign_target())
     return path
 
 
@@ -60,7 +64,8 @@ def test_index_finds_same_kind_nearest_first(source_db, target):
     found = index.neighbors(desc, kind, k=5)
     assert found and all(n.kind == kind for n in found)
     assert [n.distance for n in found] == sorted(n.distance for n in found)
-    assert all(n.models == ["tiny_cnn"] for n in found)
+    assert all(n.models == ["tiny_cnn"] and n.target == foreign_target() for n in found)
+    assert len(Index(store, canonical(target), max_distance=0)) == 0  # strict: no record of this CPU
     # Excluding the only source model leaves nothing to transfer from.
     assert Index(store, canonical(target), exclude=["tiny_cnn"]).neighbors(desc, kind) == []
 
@@ -75,6 +80,7 @@ def test_transfer_to_new_shapes_is_never_slower_than_untuned(source_db, target, 
     by_source = {r.source for r in rep.tasks}
     assert "neighbor" in by_source  # shapes differ: no exact matches
     assert "exact" not in by_source
+    assert len(rep.notes) == 1 and "no schedules for" in rep.notes[0] and "used as candidates" in rep.notes[0]
     for r in rep.tasks:
         if r.source == "untuned":
             assert r.reason  # every untuned task says why
@@ -86,6 +92,9 @@ def test_transfer_to_new_shapes_is_never_slower_than_untuned(source_db, target, 
             assert chain[1]["model"] == "tiny_cnn"
             assert chain[1]["file"].endswith("database_tuning_record.json.gz") and chain[1]["line"] >= 1
             assert chain[0]["source_workload_id"] == chain[1]["workload_id"]
+            # Measured and committed for this CPU; its parent keeps the CPU it was tuned for.
+            assert chain[0]["target"] == canonical(target) and chain[1]["target"] == r.source_target
+            assert r.source_target == foreign_target()
     conv = [r for r in rep.tasks if "conv2d" in r.task]
     assert any(r.source == "neighbor" for r in conv)  # the schedules that matter do transfer
     assert rep.check["transferred"]["kernels_scheduled"] == sum(r.source != "untuned" for r in rep.tasks)
@@ -100,6 +109,11 @@ def test_exact_matches_reuse_and_exclude_model(source_db, target, tmp_path):
     db = tmp_path / "t.db"
     ingest(Store(db), [source_db])
     store = Store(db)
+    # Strict matching finds nothing: every record is another CPU's (and says so).
+    strict = transfer(store, load_model("tiny_cnn"), target, Options(same_target_only=True, e2e_repeat=3))
+    assert {r.source for r in strict.tasks} == {"untuned"}
+    assert "ignored (--same-target-only)" in strict.notes[0]
+    assert all("--same-target-only" in r.reason for r in strict.tasks)
     same = transfer(store, load_model("tiny_cnn"), target, Options(e2e_repeat=3))
     assert any(r.source == "exact" for r in same.tasks)
     assert all(r.distance == 0 for r in same.tasks if r.source == "exact")
@@ -146,8 +160,9 @@ def test_transfer_cli_report(source_db, tmp_path):
     out = tmp_path / "report.json"
     res = CliRunner().invoke(cli, ["transfer", "--model", "tiny_cnn_wide", "--db", str(db), "-k", "1",
                                    "--trials", "6", "--report", str(out)])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0, explain(res)
     assert "speed-up over untuned" in res.output
+    assert "note: the database holds no schedules for" in res.output
     rep = json.loads(out.read_text())
     assert rep["measured"] <= 6  # the budget caps candidates (untuned baselines are not charged)
     assert {"untuned", "transferred"} <= set(rep["e2e"])
