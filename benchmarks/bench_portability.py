@@ -5,12 +5,15 @@ records excluded), run twice on this host from the same records under two labels
 
 - "same target": every record relabelled to this host's canonical target;
 - "foreign target": every record relabelled to another CPU's target (znver4, or
-  emeraldrapids on a znver4 host), so schedb sees only foreign records.
+  emeraldrapids on a znver4 host), so schedb sees only foreign records;
+- "same target, again": the first search repeated, to show how far two searches from the
+  very same records land apart (each picks its winners by noisy measurements).
 
 The label is the only difference, so this tests, on any host, that records of another CPU
 are found, replayed and measured as candidates just like the host's own. Then untuned,
-both transfers and PyTorch eager are timed **interleaved** round by round; the result is
-the median of the per-round ratios foreign / same with its 95% interval (1.0 = no loss).
+the three transfers and PyTorch eager are timed **interleaved** round by round; the
+results are the medians of the per-round ratios foreign / same and again / same, with
+their 95% intervals (1.0 = no difference).
 
     python benchmarks/bench_portability.py            # search (resumable) + measure
     python benchmarks/bench_portability.py --replot
@@ -90,11 +93,12 @@ def measure(runs: dict, target, rounds: int) -> dict:
     compiled = {name: compile_model(lowered, target, db) for name, db in dbs.items()}
     load = os.getloadavg()
     samples = interleaved(lowered, compiled, rounds, with_torch=True)
-    same, foreign = samples["same target"], samples["foreign target"]
+    same = samples["same target"]
     return {
         "rounds": rounds, "samples_ms": samples,
         "cells": {name: report.median_ci(s) for name, s in samples.items()},
-        "ratio_foreign_over_same": report.median_ci([f / s for f, s in zip(foreign, same)]),
+        "ratio_over_same": {v: report.median_ci([x / s for x, s in zip(samples[v], same)])
+                            for v in runs if v != "same target"},
         "speedup_over_untuned": {v: report.median_ci([u / x for u, x in zip(samples["untuned"], samples[v])])
                                  for v in runs},
         "checks": {name: c.as_dict() for name, c in compiled.items()},
@@ -114,14 +118,15 @@ def render(res: dict):
         rows.append(f"| {v} ({label(res['targets'][v])}) | {c['exact']} / {c['neighbor']} / {c['anchor']} / "
                     f"{c['untuned']} of {c['tasks']} | {c['search_time_s']:.0f} s | {report.fmt_ci(t['cells'][v])} "
                     f"| {report.fmt_ci(s, 'x', 1)} |")
-    r = t["ratio_foreign_over_same"]
+    r, again = t["ratio_over_same"]["foreign target"], t["ratio_over_same"]["same target, again"]
     md = "\n".join([
         report.machine_line(res["machine"]), "",
         f"GoogLeNet transferred from the resnet50 + alexnet fixtures on this host ({label(res['host'])}), "
         f"the records labelled as this host's target or as another CPU's; median [95% interval] over "
         f"{t['rounds']} interleaved rounds; untuned {report.fmt_ci(t['cells']['untuned'])}, PyTorch eager "
         f"{report.fmt_ci(t['cells']['pytorch eager'])}. Per-round latency ratio foreign / same: "
-        f"**{r['median']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]**.", "", *rows])
+        f"**{report.fmt_ci(r, '', 3).strip()}**; between two searches from the same records (again / same): "
+        f"{report.fmt_ci(again, '', 3).strip()}.", "", *rows])
     return md, None
 
 
@@ -143,8 +148,9 @@ def main(argv=None):
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     base = base_db(work, SOURCES)
-    targets = {"same target": here, "foreign target": foreign_target(here)}
-    runs = {v: search(v, relabelled(base, work / f"{v.split()[0]}.db", t), target) for v, t in targets.items()}
+    targets = {"same target": here, "foreign target": foreign_target(here), "same target, again": here}
+    runs = {v: search(v, relabelled(base, work / f"{v.replace(' ', '_').replace(',', '')}.db", t), target)
+            for v, t in targets.items()}
     res = {"machine": report.describe(), "host": here, "targets": targets,
            "search": {v: counts(r) for v, r in runs.items()}, "timing": measure(runs, target, a.rounds),
            "finished": report.now()}
