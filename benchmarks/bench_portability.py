@@ -46,6 +46,10 @@ def foreign_target(here: str) -> str:
     return canonical(parse_target(cfg))
 
 
+def slug(variant: str) -> str:
+    return variant.replace(",", "").replace(" ", "_")
+
+
 def relabelled(base: Path, dst: Path, target: str) -> Path:
     """A copy of ``base`` whose records all claim ``target``."""
     if not dst.exists():
@@ -60,7 +64,7 @@ def search(variant: str, db: Path, target) -> dict:
     from schedb.store import Store
     from schedb.transfer import Options, transfer
 
-    out = OUT / f"{variant}.json"
+    out = OUT / f"{slug(variant)}.json"
     if out.exists():
         return json.loads(out.read_text())
     store = Store(db)
@@ -149,8 +153,7 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     base = base_db(work, SOURCES)
     targets = {"same target": here, "foreign target": foreign_target(here), "same target, again": here}
-    runs = {v: search(v, relabelled(base, work / f"{v.replace(' ', '_').replace(',', '')}.db", t), target)
-            for v, t in targets.items()}
+    runs = {v: search(v, relabelled(base, work / f"{slug(v)}.db", t), target) for v, t in targets.items()}
     res = {"machine": report.describe(), "host": here, "targets": targets,
            "search": {v: counts(r) for v, r in runs.items()}, "timing": measure(runs, target, a.rounds),
            "finished": report.now()}
