@@ -25,7 +25,7 @@ Final measurement: each kernel is built once and run in ``--final-rounds`` round
 ``--final-repeat`` repeats, the order rotated every round; the statistic is the median
 of all samples (other jobs share the machine, and their load spikes skew means; means
 are kept too). TVM's best is applied as TVM applies a database record (its full trace,
-its own postprocessing), ours and the start by ``schedb.replay.apply_trace``. The start
+its own postprocessing), ours and the start by ``schedb.tir.replay.apply_trace``. The start
 record is also measured a second time the TVM way ("start_again", the same kernel):
 its gap to "start" is the noise floor of the run. Raw samples are in the JSON.
 
@@ -145,7 +145,7 @@ def run_samples(builder, runner, mods, rounds: int) -> list[list[float] | None]:
     from tvm.s_tir.meta_schedule.builder import BuilderInput
     from tvm.s_tir.meta_schedule.runner import RunnerInput
 
-    from schedb.signature import prim_func
+    from schedb.tir.signature import prim_func
 
     built = builder.build([BuilderInput(m, TARGET) for m in mods])
     samples: list[list[float] | None] = [[] for _ in mods]
@@ -249,7 +249,7 @@ def _hash(mod) -> int:
 
 def record_json(task, run_secs) -> list:
     """The task's start record as MetaSchedule stores it: [trace, run_secs, target, args_info]."""
-    from schedb.target import canonical
+    from schedb import canonical
 
     rec = task["record"]
     return [json.loads(rec["trace"]), run_secs, json.loads(canonical(TARGET)), json.loads(rec["args_info"])]
@@ -278,12 +278,12 @@ def main():
     t_all = time.perf_counter()
     from scipy.stats import ttest_ind
 
-    from schedb.droplet import droplet
+    from schedb import droplet
     from schedb.ingest import ingest
-    from schedb.measure import Engine, make_runner
-    from schedb.replay import apply_trace, as_json
-    from schedb.store import Store
-    from schedb.target import load_intrinsics, parse_target
+    from schedb.search.measure import Engine, make_runner
+    from schedb.tir.replay import apply_trace, as_json
+    from schedb import Store
+    from schedb import load_intrinsics, parse_target
 
     TARGET = parse_target(None)
     load_intrinsics(TARGET)
@@ -406,7 +406,7 @@ def main():
                                    " means are kept too",
                       "rounds": args.final_rounds, "interleaved": True,
                       "tvm_best_applied_as": "TuningRecord trace applied with its postproc (as a database record)",
-                      "ours_and_start_applied_as": "schedb.replay.apply_trace (postprocessors rerun)"},
+                      "ours_and_start_applied_as": "schedb.tir.replay.apply_trace (postprocessors rerun)"},
             "nice": 10,
         },
         "geomean_tvm_over_ours": geo, "geomean_tvm_over_ours_by_means": geo_mean,

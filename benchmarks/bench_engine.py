@@ -23,11 +23,11 @@ ROOT = Path(__file__).parents[1]
 
 def candidates(target, n):
     from schedb.ingest import ingest
-    from schedb.models import load_model
-    from schedb.replay import apply_trace
-    from schedb.signature import signature
-    from schedb.store import Store
-    from schedb.tasks import extract_tasks, lower
+    from schedb import load_model
+    from schedb import apply_trace
+    from schedb import signature
+    from schedb import Store
+    from schedb import extract_tasks, lower
 
     store = Store(":memory:")
     ingest(store, [ROOT / "fixtures" / "tiny_cnn"])
@@ -47,7 +47,7 @@ def run_ms(target, batches):
     from tvm.s_tir.meta_schedule.builder import BuilderInput, LocalBuilder
     from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, LocalRunner, RunnerInput
 
-    from schedb.signature import prim_func
+    from schedb.tir.signature import prim_func
 
     # A long timeout: each fresh worker first imports every tensor intrinsic (~45 s here),
     # which the default 30 s does not cover on a loaded machine (then nothing builds).
@@ -63,7 +63,7 @@ def run_ms(target, batches):
 
 
 def run_engine(target, batches):
-    from schedb.measure import Engine
+    from schedb import Engine
 
     engine = Engine(target, repeat=5, number=3)
     return sum(m.ok for batch in batches for m in engine.measure(batch))
@@ -81,7 +81,7 @@ def main():
         report.replot(out, render)
         return
 
-    from schedb.target import load_intrinsics, parse_target
+    from schedb import load_intrinsics, parse_target
 
     target = parse_target(None)
     load_intrinsics(target)

@@ -41,7 +41,7 @@ class Search:
         import tvm_ffi
         from tvm.s_tir.meta_schedule.database import Workload
 
-        from schedb.workdir import RECORDS, WORKLOADS, find, open_text, read_sidecar
+        from schedb.ingest.workdir import RECORDS, WORKLOADS, find, open_text, read_sidecar
 
         meta = read_sidecar(folder)
         self.wall_s, self.per_task = meta["wall_time_s"], meta.get("trials_per_task")
@@ -97,10 +97,10 @@ def main(argv=None):
         report.write("equal_time", res, *render(res), folder=results)
         return
 
-    from schedb.compile import compile_model, time_vm
-    from schedb.models import load_model
-    from schedb.target import parse_target
-    from schedb.tasks import extract_tasks, lower
+    from schedb import compile_model, time_vm
+    from schedb import load_model
+    from schedb import parse_target
+    from schedb import extract_tasks, lower
 
     target = parse_target(None)
     lowered = lower(load_model(a.model), target)

@@ -40,7 +40,7 @@ PAIR_DIR = report.RESULTS / "pairs"  # --results moves it (smoke runs on tiny mo
 def base_db(work: Path, models: list[str]) -> Path:
     """The models' fixtures, ingested once."""
     from schedb.ingest import ingest
-    from schedb.store import Store
+    from schedb import Store
 
     path = work / "base.db"
     if not path.exists():
@@ -61,9 +61,9 @@ def copy_db(src: Path, dst: Path):
 
 def search(source: str, target_model: str, work: Path, base: Path, target, droplet_trials: int) -> dict:
     """One pair: transfer + droplet in a fresh copy of the base database."""
-    from schedb.models import load_model
-    from schedb.store import Store
-    from schedb.transfer import Options, transfer
+    from schedb import load_model
+    from schedb import Store
+    from schedb import Options, transfer
 
     out = PAIR_DIR / f"{source}_to_{target_model}.json"
     if out.exists():
@@ -91,9 +91,9 @@ def search(source: str, target_model: str, work: Path, base: Path, target, dropl
 def pair_database(pair: dict, tasks, target, refined: bool):
     """The pair's chosen schedule per task (the droplet one where it won), as a MetaSchedule
     database: the traces were stored as applied to these very tasks, so they replay as is."""
-    from schedb.replay import apply_trace
-    from schedb.store import Store
-    from schedb.transfer import _Winner, winners_database
+    from schedb import apply_trace
+    from schedb import Store
+    from schedb.pipeline.transfer import Winner, winners_database
 
     store = Store(pair["db"], readonly=True)
     by_task = {t["task"]: t for t in pair["tasks"]}
@@ -107,7 +107,7 @@ def pair_database(pair: dict, tasks, target, refined: bool):
         r = apply_trace(json.loads(row[0]), task.func, target)
         if not r.ok:
             sys.exit(f"record {rid} of {pair['db']} no longer applies to {task.name}: {r.error}")
-        winners[task.name] = _Winner(r.trace, json.loads(row[1]), rid)
+        winners[task.name] = Winner(r.trace, json.loads(row[1]), rid)
     store.close()
     return winners_database(tasks, winners, target)
 
@@ -115,7 +115,7 @@ def pair_database(pair: dict, tasks, target, refined: bool):
 def interleaved(lowered, compiled: dict, rounds: int, with_torch: bool = False) -> dict:
     """{variant: samples in ms}: one run of every variant per round, round after round,
     so that load on the machine falls on all variants alike."""
-    from schedb.compile import time_torch, time_vm
+    from schedb import time_torch, time_vm
 
     samples = {name: [] for name in [*compiled, *(["pytorch eager"] if with_torch else [])]}
     for i in range(rounds):
@@ -131,10 +131,10 @@ def measure_target(target_model: str, pairs: list[dict], target, rounds: int) ->
     out = PAIR_DIR / f"{target_model}.json"
     if out.exists():
         return json.loads(out.read_text())
-    from schedb.compile import compile_model
-    from schedb.models import load_model
-    from schedb.tasks import extract_tasks, lower
-    from schedb.workdir import open_workdir
+    from schedb import compile_model
+    from schedb import load_model
+    from schedb import extract_tasks, lower
+    from schedb import open_workdir
 
     lowered = lower(load_model(target_model), target)
     tasks = extract_tasks(lowered, target)
@@ -236,7 +236,7 @@ def main(argv=None):
         report.replot(results / "pairs.json", render)
         return
 
-    from schedb.target import parse_target
+    from schedb import parse_target
 
     target = parse_target(None)
     work = Path(a.work)

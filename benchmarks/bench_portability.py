@@ -39,7 +39,7 @@ OUT = report.RESULTS / "portability"
 
 def foreign_target(here: str) -> str:
     """A canonical llvm target of another CPU than ``here`` (also AVX-512)."""
-    from schedb.target import canonical, parse_target
+    from schedb import canonical, parse_target
 
     cfg = json.loads(here)
     cfg["mcpu"] = "emeraldrapids" if cfg.get("mcpu") == "znver4" else "znver4"
@@ -60,9 +60,9 @@ def relabelled(base: Path, dst: Path, target: str) -> Path:
 
 
 def search(variant: str, db: Path, target) -> dict:
-    from schedb.models import load_model
-    from schedb.store import Store
-    from schedb.transfer import Options, transfer
+    from schedb import load_model
+    from schedb import Store
+    from schedb import Options, transfer
 
     out = OUT / f"{slug(variant)}.json"
     if out.exists():
@@ -87,9 +87,9 @@ def counts(rep: dict) -> dict:
 
 
 def measure(runs: dict, target, rounds: int) -> dict:
-    from schedb.compile import compile_model
-    from schedb.models import load_model
-    from schedb.tasks import extract_tasks, lower
+    from schedb import compile_model
+    from schedb import load_model
+    from schedb import extract_tasks, lower
 
     lowered = lower(load_model(MODEL), target)
     tasks = extract_tasks(lowered, target)
@@ -112,7 +112,7 @@ def measure(runs: dict, target, rounds: int) -> dict:
 
 
 def render(res: dict):
-    from schedb.target import label
+    from schedb import label
 
     t = res["timing"]
     rows = ["| records labelled | tasks: exact / neighbour / anchor / untuned | search time | latency "
@@ -144,7 +144,7 @@ def main(argv=None):
         report.replot(report.RESULTS / "portability.json", render)
         return
 
-    from schedb.target import canonical, load_intrinsics, parse_target
+    from schedb import canonical, load_intrinsics, parse_target
 
     target = parse_target(None)
     load_intrinsics(target)

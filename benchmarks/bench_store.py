@@ -24,7 +24,7 @@ Measures
         measurements, 10% for a second target. Rate = N / total ingest wall time; the
         interval is over the per-work-dir rates. Workload parsing (TVM's loader + the TIR
         signature) is included, as in any real ingest;
-     b. nearest-neighbour query: schedb.index.Index over that database (the k-NN over
+     b. nearest-neighbour query: schedb.search.index.Index over that database (the k-NN over
         workload features that transfer uses; its build time reported too), then
         Index.neighbors(desc, kind, k=3) for 200 generated workloads that are not in the
         database (same generator, never ingested);
@@ -89,7 +89,7 @@ def _dump(x) -> str:
 # --------------------------------------------------------------------------- 1. seed Ansor logs
 def bench_seed(tmp: Path, repeats: int) -> dict | None:
     from schedb.ingest import ingest
-    from schedb.store import Store
+    from schedb import Store
 
     if not SEED.is_dir():
         print(f"seed logs not found at {SEED}: skipped", file=sys.stderr)
@@ -130,7 +130,7 @@ def make_workdir(folder: Path, n_records: int, seed: int = 0) -> Path:
 
 def bench_ms_ingest(tmp: Path, n_records: int) -> dict:
     from schedb.ingest import ingest
-    from schedb.store import Store
+    from schedb import Store
 
     folder = make_workdir(tmp / f"ms{n_records}", n_records)
     size = (folder / RECORDS).stat().st_size
@@ -150,7 +150,7 @@ def bench_ms_ingest(tmp: Path, n_records: int) -> dict:
 
 def profile_ms_ingest(tmp: Path, n_records: int, top: int = 18) -> dict:
     from schedb.ingest import ingest
-    from schedb.store import Store
+    from schedb import Store
 
     folder = make_workdir(tmp / f"prof{n_records}", n_records, seed=1)
     store = Store(tmp / f"prof{n_records}.db")
@@ -182,7 +182,7 @@ def breakdown_ms_ingest(tmp: Path, n_records: int) -> dict:
     """ingest()'s own stages run one at a time on the same lines, without profiler
     overhead: microseconds of CPU per record (process time, so less sensitive to other
     jobs than wall time)."""
-    from schedb.ingest import Report, _lines, _MsRecord, _Targets, ingest
+    from schedb.ingest import Report, read_lines, MsRecordParser, TargetCache, ingest
     from schedb.store import Store, now
 
     folder = make_workdir(tmp / f"stages{n_records}", n_records, seed=2)
@@ -195,14 +195,14 @@ def breakdown_ms_ingest(tmp: Path, n_records: int) -> dict:
         return out
 
     rep = Report()
-    stage("read lines", lambda: sum(1 for _ in _lines(folder / RECORDS, rep)))
-    parse = _MsRecord([(1, "a" * 64), (2, "b" * 64), (3, "c" * 64), (4, "d" * 64)], _Targets(), 1, 1,
+    stage("read lines", lambda: sum(1 for _ in read_lines(folder / RECORDS, rep)))
+    parse = MsRecordParser([(1, "a" * 64), (2, "b" * 64), (3, "c" * 64), (4, "d" * 64)], TargetCache(), 1, 1,
                       "0.27.0", rep)
     stamp = now()
     parse_stage, insert_stage = ("read + parse each line (simdjson, trace text, digest, row tuple)",
                                  "Store.insert_records + COMMIT (SQLite)")
     rows = stage(parse_stage,
-                 lambda: [parse(line, n, stamp) for n, line in _lines(folder / RECORDS, rep)])
+                 lambda: [parse(line, n, stamp) for n, line in read_lines(folder / RECORDS, rep)])
     store = Store(tmp / f"stages{n_records}.db")
     with store.transaction():
         store.conn.execute("INSERT INTO models (name, created_at) VALUES ('m', ?)", (stamp,))
@@ -376,9 +376,9 @@ def _time_calls(fn, args_list) -> dict:
 
 
 def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups: int) -> dict:
-    from schedb.index import Index
+    from schedb import Index
     from schedb.ingest import ingest
-    from schedb.store import Store
+    from schedb import Store
 
     runs = make_runs(tmp / f"runs{n}", wl_lines, n, seed=n)
     path = tmp / f"scale{n}.db"
@@ -421,7 +421,7 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups
     builds = []
     for _ in range(3):
         t0 = time.perf_counter()
-        index = Index(store, target)
+        index = Index().fit(store.tuned_workloads(target))
         builds.append(time.perf_counter() - t0)
     asked = [(desc, kind) for desc, kind in queries if kind in index.by_kind]
     for desc, kind in asked[:20]:  # warm
@@ -589,7 +589,7 @@ def main(argv=None):
 
     import tvm  # noqa: F401  (imported up front: the timings below exclude TVM's import)
 
-    from schedb.signature import signature
+    from schedb import signature
     from schedb.store import now
 
     tmp = Path(a.tmp or tempfile.mkdtemp(prefix="schedb-bench-"))

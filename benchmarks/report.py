@@ -25,7 +25,7 @@ def describe() -> dict:
         pass
     import tvm
 
-    from schedb.target import host_target_dict
+    from schedb import host_target_dict
 
     return {
         "cpu": cpu,

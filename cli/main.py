@@ -58,9 +58,9 @@ def models(tasks):
     from rich.table import Table
 
     from schedb.models import load_model
-    from schedb.target import parse_target
-    from schedb.tasks import extract_tasks, lower
-    from schedb.zoo import ZOO
+    from schedb.tir.target import parse_target
+    from schedb.tir.tasks import extract_tasks, lower
+    from schedb.models.zoo import ZOO
 
     table = Table("model", "input", "parameters", "tasks", "description")
     target = parse_target(None) if tasks else None
@@ -91,8 +91,8 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
     from rich.console import Console
 
     from schedb.models import load_model
-    from schedb.target import parse_target
-    from schedb.tune import tune as run_tune
+    from schedb.tir.target import parse_target
+    from schedb.pipeline.tune import tune as run_tune
 
     quiet_tvm()
     console = Console(stderr=True)
@@ -129,10 +129,10 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
 @handle_errors
 def bench(model_spec, input_shape, target, logs, repeat, as_json):
     """Compile a model, check it against PyTorch, time it next to PyTorch eager."""
-    from schedb.compile import compile_model, time_torch, time_vm
+    from schedb.pipeline.evaluate import compile_model, open_schedules, time_torch, time_vm
     from schedb.models import load_model
-    from schedb.target import canonical, parse_target
-    from schedb.tasks import lower
+    from schedb.tir.target import canonical, parse_target
+    from schedb.tir.tasks import lower
 
     quiet_tvm()
     tgt = parse_target(target)
@@ -211,19 +211,12 @@ def ingest(paths, db_path, model, as_json):
 def sql(query, db_path, fmt, write):
     """Run SQL against the database (read-only unless --write)."""
     import csv
-    import sqlite3
 
     from schedb.store import Store
 
-    store = Store(db_path, readonly=not write)
-    try:
-        cur = store.conn.execute(query)
-    except sqlite3.Error as e:
-        hint = "" if write else " (the database is open read-only; --write allows changes)"
-        raise SchedbError(f"SQL error: {e}{hint}") from None
-    cols = [d[0] for d in cur.description or []]
+    cols, rows = Store(db_path, readonly=not write).query(query)
     # BLOBs (records.digest) as hex, in every output format.
-    rows = [tuple(v.hex() if isinstance(v, bytes) else v for v in r) for r in cur.fetchall()]
+    rows = [tuple(v.hex() if isinstance(v, bytes) else v for v in r) for r in rows]
     if fmt == "json":
         click.echo(json.dumps([dict(zip(cols, r)) for r in rows], indent=1))
     elif fmt == "csv":
@@ -254,22 +247,10 @@ def show():
 @db_option
 @handle_errors
 def show_workload(workload_id, db_path):
+    """A workload in full: description, models, best record, record count."""
     from schedb.store import Store
 
-    store = Store(db_path, readonly=True)
-    w = store.workload(workload_id)
-    if w is None:
-        raise SchedbError(f"no workload {workload_id}")
-    w.pop("ms_workload")
-    w["description"] = json.loads(w["description"]) if w["description"] else None
-    w["models"] = [r["name"] for r in store.db.query(
-        "SELECT m.name FROM model_tasks t JOIN models m ON m.id = t.model_id WHERE t.workload_id = ?",
-        [workload_id])]
-    w["best"] = store.best_record(workload_id)
-    if w["best"]:
-        w["best"] = {k: w["best"][k] for k in ("id", "mean_s", "target", "origin")}
-    w["records"] = store.conn.execute("SELECT COUNT(*) FROM records WHERE workload_id = ?",
-                                      (workload_id,)).fetchone()[0]
+    w = Store(db_path, readonly=True).workload_summary(workload_id)
     click.echo(json.dumps(w, indent=1))
 
 
@@ -278,6 +259,7 @@ def show_workload(workload_id, db_path):
 @db_option
 @handle_errors
 def show_record(record_id, db_path):
+    """A record in full: trace, run times, target and provenance columns."""
     from schedb.store import Store
 
     store = Store(db_path, readonly=True)
@@ -318,8 +300,8 @@ def provenance(record_id, db_path):
 def export(folder, db_path, fmt, model, target):
     """Write the database's schedules as a standard MetaSchedule work dir."""
     from schedb.store import Store
-    from schedb.target import canonical, parse_target
-    from schedb.workdir import export_workdir
+    from schedb.tir.target import canonical, parse_target
+    from schedb.ingest.workdir import export_workdir
 
     tgt = canonical(parse_target(target)) if target else None
     n_wl, n_rec = export_workdir(Store(db_path, readonly=True), folder, model=model, target=tgt)
@@ -337,30 +319,22 @@ def export(folder, db_path, fmt, model, target):
 @handle_errors
 def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_target_only):
     """For every task of a model, the nearest tuned workloads in the database."""
-    from schedb.index import Index
     from schedb.models import load_model
-    from schedb.signature import signature
+    from schedb.pipeline.neighbors import neighbors as find_neighbors
     from schedb.store import Store
-    from schedb.target import SAME, canonical, coverage_note, label, parse_target
-    from schedb.tasks import extract_tasks, lower
+    from schedb.tir.target import canonical, label, parse_target
 
-    store = Store(db_path, readonly=True)
     tgt = parse_target(target)
-    here = canonical(tgt)
-    note = coverage_note(store.target_counts(), here, same_target_only)
+    note, found = find_neighbors(Store(db_path, readonly=True), load_model(model_spec, input_shape), tgt, k,
+                                 list(exclude_model), same_target_only)
     if note:
         click.echo(f"note: {note}", err=True)
-    index = Index(store, here, exclude=list(exclude_model), max_distance=SAME if same_target_only else None)
-    rows = []
-    for task in extract_tasks(lower(load_model(model_spec, input_shape), tgt), tgt):
-        sig, kind, desc = signature(task.func)
-        found = index.neighbors(desc, kind, k)
-        if not found:
-            rows.append([task.name, kind, "-", "-", "-", "-", "-"])
-        for i, nb in enumerate(found):
-            exact = store.conn.execute("SELECT signature = ? FROM workloads WHERE id = ?",
-                                       (sig, nb.workload_id)).fetchone()[0]
-            rows.append([task.name if i == 0 else "", kind if i == 0 else "", nb.workload_id,
+    here, rows = canonical(tgt), []
+    for t in found:
+        if not t.neighbors:
+            rows.append([t.task, t.kind, "-", "-", "-", "-", "-"])
+        for i, (nb, exact) in enumerate(zip(t.neighbors, t.exact)):
+            rows.append([t.task if i == 0 else "", t.kind if i == 0 else "", nb.workload_id,
                          f"{nb.distance:.3f}" + (" (exact)" if exact else ""), ",".join(nb.models),
                          "this" if nb.target == here else label(nb.target), i + 1])
     print_table(["task", "kind", "workload", "distance", "models", "tuned for", "rank"], rows)
@@ -389,8 +363,8 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
 
     from schedb.models import load_model
     from schedb.store import Store
-    from schedb.target import parse_target
-    from schedb.transfer import Options, transfer as run_transfer
+    from schedb.tir.target import parse_target
+    from schedb.pipeline.transfer import Options, transfer as run_transfer
 
     quiet_tvm()
     console = Console(stderr=True)
@@ -448,22 +422,14 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
 def droplet(model_name, workload_ids, target, db_path, trials, starts, pvalue, seed, save_path, runner,
             same_target_only):
     """Refine stored schedules by droplet search; commit improvements."""
-    from schedb.droplet import refine_stored
-    from schedb.measure import Engine
+    from schedb.pipeline.refine import refine_stored, workloads_to_refine
+    from schedb.search.measure import Engine
     from schedb.store import Store
-    from schedb.target import SAME, canonical, coverage_note, load_intrinsics, parse_target
+    from schedb.tir.target import SAME, canonical, coverage_note, load_intrinsics, parse_target
 
     quiet_tvm()
-    if not model_name and not workload_ids:
-        raise SchedbError("give --model NAME or --workload ID")
     store = Store(db_path)
-    ids = list(workload_ids)
-    if model_name:
-        mid = store.model_id(model_name)
-        if mid is None:
-            raise SchedbError(f"no model {model_name!r} in {store.path}")
-        ids += [r[0] for r in store.conn.execute(
-            "SELECT workload_id FROM model_tasks WHERE model_id = ? ORDER BY workload_id", (mid,))]
+    ids = workloads_to_refine(store, model_name, workload_ids)
     tgt = parse_target(target)
     note = coverage_note(store.target_counts(), canonical(tgt), same_target_only)
     if note:
@@ -487,7 +453,7 @@ def droplet(model_name, workload_ids, target, db_path, trials, starts, pvalue, s
 
 def _source(r, here):
     """The source model, with the CPU its schedule was tuned for when that is not this one."""
-    from schedb.target import label
+    from schedb.tir.target import label
 
     if r.source_model is None or r.source_target in (None, here):
         return r.source_model
@@ -496,21 +462,6 @@ def _source(r, here):
 
 def _fmt(x):
     return "" if x is None else f"{x:.1f}"
-
-
-def open_schedules(path, target=None):
-    """A MetaSchedule database for a work dir or a schedb database file (whose records of
-    ``target`` come first, then those of the closest targets)."""
-    from pathlib import Path
-
-    from schedb.workdir import open_workdir
-
-    p = Path(path)
-    if p.is_dir():
-        return open_workdir(p)
-    from schedb.database import Database
-
-    return Database(p, target=target)
 
 
 def main():

@@ -1,17 +1,51 @@
 """schedb: a schedule database for Apache TVM.
 
-Pipeline stages, one module each: models -> tasks -> signature -> store/ingest ->
-index -> transfer (replay, measure, droplet) -> compile. ``schedb.Database`` is the
-store as a MetaSchedule database.
+Layers, each importing only those before it:
+models (PyTorch/ONNX loaders, the zoo) -> tir (targets, tasks, workload signatures, trace
+replay, anchors) -> store (the SQLite file: every SQL statement, records, the MetaSchedule
+``Database`` adapter) and ingest (log formats into the store) -> search (k-NN index,
+droplet, measurement engine; no storage) -> pipeline (tune, transfer, refine, neighbors,
+evaluate) -> cli. The names below are the public API, with ``schedb.ingest.ingest``
+(the subpackage owns the name); ``from schedb import X`` imports TVM only for what needs it.
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "SchedbError": "schedb.errors",
+    "Model": "schedb.models", "load_model": "schedb.models", "ZOO": "schedb.models.zoo",
+    "parse_target": "schedb.tir.target", "canonical": "schedb.tir.target", "label": "schedb.tir.target",
+    "target_distance": ("schedb.tir.target", "distance"), "host_target_dict": "schedb.tir.target",
+    "load_intrinsics": "schedb.tir.target",
+    "lower": "schedb.tir.tasks", "extract_tasks": "schedb.tir.tasks", "Task": "schedb.tir.tasks",
+    "signature": "schedb.tir.signature", "apply_trace": "schedb.tir.replay", "anchor_of": "schedb.tir.anchor",
+    "Store": "schedb.store", "SCHEMA_VERSION": "schedb.store", "commit_trace": "schedb.store.records",
+    "commit_mod": "schedb.store.records", "record_digest": "schedb.store.records",
+    "Database": "schedb.store.database",
+    "IngestReport": ("schedb.ingest", "Report"),
+    "export_workdir": "schedb.ingest.workdir", "open_workdir": "schedb.ingest.workdir",
+    "Index": "schedb.search.index", "features": "schedb.search.index",
+    "Engine": "schedb.search.measure", "Measurement": "schedb.search.measure",
+    "droplet": "schedb.search.droplet", "refine_many": "schedb.search.droplet",
+    "tune": "schedb.pipeline.tune",
+    "transfer": "schedb.pipeline.transfer", "Options": "schedb.pipeline.transfer",
+    "TransferReport": "schedb.pipeline.transfer", "Winner": "schedb.pipeline.transfer",
+    "refine_stored": "schedb.pipeline.refine", "neighbors": "schedb.pipeline.neighbors",
+    "compile_model": "schedb.pipeline.evaluate", "time_vm": "schedb.pipeline.evaluate",
+    "time_torch": "schedb.pipeline.evaluate", "winners_database": "schedb.pipeline.evaluate",
+    "end_to_end": "schedb.pipeline.evaluate", "open_schedules": "schedb.pipeline.evaluate",
+}
+
+__all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name):
     # Lazy: importing TVM costs seconds, and `schedb sql` / `schedb show` never need it.
-    if name == "Database":
-        from schedb.database import Database
-
-        return Database
-    raise AttributeError(f"module 'schedb' has no attribute {name!r}")
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'schedb' has no attribute {name!r}")
+    module, attr = _PUBLIC[name] if isinstance(_PUBLIC[name], tuple) else (_PUBLIC[name], name)
+    return getattr(importlib.import_module(module), attr)

@@ -6,7 +6,7 @@ import json
 import sqlite3
 import traceback
 
-from schedb.target import canonical, parse_target
+from schedb.tir.target import canonical, parse_target
 
 
 def explain(result) -> str:

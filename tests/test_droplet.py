@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from schedb.droplet import droplet, refine_many, significantly_faster
-from schedb.measure import Measurement
-from schedb.replay import apply_trace, as_json
+from schedb.search.droplet import droplet, refine_many, significantly_faster
+from schedb.search.measure import Measurement
+from schedb.tir.replay import apply_trace, as_json
 
 SPREAD = [1.0, 1.02, 0.98, 1.01, 0.99]  # 5 repeats, +-2% noise
 
@@ -44,8 +44,8 @@ def setup():
     from tvm.s_tir import meta_schedule as ms
 
     from schedb.models import load_model
-    from schedb.target import load_intrinsics, parse_target
-    from schedb.tasks import extract_tasks, lower
+    from schedb.tir.target import load_intrinsics, parse_target
+    from schedb.tir.tasks import extract_tasks, lower
 
     target = parse_target(None)
     load_intrinsics(target)
@@ -151,7 +151,7 @@ def test_refine_many_shares_the_budget(setup):
 
 # --------------------------------------------------------------------------- real
 def test_real_search_on_tiny_conv(setup):
-    from schedb.measure import Engine
+    from schedb.search.measure import Engine
 
     target, conv, traces, _ = setup
     res = droplet(conv, target, traces[0], Engine(target), trials=16, batch=8)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from schedb.errors import SchedbError
-from schedb.models import _example_inputs, load_model
-from schedb.zoo import ZOO
+from schedb.models import example_inputs, load_model
+from schedb.models.zoo import ZOO
 
 IMAGE_OUT = (1, 1000)
 OUTPUT_SHAPES = {
@@ -31,13 +31,13 @@ OUTPUT_SHAPES = {
 
 @pytest.fixture(scope="module")
 def target():
-    from schedb.target import parse_target
+    from schedb.tir.target import parse_target
 
     return parse_target(None)
 
 
 def _tasks(model, target):
-    from schedb.tasks import extract_tasks, lower
+    from schedb.tir.tasks import extract_tasks, lower
 
     return extract_tasks(lower(model, target), target)
 
@@ -53,7 +53,7 @@ def test_zoo_param_count_and_output_shape(name):
     net = entry.factory().eval()
     assert sum(p.numel() for p in net.parameters()) == entry.params
     dtypes = entry.dtypes or ["float32"] * len(entry.input_shapes)
-    xs = [torch.from_numpy(x) for x in _example_inputs(entry.input_shapes, dtypes)]
+    xs = [torch.from_numpy(x) for x in example_inputs(entry.input_shapes, dtypes)]
     with torch.no_grad():
         out = net(*xs)
     assert tuple(out.shape) == OUTPUT_SHAPES[name]
@@ -63,7 +63,7 @@ def test_zoo_param_count_and_output_shape(name):
 def test_transformer_encoder_takes_token_ids():
     entry = ZOO["transformer_encoder"]
     assert entry.dtypes == ["int64"] and entry.input_shapes == [(1, 128)]
-    (x,) = _example_inputs(entry.input_shapes, entry.dtypes)
+    (x,) = example_inputs(entry.input_shapes, entry.dtypes)
     assert x.dtype == np.int64 and 0 <= x.min() and x.max() < 100
 
 

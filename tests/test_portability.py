@@ -15,7 +15,7 @@ from helpers import explain, foreign_target, relabel
 from cli.main import cli
 from schedb.ingest import ingest
 from schedb.store import SCHEMA_VERSION, Store
-from schedb.target import (SAME, SAME_ARCH, SAME_CPU, SAME_KIND, SAME_VECTOR, canonical, coverage_note,
+from schedb.tir.target import (SAME, SAME_ARCH, SAME_CPU, SAME_KIND, SAME_VECTOR, canonical, coverage_note,
                            distance, label, parse_target)
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -105,11 +105,11 @@ def test_model_summary_has_a_row_per_target(mixed):
 
 
 def test_schema_3_file_migrates_to_per_target_views(tmp_path, monkeypatch):
-    import schedb.store
+    import schedb.store.schema
 
     path = tmp_path / "v3.db"
     with monkeypatch.context() as m:
-        m.setattr(schedb.store, "SCHEMA_VERSION", 3)
+        m.setattr(schedb.store.schema, "SCHEMA_VERSION", 3)
         ingest(Store(path), [FIXTURES / "tiny_mlp"])
     assert Store(path, readonly=True).version() == 3
     cols = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(model_summary)")]

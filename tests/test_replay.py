@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from schedb.replay import (
+from schedb.tir.replay import (
     CATEGORICAL, LOCATION, TILE, apply_trace, as_json, decision_points, factorizations,
     nearest_factorization, tile_moves,
 )
@@ -68,8 +68,8 @@ def setup():
     from tvm.s_tir import meta_schedule as ms
 
     from schedb.models import load_model
-    from schedb.target import load_intrinsics, parse_target
-    from schedb.tasks import extract_tasks, lower
+    from schedb.tir.target import load_intrinsics, parse_target
+    from schedb.tir.tasks import extract_tasks, lower
 
     target = parse_target(None)
     load_intrinsics(target)
@@ -159,8 +159,8 @@ def _run(mod, target, args):
 
 
 def test_replayed_kernels_build_run_and_match(setup):
-    from schedb.measure import Engine
-    from schedb.signature import prim_func
+    from schedb.search.measure import Engine
+    from schedb.tir.signature import prim_func
 
     target, a, b, _, traces = setup
     rng = np.random.default_rng(0)

@@ -10,10 +10,10 @@ from schedb.store import SCHEMA_VERSION, Store
 
 def _as_version_1(path, monkeypatch):
     """A file as schema 1's schedb wrote it: only the first migration applied."""
-    import schedb.store
+    import schedb.store.schema
 
     with monkeypatch.context() as m:
-        m.setattr(schedb.store, "SCHEMA_VERSION", 1)
+        m.setattr(schedb.store.schema, "SCHEMA_VERSION", 1)
         Store(path).close()
 
 
@@ -68,7 +68,7 @@ def test_read_only_refuses_writes(tmp_path):
 
 def test_package_root_exports_the_metaschedule_database():
     import schedb
-    from schedb.database import Database
+    from schedb.store.database import Database
 
     assert schedb.Database is Database
     with pytest.raises(AttributeError):

@@ -15,15 +15,15 @@ from click.testing import CliRunner
 from helpers import explain, foreign_target, relabel
 
 from cli.main import cli
-from schedb.index import Index, features
+from schedb.search.index import Index, features
 from schedb.ingest import ingest
-from schedb.measure import Engine
+from schedb.search.measure import Engine
 from schedb.models import load_model
-from schedb.signature import signature
+from schedb.tir.signature import signature
 from schedb.store import Store
-from schedb.target import canonical, load_intrinsics, parse_target
-from schedb.tasks import extract_tasks, lower
-from schedb.transfer import Options, transfer
+from schedb.tir.target import canonical, load_intrinsics, parse_target
+from schedb.tir.tasks import extract_tasks, lower
+from schedb.pipeline.transfer import Options, transfer
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -56,7 +56,7 @@ def test_features_separate_shapes_and_scale_by_ratio(target):
 
 def test_index_finds_same_kind_nearest_first(source_db, target):
     store = Store(source_db)
-    index = Index(store, canonical(target))
+    index = Index().fit(store.tuned_workloads(canonical(target)))
     assert len(index) > 0
     wide = extract_tasks(lower(load_model("tiny_cnn_wide"), target), target)
     conv = next(t for t in wide if "conv2d" in t.name)
@@ -65,9 +65,9 @@ def test_index_finds_same_kind_nearest_first(source_db, target):
     assert found and all(n.kind == kind for n in found)
     assert [n.distance for n in found] == sorted(n.distance for n in found)
     assert all(n.models == ["tiny_cnn"] and n.target == foreign_target() for n in found)
-    assert len(Index(store, canonical(target), max_distance=0)) == 0  # strict: no record of this CPU
+    assert len(Index().fit(store.tuned_workloads(canonical(target), max_distance=0))) == 0  # strict: no record of this CPU
     # Excluding the only source model leaves nothing to transfer from.
-    assert Index(store, canonical(target), exclude=["tiny_cnn"]).neighbors(desc, kind) == []
+    assert Index(exclude=["tiny_cnn"]).fit(store.tuned_workloads(canonical(target))).neighbors(desc, kind) == []
 
 
 def test_transfer_to_new_shapes_is_never_slower_than_untuned(source_db, target, tmp_path):
@@ -123,7 +123,7 @@ def test_exact_matches_reuse_and_exclude_model(source_db, target, tmp_path):
 
 
 def test_anchor_is_the_main_reduction_block(target):
-    from schedb.anchor import anchor_of
+    from schedb.tir.anchor import anchor_of
 
     tasks = {t.name: signature(t.func)[2] for t in extract_tasks(lower(load_model("tiny_cnn"), target), target)}
     anchors = {name: anchor_of(desc) for name, desc in tasks.items()}

@@ -6,10 +6,10 @@ neighbourhood of the best point in batches, moves only when a t-test says the ne
 point is faster, and widens the neighbourhood when it runs out of points.
 
 Coordinates are the trace's decisions: tile factor vectors (a step moves one prime
-factor between adjacent levels, :func:`schedb.replay.tile_moves`), categorical indices
+factor between adjacent levels, :func:`schedb.tir.replay.tile_moves`), categorical indices
 and compute-at locations (a step is the next valid index either way). The trace's
 instructions stay fixed; every candidate is the start trace with other decisions,
-replayed by :func:`schedb.replay.apply_trace`.
+replayed by :func:`schedb.tir.replay.apply_trace`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schedb.errors import SchedbError
-from schedb.replay import (
+from schedb.tir.replay import (
     LOCATION, TILE, DecisionPoint, Replayed, apply_trace, as_json, decision_points, schedule_part, tile_moves,
 )
 
@@ -217,6 +217,32 @@ class _Search:
         t0 = time.perf_counter()
         deadline = math.inf if time_budget is None else t0 + time_budget
         trials0, failed0, visits0 = self.trials, self.failed, len(self.visits)
+        start, points, done, first = self._start(start_trace, start_samples)
+        base, inc, inc_mod, radius = first.trace, first, start.mod, 1
+        queue = _neighbours(points, inc, 1, self.limit, self.rng, done)
+        search_trials = trials - 2  # two kept for the final head-to-head with the start
+        while search_trials - self.trials >= 2 and time.perf_counter() < deadline:  # incumbent + one
+            while len(queue) < self.batch and radius < self.max_radius:  # speculation
+                radius += 1
+                queue += _neighbours(points, inc, radius, self.limit, self.rng, done | set(queue))
+            if not queue:
+                break
+            chosen = self._replay_batch(queue, base, points, done, search_trials - 1)
+            if not chosen:
+                continue
+            inc, best = self._measure_batch(chosen, inc, inc_mod)
+            if best is not None and significantly_faster(best[2].samples, inc.samples, self.pvalue)[0]:
+                inc = _Point(best[0], best[1].trace, best[2].samples, best[1].locations)
+                inc_mod, radius = best[1].mod, 1
+                queue = _neighbours(points, inc, 1, self.limit, self.rng, done)
+        inc, p, start_samples = self._head_to_head(start.mod, first, inc, inc_mod)
+        return DropletResult(sum(start_samples) / len(start_samples), inc.mean, inc.trace, inc.samples,
+                             self.trials - trials0, self.failed - failed0, p, self.visits[visits0:],
+                             time.perf_counter() - t0, list(start_samples))
+
+    def _start(self, start_trace, start_samples):
+        """Replay (and, without ``start_samples``, measure) the start:
+        (its Replayed, decision points, the set of visited keys, the start point)."""
         start = apply_trace(start_trace, self.mod, self.target)
         if not start.ok:
             self.failed += 1
@@ -232,58 +258,42 @@ class _Search:
                 self.visits.append(Visit(as_json(base), None, m.error))
                 raise SchedbError(f"start trace does not run: {m.error}")
             start_samples = m.samples
-        inc = _Point(_key(points, base), base, list(start_samples), start.locations)
-        self.visits.append(Visit(as_json(base), inc.mean))
-        done.add(inc.key)
-        inc_mod = start.mod
-        radius = 1
-        queue = _neighbours(points, inc, 1, self.limit, self.rng, done)
-        first = inc
-        search_trials = trials - 2  # two kept for the final head-to-head with the start
-        while search_trials - self.trials >= 2 and time.perf_counter() < deadline:  # incumbent + one
-            while len(queue) < self.batch and radius < self.max_radius:  # speculation
-                radius += 1
-                queue += _neighbours(points, inc, radius, self.limit, self.rng, done | set(queue))
-            if not queue:
-                break
-            # One slot of every batch re-measures the incumbent: the t-test then compares
-            # samples taken under the same machine load, not against a stale baseline.
-            chosen = self._replay_batch(queue, base, points, done, search_trials - 1)
-            if not chosen:
-                continue
-            measured = self.engine.measure([inc_mod] + [r.mod for _, r in chosen])
-            if measured[0].ok:
-                inc = _Point(inc.key, inc.trace, measured[0].samples, inc.locations)
-            best = None
-            for (key, r), m in zip(chosen, measured[1:]):
-                self.visits.append(Visit(as_json(r.trace), m.mean if m.ok else None, m.error))
-                if not m.ok:
-                    self.failed += 1
-                elif best is None or m.mean < best[2].mean:
-                    best = (key, r, m)
-            self.trials += len(chosen) + 1
-            if best is not None and significantly_faster(best[2].samples, inc.samples, self.pvalue)[0]:
-                inc = _Point(best[0], best[1].trace, best[2].samples, best[1].locations)
-                inc_mod = best[1].mod
-                radius = 1
-                queue = _neighbours(points, inc, 1, self.limit, self.rng, done)
-        moved = inc.trace is not base
-        p = None
-        if moved:
-            # A chain of moves each judged against a fresh incumbent can drift under
-            # changing load: keep the end point only if it beats the start head to head.
-            final = self.engine.measure([start.mod, inc_mod])
-            self.trials += 2
-            if final[0].ok and final[1].ok:
-                start_samples = final[0].samples
-                keep, p = significantly_faster(final[1].samples, start_samples, self.pvalue)
-                if keep:
-                    inc = _Point(inc.key, inc.trace, final[1].samples, inc.locations)
-                else:
-                    inc, p = _Point(first.key, first.trace, list(start_samples), first.locations), None
-        return DropletResult(sum(start_samples) / len(start_samples), inc.mean, inc.trace, inc.samples,
-                             self.trials - trials0, self.failed - failed0, p, self.visits[visits0:],
-                             time.perf_counter() - t0, list(start_samples))
+        first = _Point(_key(points, base), base, list(start_samples), start.locations)
+        self.visits.append(Visit(as_json(base), first.mean))
+        done.add(first.key)
+        return start, points, done, first
+
+    def _measure_batch(self, chosen, inc: "_Point", inc_mod):
+        """Measure a batch with the incumbent re-measured in the same call, so the t-test
+        compares samples taken under the same machine load, not a stale baseline:
+        (the incumbent with fresh samples, the batch's fastest as (key, Replayed, Measurement))."""
+        measured = self.engine.measure([inc_mod] + [r.mod for _, r in chosen])
+        if measured[0].ok:
+            inc = _Point(inc.key, inc.trace, measured[0].samples, inc.locations)
+        best = None
+        for (key, r), m in zip(chosen, measured[1:]):
+            self.visits.append(Visit(as_json(r.trace), m.mean if m.ok else None, m.error))
+            if not m.ok:
+                self.failed += 1
+            elif best is None or m.mean < best[2].mean:
+                best = (key, r, m)
+        self.trials += len(chosen) + 1
+        return inc, best
+
+    def _head_to_head(self, start_mod, first: "_Point", inc: "_Point", inc_mod):
+        """A chain of moves each judged against a fresh incumbent can drift under changing
+        load: keep the end point only if it beats the start measured beside it.
+        -> (the kept point, its p-value or None, the start's samples)."""
+        if inc.trace is first.trace:
+            return inc, None, first.samples
+        final = self.engine.measure([start_mod, inc_mod])
+        self.trials += 2
+        if not (final[0].ok and final[1].ok):
+            return inc, None, first.samples
+        keep, p = significantly_faster(final[1].samples, final[0].samples, self.pvalue)
+        if keep:
+            return _Point(inc.key, inc.trace, final[1].samples, inc.locations), p, final[0].samples
+        return _Point(first.key, first.trace, list(final[0].samples), first.locations), None, final[0].samples
 
     def _replay_batch(self, queue: list, base, points, done: set, trials: int
                       ) -> list[tuple[tuple, Replayed]]:
@@ -307,67 +317,3 @@ class _Search:
             done.add(actual)
             chosen.append((actual, r))
         return chosen
-
-
-@dataclass
-class Refinement:
-    """What ``refine_stored`` did for one workload."""
-
-    workload_id: int
-    kind: str
-    start_record_id: int
-    start_us: float
-    best_us: float
-    trials: int
-    failed: int
-    pvalue: float | None
-    record_id: int | None  # the committed improvement, if any
-    elapsed: float
-
-
-def refine_stored(store, workload_ids: list[int], target, engine, trials: int = 32, starts: int = 3,
-                  pvalue: float = 0.05, seed: int = 0, save_path: bool = False,
-                  progress=None, max_distance: int | None = None) -> list[Refinement]:
-    """Droplet search from the best stored records of each workload (multi-start from the
-    ``starts`` fastest distinct traces). An improvement is committed as a record with
-    origin ``droplet`` whose parent is the start record; with ``save_path`` every
-    measured point of the search is stored too, so the path is queryable in SQL. Starts may
-    be records of other targets (closest first, at most ``max_distance`` away,
-    schedb.target.distance): every point is measured here and committed for ``target``."""
-    import json
-
-    from tvm.s_tir.meta_schedule.database import Workload
-
-    from schedb.database import commit_trace
-    from schedb.target import canonical
-
-    tgt = canonical(target)
-    out = []
-    for wid in workload_ids:
-        w = store.workload(wid)
-        top = store.top_records(wid, tgt, starts, max_distance=max_distance)
-        if w is None or not w["ms_workload"] or not top:
-            continue
-        mod = Workload.from_json(json.loads(w["ms_workload"])).mod
-        try:
-            res = refine_many([json.loads(r["trace"]) for r in top], mod, target, engine, trials=trials,
-                              pvalue=pvalue, seed=seed)
-        except SchedbError:
-            continue
-        parent = top[0]
-        record_id = None
-        with store.transaction():
-            if save_path:
-                for v in res.visited:
-                    if v.mean is not None:
-                        commit_trace(store, wid, w["signature"], tgt, v.trace, [v.mean], "droplet",
-                                     parent_id=parent["id"])
-            if res.pvalue is not None and res.best_mean < res.start_mean:
-                record_id = commit_trace(store, wid, w["signature"], tgt, res.best_trace, res.best_samples,
-                                         "droplet", parent_id=parent["id"],
-                                         search_time_s=round(res.elapsed, 3))
-        out.append(Refinement(wid, w["kind"], parent["id"], res.start_mean * 1e6, res.best_mean * 1e6,
-                              res.trials, res.failed, res.pvalue, record_id, res.elapsed))
-        if progress:
-            progress(out[-1])
-    return out

@@ -67,35 +67,20 @@ def export_workdir(store, folder: Path, model: str | None = None, target: str | 
     Returns (workloads, records) written. Legacy Ansor records cannot be replayed by
     MetaSchedule and are left out."""
     folder = Path(folder)
+    rows = store.ms_records(model=model, target=target)  # raises for an unknown model: before any file
     folder.mkdir(parents=True, exist_ok=True)
-    where = ["r.format = 'ms-trace'", "w.ms_workload IS NOT NULL", "r.target != ''"]
-    args: list = []
-    if model is not None:
-        mid = store.model_id(model)
-        if mid is None:
-            raise SchedbError(f"no model {model!r} in {store.path}")
-        where.append("r.workload_id IN (SELECT workload_id FROM model_tasks WHERE model_id = ?)")
-        args.append(mid)
-    if target is not None:
-        where.append("r.target = ?")
-        args.append(target)
-    sql = (
-        "SELECT r.workload_id, r.trace, r.run_secs, r.target, r.args_info, w.ms_workload"
-        " FROM records r JOIN workloads w ON w.id = r.workload_id"
-        f" WHERE {' AND '.join(where)} ORDER BY r.workload_id, r.id"
-    )
     index: dict[int, int] = {}
     n_records = 0
     with open(folder / WORKLOADS, "w", encoding="utf-8") as wf, \
             open(folder / RECORDS, "w", encoding="utf-8") as rf:
-        for row in store.conn.execute(sql, args):
-            wid, trace, run_secs, tgt, args_info, ms_workload = row
+        for row in rows:
+            wid, run_secs = row["workload_id"], row["run_secs"]
             if wid not in index:
                 index[wid] = len(index)
-                wf.write(ms_workload.strip() + "\n")
+                wf.write(row["ms_workload"].strip() + "\n")
             run = json.loads(run_secs) if run_secs else [1e10]  # MetaSchedule's "failed"
-            rec = [index[wid], [json.loads(trace), run, json.loads(tgt),
-                                json.loads(args_info) if args_info else []]]
+            rec = [index[wid], [json.loads(row["trace"]), run, json.loads(row["target"]),
+                                json.loads(row["args_info"]) if row["args_info"] else []]]
             rf.write(json.dumps(rec, separators=(",", ":")) + "\n")
             n_records += 1
     return len(index), n_records

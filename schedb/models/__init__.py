@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from schedb.errors import SchedbError
-from schedb.zoo import ZOO, ZooEntry
+from schedb.models.zoo import ZOO, ZooEntry
 
 SEED = 0
 
@@ -53,7 +53,7 @@ def parse_shape(text: str | None) -> list[tuple[int, ...]] | None:
         raise SchedbError(f"bad --input-shape {text!r}: expected e.g. 1,3,224,224") from None
 
 
-def _example_inputs(shapes, dtypes) -> list[np.ndarray]:
+def example_inputs(shapes, dtypes) -> list[np.ndarray]:
     rng = np.random.default_rng(SEED)
     out = []
     for shape, dtype in zip(shapes, dtypes):
@@ -89,7 +89,7 @@ def _first(out):
 
 def from_torch(name: str, source: str, module: torch.nn.Module, shapes, dtypes=None) -> Model:
     dtypes = dtypes or ["float32"] * len(shapes)
-    inputs = _example_inputs(shapes, dtypes)
+    inputs = example_inputs(shapes, dtypes)
     module = module.eval()
     try:
         ep = torch.export.export(module, tuple(torch.from_numpy(x) for x in inputs))
@@ -128,7 +128,7 @@ def _load_onnx(path: Path, input_shape) -> Model:
             raise SchedbError(f"{path}: input {inp.name!r} has a dynamic shape; give --input-shape")
         shapes.append(tuple(dims))
         dtypes.append(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name)
-    inputs = _example_inputs(shapes, dtypes)
+    inputs = example_inputs(shapes, dtypes)
     names = [i.name for i in graph_inputs]
 
     def reference(xs):

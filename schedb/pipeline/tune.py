@@ -18,10 +18,10 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
 from schedb.models import Model
-from schedb.target import canonical, load_intrinsics
-from schedb.tasks import extract_tasks, lower
+from schedb.tir.target import canonical, load_intrinsics
+from schedb.tir.tasks import extract_tasks, lower
 
-from schedb.workdir import SIDECAR
+from schedb.ingest.workdir import SIDECAR
 
 
 def tune(
@@ -42,11 +42,9 @@ def tune(
     is called after every measured batch. ``time_limit`` (seconds) ends the search at the
     first batch measured past it (batches in flight are measured and kept); the work dir
     and sidecar are complete as usual."""
-    import tvm
-    import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
-    from schedb.measure import WarmBuilder, make_runner
+    from schedb.search.measure import WarmBuilder, make_runner
 
     load_intrinsics(target)
     out = Path(out)
@@ -84,7 +82,19 @@ def tune(
     except Exception:
         if deadline is None or not deadline.reached:
             raise
-    meta = {
+    meta = _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, seed, started,
+                    time.perf_counter() - t0, time_limit, timeline(out / "logs", epoch0))
+    (out / SIDECAR).write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, seed, started, wall_s,
+             time_limit, steps) -> dict:
+    """What the work dir's own files lack: the model, target, budget and timeline."""
+    import tvm
+    import tvm_ffi
+
+    return {
         "model": model.name,
         "source": model.source,
         "input_shapes": model.input_shapes,
@@ -95,16 +105,14 @@ def tune(
         "trials_per_iter": trials_per_iter,
         "seed": seed,
         "started": started,
-        "wall_time_s": round(time.perf_counter() - t0, 1),
+        "wall_time_s": round(wall_s, 1),
         "time_limit_s": time_limit,
-        "timeline": timeline(out / "logs", epoch0),
+        "timeline": steps,
         "tasks": [
             {"name": t.name, "weight": t.weight, "shash": str(tvm_ffi.structural_hash(t.func))}
             for t in tasks
         ],
     }
-    (out / SIDECAR).write_text(json.dumps(meta, indent=1) + "\n")
-    return meta
 
 
 def _drop_unnamed_handlers():

@@ -7,10 +7,8 @@ the connection directly so that a whole input file lands in one transaction.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,221 +17,11 @@ import orjson
 import sqlite_utils
 
 from schedb.errors import SchedbError
-from schedb.target import distance as target_distance
+from schedb.store import schema
+from schedb.tir.target import distance as target_distance
 
-SCHEMA_VERSION = 4
 DEFAULT_DB = "schedb.db"
 WRITE_CACHE_KIB = 64 * 1024  # page cache of a writing connection
-
-# Each entry migrates the schema from version i to i+1.
-MIGRATIONS = [
-    """
-    CREATE TABLE files (
-        id INTEGER PRIMARY KEY,
-        path TEXT NOT NULL,            -- as given on the command line, resolved
-        sha256 TEXT NOT NULL UNIQUE,   -- content hash: the same file is ingested once
-        format TEXT NOT NULL,          -- metaschedule | ansor | schedb
-        size INTEGER,
-        lines INTEGER,
-        ingested_at TEXT NOT NULL
-    );
-    CREATE TABLE models (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        source TEXT,                   -- zoo:NAME, a file path, or a legacy log
-        input_shapes TEXT,             -- JSON
-        target TEXT,                   -- canonical target JSON it was tuned for
-        tvm_version TEXT,
-        created_at TEXT NOT NULL
-    );
-    CREATE TABLE workloads (
-        id INTEGER PRIMARY KEY,
-        signature TEXT NOT NULL UNIQUE, -- schedb.signature: stable across TVM versions
-        kind TEXT NOT NULL,             -- readable computation kind (block names)
-        shash TEXT,                     -- TVM's structural hash (secondary key)
-        legacy_key TEXT,                -- Ansor workload_key for legacy workloads
-        shapes TEXT NOT NULL,           -- JSON: argument shapes
-        dtypes TEXT NOT NULL,           -- JSON: argument dtypes
-        description TEXT,               -- JSON: schedb.signature.describe()
-        ms_workload TEXT,               -- MetaSchedule's serialized IRModule (NULL: legacy)
-        tvm_version TEXT,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX workloads_shash ON workloads(shash);
-    CREATE TABLE model_tasks (
-        model_id INTEGER NOT NULL REFERENCES models(id),
-        workload_id INTEGER NOT NULL REFERENCES workloads(id),
-        task_name TEXT,
-        weight INTEGER,                 -- occurrences of the kernel in the model (NULL: unknown)
-        PRIMARY KEY (model_id, workload_id)
-    );
-    CREATE INDEX model_tasks_workload ON model_tasks(workload_id);
-    CREATE TABLE records (
-        id INTEGER PRIMARY KEY,
-        workload_id INTEGER NOT NULL REFERENCES workloads(id),
-        target TEXT NOT NULL,           -- canonical target JSON
-        format TEXT NOT NULL,           -- ms-trace | ansor-steps
-        trace TEXT NOT NULL,            -- JSON, exactly as the tuner wrote it
-        run_secs TEXT,                  -- JSON list: every measured sample
-        mean_s REAL,                    -- mean of run_secs (NULL when invalid)
-        valid INTEGER NOT NULL,         -- 0: failed measurement, never chosen as best
-        error TEXT,
-        args_info TEXT,                 -- JSON (MetaSchedule ArgInfo)
-        origin TEXT NOT NULL,           -- tuned | transferred | droplet | legacy-ansor
-        parent_id INTEGER REFERENCES records(id),
-        source_workload_id INTEGER REFERENCES workloads(id),  -- where a transferred schedule came from
-        distance REAL,                  -- neighbour distance of that source workload
-        search_time_s REAL,
-        model_id INTEGER REFERENCES models(id),
-        file_id INTEGER REFERENCES files(id),
-        line INTEGER,                   -- line in that file (1-based)
-        measured_at TEXT,
-        tvm_version TEXT,
-        created_at TEXT NOT NULL,
-        digest TEXT NOT NULL UNIQUE     -- identity: ingesting twice adds nothing
-    );
-    CREATE INDEX records_best ON records(workload_id, target, valid, mean_s);
-    CREATE INDEX records_parent ON records(parent_id);
-    CREATE INDEX records_model ON records(model_id);
-
-    CREATE VIEW best_records AS
-    SELECT * FROM (
-        SELECT r.*, ROW_NUMBER() OVER (
-            PARTITION BY r.workload_id, r.target ORDER BY r.mean_s, r.id) AS rank
-        FROM records r WHERE r.valid = 1
-    ) WHERE rank = 1;
-
-    CREATE VIEW record_lineage AS
-    WITH RECURSIVE chain(record_id, ancestor_id, depth) AS (
-        SELECT id, id, 0 FROM records
-        UNION ALL
-        SELECT c.record_id, r.parent_id, c.depth + 1
-        FROM chain c JOIN records r ON r.id = c.ancestor_id
-        WHERE r.parent_id IS NOT NULL
-    )
-    SELECT c.record_id, c.depth, a.id AS ancestor_id, a.origin, a.workload_id, w.kind,
-           m.name AS model, f.path AS file, a.line, a.mean_s, a.created_at
-    FROM chain c
-    JOIN records a ON a.id = c.ancestor_id
-    JOIN workloads w ON w.id = a.workload_id
-    LEFT JOIN models m ON m.id = a.model_id
-    LEFT JOIN files f ON f.id = a.file_id;
-
-    CREATE VIEW model_summary AS
-    SELECT m.id AS model_id, m.name AS model,
-           COUNT(t.workload_id) AS tasks,
-           SUM(t.weight) AS kernels,
-           SUM(b.id IS NOT NULL) AS tasks_with_schedule,
-           SUM(t.weight * b.mean_s) * 1e3 AS est_kernel_ms,
-           (SELECT COUNT(*) FROM records r WHERE r.model_id = m.id) AS records
-    FROM models m
-    LEFT JOIN model_tasks t ON t.model_id = m.id
-    LEFT JOIN (SELECT workload_id, MIN(id) AS id, MIN(mean_s) AS mean_s
-               FROM best_records GROUP BY workload_id) b ON b.workload_id = t.workload_id
-    GROUP BY m.id;
-    """,
-    # 2: best record of a workload for any target without a sort (target sits in records_best).
-    """
-    CREATE INDEX records_best_any ON records(workload_id, valid, mean_s);
-    """,
-    # 3: records.digest is 16 bytes (BLOB), not 64 hex characters, unique per workload:
-    # see _records_digest_blob.
-    lambda conn: _records_digest_blob(conn),
-    # 4: records of several CPUs share a database: model_summary gets a row per model and
-    # target (it mixed the targets), record_lineage names each ancestor's target.
-    """
-    DROP VIEW model_summary;
-    DROP VIEW record_lineage;
-    CREATE VIEW record_lineage AS
-    WITH RECURSIVE chain(record_id, ancestor_id, depth) AS (
-        SELECT id, id, 0 FROM records
-        UNION ALL
-        SELECT c.record_id, r.parent_id, c.depth + 1
-        FROM chain c JOIN records r ON r.id = c.ancestor_id
-        WHERE r.parent_id IS NOT NULL
-    )
-    SELECT c.record_id, c.depth, a.id AS ancestor_id, a.origin, a.workload_id, w.kind,
-           m.name AS model, f.path AS file, a.line, a.mean_s, a.target, a.created_at
-    FROM chain c
-    JOIN records a ON a.id = c.ancestor_id
-    JOIN workloads w ON w.id = a.workload_id
-    LEFT JOIN models m ON m.id = a.model_id
-    LEFT JOIN files f ON f.id = a.file_id;
-    CREATE VIEW model_summary AS
-    WITH model_targets AS (
-        SELECT DISTINCT t.model_id, r.target FROM model_tasks t
-        JOIN records r ON r.workload_id = t.workload_id AND r.valid = 1
-    )
-    SELECT m.id AS model_id, m.name AS model, mt.target,
-           COUNT(t.workload_id) AS tasks,
-           SUM(t.weight) AS kernels,
-           SUM(b.id IS NOT NULL) AS tasks_with_schedule,
-           SUM(t.weight * b.mean_s) * 1e3 AS est_kernel_ms,
-           (SELECT COUNT(*) FROM records r WHERE r.model_id = m.id AND r.target IS mt.target) AS records
-    FROM models m
-    LEFT JOIN model_targets mt ON mt.model_id = m.id
-    LEFT JOIN model_tasks t ON t.model_id = m.id
-    LEFT JOIN best_records b ON b.workload_id = t.workload_id AND b.target IS mt.target
-    GROUP BY m.id, mt.target;
-    """,
-]
-
-DIGEST_BYTES = 16  # records.digest: the first 128 bits of a sha256 (schedb.ingest.record_digest)
-
-
-def digest_from_v2(digest) -> bytes:
-    """A schema-2 digest (64 hex characters of a sha256) as stored from schema 3 on: its
-    first 16 bytes, so a converted record equals the same record ingested anew. A digest
-    that is not hex (a caller's own identity string) becomes the first 16 bytes of its sha256."""
-    if isinstance(digest, bytes):
-        return digest
-    try:
-        if len(digest) == 64:
-            return bytes.fromhex(digest)[:DIGEST_BYTES]
-    except ValueError:
-        pass
-    return hashlib.sha256(str(digest).encode()).digest()[:DIGEST_BYTES]
-
-
-def _records_digest_blob(conn):
-    """Schema 3: rebuild ``records`` with ``digest BLOB`` and the identity constraint
-    ``UNIQUE (workload_id, digest)`` instead of ``digest TEXT UNIQUE`` (SQLite cannot change a
-    column in place): new table, every row copied with its id, old table dropped, the new one
-    renamed, then its indexes and the views recreated from their stored SQL. Foreign keys are
-    off during the migration (Store._migrate) and checked before it commits.
-
-    Why: the unique index took one random-page insert per record (a digest is random), so
-    each ingested work dir rewrote most of that index once the database outgrew a few 10^4
-    records. Keyed by workload first, a work dir's records land in its workloads' few key
-    ranges. The constraint means the same: a digest covers the workload's signature, and one
-    signature is one workload row. 16 bytes instead of 64 characters: a third the size."""
-    cols = [r[1] for r in conn.execute("PRAGMA table_info(records)")]
-    sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone()[0]
-    new_sql, n = re.subn(r"digest\s+TEXT\s+NOT\s+NULL\s+UNIQUE",
-                         "digest BLOB NOT NULL, UNIQUE (workload_id, digest)", sql)
-    if n != 1:
-        raise SchedbError("schema 3 migration: unexpected records table definition")
-    new_sql = re.sub(r"CREATE TABLE\s+\"?records\"?", "CREATE TABLE records_v3", new_sql, count=1)
-    indexes = [r[0] for r in conn.execute(
-        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records' AND sql IS NOT NULL")]
-    views = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view' ORDER BY rowid").fetchall()
-    conn.create_function("schedb_digest_from_v2", 1, digest_from_v2, deterministic=True)
-    for name, _ in views:
-        conn.execute(f'DROP VIEW "{name}"')
-    conn.execute(new_sql)
-    col_list = ", ".join(cols)
-    select = ", ".join("schedb_digest_from_v2(digest)" if c == "digest" else c for c in cols)
-    # INSERT OR IGNORE: two old digests that differ only past their first 128 bits (never
-    # seen in practice) would keep the first record.
-    conn.execute(f"INSERT OR IGNORE INTO records_v3 ({col_list}) SELECT {select} FROM records ORDER BY id")
-    conn.execute("DROP TABLE records")
-    conn.execute("ALTER TABLE records_v3 RENAME TO records")
-    for stmt in indexes:
-        conn.execute(stmt)
-    for _, stmt in views:
-        conn.execute(stmt)
-    if conn.execute("PRAGMA foreign_key_check").fetchone():
-        raise SchedbError("schema 3 migration: foreign key check failed")
 
 
 def dumps(obj, sort_keys: bool = False) -> str:
@@ -267,6 +55,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike | None = None, readonly: bool = False):
         self.path = Path(path or default_path())
+        self.readonly = readonly
         if readonly:
             if not self.path.exists():
                 raise SchedbError(f"{self.path}: no such database")
@@ -294,11 +83,11 @@ class Store:
                 # ... but only after SQLite has created the file it names: refuse ATTACH
                 # (which VACUUM INTO does first) when the statement is prepared.
                 conn.set_authorizer(_no_attach)
-            if readonly and not 0 < self.version() <= SCHEMA_VERSION:
+            if readonly and not 0 < self.version() <= schema.SCHEMA_VERSION:
                 # An older file reads fine (schema 2: digests are hex text, see digest_from_v2);
                 # it is migrated on the next write.
                 raise SchedbError(f"{self.path}: schema version {self.version()}, this schedb reads "
-                                  f"1 to {SCHEMA_VERSION}")
+                                  f"1 to {schema.SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
             conn.close()
             raise SchedbError(f"{self.path}: not a schedb database ({e})") from None
@@ -312,25 +101,25 @@ class Store:
 
     def _migrate(self):
         current = self.version()
-        if current > SCHEMA_VERSION:
+        if current > schema.SCHEMA_VERSION:
             raise SchedbError(f"{self.path}: written by a newer schedb (schema {current})")
         if current == 0 and self.db.table_names() and "schema_info" not in self.db.table_names():
             raise SchedbError(f"{self.path}: an SQLite file, but not a schedb database")
-        if current == SCHEMA_VERSION:
+        if current == schema.SCHEMA_VERSION:
             return
         # A migration that rebuilds a table drops it while rows still reference it (SQLite's
         # ALTER TABLE procedure): foreign keys off meanwhile (a no-op inside a transaction).
         self.conn.execute("PRAGMA foreign_keys = OFF")
         try:
-            for version in range(current, SCHEMA_VERSION):
+            for version in range(current, schema.SCHEMA_VERSION):
                 with self.transaction():
                     if version == 0:
                         self.conn.execute("CREATE TABLE schema_info (key TEXT PRIMARY KEY, value TEXT)")
-                    step = MIGRATIONS[version]
+                    step = schema.MIGRATIONS[version]
                     if callable(step):
                         step(self.conn)
                     else:
-                        for stmt in _statements(step):
+                        for stmt in schema.statements(step):
                             self.conn.execute(stmt)
                     self.conn.execute(
                         "INSERT OR REPLACE INTO schema_info VALUES ('version', ?)", (str(version + 1),)
@@ -428,7 +217,7 @@ class Store:
                     model_ids: list[int] | None = None, max_distance: int | None = None) -> list[dict]:
         """The ``n`` best valid MetaSchedule records, one per distinct trace (only records
         of ``model_ids``, if given). With a ``target``: records of every target of its kind,
-        the closest target first (schedb.target.distance; at most ``max_distance`` away),
+        the closest target first (schedb.tir.target.distance; at most ``max_distance`` away),
         the fastest first within a target, since times of different CPUs do not compare.
         Each row carries its ``target_distance``."""
         sql = "SELECT *, target_distance(target, ?) AS target_distance FROM records" \
@@ -496,6 +285,163 @@ class Store:
         row = self.conn.execute("SELECT id FROM models WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
+    def model_name(self, model_id: int | None) -> str | None:
+        row = self.conn.execute("SELECT name FROM models WHERE id = ?", (model_id,)).fetchone()
+        return row[0] if row else None
+
+    def model_names(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM models ORDER BY id")]
+
+    def model_workloads(self, model_id: int) -> list[int]:
+        """The workload ids of a model's tasks."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT workload_id FROM model_tasks WHERE model_id = ? ORDER BY workload_id", (model_id,))]
+
+    def workload_id(self, signature: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM workloads WHERE signature = ?", (signature,)).fetchone()
+        return row[0] if row else None
+
+    def workload_models(self, workload_id: int) -> list[str]:
+        """The models that have this workload as a task."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT m.name FROM model_tasks t JOIN models m ON m.id = t.model_id WHERE t.workload_id = ?",
+            (workload_id,))]
+
+    def count_records(self, workload_id: int | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM records", []
+        if workload_id is not None:
+            sql, args = sql + " WHERE workload_id = ?", [workload_id]
+        return self.conn.execute(sql, args).fetchone()[0]
+
+    def count_ms_records(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM records WHERE format = 'ms-trace'").fetchone()[0]
+
+    def ms_records(self, valid_only: bool = False, model: str | None = None, target: str | None = None):
+        """MetaSchedule records joined with their workload's ``ms_workload``, by workload and
+        id (only valid ones, of ``model``'s workloads, of ``target``, as asked): dict rows."""
+        where = ["r.format = 'ms-trace'", "w.ms_workload IS NOT NULL", "r.target != ''"]
+        args: list = []
+        if valid_only:
+            where.append("r.valid = 1")
+        if model is not None:
+            mid = self.model_id(model)
+            if mid is None:
+                raise SchedbError(f"no model {model!r} in {self.path}")
+            where.append("r.workload_id IN (SELECT workload_id FROM model_tasks WHERE model_id = ?)")
+            args.append(mid)
+        if target is not None:
+            where.append("r.target = ?")
+            args.append(target)
+        return self.db.query("SELECT r.*, w.ms_workload FROM records r JOIN workloads w ON w.id = r.workload_id"
+                             f" WHERE {' AND '.join(where)} ORDER BY r.workload_id, r.id", args)
+
+    def tuned_workloads(self, target: str, max_distance: int | None = None):
+        """Workloads with valid MetaSchedule records for ``target`` or any target of its kind
+        (at most ``max_distance`` away, schedb.tir.target.distance), each with its
+        description, the models of those records, the closest of their targets and its
+        ``target_distance``: dict rows."""
+        usable = ("r.valid = 1 AND r.format = 'ms-trace' AND target_distance(r.target, :t) IS NOT NULL"
+                  + ("" if max_distance is None else " AND target_distance(r.target, :t) <= :d"))
+        return self.db.query(
+            f"""
+            SELECT *, target_distance(target, :t) AS target_distance FROM (
+            SELECT w.id, w.kind, w.description,
+                   (SELECT group_concat(DISTINCT m.name) FROM records r JOIN models m ON m.id = r.model_id
+                    WHERE r.workload_id = w.id AND {usable}) AS models,
+                   (SELECT r.target FROM records r WHERE r.workload_id = w.id AND {usable}
+                    ORDER BY target_distance(r.target, :t) LIMIT 1) AS target
+            FROM workloads w
+            WHERE w.description IS NOT NULL AND EXISTS (
+                SELECT 1 FROM records r WHERE r.workload_id = w.id AND {usable}))
+            """,
+            {"t": target, "d": max_distance},
+        )
+
+    def query(self, sql: str, params=()) -> tuple[list[str], list[tuple]]:
+        """Run one statement of the user's: (column names, rows)."""
+        try:
+            cur = self.conn.execute(sql, params)
+            return [d[0] for d in cur.description or []], cur.fetchall()
+        except sqlite3.Error as e:
+            hint = " (the database is open read-only; --write allows changes)" if self.readonly else ""
+            raise SchedbError(f"SQL error: {e}{hint}") from None
+
+    def workload_summary(self, workload_id: int) -> dict:
+        """A workload in full for people: description parsed, its models, best record, record count."""
+        w = self.workload(workload_id)
+        if w is None:
+            raise SchedbError(f"no workload {workload_id}")
+        w.pop("ms_workload")
+        w["description"] = json.loads(w["description"]) if w["description"] else None
+        w["models"] = self.workload_models(workload_id)
+        best = self.best_record(workload_id)
+        w["best"] = best and {k: best[k] for k in ("id", "mean_s", "target", "origin")}
+        w["records"] = self.count_records(workload_id)
+        return w
+
+    # ------------------------------------------------------------------ files and merges
+    def add_file(self, path: str, sha256: str, fmt: str, size: int) -> int | None:
+        """The row of an input file; None when this exact content was ingested before."""
+        if self.conn.execute("SELECT 1 FROM files WHERE sha256 = ?", (sha256,)).fetchone():
+            return None
+        return self.conn.execute(
+            "INSERT INTO files (path, sha256, format, size, ingested_at) VALUES (?, ?, ?, ?, ?)",
+            (path, sha256, fmt, size, now())).lastrowid
+
+    def set_file_lines(self, file_id: int, lines: int):
+        self.conn.execute("UPDATE files SET lines = ? WHERE id = ?", (lines, file_id))
+
+    def check_snapshot(self) -> list[str]:
+        """Begin one read snapshot (a file may be written to meanwhile) and check the file
+        whole: ``["ok"]`` or SQLite's problems (a damaged file can still answer queries)."""
+        self.conn.execute("BEGIN")
+        return [r[0] for r in self.conn.execute("PRAGMA quick_check(5)")]
+
+    def merge_from(self, other: "Store") -> dict:
+        """Copy every row of ``other`` in, ids mapped, duplicates (by digest) skipped:
+        {new_workloads, new_records, duplicates, invalid}."""
+        out = dict.fromkeys(("new_workloads", "new_records", "duplicates", "invalid"), 0)
+        files = {f["id"]: self._merged_file(f) for f in other.db.query("SELECT * FROM files")}
+        models = {m["id"]: self.upsert_model(m["name"], m["source"], m["input_shapes"], m["target"],
+                                             m["tvm_version"])
+                  for m in other.db.query("SELECT * FROM models")}
+        workloads = {}
+        for w in other.db.query("SELECT * FROM workloads"):
+            wid, created = self.upsert_workload(
+                w["signature"], w["kind"], json.loads(w["shapes"]), json.loads(w["dtypes"]),
+                w["shash"], w["legacy_key"], w["description"], w["ms_workload"], w["tvm_version"])
+            workloads[w["id"]] = wid
+            out["new_workloads"] += created
+        for t in other.db.query("SELECT * FROM model_tasks"):
+            self.add_task(models[t["model_id"]], workloads[t["workload_id"]], t["task_name"], t["weight"])
+        ids = {}
+        old_digests = other.version() < 3  # hex text: as the schema 3 migration converts them
+        # Parents before children: ids grow with insertion, and a parent is always older.
+        for r in other.db.query("SELECT * FROM records ORDER BY id"):
+            old = r.pop("id")
+            if old_digests:
+                r["digest"] = schema.digest_from_v2(r["digest"])
+            r["workload_id"] = workloads[r["workload_id"]]
+            r["source_workload_id"] = workloads.get(r["source_workload_id"])
+            r["model_id"] = models.get(r["model_id"])
+            r["file_id"] = files.get(r["file_id"])
+            r["parent_id"] = ids.get(r["parent_id"])
+            new = self.insert_records([r])
+            out["new_records"] += new
+            out["duplicates"] += 1 - new
+            out["invalid"] += new and not r["valid"]
+            ids[old] = self.conn.execute("SELECT id FROM records WHERE workload_id = ? AND digest = ?",
+                                         (r["workload_id"], r["digest"])).fetchone()[0]
+        return out
+
+    def _merged_file(self, f: dict) -> int:
+        row = self.conn.execute("SELECT id FROM files WHERE sha256 = ?", (f["sha256"],)).fetchone()
+        if row:
+            return row[0]
+        return self.conn.execute(
+            "INSERT INTO files (path, sha256, format, size, lines, ingested_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (f["path"], f["sha256"], f["format"], f["size"], f["lines"], f["ingested_at"])).lastrowid
+
     def counts(self) -> dict:
         return {t: self.db[t].count for t in ("files", "models", "workloads", "model_tasks", "records")}
 
@@ -521,16 +467,3 @@ def _target_distance(a, b):
 
 def _json(value):
     return None if value is None else (value if isinstance(value, str) else json.dumps(value))
-
-
-def _statements(script: str):
-    """Split a migration script into statements (sqlite3.complete_statement aware)."""
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            if buf.strip():
-                yield buf.strip()
-            buf = ""
-    if buf.strip():
-        yield buf.strip()

@@ -1,4 +1,4 @@
-"""Compile: a whole model with the schedules of a database, checked and timed.
+"""Evaluate: a whole model compiled with the schedules of a database, checked and timed.
 
 The last stage of the pipeline: take the chosen schedules (any MetaSchedule
 ``Database``: a JSON work dir, or a schedb database), build the Relax module,
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schedb.errors import SchedbError
-from schedb.tasks import LoweredModel
+from schedb.tir.tasks import LoweredModel
 
 
 @dataclass
@@ -52,8 +52,7 @@ class Compiled:
 
 
 def apply_database(mod, target, database):
-    """Replace every kernel that ``database`` has a schedule for; count how many."""
-    import tvm
+    """Replace every kernel that ``database`` has a schedule for (count_scheduled counts them)."""
     from tvm import relax
 
     with target, database:
@@ -132,3 +131,50 @@ def time_torch(lowered: LoweredModel, repeat: int = 10, threads: int | None = No
             module(*xs)
             samples.append((time.perf_counter() - t0) * 1e3)
     return Latency(samples)
+
+
+def winners_database(tasks, winners: dict, target):
+    """A MetaSchedule MemoryDatabase holding exactly the chosen schedule of each task
+    (``winners``: task name -> an object with ``trace`` and ``samples``)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    db = ms.database.MemoryDatabase()
+    for task in tasks:
+        w = winners.get(task.name)
+        if w is None:
+            continue
+        workload = db.commit_workload(task.func)
+        db.commit_tuning_record(ms.database.TuningRecord(
+            w.trace, workload, w.samples, target,
+            ms.arg_info.ArgInfo.from_prim_func(task.func["main"] if hasattr(task.func, "functions")
+                                               else task.func)))
+    return db
+
+
+def end_to_end(lowered: LoweredModel, target, tasks, variants: dict, repeat: int = 10) -> tuple[dict, dict]:
+    """Compile and time the model once per variant (name -> winners, None: untuned), and
+    PyTorch eager: ({name: Latency dict}, {name: output check})."""
+    e2e, check = {}, {}
+    for name, winners in variants.items():
+        db = winners_database(tasks, winners, target) if winners is not None else None
+        compiled = compile_model(lowered, target, db)
+        e2e[name] = time_vm(compiled, lowered, repeat=repeat).as_dict()
+        check[name] = {"max_abs_err": compiled.max_abs_err, "kernels_scheduled": compiled.tuned_tasks}
+    torch_lat = time_torch(lowered, repeat=repeat)
+    e2e["pytorch"] = torch_lat.as_dict() if torch_lat else None
+    return e2e, check
+
+
+def open_schedules(path, target=None):
+    """A MetaSchedule database for a work dir or a schedb database file (whose records of
+    ``target`` come first, then those of the closest targets)."""
+    from pathlib import Path
+
+    from schedb.ingest.workdir import open_workdir
+
+    p = Path(path)
+    if p.is_dir():
+        return open_workdir(p)
+    from schedb.store.database import Database
+
+    return Database(p, target=target)

@@ -117,7 +117,7 @@ class Engine:
         from tvm.s_tir.meta_schedule.builder import BuilderInput
         from tvm.s_tir.meta_schedule.runner import RunnerInput
 
-        from schedb.signature import prim_func
+        from schedb.tir.signature import prim_func
 
         if not mods:
             return []

@@ -1,15 +1,15 @@
 """Anchor: reuse a trace of another kind whose main reduction block is the same.
 
-A fused kernel's *kind* names all its blocks (schedb.signature.kind_of), so a conv2d
+A fused kernel's *kind* names all its blocks (schedb.tir.signature.kind_of), so a conv2d
 with a batch-norm epilogue and one with bias + ReLU are different kinds although the
 schedule is almost entirely about the convolution. The **anchor** of a workload is its
 main reduction block: the block with reduction iterators doing the most work
-(schedb.index.anchor_block), keyed by its name and iterator kinds, e.g.
+(``anchor_block``), keyed by its name and iterator kinds, e.g.
 ``conv2d_nchw:SSSSRRR``. Workloads without a reduction block have no anchor.
 
 ``retarget`` rewrites a trace of one workload for another with the same anchor, in
 the spirit of TVM's ``schedule_using_anchor_trace`` but as a plain JSON trace, so
-schedb.replay still adapts its tile decisions to the new shapes:
+schedb.tir.replay still adapts its tile decisions to the new shapes:
 
 * instructions on blocks the workload does not have (``GetSBlock`` of a missing
   name and everything using its results) are dropped;
@@ -20,8 +20,17 @@ schedb.replay still adapts its tile decisions to the new shapes:
 
 from __future__ import annotations
 
-from schedb.index import anchor_block
-from schedb.signature import _blocks, _strip, prim_func
+import math
+
+from schedb.tir.signature import iter_blocks, prim_func, strip_name
+
+
+def anchor_block(desc: dict) -> dict | None:
+    """The block doing the most work: the one a schedule is mostly about."""
+    def work(b):
+        return math.prod(e for _, e in b["iters"] if isinstance(e, int)) if b["iters"] else 0
+    blocks = [b for b in desc["blocks"] if b["iters"]]
+    return max(blocks, key=lambda b: (any(k == "R" for k, _ in b["iters"]), work(b)), default=None)
 
 
 def anchor_of(desc: dict) -> str | None:
@@ -37,7 +46,7 @@ def retarget(trace: list, mod, source_desc: dict) -> list:
     (see the module doc). Decisions follow their instructions to their new indices."""
     from tvm import s_tir
 
-    from schedb.replay import schedule_part
+    from schedb.tir.replay import schedule_part
 
     insts, decisions = schedule_part(trace), dict((i, d) for i, d in trace[1])
     func_name = next((i[2][1] for i in insts if i[0] == "GetSBlock"), "main")
@@ -46,9 +55,9 @@ def retarget(trace: list, mod, source_desc: dict) -> list:
     # Inline this workload's extra blocks on a probe schedule, recording what worked.
     sch = s_tir.Schedule(mod, error_render_level="fast")
     prelude: list = []
-    for block in list(_blocks(prim_func(sch.mod).body)):
+    for block in list(iter_blocks(prim_func(sch.mod).body)):
         name = str(block.name_hint)
-        if name == "root" or _strip(name) in source_names:
+        if name == "root" or strip_name(name) in source_names:
             continue
         for prim in ("ComputeInline", "ReverseComputeInline"):
             try:
@@ -64,7 +73,7 @@ def retarget(trace: list, mod, source_desc: dict) -> list:
     params = {p.__chandle__() for p in func.params if hasattr(p, "shape")}
     params |= {b.__chandle__() for b in func.buffer_map.values()} if hasattr(func, "buffer_map") else set()
     present, outputs = set(), set()
-    for block in _blocks(func.body):
+    for block in iter_blocks(func.body):
         present.add(str(block.name_hint))
         if any(w.source.__chandle__() in params for w in block.writes):
             outputs.add(str(block.name_hint))

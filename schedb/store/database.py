@@ -13,43 +13,11 @@ import json
 from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.database import PyDatabase, TuningRecord, Workload
 
-from schedb.ingest import record_digest
-from schedb.replay import as_json
-from schedb.signature import signature
-from schedb.store import Store, dumps, now
-from schedb.target import canonical
-
-
-def commit_mod(store: Store, mod) -> tuple[int, str, str, dict]:
-    """The workload row of a TIR module, created if new: (id, signature, kind, description)."""
-    import tvm
-    import tvm_ffi
-
-    sig, kind, desc = signature(mod)
-    params = [p for p in desc["params"] if "shape" in p]
-    wid, _ = store.upsert_workload(
-        sig, kind, [p["shape"] for p in params], [p["dtype"] for p in params],
-        shash=str(tvm_ffi.structural_hash(mod)), description=desc,
-        ms_workload=json.dumps([str(x) for x in Workload(mod).as_json()]),
-        tvm_version=tvm.__version__,
-    )
-    return wid, sig, kind, desc
-
-
-def commit_trace(store: Store, wid: int, sig: str, target: str, trace, samples: list[float] | None,
-                 origin: str, **provenance) -> int:
-    """Store a schedule schedb found (transfer, droplet) with its provenance; returns its id."""
-    import tvm
-
-    trace_text = dumps(as_json(trace))
-    valid = bool(samples)
-    return store.add_record(
-        workload_id=wid, target=target, format="ms-trace", trace=trace_text,
-        run_secs=dumps(samples), mean_s=sum(samples) / len(samples) if valid else None,
-        valid=int(valid), error=None if valid else "failed measurement", origin=origin,
-        tvm_version=tvm.__version__, created_at=now(),
-        digest=record_digest(sig, target, trace_text, samples), **provenance,
-    )
+from schedb.store.records import commit_mod, commit_trace
+from schedb.store.store import Store, dumps
+from schedb.tir.replay import as_json
+from schedb.tir.signature import signature
+from schedb.tir.target import canonical
 
 
 @derived_object
@@ -57,7 +25,7 @@ class Database(PyDatabase):
     """A MetaSchedule database backed by a schedb SQLite file.
 
     ``target``: its records come first, then those of the closest targets of its kind
-    (schedb.target.distance: MetaSchedule's own lookup ignores the target); default: the
+    (schedb.tir.target.distance: MetaSchedule's own lookup ignores the target); default: the
     fastest records of any target.
     ``model``: records committed through this object are attributed to this model."""
 
@@ -76,11 +44,10 @@ class Database(PyDatabase):
         if key not in self._sigs:
             if not create:
                 sig = signature(mod)[0]
-                row = self.store.conn.execute("SELECT id FROM workloads WHERE signature = ?",
-                                              (sig,)).fetchone()
-                if row is None:
+                wid = self.store.workload_id(sig)
+                if wid is None:
                     return None, sig
-                self._sigs[key] = (row[0], sig)
+                self._sigs[key] = (wid, sig)
             else:
                 with self.store.transaction():
                     wid, sig, _, _ = commit_mod(self.store, mod)
@@ -97,23 +64,13 @@ class Database(PyDatabase):
         return Workload(mod)
 
     def commit_tuning_record(self, record: TuningRecord) -> None:
-        import tvm
-
         wid, sig = self._lookup(record.workload.mod, create=True)
-        trace, run_secs, target_json, args_info = record.as_json()
+        trace, run_secs, _, args_info = record.as_json()
         target = canonical(record.target) if record.target is not None else self.target or ""
         samples = [float(s) for s in run_secs] if run_secs else None
-        valid = bool(samples) and all(0 < s < 1e9 for s in samples)
-        trace_text = dumps(as_json(trace))
         with self.store.transaction():
-            self.store.insert_records([{
-                "workload_id": wid, "target": target, "format": "ms-trace", "trace": trace_text,
-                "run_secs": dumps(samples), "mean_s": sum(samples) / len(samples) if valid else None,
-                "valid": int(valid), "error": None if valid else "failed measurement",
-                "args_info": dumps(as_json(args_info)), "origin": self.origin, "model_id": self.model_id,
-                "tvm_version": tvm.__version__, "created_at": now(),
-                "digest": record_digest(sig, target, trace_text, samples),
-            }])
+            commit_trace(self.store, wid, sig, target, trace, samples, self.origin,
+                         args_info=dumps(as_json(args_info)), model_id=self.model_id)
 
     def get_top_k(self, workload: Workload, top_k: int) -> list[TuningRecord]:
         wid, _ = self._lookup(workload.mod, create=False)
@@ -130,17 +87,14 @@ class Database(PyDatabase):
     def get_all_tuning_records(self) -> list[TuningRecord]:
         out = []
         workloads: dict = {}
-        for r in self.store.db.query(
-            "SELECT r.*, w.ms_workload FROM records r JOIN workloads w ON w.id = r.workload_id"
-            " WHERE r.valid = 1 AND r.format = 'ms-trace' AND w.ms_workload IS NOT NULL ORDER BY r.id"
-        ):
+        for r in self.store.ms_records(valid_only=True):
             if r["workload_id"] not in workloads:
                 workloads[r["workload_id"]] = Workload.from_json(json.loads(r["ms_workload"]))
             out.append(self._to_record(r, workloads[r["workload_id"]]))
         return out
 
     def __len__(self) -> int:
-        return self.store.conn.execute("SELECT COUNT(*) FROM records WHERE format = 'ms-trace'").fetchone()[0]
+        return self.store.count_ms_records()
 
     @staticmethod
     def _to_record(row: dict, workload: Workload) -> TuningRecord:

@@ -42,7 +42,7 @@ def describe(mod_or_func) -> dict:
         params.append({"shape": [_int(d) for d in buf.shape], "dtype": str(buf.dtype)})
     blocks = []
     allocs = []
-    for block in _blocks(func.body):
+    for block in iter_blocks(func.body):
         for buf in block.alloc_buffers:
             buffers[_key(buf)] = f"a{len(allocs)}"
             allocs.append({"shape": [_int(d) for d in buf.shape], "dtype": str(buf.dtype)})
@@ -52,7 +52,7 @@ def describe(mod_or_func) -> dict:
         ctx = (env, buffers)
         blocks.append(
             {
-                "name": _strip(block.name_hint),
+                "name": strip_name(block.name_hint),
                 "iters": [[_ITER_KIND.get(int(iv.iter_type), "O"), _int(iv.dom.extent)]
                           for iv in block.iter_vars],
                 "reads": [_region(r, ctx) for r in block.reads],
@@ -99,28 +99,28 @@ def _int(x):
         return str(x)
 
 
-def _strip(name: str) -> str:
+def strip_name(name: str) -> str:
     # "conv2d_nchw_1" / "T_add3" -> "conv2d_nchw" / "T_add": numbering is per module.
     return re.sub(r"(_?\d+)+$", "", str(name)) or str(name)
 
 
-def _blocks(stmt):
+def iter_blocks(stmt):
     """Every SBlock under ``stmt`` in program order."""
     name = type(stmt).__name__
     if name == "SBlockRealize":
-        yield from _blocks(stmt.block)
+        yield from iter_blocks(stmt.block)
     elif name == "SBlock":
         yield stmt
-        yield from _blocks(stmt.body)
+        yield from iter_blocks(stmt.body)
     elif name == "SeqStmt":
         for s in stmt.seq:
-            yield from _blocks(s)
+            yield from iter_blocks(s)
     elif name == "IfThenElse":
-        yield from _blocks(stmt.then_case)
+        yield from iter_blocks(stmt.then_case)
         if stmt.else_case is not None:
-            yield from _blocks(stmt.else_case)
+            yield from iter_blocks(stmt.else_case)
     elif hasattr(stmt, "body"):
-        yield from _blocks(stmt.body)
+        yield from iter_blocks(stmt.body)
 
 
 def _region(region, ctx):

@@ -29,11 +29,11 @@ import orjson
 import simdjson
 
 from schedb.errors import SchedbError
-from schedb.store import Store, digest_from_v2, dumps, loads, now
-from schedb.workdir import RECORDS, SIDECAR, WORKLOADS, find, is_workdir, open_text, read_sidecar
+from schedb.store import Store, dumps, loads, now
+from schedb.store.records import digest_of_text, valid_samples
+from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, find, is_workdir, open_text, read_sidecar
 
 # A run time at or above this is a tuner's "failed" sentinel (MetaSchedule uses 1e10).
-INVALID_RUN_SECS = 1e9
 CHUNK = 5000
 _SIDE_FILES = {"wkl_classes.json", "tuning_info.json", SIDECAR}
 _LOG_SUFFIXES = (".json", ".jsonl", ".log", ".json.gz", ".jsonl.gz", ".db", ".sqlite")
@@ -163,16 +163,13 @@ def _sha256_files(*paths: Path) -> str:
 
 def _register_file(store: Store, paths: list[Path], fmt: str, report: Report) -> int | None:
     """Add the file row; None when this exact content was ingested before."""
-    digest = _sha256_files(*paths)
-    if store.conn.execute("SELECT 1 FROM files WHERE sha256 = ?", (digest,)).fetchone():
+    file_id = store.add_file(str(paths[0].resolve()), _sha256_files(*paths), fmt,
+                             sum(p.stat().st_size for p in paths))
+    if file_id is None:
         report.already += 1
-        return None
-    cur = store.conn.execute(
-        "INSERT INTO files (path, sha256, format, size, ingested_at) VALUES (?, ?, ?, ?, ?)",
-        (str(paths[0].resolve()), digest, fmt, sum(p.stat().st_size for p in paths), now()),
-    )
-    report.files += 1
-    return cur.lastrowid
+    else:
+        report.files += 1
+    return file_id
 
 
 def _run_secs(value) -> tuple[list[float] | None, float | None, bool]:
@@ -183,32 +180,15 @@ def _run_secs(value) -> tuple[list[float] | None, float | None, bool]:
         samples = [float(x) for x in value]
     except (TypeError, ValueError, OverflowError):
         raise _Skip("run times are not numbers") from None
-    valid = all(0.0 < x < INVALID_RUN_SECS for x in samples)  # False for nan and inf too
+    valid = valid_samples(samples)  # False for nan and inf too
     return samples, (sum(samples) / len(samples) if valid else None), valid
 
 
-def record_digest(signature: str, target: str, trace: str, run_secs) -> bytes:
-    """A record's identity: workload signature, canonical target, trace text (as
-    ``dumps`` writes it) and run times. The same record from any source has one digest.
-
-    The first 128 bits (16 bytes, records.digest) of their sha256. Enough: by the birthday
-    bound, 10^9 distinct records collide with probability ~n^2 / 2^129 = 1.5e-21, and a
-    deliberate collision costs ~2^64 hash evaluations; a collision would only make ingest
-    skip one record as a duplicate, never mix two records' content."""
-    return _digest(signature, target, trace, dumps(run_secs))
-
-
-def _digest(signature: str, target: str, trace: str, run_secs_text: str) -> bytes:
-    """record_digest with the run times already serialized (``dumps(run_secs)``)."""
-    return _sha256("\x1f".join((signature, target, trace, run_secs_text)).encode()).digest()[:16]
-
-
-_sha256 = hashlib.sha256
 _dumps = orjson.dumps
 _Array, _Object = simdjson.Array, simdjson.Object
 
 
-class _Targets:
+class TargetCache:
     """Canonical target JSON per raw target (dict or string), parsed once."""
 
     def __init__(self):
@@ -221,13 +201,13 @@ class _Targets:
         try:
             return self.cache[key]
         except KeyError:
-            from schedb.target import canonical, parse_target  # (imports TVM: only on a miss)
+            from schedb.tir.target import canonical, parse_target  # (imports TVM: only on a miss)
 
             self.cache[key] = canonical(parse_target(raw.as_dict() if type(raw) is _Object else raw))
             return self.cache[key]
 
 
-def _lines(path: Path, report: Report) -> Iterator[tuple[int, str]]:
+def read_lines(path: Path, report: Report) -> Iterator[tuple[int, str]]:
     lineno = 0
     try:
         with open_text(path) as f:
@@ -276,7 +256,7 @@ class _WorkDir(_Source):
         file_id = _register_file(store, [self.path, wl_path], "metaschedule", report)
         if file_id is None:
             return
-        targets = _Targets()
+        targets = TargetCache()
         name = meta.get("model") or model or self.folder.name
         model_id = store.upsert_model(
             name, meta.get("source"), meta.get("input_shapes"),
@@ -293,16 +273,16 @@ class _WorkDir(_Source):
             store.add_task(model_id, wid, task.get("name"), task.get("weight"))
         by_index = [entry for _, entry in workloads]  # records name workloads by line position
         _ingest_lines(store, self.path, file_id, report,
-                      _MsRecord(by_index, targets, model_id, file_id, tvm_version, report))
+                      MsRecordParser(by_index, targets, model_id, file_id, tvm_version, report))
 
     def _workloads(self, store, wl_path, report, tvm_version) -> list:
         """[(structural hash, (workload id, signature))] in line order; (None, None) for a bad line."""
         from tvm.s_tir.meta_schedule.database import Workload
 
-        from schedb.signature import signature
+        from schedb.tir.signature import signature
 
         out: list = []
-        for lineno, line in _lines(wl_path, report):
+        for lineno, line in read_lines(wl_path, report):
             try:
                 obj = json.loads(line)
                 if (not isinstance(obj, list) or len(obj) != 2
@@ -329,7 +309,7 @@ class _WorkDir(_Source):
         return out
 
 
-class _MsRecord:
+class MsRecordParser:
     """One line of database_tuning_record.json -> a records row (a tuple in
     Store.RECORD_COLUMNS order, without a dict per record: this is ingest's hot path)."""
 
@@ -383,7 +363,7 @@ class _MsRecord:
                 secs_text, mean, int(valid), None if valid else "failed measurement",
                 args_text, "tuned", None, None, None, None,
                 self.model_id, self.file_id, lineno, None, self.tvm_version, stamp,
-                _digest(sig, target, trace_text, secs_text))
+                digest_of_text(sig, target, trace_text, secs_text))
 
 
 def _compact_trace(raw: bytes, index: int, target_json: bytes, args_json: bytes) -> str | None:
@@ -409,7 +389,7 @@ def _ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse)
     -> a tuple in Store.RECORD_COLUMNS order), insert them in chunks."""
     rows, last = [], 0
     append, stamp = rows.append, now()
-    for lineno, line in _lines(path, report):
+    for lineno, line in read_lines(path, report):
         last = lineno
         try:
             append(parse(line, lineno, stamp))
@@ -419,7 +399,7 @@ def _ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse)
             _flush(store, rows, report)
             stamp = now()
     _flush(store, rows, report)
-    store.conn.execute("UPDATE files SET lines = ? WHERE id = ?", (last, file_id))
+    store.set_file_lines(file_id, last)
 
 
 def _flush(store: Store, rows: list, report: Report):
@@ -443,7 +423,7 @@ class _AnsorLog(_Source):
         classes = _wkl_classes(self.path.parent, report)
         name = model or re.sub(r"(\.best)?\.jsonl?(\.gz)?$", "", self.path.name)
         model_id = store.upsert_model(name, f"legacy-ansor:{self.path.name}")
-        targets = _Targets()
+        targets = TargetCache()
         workloads: dict[str, tuple[int, str]] = {}
         _ingest_lines(store, self.path, file_id, report, lambda line, lineno, stamp: self._record(
             store, line, workloads, classes, targets, model_id, file_id, lineno, stamp, report))
@@ -484,7 +464,7 @@ class _AnsorLog(_Source):
                 None, "legacy-ansor", None, None, None, None,
                 model_id, file_id, lineno, measured,
                 obj["v"] if isinstance(obj.get("v"), str) else None, stamp,
-                _digest(sig, target, trace_text, secs_text))
+                digest_of_text(sig, target, trace_text, secs_text))
 
     def _workload(self, store, wkey, classes, model_id, report):
         try:
@@ -532,54 +512,10 @@ class _SchedbFile(_Source):
             file_id = _register_file(store, [self.path] + [wal] * wal.is_file(), "schedb", report)
             if file_id is None:
                 return
-            other.conn.execute("BEGIN")  # one read snapshot, even if it is written to meanwhile
-            # A damaged file can still answer queries, with rows missing: check it whole first.
-            problems = [r[0] for r in other.conn.execute("PRAGMA quick_check(5)")]
+            problems = other.check_snapshot()
             if problems != ["ok"]:
                 raise SchedbError(f"{self.path}: damaged database, nothing merged ({'; '.join(problems)})")
-            self._merge(store, other, report)
+            for key, n in store.merge_from(other).items():
+                setattr(report, key, getattr(report, key) + n)
         finally:
             other.close()
-
-    def _merge(self, store: Store, other: Store, report: Report):
-        files = {}
-        for f in other.db.query("SELECT * FROM files"):
-            row = store.conn.execute("SELECT id FROM files WHERE sha256 = ?", (f["sha256"],)).fetchone()
-            if row:
-                files[f["id"]] = row[0]
-            else:
-                files[f["id"]] = store.conn.execute(
-                    "INSERT INTO files (path, sha256, format, size, lines, ingested_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (f["path"], f["sha256"], f["format"], f["size"], f["lines"], f["ingested_at"]),
-                ).lastrowid
-        models = {m["id"]: store.upsert_model(m["name"], m["source"], m["input_shapes"], m["target"],
-                                              m["tvm_version"])
-                  for m in other.db.query("SELECT * FROM models")}
-        workloads = {}
-        for w in other.db.query("SELECT * FROM workloads"):
-            wid, created = store.upsert_workload(
-                w["signature"], w["kind"], json.loads(w["shapes"]), json.loads(w["dtypes"]),
-                w["shash"], w["legacy_key"], w["description"], w["ms_workload"], w["tvm_version"])
-            workloads[w["id"]] = wid
-            report.new_workloads += created
-        for t in other.db.query("SELECT * FROM model_tasks"):
-            store.add_task(models[t["model_id"]], workloads[t["workload_id"]], t["task_name"], t["weight"])
-        ids = {}
-        old_digests = other.version() < 3  # hex text: as the schema 3 migration converts them
-        # Parents before children: ids grow with insertion, and a parent is always older.
-        for r in other.db.query("SELECT * FROM records ORDER BY id"):
-            old = r.pop("id")
-            if old_digests:
-                r["digest"] = digest_from_v2(r["digest"])
-            r["workload_id"] = workloads[r["workload_id"]]
-            r["source_workload_id"] = workloads.get(r["source_workload_id"])
-            r["model_id"] = models.get(r["model_id"])
-            r["file_id"] = files.get(r["file_id"])
-            r["parent_id"] = ids.get(r["parent_id"])
-            new = store.insert_records([r])
-            report.new_records += new
-            report.duplicates += 1 - new
-            report.invalid += new and not r["valid"]
-            ids[old] = store.conn.execute("SELECT id FROM records WHERE workload_id = ? AND digest = ?",
-                                          (r["workload_id"], r["digest"])).fetchone()[0]

@@ -1,24 +1,25 @@
 """Index: nearest tuned workloads for a new one (scikit-learn), per computation kind.
 
-A workload's features come from its TIR description (schedb.signature.describe):
+A workload's features come from its TIR description (schedb.tir.signature.describe):
 the computation kind is a hard partition (a conv2d never borrows from a pool), and
 within a kind the distance is Euclidean over log2 features, so a distance of 1
 means "one dimension twice as large" and sizes of very different scale compare sanely.
 The partition is a function of the description: ``kind_of`` by default,
-``schedb.anchor.anchor_of`` (the main reduction block) for the anchor fallback.
+``schedb.tir.anchor.anchor_of`` (the main reduction block) for the anchor fallback.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from schedb.signature import kind_of
-from schedb.target import SAME_KIND, distance as target_distance
+from schedb.tir.anchor import anchor_block
+from schedb.tir.signature import kind_of
 
 # Per block: up to this many spatial and reduction extents (largest first).
 N_SPATIAL, N_REDUCE = 6, 4
@@ -30,14 +31,6 @@ FEATURES = (
 
 def _log2(x: float) -> float:
     return math.log2(max(float(x), 1.0))
-
-
-def anchor_block(desc: dict) -> dict | None:
-    """The block doing the most work: the one a schedule is mostly about."""
-    def work(b):
-        return math.prod(e for _, e in b["iters"] if isinstance(e, int)) if b["iters"] else 0
-    blocks = [b for b in desc["blocks"] if b["iters"]]
-    return max(blocks, key=lambda b: (any(k == "R" for k, _ in b["iters"]), work(b)), default=None)
 
 
 def _strides(expr, out: list):
@@ -82,7 +75,7 @@ class Neighbor:
     kind: str  # the neighbour's own kind
     models: list[str]
     target: str = ""  # the closest target its records were tuned for
-    target_distance: int = 0  # schedb.target.distance from the index's target
+    target_distance: int = 0  # schedb.tir.target.distance from the index's target
 
 
 _THREADS = None
@@ -102,59 +95,43 @@ def _one_thread():
 
 
 class Index:
-    """Nearest neighbours over the workloads that have valid MetaSchedule records for
-    ``target`` or any target of its kind (at most ``max_distance`` away, see
-    schedb.target.distance: 0 keeps only ``target``), optionally only from ``sources``
-    models and never from ``exclude``, within the groups ``partition(description)`` makes
-    (None: in no group). Which target a neighbour's records came from does not change its
-    distance: a record is ranked by target when it is taken (Store.top_records)."""
+    """Nearest neighbours over tuned workloads, within the groups ``partition(description)``
+    makes (None: in no group), optionally only workloads of ``sources`` models and never
+    those only ``exclude`` models tuned. ``fit`` takes the rows of
+    ``Store.tuned_workloads``: which target a neighbour's records came from does not change
+    its distance; a record is ranked by target when it is taken (Store.top_records)."""
 
-    def __init__(self, store, target: str, sources: list[str] | None = None,
-                 exclude: list[str] | None = None, partition=kind_of, max_distance: int | None = None):
-        self.store = store
-        usable = "r.valid = 1 AND r.format = 'ms-trace' AND target_distance(r.target, :t) <= :d"
-        rows = store.db.query(
-            f"""
-            SELECT w.id, w.kind, w.description,
-                   (SELECT group_concat(DISTINCT m.name) FROM records r JOIN models m ON m.id = r.model_id
-                    WHERE r.workload_id = w.id AND {usable}) AS models,
-                   (SELECT r.target FROM records r WHERE r.workload_id = w.id AND {usable}
-                    ORDER BY target_distance(r.target, :t) LIMIT 1) AS target
-            FROM workloads w
-            WHERE w.description IS NOT NULL AND EXISTS (
-                SELECT 1 FROM records r WHERE r.workload_id = w.id AND {usable})
-            """,
-            {"t": target, "d": SAME_KIND if max_distance is None else max_distance},
-        )
-        self.by_kind: dict[str, tuple[list, list, NearestNeighbors]] = {}
+    def __init__(self, partition=kind_of, sources: list[str] | None = None, exclude: list[str] | None = None):
+        self.partition = partition
+        self.sources = sources
+        self.exclude = exclude
+
+    def fit(self, rows) -> "Index":
         groups: dict[str, tuple[list, list]] = {}
+        sources, exclude = set(self.sources or ()), set(self.exclude or ())
         for r in rows:
             models = (r["models"] or "").split(",")
-            if sources and not set(models) & set(sources):
-                continue
-            if exclude and set(models) <= set(exclude):
+            if sources and not set(models) & sources or exclude and set(models) <= exclude:
                 continue
             desc = json.loads(r["description"])
-            group = partition(desc)
+            group = self.partition(desc)
             if group is None:
                 continue
             ids, feats = groups.setdefault(group, ([], []))
-            ids.append((r["id"], [m for m in models if not exclude or m not in exclude], r["kind"],
-                        r["target"], target_distance(r["target"], target)))
+            ids.append(Neighbor(r["id"], 0.0, r["kind"], [m for m in models if m not in exclude], r["target"],
+                                r["target_distance"]))
             feats.append(features(desc))
-        for kind, (ids, feats) in groups.items():
-            nn = NearestNeighbors().fit(np.array(feats))
-            self.by_kind[kind] = (ids, feats, nn)
+        self.groups_ = {g: (ids, NearestNeighbors().fit(np.array(feats))) for g, (ids, feats) in groups.items()}
+        return self
 
     def __len__(self) -> int:
-        return sum(len(ids) for ids, _, _ in self.by_kind.values())
+        return sum(len(ids) for ids, _ in self.groups_.values())
 
     def neighbors(self, desc: dict, group: str, k: int = 3) -> list[Neighbor]:
         """The ``k`` nearest workloads in ``group`` (a kind, or what ``partition`` gives)."""
-        if group not in self.by_kind:
+        if group not in self.groups_:
             return []
-        ids, _, nn = self.by_kind[group]
+        ids, nn = self.groups_[group]
         with _one_thread():
             dist, idx = nn.kneighbors(features(desc).reshape(1, -1), n_neighbors=min(k, len(ids)))
-        return [Neighbor(ids[i][0], float(d), ids[i][2], ids[i][1], ids[i][3], ids[i][4])
-                for d, i in zip(dist[0], idx[0])]
+        return [dataclasses.replace(ids[i], distance=float(d)) for d, i in zip(dist[0], idx[0])]

@@ -1,0 +1,326 @@
+"""Transfer: make a new model fast with schedules other models were tuned with.
+
+Transfer-tuning (Gibson & Cano, PACT'22) on MetaSchedule traces. For every task of
+the model: an exact signature match reuses the stored best records; otherwise the
+top records of the k nearest workloads of the same kind (schedb.search.index) are replayed
+on the task (schedb.tir.replay adapts decisions that do not fit); when no workload of the
+kind is tuned, those of the nearest workloads with the same anchor, the main reduction
+block, are retargeted (schedb.tir.anchor: another epilogue, e.g. bias + ReLU instead of a
+batch norm) and replayed the same way, and the task's source is "anchor". Every candidate **and the task's
+untuned kernel** are measured for real and the fastest is kept, so no task ends up
+slower than untuned. Winners can be refined by droplet search, are committed as
+records with their provenance, and the whole model is compiled and timed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+from schedb.errors import SchedbError
+from schedb.models import Model
+from schedb.pipeline.evaluate import end_to_end
+from schedb.search.droplet import refine_many
+from schedb.search.index import Index
+from schedb.search.measure import Engine, Measurement
+from schedb.store import Store
+from schedb.store.records import commit_mod, commit_trace
+from schedb.tir.anchor import anchor_of, retarget
+from schedb.tir.signature import kind_of
+from schedb.tir.replay import apply_trace
+from schedb.tir.target import SAME, canonical, coverage_note, label, load_intrinsics
+from schedb.tir.tasks import Task, extract_tasks, lower
+
+
+@dataclass
+class Options:
+    k: int = 3  # neighbour workloads per task
+    per_source: int = 2  # top records taken from each neighbour
+    sources: list[str] | None = None  # only schedules of these models
+    exclude: list[str] = field(default_factory=list)  # never schedules of these models
+    droplet: bool = False
+    droplet_trials: int = 16  # per task
+    trials: int | None = None  # global cap on measured candidates
+    budget_s: float | None = None  # global wall-clock cap on the search
+    repeat: int = 5  # samples per measured candidate
+    e2e_repeat: int = 10
+    pvalue: float = 0.05
+    seed: int = 0
+    runner: str = "local"
+    same_target_only: bool = False  # only records tuned for this very target
+
+    @property
+    def max_distance(self) -> int | None:
+        """How far a candidate's target may be from this one (schedb.tir.target.distance)."""
+        return SAME if self.same_target_only else None
+
+
+@dataclass
+class TaskResult:
+    task: str
+    weight: int
+    workload_id: int
+    source: str  # exact | neighbor | anchor (same main reduction, other kind) | untuned
+    reason: str | None = None  # why a task stayed untuned
+    source_model: str | None = None
+    source_workload_id: int | None = None
+    source_record_id: int | None = None
+    source_target: str | None = None  # the target the source record was tuned for
+    distance: float | None = None
+    untuned_us: float | None = None
+    transferred_us: float | None = None
+    refined_us: float | None = None
+    refined_pvalue: float | None = None
+    candidates: int = 0
+    failed: int = 0
+    droplet_trials: int = 0
+    record_id: int | None = None
+    refined_record_id: int | None = None
+    search_time_s: float = 0.0
+
+
+@dataclass
+class TransferReport:
+    model: str
+    target: str
+    tasks: list[TaskResult]
+    search_time_s: float
+    measured: int  # candidates measured (transfer + droplet), not counting untuned baselines
+    e2e: dict  # untuned / transferred / refined / pytorch -> Latency dicts
+    check: dict  # max abs errors against the framework
+    notes: list[str] = field(default_factory=list)  # what the user should know, e.g. foreign targets
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Candidate:
+    row: dict  # the stored record
+    distance: float
+    source: str  # exact | neighbor | anchor
+    trace: list  # JSON trace to replay on the task
+
+
+@dataclass
+class Winner:
+    trace: object  # tvm Trace as applied to the task
+    samples: list[float]
+    record_id: int | None
+
+
+@dataclass
+class TaskContext:
+    """One task's search: the task, its stored workload and its result so far
+    (what TVM's TuneContext is to a tuning task)."""
+
+    task: Task
+    workload_id: int
+    signature: str
+    kind: str
+    desc: dict
+    result: TaskResult
+    starts: list = field(default_factory=list)  # droplet's multi-start: the best replayed traces
+    started: float = field(default_factory=time.perf_counter)
+
+
+def transfer(store: Store, model: Model, target, opts: Options | None = None, progress=None) -> TransferReport:
+    """Transfer schedules to every task of ``model``; see the module doc.
+
+    ``progress(done, total, task_result)`` is called after every task."""
+    search = Transfer(store, model, target, opts or Options())
+    return search.run(progress)
+
+
+class Transfer:
+    """The search over one model's tasks: shared state (indexes, engine, budgets)."""
+
+    def __init__(self, store: Store, model: Model, target, opts: Options):
+        import tvm
+
+        load_intrinsics(target)
+        self.store, self.model, self.target, self.opts = store, model, target, opts
+        self.tgt = canonical(target)
+        self.lowered = lower(model, target)
+        self.tasks = extract_tasks(self.lowered, target)
+        self.note = coverage_note(store.target_counts(), self.tgt, opts.same_target_only)
+        self.index = self._index()
+        self._anchor_index: Index | None = None  # built when a task first needs it
+        self.allowed = self._allowed_models()
+        self.engine = Engine(target, runner=opts.runner, repeat=opts.repeat)
+        with store.transaction():
+            self.model_id = store.upsert_model(model.name, model.source, model.input_shapes, self.tgt,
+                                               tvm.__version__)
+        self.baseline = 0  # untuned measurements: always made, not charged to the budget
+        self.t_start = time.perf_counter()
+
+    def _index(self, partition=None) -> Index:
+        rows = self.store.tuned_workloads(self.tgt, self.opts.max_distance)
+        return Index(partition or kind_of, self.opts.sources, self.opts.exclude).fit(rows)
+
+    def anchor_index(self) -> Index:
+        if self._anchor_index is None:
+            self._anchor_index = self._index(anchor_of)
+        return self._anchor_index
+
+    def _allowed_models(self) -> list[int] | None:
+        if not self.opts.sources and not self.opts.exclude:
+            return None
+        keep = [n for n in self.store.model_names()
+                if (not self.opts.sources or n in self.opts.sources) and n not in self.opts.exclude]
+        return [self.store.model_id(n) for n in keep]
+
+    def trials_left(self) -> int | None:
+        return None if self.opts.trials is None else max(self.opts.trials - (self.engine.count - self.baseline), 0)
+
+    def time_left(self) -> float | None:
+        if self.opts.budget_s is None:
+            return None
+        return max(self.opts.budget_s - (time.perf_counter() - self.t_start), 0)
+
+    def run(self, progress=None) -> TransferReport:
+        results: list[TaskResult] = []
+        transferred: dict[str, Winner] = {}
+        refined: dict[str, Winner] = {}
+        for n, task in enumerate(self.tasks):
+            ctx = self._context(task)
+            win = self._search_task(ctx)
+            if win is not None:
+                transferred[task.name] = win
+                better = self._refine(ctx, win) if self.opts.droplet else None
+                if better is not None:
+                    refined[task.name] = better
+            ctx.result.search_time_s = round(time.perf_counter() - ctx.started, 3)
+            results.append(ctx.result)
+            if progress:
+                progress(n + 1, len(self.tasks), ctx.result)
+        search_time = time.perf_counter() - self.t_start
+        variants = {"untuned": None, "transferred": transferred}
+        if self.opts.droplet:
+            variants["refined"] = {**transferred, **refined}
+        e2e, check = end_to_end(self.lowered, self.target, self.tasks, variants, self.opts.e2e_repeat)
+        return TransferReport(self.model.name, self.tgt, results, search_time, self.engine.count - self.baseline,
+                              e2e, check, [self.note] if self.note else [])
+
+    def _context(self, task: Task) -> TaskContext:
+        with self.store.transaction():
+            wid, sig, kind, desc = commit_mod(self.store, task.func)
+            self.store.add_task(self.model_id, wid, task.name, task.weight)
+        return TaskContext(task, wid, sig, kind, desc, TaskResult(task.name, task.weight, wid, "untuned"))
+
+    def _search_task(self, ctx: TaskContext) -> Winner | None:
+        """Replay and measure every candidate and the untuned kernel; commit and return the
+        fastest candidate if it beats untuned."""
+        res = ctx.result
+        candidates = self._candidates(ctx)
+        replayed = []
+        for cand in candidates:
+            left = self.trials_left()
+            if left is not None and len(replayed) >= left or self.time_left() == 0:
+                res.reason = "search budget spent"
+                break
+            r = apply_trace(cand.trace, ctx.task.func, self.target)
+            if r.ok:
+                replayed.append((cand, r))
+            else:
+                res.failed += 1
+        res.candidates = len(candidates)
+        measured = self.engine.measure([ctx.task.func] + [r.mod for _, r in replayed])
+        self.baseline += 1
+        untuned = measured[0]
+        res.untuned_us = untuned.mean * 1e6 if untuned.ok else None
+        res.failed += sum(not m.ok for m in measured[1:])
+        ranked = sorted(((m, c, r) for m, (c, r) in zip(measured[1:], replayed) if m.ok), key=lambda x: x[0].mean)
+        if not ranked:
+            res.reason = res.reason or (f"all {res.candidates} candidates failed" if res.candidates
+                                        else "no candidates")
+            return None
+        if untuned.ok and untuned.mean <= ranked[0][0].mean:
+            res.reason = f"untuned kernel fastest ({res.untuned_us:.1f} us vs {ranked[0][0].mean * 1e6:.1f} us)"
+            return None
+        m, cand, r = ranked[0]
+        res.source, res.reason = cand.source, None
+        res.source_record_id, res.source_workload_id = cand.row["id"], cand.row["workload_id"]
+        res.distance, res.source_target = cand.distance, cand.row["target"]
+        res.source_model = self.store.model_name(cand.row["model_id"])
+        res.transferred_us = m.mean * 1e6
+        res.record_id = self._commit(ctx, r.trace, m, "transferred", cand.row["id"])
+        ctx.starts = [x[2].trace for x in ranked[:3]]
+        return Winner(r.trace, m.samples, res.record_id)
+
+    def _candidates(self, ctx: TaskContext) -> list[Candidate]:
+        """Exact matches, else records of the nearest workloads of the same kind, else of
+        the nearest with the same anchor (retargeted to the task)."""
+        opts, res = self.opts, ctx.result
+        exact = self.store.top_records(ctx.workload_id, self.tgt, opts.k * opts.per_source, self.allowed,
+                                       opts.max_distance)
+        if exact:  # of any target: measured here like every other candidate, never trusted
+            return [Candidate(r, 0.0, "exact", json.loads(r["trace"])) for r in exact]
+        neighbors = [nb for nb in self.index.neighbors(ctx.desc, ctx.kind, opts.k) if nb.workload_id != ctx.workload_id]
+        source = "neighbor"
+        anchor = anchor_of(ctx.desc) if not neighbors else None
+        if anchor is not None:
+            neighbors = [nb for nb in self.anchor_index().neighbors(ctx.desc, anchor, opts.k)
+                         if nb.workload_id != ctx.workload_id]
+            source = "anchor"
+        if not neighbors:
+            res.reason = self._no_candidates(ctx.kind, anchor)
+            return []
+        out = []
+        for nb in neighbors:
+            src_desc = json.loads(self.store.workload(nb.workload_id)["description"]) if source == "anchor" else None
+            for r in self.store.top_records(nb.workload_id, self.tgt, opts.per_source, self.allowed,
+                                            opts.max_distance):
+                trace = json.loads(r["trace"])
+                if source == "anchor":
+                    try:
+                        trace = retarget(trace, ctx.task.func, src_desc)
+                    except Exception:  # TVM's error types; the candidate just does not apply
+                        res.failed += 1
+                        continue
+                out.append(Candidate(r, nb.distance, source, trace))
+        return out
+
+    def _no_candidates(self, kind: str, anchor: str | None) -> str:
+        """Why a task has no candidate: never blame the kind when it is tuned for another target."""
+        reason = f"no tuned workload of kind {kind}" + (f" or anchor {anchor}" if anchor else "")
+        tuned_for = self.store.target_counts(kind)
+        if not tuned_for:
+            return reason
+        if self.opts.sources or self.opts.exclude:
+            return reason + " from the models allowed (--sources / --exclude-model)"
+        where = ", ".join(label(t) for t in tuned_for if t != self.tgt)
+        if self.opts.same_target_only:
+            return f"kind {kind} is tuned only for other targets ({where}), left out by --same-target-only"
+        return f"kind {kind} is tuned only for targets of another kind ({where})"
+
+    def _refine(self, ctx: TaskContext, win: Winner) -> Winner | None:
+        """Droplet search from the best transferred traces; commits and returns an improvement."""
+        res = ctx.result
+        left = self.trials_left()
+        trials = self.opts.droplet_trials if left is None else min(self.opts.droplet_trials, left)
+        if trials <= 0 or self.time_left() == 0:
+            return None
+        try:
+            out = refine_many(ctx.starts, ctx.task.func, self.target, self.engine, trials=trials,
+                              time_budget=self.time_left(), pvalue=self.opts.pvalue, seed=self.opts.seed)
+        except SchedbError as e:
+            res.reason = f"droplet: {e}"
+            return None
+        res.droplet_trials, res.refined_pvalue = out.trials, out.pvalue
+        if out.pvalue is None or out.best_mean >= out.start_mean:
+            res.refined_us = res.transferred_us  # no significant improvement: keep the transfer
+            return None
+        m = Measurement(out.best_samples)
+        res.refined_us = m.mean * 1e6
+        res.refined_record_id = self._commit(ctx, out.best_trace, m, "droplet", win.record_id)
+        return Winner(out.best_trace, m.samples, res.refined_record_id)
+
+    def _commit(self, ctx: TaskContext, trace, m: Measurement, origin: str, parent: int) -> int:
+        res = ctx.result
+        with self.store.transaction():
+            return commit_trace(self.store, ctx.workload_id, ctx.signature, self.tgt, trace, m.samples, origin,
+                                parent_id=parent, source_workload_id=res.source_workload_id,
+                                distance=res.distance, search_time_s=round(time.perf_counter() - ctx.started, 3),
+                                model_id=self.model_id)

@@ -1,0 +1,71 @@
+"""A record's identity, validity and commit: the one place that decides what a stored
+schedule is (ingest, transfer, droplet and the MetaSchedule adapter all go through it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from schedb.store.store import Store, dumps, now
+from schedb.tir.replay import as_json
+from schedb.tir.signature import signature
+
+# MetaSchedule writes 1e10 s for a failed build or run: any sample this large is a failure.
+INVALID_RUN_SECS = 1e9
+
+
+def valid_samples(samples) -> bool:
+    """Every sample a real time (False for None, [], nan, inf and MetaSchedule's 1e10)."""
+    return bool(samples) and all(0.0 < s < INVALID_RUN_SECS for s in samples)
+
+
+def record_digest(signature: str, target: str, trace: str, run_secs) -> bytes:
+    """A record's identity: workload signature, canonical target, trace text (as
+    ``dumps`` writes it) and run times. The same record from any source has one digest.
+
+    The first 128 bits (16 bytes, records.digest) of their sha256. Enough: by the birthday
+    bound, 10^9 distinct records collide with probability ~n^2 / 2^129 = 1.5e-21, and a
+    deliberate collision costs ~2^64 hash evaluations; a collision would only make ingest
+    skip one record as a duplicate, never mix two records' content."""
+    return digest_of_text(signature, target, trace, dumps(run_secs))
+
+
+def digest_of_text(signature: str, target: str, trace: str, run_secs_text: str) -> bytes:
+    """record_digest with the run times already serialized (``dumps(run_secs)``)."""
+    return hashlib.sha256("\x1f".join((signature, target, trace, run_secs_text)).encode()).digest()[:16]
+
+
+def commit_mod(store: Store, mod) -> tuple[int, str, str, dict]:
+    """The workload row of a TIR module, created if new: (id, signature, kind, description)."""
+    import tvm
+    import tvm_ffi
+    from tvm.s_tir.meta_schedule.database import Workload
+
+    sig, kind, desc = signature(mod)
+    params = [p for p in desc["params"] if "shape" in p]
+    wid, _ = store.upsert_workload(
+        sig, kind, [p["shape"] for p in params], [p["dtype"] for p in params],
+        shash=str(tvm_ffi.structural_hash(mod)), description=desc,
+        ms_workload=json.dumps([str(x) for x in Workload(mod).as_json()]),
+        tvm_version=tvm.__version__,
+    )
+    return wid, sig, kind, desc
+
+
+def commit_trace(store: Store, wid: int, sig: str, target: str, trace, samples: list[float] | None,
+                 origin: str, **provenance) -> int:
+    """Store a measured schedule (tuned, transferred, droplet) with its provenance; returns its id.
+    ``trace``: a TVM Trace or its JSON."""
+    import tvm
+
+    trace_text = dumps(as_json(trace))
+    valid = valid_samples(samples)
+    return store.add_record(
+        workload_id=wid, target=target, format="ms-trace", trace=trace_text,
+        run_secs=dumps(samples), mean_s=sum(samples) / len(samples) if valid else None,
+        valid=int(valid), error=None if valid else "failed measurement", origin=origin,
+        tvm_version=tvm.__version__, created_at=now(),
+        digest=record_digest(sig, target, trace_text, samples), **provenance,
+    )
+
+

@@ -1,0 +1,140 @@
+"""The command line: sql, show, provenance and ingest reports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+
+from click.testing import CliRunner
+
+from helpers import explain
+from ingest_common import TINY, TINY_R, cli_ok, clone_db, snapshot
+
+from cli.main import cli
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_sql_is_read_only_by_default(mixed_db, tmp_path):
+    db = clone_db(mixed_db, tmp_path / "c.db")
+    before = snapshot(sqlite3.connect(db))
+    runner = CliRunner()
+    for stmt in ["DELETE FROM records", "INSERT INTO models (name, created_at) VALUES ('x', 'y')",
+                 "DROP TABLE records", "CREATE TABLE t (x)", "UPDATE records SET valid = 1",
+                 "PRAGMA user_version = 7"]:
+        result = runner.invoke(cli, ["sql", stmt, "--db", str(db)])
+        cli_ok(result)
+        assert result.exit_code != 0, explain(result)
+        assert "SQL error" in result.output and "readonly" in result.output, result.output
+    for stmt in [f"VACUUM INTO '{tmp_path / 'copy.db'}'", f"ATTACH '{tmp_path / 'other.db'}' AS o"]:
+        result = runner.invoke(cli, ["sql", stmt, "--db", str(db)])
+        cli_ok(result)
+        assert result.exit_code != 0 and "read-only" in result.output, explain(result)
+    assert not (tmp_path / "copy.db").exists() and not (tmp_path / "other.db").exists()
+    assert snapshot(sqlite3.connect(db)) == before
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 0
+
+    for args, msg in [(["sql", "SELEC nonsense"], "SQL error"),
+                      (["sql", "SELECT 1; DELETE FROM records"], "SQL error"),
+                      (["sql", "SELECT 1", "--db", str(tmp_path / "missing.db")], "no such database")]:
+        if "--db" not in args:
+            args = [*args, "--db", str(db)]
+        result = runner.invoke(cli, args)
+        cli_ok(result)
+        assert result.exit_code != 0 and msg in result.output, explain(result)
+    assert not (tmp_path / "missing.db").exists()
+
+    result = runner.invoke(cli, ["sql", "UPDATE records SET error = 'x' WHERE id = 1", "--db", str(db), "--write"])
+    cli_ok(result)
+    assert result.exit_code == 0, explain(result)
+    assert sqlite3.connect(db).execute("SELECT error FROM records WHERE id = 1").fetchone()[0] == "x"
+
+
+def test_cli_sql_csv_and_json(mixed_db):
+    query = "SELECT id, workload_id, mean_s, valid, origin FROM records ORDER BY id"
+    want = sqlite3.connect(mixed_db).execute(query).fetchall()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["sql", query, "--db", str(mixed_db), "--json"])
+    cli_ok(result)
+    assert result.exit_code == 0, explain(result)
+    rows = json.loads(result.stdout)
+    assert [tuple(r.values()) for r in rows] == want
+    assert list(rows[0]) == ["id", "workload_id", "mean_s", "valid", "origin"]
+
+    result = runner.invoke(cli, ["sql", query, "--db", str(mixed_db), "--csv"])
+    cli_ok(result)
+    table = list(csv.reader(io.StringIO(result.stdout)))
+    assert table[0] == ["id", "workload_id", "mean_s", "valid", "origin"]
+    assert len(table) == len(want) + 1
+    for row, w in zip(table[1:], want):
+        assert int(row[0]) == w[0] and row[4] == w[4]
+        assert (row[2] == "" and w[2] is None) or float(row[2]) == w[2]
+
+    result = runner.invoke(cli, ["sql", "SELECT model, tasks, records FROM model_summary", "--db", str(mixed_db)])
+    cli_ok(result)
+    assert result.exit_code == 0 and "tiny_mlp" in result.output and "legacy" in result.output, explain(result)
+
+
+def _table_cells(text: str) -> dict:
+    """A one-row rich table (cells may wrap over several lines) -> {column: text}."""
+    lines = text.splitlines()
+    header = [c.strip() for c in next(x for x in lines if x.startswith("┃")).split("┃")[1:-1]]
+    cells = [""] * len(header)
+    for x in lines:
+        if x.startswith("│"):
+            for i, c in enumerate(x.split("│")[1:-1]):
+                cells[i] += c.strip()
+    return dict(zip(header, cells))
+
+
+def test_cli_show_and_provenance(mixed_db):
+    conn = sqlite3.connect(mixed_db)
+    wid, rid, line, path = conn.execute(
+        "SELECT r.workload_id, r.id, r.line, f.path FROM records r JOIN files f ON f.id = r.file_id"
+        " WHERE r.format = 'ms-trace' AND r.valid = 1 ORDER BY r.mean_s, r.id LIMIT 1").fetchone()
+    ansor_rid = conn.execute("SELECT id FROM records WHERE format = 'ansor-steps' LIMIT 1").fetchone()[0]
+    runner = CliRunner()
+
+    result = runner.invoke(cli, ["show", "workload", str(wid), "--db", str(mixed_db)])
+    cli_ok(result)
+    w = json.loads(result.stdout)
+    assert w["id"] == wid and w["models"] == ["tiny_mlp"] and w["best"]["id"] == rid
+    assert w["records"] == conn.execute("SELECT COUNT(*) FROM records WHERE workload_id = ?", (wid,)).fetchone()[0]
+    assert "ms_workload" not in w and isinstance(w["description"], dict)
+
+    for r in (rid, ansor_rid):
+        result = runner.invoke(cli, ["show", "record", str(r), "--db", str(mixed_db)])
+        cli_ok(result)
+        rec = json.loads(result.stdout)
+        assert rec["id"] == r and isinstance(rec["trace"], list) and isinstance(rec["target"], dict)
+
+    result = runner.invoke(cli, ["provenance", str(rid), "--db", str(mixed_db)])
+    cli_ok(result)
+    assert result.exit_code == 0, explain(result)
+    table = _table_cells(result.stdout)
+    assert table["origin"] == "tuned" and table["model"] == "tiny_mlp" and table["id"] == str(rid)
+    assert table["file"] == path and table["line"] == str(line)  # the whole path, not cut
+
+    for args, msg in [(["show", "workload", "999999"], "no workload 999999"),
+                      (["show", "record", "999999"], "no record 999999"),
+                      (["provenance", "999999"], "no record 999999"),
+                      (["show", "record", "abc"], "not a valid integer")]:
+        result = runner.invoke(cli, [*args, "--db", str(mixed_db)])
+        cli_ok(result)
+        assert result.exit_code != 0 and msg in result.output, explain(result)
+
+
+def test_cli_ingest_json_report(tmp_path):
+    db = tmp_path / "a.db"
+    result = CliRunner().invoke(cli, ["ingest", str(TINY), "--db", str(db), "--json"])
+    cli_ok(result)
+    assert result.exit_code == 0, explain(result)
+    rep = json.loads(result.stdout)
+    assert rep["new_records"] == len(TINY_R) and rep["files"] == 1 and rep["errors"] == []
+    result = CliRunner().invoke(cli, ["ingest", str(TINY), "--db", str(db)])
+    assert result.exit_code == 0 and "(1 already in the database)" in result.output, explain(result)
+    (tmp_path / "notes.txt").write_text("hello")
+    result = CliRunner().invoke(cli, ["ingest", str(TINY), "--db", str(tmp_path / "notes.txt")])
+    cli_ok(result)
+    assert result.exit_code != 0 and "not a schedb database" in result.output, explain(result)

@@ -1,0 +1,56 @@
+"""The architecture holds: every SQL statement lives in the storage package, no module
+imports another's private names, and the layers import one way only."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|PRAGMA|WITH|BEGIN|VACUUM|ATTACH)\b")
+LAYERS = ["errors", "models", "tir", "store", "ingest", "search", "pipeline"]  # each imports only earlier ones
+
+
+def _modules(*trees):
+    for tree in trees:
+        for path in sorted((ROOT / tree).rglob("*.py")):
+            yield path, ast.parse(path.read_text())
+
+
+def test_no_sql_outside_the_storage_package():
+    found = []
+    for path, tree in _modules("schedb", "cli"):
+        if (ROOT / "schedb" / "store") in path.parents:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.match(node.value):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value.strip()[:40]}")
+            if isinstance(node, ast.Attribute) and node.attr in ("conn", "execute", "executemany", "db"):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
+    assert not found, "\n".join(found)
+
+
+def test_no_private_name_imported_across_modules():
+    found = []
+    for path, tree in _modules("schedb", "cli", "benchmarks", "tests"):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(("schedb", "cli")):
+                found += [f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}.{a.name}"
+                          for a in node.names if a.name.startswith("_")]
+    assert not found, "\n".join(found)
+
+
+def test_layers_import_one_way():
+    found = []
+    for path, tree in _modules("schedb"):
+        parts = path.relative_to(ROOT / "schedb").with_suffix("").parts
+        if parts[0] not in LAYERS:
+            continue
+        mine = LAYERS.index(parts[0])
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("schedb."):
+                layer = node.module.split(".")[1]
+                if layer in LAYERS and LAYERS.index(layer) > mine:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports {node.module}")
+    assert not found, "\n".join(found)
