@@ -282,8 +282,7 @@ def main():
     from schedb.ingest import ingest
     from schedb.search.measure import Engine, make_runner
     from schedb.tir.replay import apply_trace, as_json
-    from schedb import Store
-    from schedb import load_intrinsics, parse_target
+    from schedb import load_intrinsics, parse_target, Store
 
     TARGET = parse_target(None)
     load_intrinsics(TARGET)

@@ -23,11 +23,7 @@ ROOT = Path(__file__).parents[1]
 
 def candidates(target, n):
     from schedb.ingest import ingest
-    from schedb import load_model
-    from schedb import apply_trace
-    from schedb import signature
-    from schedb import Store
-    from schedb import extract_tasks, lower
+    from schedb import apply_trace, extract_tasks, load_model, lower, signature, Store
 
     store = Store(":memory:")
     ingest(store, [ROOT / "fixtures" / "tiny_cnn"])

@@ -97,10 +97,7 @@ def main(argv=None):
         report.write("equal_time", res, *render(res), folder=results)
         return
 
-    from schedb import compile_model, time_vm
-    from schedb import load_model
-    from schedb import parse_target
-    from schedb import extract_tasks, lower
+    from schedb import compile_model, extract_tasks, load_model, lower, parse_target, time_vm
 
     target = parse_target(None)
     lowered = lower(load_model(a.model), target)

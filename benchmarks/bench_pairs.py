@@ -61,9 +61,7 @@ def copy_db(src: Path, dst: Path):
 
 def search(source: str, target_model: str, work: Path, base: Path, target, droplet_trials: int) -> dict:
     """One pair: transfer + droplet in a fresh copy of the base database."""
-    from schedb import load_model
-    from schedb import Store
-    from schedb import Options, transfer
+    from schedb import load_model, Options, Store, transfer
 
     out = PAIR_DIR / f"{source}_to_{target_model}.json"
     if out.exists():
@@ -91,8 +89,7 @@ def search(source: str, target_model: str, work: Path, base: Path, target, dropl
 def pair_database(pair: dict, tasks, target, refined: bool):
     """The pair's chosen schedule per task (the droplet one where it won), as a MetaSchedule
     database: the traces were stored as applied to these very tasks, so they replay as is."""
-    from schedb import apply_trace
-    from schedb import Store
+    from schedb import apply_trace, Store
     from schedb.pipeline.transfer import Winner, winners_database
 
     store = Store(pair["db"], readonly=True)
@@ -131,10 +128,7 @@ def measure_target(target_model: str, pairs: list[dict], target, rounds: int) ->
     out = PAIR_DIR / f"{target_model}.json"
     if out.exists():
         return json.loads(out.read_text())
-    from schedb import compile_model
-    from schedb import load_model
-    from schedb import extract_tasks, lower
-    from schedb import open_workdir
+    from schedb import compile_model, extract_tasks, load_model, lower, open_workdir
 
     lowered = lower(load_model(target_model), target)
     tasks = extract_tasks(lowered, target)

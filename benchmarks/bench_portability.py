@@ -60,9 +60,7 @@ def relabelled(base: Path, dst: Path, target: str) -> Path:
 
 
 def search(variant: str, db: Path, target) -> dict:
-    from schedb import load_model
-    from schedb import Store
-    from schedb import Options, transfer
+    from schedb import load_model, Options, Store, transfer
 
     out = OUT / f"{slug(variant)}.json"
     if out.exists():
@@ -87,9 +85,7 @@ def counts(rep: dict) -> dict:
 
 
 def measure(runs: dict, target, rounds: int) -> dict:
-    from schedb import compile_model
-    from schedb import load_model
-    from schedb import extract_tasks, lower
+    from schedb import compile_model, extract_tasks, load_model, lower
 
     lowered = lower(load_model(MODEL), target)
     tasks = extract_tasks(lowered, target)
