@@ -37,6 +37,9 @@ model_option = click.option(
     help="Zoo name, model.onnx, program.pt2, file.py:factory or package.module:factory.",
 )
 shape_option = click.option("--input-shape", default=None, help="e.g. 1,3,224,224 (several: ';').")
+params_option = click.option(
+    "--params-as-inputs", is_flag=True,
+    help="Keep the weights as runtime inputs (default: bound as constants and folded, an inference build).")
 target_option = click.option(
     "--target", default=None,
     help='TVM target: JSON/dict form or shorthand ("llvm -mcpu=skylake-avx512"). Default: this host.',
@@ -85,8 +88,10 @@ def models(tasks):
               help="Stop after this many seconds (the batch in flight finishes).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Work dir to write.")
+@params_option
 @handle_errors
-def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_iter, time_limit, seed, out):
+def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_iter, time_limit, seed, out,
+         params_as_inputs):
     """Tune every task of a model with MetaSchedule into a standard work dir."""
     from rich.console import Console
 
@@ -113,7 +118,8 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
         )
 
     meta = run_tune(model, tgt, out, trials=trials, trials_per_task=trials_per_task,
-                    trials_per_iter=trials_per_iter, seed=seed, progress=progress, time_limit=time_limit)
+                    trials_per_iter=trials_per_iter, seed=seed, progress=progress, time_limit=time_limit,
+                    bind_params=not params_as_inputs)
     click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['trials']} trials, "
                f"{meta['wall_time_s']} s -> {out}")
 
@@ -126,8 +132,9 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
               help="MetaSchedule work dir or schedb database with schedules (default: untuned).")
 @click.option("--repeat", type=int, default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@params_option
 @handle_errors
-def bench(model_spec, input_shape, target, logs, repeat, as_json):
+def bench(model_spec, input_shape, target, logs, repeat, as_json, params_as_inputs):
     """Compile a model, check it against PyTorch, time it next to PyTorch eager."""
     from schedb.pipeline.evaluate import compile_model, open_schedules, time_torch, time_vm
     from schedb.models import load_model
@@ -136,7 +143,7 @@ def bench(model_spec, input_shape, target, logs, repeat, as_json):
 
     quiet_tvm()
     tgt = parse_target(target)
-    lowered = lower(load_model(model_spec, input_shape), tgt)
+    lowered = lower(load_model(model_spec, input_shape), tgt, bind_params=not params_as_inputs)
     database = open_schedules(logs, tgt) if logs else None
     compiled = compile_model(lowered, tgt, database)
     tvm_lat = time_vm(compiled, lowered, repeat=repeat)
@@ -316,8 +323,9 @@ def export(folder, db_path, fmt, model, target):
 @click.option("-k", type=int, default=5, show_default=True)
 @click.option("--exclude-model", multiple=True, help="Never return workloads only these models tuned.")
 @same_target_option
+@params_option
 @handle_errors
-def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_target_only):
+def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_target_only, params_as_inputs):
     """For every task of a model, the nearest tuned workloads in the database."""
     from schedb.models import load_model
     from schedb.pipeline.neighbors import neighbors as find_neighbors
@@ -326,7 +334,7 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 
     tgt = parse_target(target)
     note, found = find_neighbors(Store(db_path, readonly=True), load_model(model_spec, input_shape), tgt, k,
-                                 list(exclude_model), same_target_only)
+                                 list(exclude_model), same_target_only, not params_as_inputs)
     if note:
         click.echo(f"note: {note}", err=True)
     here, rows = canonical(tgt), []
@@ -355,9 +363,10 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @click.option("--runner", default="local", show_default=True, help="local or rpc://host:port/key")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 @same_target_option
+@params_option
 @handle_errors
 def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
-             trials, budget, runner, report_path, same_target_only):
+             trials, budget, runner, report_path, same_target_only, params_as_inputs):
     """Transfer-tune a model from the schedules in the database."""
     from rich.console import Console
 
@@ -372,7 +381,7 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     opts = Options(k=k, sources=sources.split(",") if sources else None, exclude=list(exclude_model),
                    droplet=droplet, droplet_trials=droplet_trials, trials=trials,
                    budget_s=budget * 60 if budget is not None else None, runner=runner,
-                   same_target_only=same_target_only)
+                   same_target_only=same_target_only, bind_params=not params_as_inputs)
     t0 = time.perf_counter()
 
     def progress(done, total, r):

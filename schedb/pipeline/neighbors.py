@@ -21,12 +21,12 @@ class TaskNeighbors:
 
 
 def neighbors(store: Store, model: Model, target, k: int = 5, exclude: list[str] | None = None,
-              same_target_only: bool = False) -> tuple[str | None, list[TaskNeighbors]]:
+              same_target_only: bool = False, bind_params: bool = True) -> tuple[str | None, list[TaskNeighbors]]:
     """(a note when the database holds nothing for ``target``, the neighbours of every task)."""
     here = canonical(target)
     index = Index(exclude=exclude).fit(store.tuned_workloads(here, SAME if same_target_only else None))
     out = []
-    for task in extract_tasks(lower(model, target), target):
+    for task in extract_tasks(lower(model, target, bind_params), target):
         sig, kind, desc = signature(task.func)
         found = index.neighbors(desc, kind, k)
         own = store.workload_id(sig)

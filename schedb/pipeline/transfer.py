@@ -49,6 +49,7 @@ class Options:
     seed: int = 0
     runner: str = "local"
     same_target_only: bool = False  # only records tuned for this very target
+    bind_params: bool = True  # weights as constants, folded (schedb.tir.tasks.lower)
 
     @property
     def max_distance(self) -> int | None:
@@ -142,7 +143,7 @@ class Transfer:
         load_intrinsics(target)
         self.store, self.model, self.target, self.opts = store, model, target, opts
         self.tgt = canonical(target)
-        self.lowered = lower(model, target)
+        self.lowered = lower(model, target, opts.bind_params)
         self.tasks = extract_tasks(self.lowered, target)
         self.note = coverage_note(store.target_counts(), self.tgt, opts.same_target_only)
         self.index = self._index()

@@ -34,6 +34,7 @@ def tune(
     seed: int = 0,
     progress=None,
     time_limit: float | None = None,
+    bind_params: bool = True,
 ) -> dict:
     """Tune ``model`` on ``target``; returns the sidecar dict (also written to ``out``).
 
@@ -41,7 +42,7 @@ def tune(
     ``progress(task_name, trials_done, trials_total, best_seconds, tasks_done, n_tasks)``
     is called after every measured batch. ``time_limit`` (seconds) ends the search at the
     first batch measured past it (batches in flight are measured and kept); the work dir
-    and sidecar are complete as usual."""
+    and sidecar are complete as usual. ``bind_params``: see schedb.tir.tasks.lower."""
     from tvm.s_tir import meta_schedule as ms
 
     from schedb.search.measure import WarmBuilder, make_runner
@@ -49,7 +50,7 @@ def tune(
     load_intrinsics(target)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lowered = lower(model, target)
+    lowered = lower(model, target, bind_params)
     tasks = extract_tasks(lowered, target)
     if trials is None:
         trials = (trials_per_task or 32) * len(tasks)
@@ -84,6 +85,7 @@ def tune(
             raise
     meta = _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, seed, started,
                     time.perf_counter() - t0, time_limit, timeline(out / "logs", epoch0))
+    meta["params"] = "bound" if bind_params else "inputs"
     (out / SIDECAR).write_text(json.dumps(meta, indent=1) + "\n")
     return meta
 

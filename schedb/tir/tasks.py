@@ -18,25 +18,38 @@ class Task:
 @dataclass
 class LoweredModel:
     model: Model
-    mod: object  # Relax IRModule after the "zero" pipeline: params are inputs
-    params: list  # numpy arrays, in the order main takes them after the data inputs
+    mod: object  # Relax IRModule after the "zero" pipeline
+    params: list  # numpy arrays main takes after the data inputs ([] when bound as constants)
 
     def vm_inputs(self):
         return [*self.model.inputs, *self.params]
 
 
-def lower(model: Model, target) -> LoweredModel:
-    """torch / ONNX -> Relax, legalized to TIR, ready for task extraction or compile."""
+def lower(model: Model, target, bind_params: bool = True) -> LoweredModel:
+    """torch / ONNX -> Relax, legalized to TIR, ready for task extraction or compile.
+
+    ``bind_params`` (the default, an inference build): the weights become constants and
+    whatever is computed from constants alone is folded at compile time (weight
+    transposes and reshapes, batch-norm scales), so it never runs per inference.
+    Otherwise the weights stay runtime inputs of ``main``, for a model whose weights
+    change after it is compiled."""
     import tvm
     from tvm import relax
 
     mod, params = model.to_relax()
+    if bind_params and params:
+        weights = mod["main"].params[len(model.inputs):]
+        mod = relax.transform.BindParams("main", {v: tvm.runtime.tensor(a) for v, a in zip(weights, params)})(mod)
+        params = []
+    fold = [relax.transform.FoldConstant()] if bind_params else []
     with target:
         mod = tvm.transform.Sequential(
             [
                 relax.transform.DecomposeOpsForInference(),
                 relax.transform.CanonicalizeBindings(),
+                *fold,
                 relax.get_pipeline("zero"),
+                *fold,  # again: legalized constant subgraphs fold only now
             ]
         )(mod)
     return LoweredModel(model, mod, params)
