@@ -358,6 +358,8 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @click.option("-k", type=int, default=3, show_default=True, help="Nearest workloads per task.")
 @click.option("--droplet/--no-droplet", default=False, show_default=True, help="Refine winners by droplet search.")
 @click.option("--droplet-trials", type=int, default=16, show_default=True, help="Droplet measurements per task.")
+@click.option("--search-trials", type=int, default=8, show_default=True,
+              help="Schedules sampled from MetaSchedule's design space for a task nothing transfers to (0: none).")
 @click.option("--trials", type=int, default=None, help="Cap on measured candidates in all.")
 @click.option("--budget", type=float, default=None, help="Cap on search time, minutes.")
 @click.option("--runner", default="local", show_default=True, help="local or rpc://host:port/key")
@@ -366,7 +368,7 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @params_option
 @handle_errors
 def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
-             trials, budget, runner, report_path, same_target_only, params_as_inputs):
+             trials, budget, runner, report_path, same_target_only, params_as_inputs, search_trials):
     """Transfer-tune a model from the schedules in the database."""
     from rich.console import Console
 
@@ -381,7 +383,8 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     opts = Options(k=k, sources=sources.split(",") if sources else None, exclude=list(exclude_model),
                    droplet=droplet, droplet_trials=droplet_trials, trials=trials,
                    budget_s=budget * 60 if budget is not None else None, runner=runner,
-                   same_target_only=same_target_only, bind_params=not params_as_inputs)
+                   same_target_only=same_target_only, bind_params=not params_as_inputs,
+                   search_trials=search_trials)
     t0 = time.perf_counter()
 
     def progress(done, total, r):
@@ -398,9 +401,9 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
              "" if r.distance is None else f"{r.distance:.2f}",
              _fmt(r.untuned_us), _fmt(r.transferred_us), _fmt(r.refined_us)] for r in rep.tasks]
     print_table(cols, rows)
-    counts = {s: sum(r.source == s for r in rep.tasks) for s in ("exact", "neighbor", "anchor", "untuned")}
+    counts = {s: sum(r.source == s for r in rep.tasks) for s in ("exact", "neighbor", "anchor", "searched", "untuned")}
     click.echo(f"tasks: {counts['exact']} exact, {counts['neighbor']} transferred, "
-               f"{counts['anchor']} through their anchor block, "
+               f"{counts['anchor']} through their anchor block, {counts['searched']} searched, "
                f"{counts['untuned']} untuned; {rep.measured} candidates measured; "
                f"search time {rep.search_time_s:.1f} s")
     for name in ("untuned", "transferred", "refined", "pytorch"):

@@ -79,6 +79,25 @@ def test_tiny_cnn_tasks(target):
     assert all(isinstance(t.weight, int) and t.weight > 0 for t in tasks)
 
 
+def test_weights_are_bound_and_folded_unless_asked(target):
+    """An inference build: the weights are constants, their transposes and reshapes fold
+    away at compile time; --params-as-inputs keeps them runtime inputs. Both compute what
+    PyTorch computes (compile_model checks the output)."""
+    from schedb.pipeline.evaluate import compile_model
+    from schedb.tir.tasks import extract_tasks, lower
+
+    model = load_model("tiny_cnn")
+    bound, inputs = lower(model, target), lower(model, target, bind_params=False)
+    assert bound.params == [] and len(inputs.params) == sum(1 for _ in model.torch_module.parameters())
+    assert len(bound.vm_inputs()) == 1
+    names = {t.name for t in extract_tasks(bound, target)}
+    assert not any("transpose" in n for n in names)  # the weight transpose folded away
+    assert any("transpose" in t.name for t in extract_tasks(inputs, target))
+    assert len(names) < len(extract_tasks(inputs, target))
+    for lowered in (bound, inputs):
+        assert compile_model(lowered, target).max_abs_err < 1e-4
+
+
 def test_zoo_input_shape_override():
     model = load_model("tiny_mlp", input_shape="4,64")
     assert model.input_shapes == [[4, 64]]

@@ -8,7 +8,9 @@ kind is tuned, those of the nearest workloads with the same anchor, the main red
 block, are retargeted (schedb.tir.anchor: another epilogue, e.g. bias + ReLU instead of a
 batch norm) and replayed the same way, and the task's source is "anchor". Every candidate **and the task's
 untuned kernel** are measured for real and the fastest is kept, so no task ends up
-slower than untuned. Winners can be refined by droplet search, are committed as
+slower than untuned. A task that nothing beats untuned on gets a few schedules sampled
+from MetaSchedule's own design space (source "searched"), so no kernel ships naive.
+Winners can be refined by droplet search, are committed as
 records with their provenance, and the whole model is compiled and timed.
 """
 
@@ -24,6 +26,7 @@ from schedb.pipeline.evaluate import end_to_end
 from schedb.search.droplet import refine_many
 from schedb.search.index import Index
 from schedb.search.measure import Engine, Measurement
+from schedb.search.sample import sample_schedules
 from schedb.store import Store
 from schedb.store.records import commit_mod, commit_trace
 from schedb.tir.anchor import anchor_of, retarget
@@ -50,6 +53,7 @@ class Options:
     runner: str = "local"
     same_target_only: bool = False  # only records tuned for this very target
     bind_params: bool = True  # weights as constants, folded (schedb.tir.tasks.lower)
+    search_trials: int = 8  # per task no candidate beats untuned on: MetaSchedule samples (0: none)
 
     @property
     def max_distance(self) -> int | None:
@@ -62,7 +66,7 @@ class TaskResult:
     task: str
     weight: int
     workload_id: int
-    source: str  # exact | neighbor | anchor (same main reduction, other kind) | untuned
+    source: str  # exact | neighbor | anchor (same main reduction, other kind) | searched | untuned
     reason: str | None = None  # why a task stayed untuned
     source_model: str | None = None
     source_workload_id: int | None = None
@@ -76,6 +80,7 @@ class TaskResult:
     candidates: int = 0
     failed: int = 0
     droplet_trials: int = 0
+    searched: int = 0  # schedules sampled from MetaSchedule's design space (source "searched")
     record_id: int | None = None
     refined_record_id: int | None = None
     search_time_s: float = 0.0
@@ -186,7 +191,7 @@ class Transfer:
         refined: dict[str, Winner] = {}
         for n, task in enumerate(self.tasks):
             ctx = self._context(task)
-            win = self._search_task(ctx)
+            win = self._search_task(ctx) or self._sample(ctx)
             if win is not None:
                 transferred[task.name] = win
                 better = self._refine(ctx, win) if self.opts.droplet else None
@@ -249,6 +254,35 @@ class Transfer:
         res.record_id = self._commit(ctx, r.trace, m, "transferred", cand.row["id"])
         ctx.starts = [x[2].trace for x in ranked[:3]]
         return Winner(r.trace, m.samples, res.record_id)
+
+    def _sample(self, ctx: TaskContext) -> Winner | None:
+        """Nothing transferred beats the untuned kernel: a few schedules from MetaSchedule's
+        own design space, measured beside it (charged to the trial and time budgets)."""
+        res, left = ctx.result, self.trials_left()
+        n = self.opts.search_trials if left is None else min(self.opts.search_trials, left)
+        if n <= 0 or self.time_left() == 0:
+            return None
+        try:
+            schedules = sample_schedules(ctx.task.func, self.target, n, self.opts.seed)
+        except SchedbError as e:
+            res.reason = f"{res.reason}; {e}"
+            return None
+        measured = self.engine.measure([ctx.task.func] + [s.mod for s in schedules])
+        self.baseline += 1
+        res.searched = len(schedules)
+        res.failed += sum(not m.ok for m in measured[1:])
+        ranked = sorted(((m, s) for m, s in zip(measured[1:], schedules) if m.ok), key=lambda x: x[0].mean)
+        untuned = measured[0]
+        if not ranked or untuned.ok and untuned.mean <= ranked[0][0].mean:
+            res.reason = f"{res.reason}; {len(schedules)} sampled schedules no faster"
+            return None
+        m, sch = ranked[0]
+        res.source, res.reason = "searched", None
+        res.untuned_us = untuned.mean * 1e6 if untuned.ok else None
+        res.transferred_us = m.mean * 1e6
+        res.record_id = self._commit(ctx, sch.trace, m, "tuned", None)
+        ctx.starts = [s.trace for _, s in ranked[:3]]
+        return Winner(sch.trace, m.samples, res.record_id)
 
     def _candidates(self, ctx: TaskContext) -> list[Candidate]:
         """Exact matches, else records of the nearest workloads of the same kind, else of
