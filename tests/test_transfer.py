@@ -166,11 +166,14 @@ def test_anchor_fallback_transfers_across_epilogues(source_db, target, tmp_path)
     assert plain.source == "neighbor"  # a workload of its own kind exists: no fallback
     assert relu.candidates > 0 and relu.failed == 0  # every retargeted trace replays
     assert relu.source == "anchor", relu.reason
-    assert relu.transferred_us <= relu.untuned_us and relu.source_model == "tiny_cnn"
+    assert relu.transferred_us <= relu.untuned_us
     src = store.workload(relu.source_workload_id)
     assert src["kind"] == "matmul+T_add" != store.workload(relu.workload_id)["kind"]
+    # From tiny_cnn's record, or from the one the plain layer just got from it: the
+    # chain ends at tiny_cnn's tuned record either way.
     chain = store.lineage(relu.record_id)
-    assert [c["origin"] for c in chain] == ["transferred", "tuned"] and chain[1]["model"] == "tiny_cnn"
+    assert chain[0]["origin"] == "transferred" and chain[-1]["origin"] == "tuned"
+    assert chain[-1]["model"] == "tiny_cnn" and relu.source_model in ("tiny_cnn", "tiny_mlp")
     # compile_model checks the output against PyTorch; the anchor kernel is in the model.
     assert rep.check["transferred"]["kernels_scheduled"] == sum(r.source != "untuned" for r in rep.tasks)
     assert rep.check["transferred"]["max_abs_err"] < 1e-3
