@@ -88,10 +88,12 @@ def models(tasks):
               help="Stop after this many seconds (the batch in flight finishes).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Work dir to write.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out: its trials count against the budget, its records seed the search.")
 @params_option
 @handle_errors
 def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_iter, time_limit, seed, out,
-         params_as_inputs):
+         resume, params_as_inputs):
     """Tune every task of a model with MetaSchedule into a standard work dir."""
     from rich.console import Console
 
@@ -119,7 +121,7 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
 
     meta = run_tune(model, tgt, out, trials=trials, trials_per_task=trials_per_task,
                     trials_per_iter=trials_per_iter, seed=seed, progress=progress, time_limit=time_limit,
-                    bind_params=not params_as_inputs)
+                    bind_params=not params_as_inputs, resume=resume)
     click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['trials']} trials, "
                f"{meta['wall_time_s']} s -> {out}")
 
@@ -136,14 +138,22 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
 @handle_errors
 def bench(model_spec, input_shape, target, logs, repeat, as_json, params_as_inputs):
     """Compile a model, check it against PyTorch, time it next to PyTorch eager."""
-    from schedb.pipeline.evaluate import compile_model, open_schedules, time_torch, time_vm
+    from pathlib import Path
+
+    from schedb.ingest.workdir import tuned_with_bound_params
     from schedb.models import load_model
+    from schedb.pipeline.evaluate import compile_model, open_schedules, time_torch, time_vm
     from schedb.tir.target import canonical, parse_target
     from schedb.tir.tasks import lower
 
     quiet_tvm()
     tgt = parse_target(target)
-    lowered = lower(load_model(model_spec, input_shape), tgt, bind_params=not params_as_inputs)
+    bind = not params_as_inputs
+    if bind and logs and tuned_with_bound_params(Path(logs)) is False:
+        # The work dir's kernels take the weights as inputs: compile the same way, or few match.
+        click.echo(f"note: {logs} was tuned with the weights as runtime inputs: compiling the same way", err=True)
+        bind = False
+    lowered = lower(load_model(model_spec, input_shape), tgt, bind_params=bind)
     database = open_schedules(logs, tgt) if logs else None
     compiled = compile_model(lowered, tgt, database)
     tvm_lat = time_vm(compiled, lowered, repeat=repeat)

@@ -118,6 +118,22 @@ def test_bench_with_fixture_logs_schedules_kernels():
                                    "--repeat", "3", "--json"])
     assert res.exit_code == 0, explain(res)
     assert json.loads(res.output)["tuned_tasks"] >= 3
+    assert "note:" not in res.output  # tuned on this pipeline: bound weights
+
+
+def test_bench_compiles_a_work_dir_the_way_it_was_tuned(tmp_path):
+    """A work dir from before weights were bound (its sidecar has no "params") is compiled
+    with the weights as inputs, and the user is told."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(FIXTURES / "tiny_cnn", old)
+    meta = json.loads((old / "schedb.json").read_text())
+    del meta["params"]
+    (old / "schedb.json").write_text(json.dumps(meta))
+    res = CliRunner().invoke(cli, ["bench", "--model", "tiny_cnn", "--logs", str(old), "--repeat", "3"])
+    assert res.exit_code == 0, explain(res)
+    assert "tuned with the weights as runtime inputs: compiling the same way" in res.output
 
 
 @pytest.mark.parametrize("args, message", [
@@ -130,3 +146,49 @@ def test_bad_input_is_a_clean_error(args, message):
     assert res.exit_code != 0
     assert message in res.output
     assert "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_tune_resumes_after_a_real_kill(tmp_path):
+    """SIGKILL a tuning run mid-search, resume it: what was committed stays, the trials
+    already spent count against each task's budget, and every task reaches it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from schedb.pipeline.tune import spent_trials
+    from schedb import extract_tasks, load_model, lower, parse_target
+
+    out = tmp_path / "work"
+    args = ["tune", "--model", "tiny_mlp", "--trials-per-task", "16", "--trials-per-iter", "4", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=Path(__file__).parents[1],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = out / "database_tuning_record.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if records.is_file() and len(records.read_text().splitlines()) >= 8:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its build and run workers
+    proc.wait()
+    target = parse_target(None)
+    tasks = extract_tasks(lower(load_model("tiny_mlp"), target), target)
+    spent = spent_trials(out, tasks)
+    kept = records.read_text().splitlines()
+    assert 8 <= sum(spent) < 32 and not (out / "schedb.json").exists()
+
+    res = CliRunner().invoke(cli, args)  # without --resume: refused
+    assert res.exit_code == 1 and "--resume continues it" in res.output, explain(res)
+    res = CliRunner().invoke(cli, [*args, "--resume"])
+    assert res.exit_code == 0, explain(res)
+    whole = [line for line in kept if line.strip()][:sum(spent)]  # a line the kill cut short is dropped
+    assert records.read_text().splitlines()[:len(whole)] == whole
+    final = spent_trials(out, tasks)
+    assert all(16 <= n <= 16 + 4 for n in final), final  # each task's budget, at most a batch over
+    meta = json.loads((out / "schedb.json").read_text())
+    assert meta["resumed_from_trials"] == sum(spent) and meta["wall_time_s"] > 0
+    for steps in meta["timeline"]["tasks"]:
+        assert steps and [n for _, n in steps] == sorted(n for _, n in steps)

@@ -41,6 +41,14 @@ def read_sidecar(folder: Path) -> dict | None:
         raise SchedbError(f"{p}:{e.lineno}: not valid JSON ({e.msg})") from None
 
 
+def tuned_with_bound_params(folder: Path) -> bool | None:
+    """How a work dir's run lowered the model: True weights bound (``"params": "bound"``),
+    False weights as inputs (also every sidecar written before schedb bound them), None
+    when there is no sidecar to say."""
+    meta = read_sidecar(Path(folder))
+    return None if meta is None else meta.get("params", "inputs") == "bound"
+
+
 def open_workdir(folder: Path):
     """TVM's ``JSONDatabase`` over ``folder``; compressed files are expanded to a temp dir."""
     from tvm.s_tir.meta_schedule.database import JSONDatabase

@@ -21,7 +21,8 @@ from schedb.models import Model
 from schedb.tir.target import canonical, load_intrinsics
 from schedb.tir.tasks import extract_tasks, lower
 
-from schedb.ingest.workdir import SIDECAR
+from schedb.errors import SchedbError
+from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS
 
 
 def tune(
@@ -35,6 +36,7 @@ def tune(
     progress=None,
     time_limit: float | None = None,
     bind_params: bool = True,
+    resume: bool = False,
 ) -> dict:
     """Tune ``model`` on ``target``; returns the sidecar dict (also written to ``out``).
 
@@ -42,52 +44,154 @@ def tune(
     ``progress(task_name, trials_done, trials_total, best_seconds, tasks_done, n_tasks)``
     is called after every measured batch. ``time_limit`` (seconds) ends the search at the
     first batch measured past it (batches in flight are measured and kept); the work dir
-    and sidecar are complete as usual. ``bind_params``: see schedb.tir.tasks.lower."""
-    from tvm.s_tir import meta_schedule as ms
+    and sidecar are complete as usual. ``bind_params``: see schedb.tir.tasks.lower.
 
-    from schedb.search.measure import WarmBuilder, make_runner
-
+    ``resume``: ``out`` holds an interrupted (or finished) run of this model; the trials
+    its records file already holds count against each task's budget, MetaSchedule's
+    evolutionary search starts from those records, and the timeline goes on from the
+    time already spent. Without it, a work dir that already holds records is refused."""
     load_intrinsics(target)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    lowered = lower(model, target, bind_params)
-    tasks = extract_tasks(lowered, target)
+    tasks = extract_tasks(lower(model, target, bind_params), target)
     if trials is None:
         trials = (trials_per_task or 32) * len(tasks)
-    trials_per_iter = min(trials_per_iter, trials)  # MetaSchedule overshoots by up to a batch
-    _drop_unnamed_handlers()  # before MetaSchedule sets up its loggers (here and in tune_tasks)
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        [t.extracted for t in tasks], work_dir=str(out), seed=seed
-    )
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    t0, epoch0 = time.perf_counter(), time.time()
-    callbacks = ms.measure_callback.MeasureCallback.create("default")
-    if progress is not None:
-        callbacks = [*callbacks, _Progress([c.task_name for c in contexts], trials, trials_per_task, progress)]
-    deadline = None if time_limit is None else _Deadline(t0 + time_limit)
-    if deadline is not None:
-        callbacks = [*callbacks, deadline]
-    try:
-        ms.tune_tasks(
-            tasks=contexts,
-            task_weights=weights,
-            work_dir=str(out),
-            max_trials_global=trials,
-            max_trials_per_task=trials_per_task,
-            num_trials_per_iter=trials_per_iter,
-            builder=WarmBuilder(),
-            runner=make_runner("local", number=3, repeat=1, min_repeat_ms=50),
-            database=ms.database.JSONDatabase(work_dir=str(out)),
-            measure_callbacks=callbacks,
-        )
-    except Exception:
-        if deadline is None or not deadline.reached:
-            raise
-    meta = _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, seed, started,
-                    time.perf_counter() - t0, time_limit, timeline(out / "logs", epoch0))
+    spent = spent_trials(out, tasks)
+    if any(spent) and not resume:
+        raise SchedbError(f"{out} already holds {sum(spent)} trials of a tuning run: --resume continues it")
+    if resume:
+        for name in (WORKLOADS, RECORDS):
+            _drop_partial_line(out / name)
+    before = _previous_run(out) if resume else {}
+    started = before.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    offset = before.get("wall_time_s", 0.0)
+    steps = [list(s) for s in before.get("timeline", {}).get("tasks", [])] + [[] for _ in tasks]
+    for group, budget in _groups(spent, trials, trials_per_task):
+        done = sum(spent_trials(out, tasks))
+        if done >= trials:
+            break
+        # MetaSchedule writes its logs under the work dir it is given: a resumed part's apart.
+        log_root = out if not done else out / f"resume-{done}"
+        run = _Run(tasks, group, out, log_root, seed, progress)
+        limit = None if time_limit is None else max(time_limit - (time.perf_counter() - t0), 0)
+        total = trials - done if budget is None else min(budget * len(group), trials - done)
+        elapsed = run.tune(total, budget, trials_per_iter, limit)
+        for local, global_id in enumerate(group):
+            base = steps[global_id][-1][1] if steps[global_id] else 0
+            steps[global_id] += [[round(offset + t, 1), base + n] for t, n in elapsed.get(local, [])]
+        offset += run.wall_s
+        if run.stopped:
+            break
+    meta = _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, seed, started, offset,
+                    time_limit, {"clock": "seconds of tuning when a batch went to the runner",
+                                 "tasks": steps[:len(tasks)]})
     meta["params"] = "bound" if bind_params else "inputs"
+    if resume:
+        meta["resumed_from_trials"] = sum(spent)
     (out / SIDECAR).write_text(json.dumps(meta, indent=1) + "\n")
     return meta
+
+
+def spent_trials(out: Path, tasks) -> list[int]:
+    """Trials each task already has in ``out``'s records file (0s for a new work dir)."""
+    import tvm_ffi
+
+    wl_path, rec_path = out / WORKLOADS, out / RECORDS
+    if not wl_path.is_file() or not rec_path.is_file():
+        return [0] * len(tasks)
+    shashes = [json.loads(line)[0] for line in wl_path.read_text().splitlines() if line.strip()]
+    counts: dict[str, int] = {}
+    for line in rec_path.read_text().splitlines():
+        if line.strip():
+            try:
+                index = json.loads(line)[0]
+            except (json.JSONDecodeError, IndexError, TypeError):
+                continue  # a line cut short by the kill: that trial is lost
+            counts[shashes[index]] = counts.get(shashes[index], 0) + 1
+    return [counts.get(str(tvm_ffi.structural_hash(t.func)), 0) for t in tasks]
+
+
+def _drop_partial_line(path: Path):
+    """A kill can leave a last line half written: MetaSchedule would append to it."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[:data.rfind(b"\n") + 1])
+
+
+def _previous_run(out: Path) -> dict:
+    """What the run so far knew: its sidecar, or for a run killed before it wrote one, its
+    start, duration and timeline read back from MetaSchedule's task-scheduler log."""
+    p = out / SIDECAR
+    if p.is_file():
+        return json.loads(p.read_text())
+    log = next((out / "logs").glob("*task_scheduler.log"), None)
+    stamps = [m[1] for m in map(_STAMP.match, log.read_text(errors="replace").splitlines()) if m] if log else []
+    if not stamps:
+        return {}
+    # Local time, as the log writes it and timeline() reads it.
+    first, last = (datetime.strptime(x, "%Y-%m-%d %H:%M:%S") for x in (stamps[0], stamps[-1]))
+    return {"started": first.astimezone(timezone.utc).isoformat(timespec="seconds"), "wall_time_s": (last - first).total_seconds(),
+            "timeline": timeline(out / "logs", first.timestamp())}
+
+
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
+
+
+def _groups(spent: list[int], trials: int, per_task: int | None):
+    """[(task indices, per-task budget)]: tasks with the same trials left tune together
+    (MetaSchedule takes one per-task budget per call); more trials left first."""
+    if per_task is None:
+        left = max(trials - sum(spent), 0)
+        return [(list(range(len(spent))), None)] if left else []
+    by_left: dict[int, list[int]] = {}
+    for i, n in enumerate(spent):
+        if per_task - n > 0:
+            by_left.setdefault(per_task - n, []).append(i)
+    return sorted(((ids, left) for left, ids in by_left.items()), key=lambda g: -g[1])
+
+
+class _Run:
+    """One MetaSchedule ``tune_tasks`` call over some of the model's tasks."""
+
+    def __init__(self, tasks, group, out, log_root, seed, progress):
+        self.tasks, self.group, self.out, self.log_root = tasks, group, out, log_root
+        self.seed, self.progress = seed, progress
+        self.wall_s, self.stopped = 0.0, False
+
+    def tune(self, total, budget, per_iter, time_limit) -> dict:
+        """Tune the group; -> {task index in the group: [[seconds, candidates], ...]}."""
+        from tvm.s_tir import meta_schedule as ms
+
+        from schedb.search.measure import WarmBuilder, make_runner
+
+        _drop_unnamed_handlers()  # before MetaSchedule sets up its loggers (here and in tune_tasks)
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            [self.tasks[i].extracted for i in self.group], work_dir=str(self.log_root), seed=self.seed)
+        per_iter = min(per_iter, total)  # MetaSchedule overshoots by up to a batch
+        t0, epoch0 = time.perf_counter(), time.time()
+        callbacks = ms.measure_callback.MeasureCallback.create("default")
+        if self.progress is not None:
+            callbacks = [*callbacks, _Progress([c.task_name for c in contexts], total, budget, self.progress)]
+        deadline = None if time_limit is None else _Deadline(t0 + time_limit)
+        if deadline is not None:
+            callbacks = [*callbacks, deadline]
+        try:
+            ms.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=str(self.log_root),
+                max_trials_global=total, max_trials_per_task=budget, num_trials_per_iter=per_iter,
+                builder=WarmBuilder(), runner=make_runner("local", number=3, repeat=1, min_repeat_ms=50),
+                database=ms.database.JSONDatabase(work_dir=str(self.out)), measure_callbacks=callbacks,
+            )
+        except Exception:
+            if deadline is None or not deadline.reached:
+                raise
+        self.stopped = deadline is not None and deadline.reached
+        self.wall_s = time.perf_counter() - t0
+        steps = timeline(self.log_root / "logs", epoch0)
+        return dict(enumerate(steps.get("tasks", [])))
 
 
 def _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, seed, started, wall_s,
