@@ -88,12 +88,15 @@ def models(tasks):
               help="Stop after this many seconds (the batch in flight finishes).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Work dir to write.")
+@click.option("--db", "db_path", default=None, type=click.Path(dir_okay=False),
+              help="Tune into this schedb database: its records of the model's workloads (transferred ones "
+                   "too) seed the search. Default: the work dir's JSON files.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out: its trials count against the budget, its records seed the search.")
 @params_option
 @handle_errors
 def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_iter, time_limit, seed, out,
-         resume, params_as_inputs):
+         db_path, resume, params_as_inputs):
     """Tune every task of a model with MetaSchedule into a standard work dir."""
     from rich.console import Console
 
@@ -121,7 +124,7 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
 
     meta = run_tune(model, tgt, out, trials=trials, trials_per_task=trials_per_task,
                     trials_per_iter=trials_per_iter, seed=seed, progress=progress, time_limit=time_limit,
-                    bind_params=not params_as_inputs, resume=resume)
+                    bind_params=not params_as_inputs, resume=resume, database=db_path)
     click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['trials']} trials, "
                f"{meta['wall_time_s']} s -> {out}")
 

@@ -192,3 +192,29 @@ def test_tune_resumes_after_a_real_kill(tmp_path):
     assert meta["resumed_from_trials"] == sum(spent) and meta["wall_time_s"] > 0
     for steps in meta["timeline"]["tasks"]:
         assert steps and [n for _, n in steps] == sorted(n for _, n in steps)
+
+
+def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
+    """tune --db: the trials go into the schedb database, and MetaSchedule's evolutionary
+    search asks it for each workload's best records (transferred ones would be among them)."""
+    from schedb.ingest import ingest
+    from schedb.store import Store
+
+    db = tmp_path / "s.db"
+    ingest(Store(db), [FIXTURES / "tiny_mlp"])
+    before = Store(db).count_records()
+    asked = []
+    top = Store.top_records  # what schedb.Database.get_top_k answers MetaSchedule with
+    monkeypatch.setattr(Store, "top_records", lambda self, *a, **kw: asked.append(a) or top(self, *a, **kw))
+    out = tmp_path / "work"
+    res = CliRunner().invoke(cli, ["tune", "--model", "tiny_mlp", "--trials-per-task", "4", "--trials-per-iter", "4",
+                                   "--db", str(db), "--out", str(out)])
+    assert res.exit_code == 0, explain(res)
+    store = Store(db)
+    new = store.count_records() - before
+    assert 8 <= new <= 8 + 4 and not (out / "database_tuning_record.json").exists()
+    origins = store.query("SELECT DISTINCT r.origin, m.name FROM records r JOIN models m ON m.id = r.model_id"
+                          " WHERE r.id > ?", (before,))[1]
+    assert origins == [("tuned", "tiny_mlp")]
+    assert asked  # the search drew its start from the database
+    assert json.loads((out / "schedb.json").read_text())["database"] == str(db)

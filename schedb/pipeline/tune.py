@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def tune(
     time_limit: float | None = None,
     bind_params: bool = True,
     resume: bool = False,
+    database: str | Path | None = None,
 ) -> dict:
     """Tune ``model`` on ``target``; returns the sidecar dict (also written to ``out``).
 
@@ -49,7 +51,14 @@ def tune(
     ``resume``: ``out`` holds an interrupted (or finished) run of this model; the trials
     its records file already holds count against each task's budget, MetaSchedule's
     evolutionary search starts from those records, and the timeline goes on from the
-    time already spent. Without it, a work dir that already holds records is refused."""
+    time already spent. Without it, a work dir that already holds records is refused.
+
+    ``database``: a schedb database to tune into instead of the work dir's JSON files
+    (which then hold only logs and the sidecar). Its records of the model's workloads,
+    from any earlier tuning or a transfer, seed MetaSchedule's evolutionary search: tuning
+    goes on from the transferred schedules rather than from random samples."""
+    if database is not None and resume:
+        raise SchedbError("--db and --resume do not go together: a database run counts no work dir trials")
     load_intrinsics(target)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,33 +73,61 @@ def tune(
             _drop_partial_line(out / name)
     before = _previous_run(out) if resume else {}
     started = before.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    budget = _Budget(trials, trials_per_task, trials_per_iter, time_limit)
+    steps, offset = _tune_parts(out, tasks, spent, budget, before, seed, progress,
+                                lambda: _database(out, database, target, model.name))
+    meta = _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, seed, started, offset,
+                    time_limit, {"clock": "seconds of tuning when a batch went to the runner", "tasks": steps})
+    meta["params"] = "bound" if bind_params else "inputs"
+    if resume:
+        meta["resumed_from_trials"] = sum(spent)
+    if database is not None:
+        meta["database"] = str(database)
+    (out / SIDECAR).write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+@dataclass
+class _Budget:
+    trials: int  # global
+    per_task: int | None
+    per_iter: int
+    time_limit: float | None
+
+
+def _tune_parts(out: Path, tasks, spent: list[int], budget: _Budget, before: dict, seed, progress, database):
+    """Tune the tasks with trials left, one MetaSchedule call per group of equal budget, the
+    timeline going on from ``before`` (the run so far): -> (timeline per task, seconds)."""
     t0 = time.perf_counter()
     offset = before.get("wall_time_s", 0.0)
     steps = [list(s) for s in before.get("timeline", {}).get("tasks", [])] + [[] for _ in tasks]
-    for group, budget in _groups(spent, trials, trials_per_task):
+    for group, per_task in _groups(spent, budget.trials, budget.per_task):
         done = sum(spent_trials(out, tasks))
-        if done >= trials:
+        if done >= budget.trials:
             break
         # MetaSchedule writes its logs under the work dir it is given: a resumed part's apart.
-        log_root = out if not done else out / f"resume-{done}"
-        run = _Run(tasks, group, out, log_root, seed, progress)
-        limit = None if time_limit is None else max(time_limit - (time.perf_counter() - t0), 0)
-        total = trials - done if budget is None else min(budget * len(group), trials - done)
-        elapsed = run.tune(total, budget, trials_per_iter, limit)
+        run = _Run(tasks, group, out if not done else out / f"resume-{done}", seed, progress, database())
+        limit = None if budget.time_limit is None else max(budget.time_limit - (time.perf_counter() - t0), 0)
+        total = budget.trials - done if per_task is None else min(per_task * len(group), budget.trials - done)
+        elapsed = run.tune(total, per_task, budget.per_iter, limit)
         for local, global_id in enumerate(group):
             base = steps[global_id][-1][1] if steps[global_id] else 0
             steps[global_id] += [[round(offset + t, 1), base + n] for t, n in elapsed.get(local, [])]
         offset += run.wall_s
         if run.stopped:
             break
-    meta = _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, seed, started, offset,
-                    time_limit, {"clock": "seconds of tuning when a batch went to the runner",
-                                 "tasks": steps[:len(tasks)]})
-    meta["params"] = "bound" if bind_params else "inputs"
-    if resume:
-        meta["resumed_from_trials"] = sum(spent)
-    (out / SIDECAR).write_text(json.dumps(meta, indent=1) + "\n")
-    return meta
+    return steps[:len(tasks)], offset
+
+
+def _database(out: Path, path, target, model: str):
+    """Where the trials go: the work dir's JSON files, or a schedb database."""
+    if path is None:
+        from tvm.s_tir import meta_schedule as ms
+
+        return ms.database.JSONDatabase(work_dir=str(out))
+    from schedb.store.database import Database
+
+    return Database(path, target=target, model=model, origin="tuned")
 
 
 def spent_trials(out: Path, tasks) -> list[int]:
@@ -156,9 +193,9 @@ def _groups(spent: list[int], trials: int, per_task: int | None):
 class _Run:
     """One MetaSchedule ``tune_tasks`` call over some of the model's tasks."""
 
-    def __init__(self, tasks, group, out, log_root, seed, progress):
-        self.tasks, self.group, self.out, self.log_root = tasks, group, out, log_root
-        self.seed, self.progress = seed, progress
+    def __init__(self, tasks, group, log_root, seed, progress, database):
+        self.tasks, self.group, self.log_root = tasks, group, log_root
+        self.seed, self.progress, self.database = seed, progress, database
         self.wall_s, self.stopped = 0.0, False
 
     def tune(self, total, budget, per_iter, time_limit) -> dict:
@@ -183,7 +220,7 @@ class _Run:
                 tasks=contexts, task_weights=weights, work_dir=str(self.log_root),
                 max_trials_global=total, max_trials_per_task=budget, num_trials_per_iter=per_iter,
                 builder=WarmBuilder(), runner=make_runner("local", number=3, repeat=1, min_repeat_ms=50),
-                database=ms.database.JSONDatabase(work_dir=str(self.out)), measure_callbacks=callbacks,
+                database=self.database, measure_callbacks=callbacks,
             )
         except Exception:
             if deadline is None or not deadline.reached:
