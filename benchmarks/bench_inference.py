@@ -6,7 +6,7 @@ schedb now lowers it (weights bound as constants, constant subgraphs folded) and
 **interleaved** with PyTorch eager, round by round. Each cell is the median over the
 rounds with its 95% interval; "x PyTorch" is the median of the per-round ratios.
 
-    python benchmarks/bench_inference.py [--models alexnet,resnet50,googlenet]
+    python benchmarks/bench_inference.py [--models alexnet,resnet50,googlenet] [--name inference]
     python benchmarks/bench_inference.py --replot
 """
 
@@ -71,10 +71,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="alexnet,resnet50,googlenet")
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--name", default="inference", help="results/NAME.json (another name keeps the committed one)")
     ap.add_argument("--replot", action="store_true")
     a = ap.parse_args(argv)
     if a.replot:
-        report.replot(report.RESULTS / "inference.json", render)
+        report.replot(report.RESULTS / f"{a.name}.json", render)
         return
     from schedb import load_intrinsics, parse_target
 
@@ -84,7 +85,7 @@ def main(argv=None):
            "finished": report.now()}
     md, _ = render(res)
     print(md)
-    print("->", report.write("inference", res, md))
+    print("->", report.write(a.name, res, md))
 
 
 if __name__ == "__main__":
