@@ -32,7 +32,7 @@ from schedb.store.records import commit_mod, commit_trace
 from schedb.tir.anchor import anchor_of, retarget
 from schedb.tir.signature import kind_of
 from schedb.tir.replay import apply_trace
-from schedb.tir.target import SAME, canonical, coverage_note, label, load_intrinsics
+from schedb.tir.target import canonical, label, load_intrinsics, max_distance
 from schedb.tir.tasks import Task, extract_tasks, lower
 
 
@@ -58,7 +58,7 @@ class Options:
     @property
     def max_distance(self) -> int | None:
         """How far a candidate's target may be from this one (schedb.tir.target.distance)."""
-        return SAME if self.same_target_only else None
+        return max_distance(self.same_target_only)
 
 
 @dataclass
@@ -150,7 +150,7 @@ class Transfer:
         self.tgt = canonical(target)
         self.lowered = lower(model, target, opts.bind_params)
         self.tasks = extract_tasks(self.lowered, target)
-        self.note = coverage_note(store.target_counts(), self.tgt, opts.same_target_only)
+        self.note = store.coverage_note(self.tgt, opts.same_target_only)
         self.index = self._index()
         self._anchor_index: Index | None = None  # built when a task first needs it
         self.allowed = self._allowed_models()
@@ -232,12 +232,9 @@ class Transfer:
             else:
                 res.failed += 1
         res.candidates = len(candidates)
-        measured = self.engine.measure([ctx.task.func] + [r.mod for _, r in replayed])
-        self.baseline += 1
-        untuned = measured[0]
-        res.untuned_us = untuned.mean * 1e6 if untuned.ok else None
-        res.failed += sum(not m.ok for m in measured[1:])
-        ranked = sorted(((m, c, r) for m, (c, r) in zip(measured[1:], replayed) if m.ok), key=lambda x: x[0].mean)
+        untuned, ranked = self._beside_untuned(ctx, [r.mod for _, r in replayed])
+        res.untuned_us = _us(untuned)
+        ranked = [(m, *replayed[i]) for m, i in ranked]
         if not ranked:
             res.reason = res.reason or (f"all {res.candidates} candidates failed" if res.candidates
                                         else "no candidates")
@@ -267,22 +264,29 @@ class Transfer:
         except SchedbError as e:
             res.reason = f"{res.reason}; {e}"
             return None
-        measured = self.engine.measure([ctx.task.func] + [s.mod for s in schedules])
-        self.baseline += 1
         res.searched = len(schedules)
-        res.failed += sum(not m.ok for m in measured[1:])
-        ranked = sorted(((m, s) for m, s in zip(measured[1:], schedules) if m.ok), key=lambda x: x[0].mean)
-        untuned = measured[0]
+        untuned, ranked = self._beside_untuned(ctx, [s.mod for s in schedules])
+        ranked = [(m, schedules[i]) for m, i in ranked]
         if not ranked or untuned.ok and untuned.mean <= ranked[0][0].mean:
             res.reason = f"{res.reason}; {len(schedules)} sampled schedules no faster"
             return None
         m, sch = ranked[0]
         res.source, res.reason = "searched", None
-        res.untuned_us = untuned.mean * 1e6 if untuned.ok else None
+        res.untuned_us = _us(untuned)  # measured beside the winner
         res.transferred_us = m.mean * 1e6
         res.record_id = self._commit(ctx, sch.trace, m, "tuned", None)
         ctx.starts = [s.trace for _, s in ranked[:3]]
         return Winner(sch.trace, m.samples, res.record_id)
+
+    def _beside_untuned(self, ctx: TaskContext, mods: list) -> tuple[Measurement, list]:
+        """Measure ``mods`` and the task's untuned kernel in one call, so the same load falls
+        on both: (untuned, [(measurement, index into mods)] of those that ran, fastest first).
+        Failures are counted in the task's result."""
+        measured = self.engine.measure([ctx.task.func] + mods)
+        self.baseline += 1
+        untuned = measured[0]
+        ctx.result.failed += sum(not m.ok for m in measured[1:])
+        return untuned, sorted(((m, i) for i, m in enumerate(measured[1:]) if m.ok), key=lambda x: x[0].mean)
 
     def _candidates(self, ctx: TaskContext) -> list[Candidate]:
         """Exact matches, else records of the nearest workloads of the same kind, else of
@@ -359,3 +363,7 @@ class Transfer:
                                 parent_id=parent, source_workload_id=res.source_workload_id,
                                 distance=res.distance, search_time_s=round(time.perf_counter() - ctx.started, 3),
                                 model_id=self.model_id)
+
+
+def _us(m: Measurement) -> float | None:
+    return m.mean * 1e6 if m.ok else None
