@@ -450,19 +450,19 @@ def droplet(model_name, workload_ids, target, db_path, trials, starts, pvalue, s
     from schedb.pipeline.refine import refine_stored, workloads_to_refine
     from schedb.search.measure import Engine
     from schedb.store import Store
-    from schedb.tir.target import SAME, canonical, coverage_note, load_intrinsics, parse_target
+    from schedb.tir.target import canonical, load_intrinsics, max_distance, parse_target
 
     quiet_tvm()
     store = Store(db_path)
     ids = workloads_to_refine(store, model_name, workload_ids)
     tgt = parse_target(target)
-    note = coverage_note(store.target_counts(), canonical(tgt), same_target_only)
+    note = store.coverage_note(canonical(tgt), same_target_only)
     if note:
         click.echo(f"note: {note}", err=True)
     load_intrinsics(tgt)
     done = refine_stored(store, ids, tgt, Engine(tgt, runner=runner), trials=trials, starts=starts,
                          pvalue=pvalue, seed=seed, save_path=save_path,
-                         max_distance=SAME if same_target_only else None,
+                         max_distance=max_distance(same_target_only),
                          progress=lambda r: click.echo(
                              f"workload {r.workload_id} ({r.kind}): {r.start_us:.1f} -> {r.best_us:.1f} us, "
                              f"{r.trials} trials, p={r.pvalue if r.pvalue is None else f'{r.pvalue:.3g}'}",

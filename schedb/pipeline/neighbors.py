@@ -8,7 +8,7 @@ from schedb.models import Model
 from schedb.search.index import Index, Neighbor
 from schedb.store import Store
 from schedb.tir.signature import signature
-from schedb.tir.target import SAME, canonical, coverage_note
+from schedb.tir.target import canonical, max_distance
 from schedb.tir.tasks import extract_tasks, lower
 
 
@@ -24,11 +24,11 @@ def neighbors(store: Store, model: Model, target, k: int = 5, exclude: list[str]
               same_target_only: bool = False, bind_params: bool = True) -> tuple[str | None, list[TaskNeighbors]]:
     """(a note when the database holds nothing for ``target``, the neighbours of every task)."""
     here = canonical(target)
-    index = Index(exclude=exclude).fit(store.tuned_workloads(here, SAME if same_target_only else None))
+    index = Index(exclude=exclude).fit(store.tuned_workloads(here, max_distance(same_target_only)))
     out = []
     for task in extract_tasks(lower(model, target, bind_params), target):
         sig, kind, desc = signature(task.func)
         found = index.neighbors(desc, kind, k)
         own = store.workload_id(sig)
         out.append(TaskNeighbors(task.name, kind, found, [nb.workload_id == own for nb in found]))
-    return coverage_note(store.target_counts(), here, same_target_only), out
+    return store.coverage_note(here, same_target_only), out

@@ -18,7 +18,7 @@ import sqlite_utils
 
 from schedb.errors import SchedbError
 from schedb.store import schema
-from schedb.tir.target import distance as target_distance
+from schedb.tir.target import coverage_note, distance as target_distance
 
 DEFAULT_DB = "schedb.db"
 WRITE_CACHE_KIB = 64 * 1024  # page cache of a writing connection
@@ -241,6 +241,10 @@ class Store:
             if len(out) == n:
                 break
         return out
+
+    def coverage_note(self, target: str, same_target_only: bool = False) -> str | None:
+        """schedb.tir.target.coverage_note for this database's records."""
+        return coverage_note(self.target_counts(), target, same_target_only)
 
     def target_counts(self, kind: str | None = None) -> dict[str, int]:
         """Valid MetaSchedule records per target (of workloads of ``kind``, if given)."""

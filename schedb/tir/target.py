@@ -168,6 +168,12 @@ def distance(a: str, b: str) -> int | None:
     return SAME_ARCH if _arch(ca) == _arch(cb) else SAME_KIND
 
 
+def max_distance(same_target_only: bool) -> int | None:
+    """How far a record's target may be from this one: SAME in strict mode, else any
+    target of the kind (None)."""
+    return SAME if same_target_only else None
+
+
 def label(target: str) -> str:
     """A short readable name: ``llvm emeraldrapids (avx512)``."""
     cfg = _parse(target)
