@@ -13,6 +13,7 @@ from schedb.errors import SchedbError
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 SIDECAR = "schedb.json"
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark some editors put at the start of a file
 
 
 def find(folder: Path, name: str) -> Path | None:
@@ -31,14 +32,23 @@ def open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
+def open_binary(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
 def read_sidecar(folder: Path) -> dict | None:
     p = folder / SIDECAR
     if not p.is_file():
         return None
     try:
-        return json.loads(p.read_text())
+        meta = json.loads(p.read_bytes())
     except json.JSONDecodeError as e:
         raise SchedbError(f"{p}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise SchedbError(f"{p}: not valid JSON ({type(e).__name__})") from None
+    if not isinstance(meta, dict):
+        raise SchedbError(f"{p}:1: not a schedb sidecar (expected a JSON object)")
+    return meta
 
 
 def tuned_with_bound_params(folder: Path) -> bool | None:
