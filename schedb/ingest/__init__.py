@@ -57,7 +57,7 @@ class Report:
 
     _per_file: dict = field(default_factory=dict, repr=False)
 
-    def skip(self, path, lineno: int, why: str):
+    def skip(self, path, lineno: int | str, why: str):
         """A bad line: counted; named in a warning for the first WARNINGS_PER_FILE of a file."""
         self.skipped_lines += 1
         n = self._per_file[path] = self._per_file.get(path, 0) + 1
@@ -595,7 +595,33 @@ class _SchedbFile(_Source):
             problems = other.check_snapshot()
             if problems != ["ok"]:
                 raise SchedbError(f"{self.path}: damaged database, nothing merged ({'; '.join(problems)})")
-            for key, n in store.merge_from(other).items():
+            merged = store.merge_from(other, check=_check_merged)
+            for record_id, why in merged.pop("skipped"):
+                report.skip(self.path, f"record {record_id}", why)
+            for key, n in merged.items():
                 setattr(report, key, getattr(report, key) + n)
         finally:
             other.close()
+
+
+def _check_merged(r: dict):
+    """A record row of another schedb file, checked as a log line is (its file may be
+    damaged or forged): valid and mean_s are recomputed from its samples. Raises ValueError."""
+    try:
+        if not all(isinstance(r[k], str) for k in ("target", "trace", "format")):
+            raise _Skip("target, trace or format is not text")
+        samples, mean, valid = _run_secs(loads(r["run_secs"]) if r["run_secs"] is not None else None)
+        if r["format"] == "ms-trace":
+            try:
+                _check_trace(simdjson.Parser().parse(r["trace"].encode()))
+            except (ValueError, RuntimeError) as e:
+                raise _Skip(f"trace is not JSON ({str(e).split(':', 1)[0]})") from None
+        elif not isinstance(loads(r["trace"]), list):
+            raise _Skip("trace is not a list")
+    except _Skip as e:
+        raise ValueError(str(e)) from None
+    except _LINE_ERRORS as e:
+        raise ValueError(f"malformed ({type(e).__name__})") from None
+    valid = valid and r["valid"] == 1  # a record its own file calls invalid stays invalid
+    r.update(valid=int(valid), mean_s=mean if valid else None,
+             error=None if valid else (r["error"] or "failed measurement"))
