@@ -541,7 +541,7 @@ class _AnsorLog(_Source):
                 None if valid else f"ansor error_no {error_no}",
                 None, "legacy-ansor", None, None, None, None,
                 model_id, file_id, lineno, measured,
-                obj["v"] if isinstance(obj.get("v"), str) else None, stamp,
+                _version(obj.get("v")), stamp,
                 digest_of_text(sig, target, trace_text, secs_text))
 
     def _workload(self, store, wkey, classes, model_id, report):
@@ -560,6 +560,11 @@ class _AnsorLog(_Source):
         report.new_workloads += created
         store.add_task(model_id, wid)
         return wid, sig
+
+
+def _version(v) -> str | None:
+    # (json's fallback parse lets a lone surrogate through, which SQLite cannot store)
+    return v if isinstance(v, str) and v.isascii() else None
 
 
 def _wkl_classes(folder: Path, report: Report) -> dict[str, str]:
