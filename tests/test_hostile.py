@@ -396,3 +396,24 @@ def test_damaged_lines_lose_only_themselves(tmp_path_factory, data):
     assert {i + 1 for i in range(len(lines)) if i not in hit} <= stored
     assert bad_valid(store) == 0
     store.close()
+
+
+# --------------------------------------------------------------------------- replay where used
+def test_a_record_that_does_not_replay_on_its_own_workload_is_marked_invalid(tmp_path):
+    """A trace that passes ingest's checks (registered kinds, JSON shape) but cannot be
+    replayed: transfer, the first to replay it, marks it invalid with the reason."""
+    from schedb.models import load_model
+    from schedb.pipeline.transfer import Options, transfer
+    from schedb.tir.target import load_intrinsics, parse_target
+
+    store = Store(tmp_path / "a.db")
+    ingest(store, [TINY])
+    best = store.conn.execute("SELECT id, trace FROM best_records ORDER BY mean_s DESC LIMIT 1").fetchone()
+    trace = json.loads(best[1])
+    trace[0][0][2] = ["no_such_block", "main"]  # GetSBlock of a block the workload lacks
+    store.conn.execute("UPDATE records SET trace = ? WHERE id = ?", (json.dumps(trace), best[0]))
+    target = parse_target(None)
+    load_intrinsics(target)
+    transfer(store, load_model("tiny_mlp"), target, Options(search_trials=0, e2e_repeat=1, k=1, per_source=1))
+    valid, error = store.conn.execute("SELECT valid, error FROM records WHERE id = ?", (best[0],)).fetchone()
+    assert valid == 0 and error.startswith("does not replay")

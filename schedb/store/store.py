@@ -410,6 +410,12 @@ class Store:
             "INSERT INTO files (path, sha256, format, size, ingested_at) VALUES (?, ?, ?, ?, ?)",
             (path, sha256, fmt, size, now())).lastrowid
 
+    def mark_invalid(self, record_id: int, error: str):
+        """A stored record found unusable (its trace does not replay on its own workload):
+        never chosen again, with the reason kept for whoever looks."""
+        self.conn.execute("UPDATE records SET valid = 0, mean_s = NULL, error = ? WHERE id = ?",
+                          (error[:500], record_id))
+
     def set_file_lines(self, file_id: int, lines: int):
         self.conn.execute("UPDATE files SET lines = ? WHERE id = ?", (lines, file_id))
 
