@@ -13,6 +13,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -417,3 +418,23 @@ def test_a_record_that_does_not_replay_on_its_own_workload_is_marked_invalid(tmp
     transfer(store, load_model("tiny_mlp"), target, Options(search_trials=0, e2e_repeat=1, k=1, per_source=1))
     valid, error = store.conn.execute("SELECT valid, error FROM records WHERE id = ?", (best[0],)).fetchone()
     assert valid == 0 and error.startswith("does not replay")
+
+
+def test_sigkill_during_ingest_loses_nothing_committed_and_a_rerun_completes(tmp_path):
+    """A real process killed while it writes: the file stays intact, a re-run is exact."""
+    recs = [with_run_secs(r, [t * (1 + i / 1e4) for t in json.loads(r)[1][1]])
+            for i in range(600) for r in TINY_R]  # 19200 distinct records
+    wd = write_workdir(tmp_path / "wd", records=recs)
+    db = tmp_path / "a.db"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-c", _WRITER, str(db), str(wd)], env=env)
+    wal = tmp_path / "a.db-wal"
+    while p.poll() is None and not (wal.exists() and wal.stat().st_size > 1 << 20):
+        time.sleep(0.01)  # until the first records are being written
+    p.kill()
+    assert p.wait() == -9, "the ingest ended before it could be killed"
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    report = ingest(Store(db), [wd])
+    assert report.errors == []
+    assert Store(db, readonly=True).counts()["records"] == len(recs)
