@@ -11,6 +11,8 @@ hostile files. Every figure is an exact count or a measured peak, written with r
    re-run must reach the clean run's exact count.
 3. Peak RSS of ingesting a gzip of 1.5 M junk lines and of a single 150 MB line, against a
    tiny work dir's (the process baseline: Python, TVM and torch loaded).
+4. With ``--baseline-tree DIR`` (a checkout from before the validation): the cost of
+   validation, the 100k-record work dir ingested by each tree in turn, interleaved.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ INGEST = """
 import sys
 from schedb.ingest import ingest
 from schedb.store import Store
+import time
+t0 = time.perf_counter()
 r = ingest(Store(sys.argv[1]), sys.argv[2:])
-print(r.new_records, len(r.errors), r.skipped_lines, len(r.warnings), flush=True)
+print(r.new_records, len(r.errors), r.skipped_lines, len(r.warnings), time.perf_counter() - t0, flush=True)
 sys.exit(1 if r.errors else 0)
 """
 
@@ -75,9 +79,9 @@ for i in range(int(sys.argv[3])):
 """
 
 
-def python(script: str, *args, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+def python(script: str, *args, tree: Path = ROOT, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], env={**ENV, "PYTHONPATH": str(tree)},
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
 def count(db: Path) -> int:
@@ -158,11 +162,12 @@ def kills(tmp: Path, n_records: int, n_kills: int, seed: int = 0) -> dict:
         time.sleep(at)
         p.send_signal(signal.SIGKILL)
         p.communicate()
+        killed = p.returncode == -signal.SIGKILL  # (else it had finished before the signal)
         stored_at_kill = count(db) if db.exists() and integrity(db) == "ok" else None
         ok = integrity(db) if db.exists() else "no file yet"
         r = python(INGEST, db, folder)
         r.communicate()
-        runs.append({"kill_at_s": round(at, 2), "records_at_kill": stored_at_kill, "integrity": ok,
+        runs.append({"kill_at_s": round(at, 2), "killed": killed, "records_at_kill": stored_at_kill, "integrity": ok,
                      "rerun_exit": r.returncode, "records_after_rerun": count(db),
                      "exact": count(db) == clean})
         for f in tmp.glob(f"kill{k}.db*"):
@@ -171,7 +176,8 @@ def kills(tmp: Path, n_records: int, n_kills: int, seed: int = 0) -> dict:
             "startup_s": round(startup, 1), "runs": runs,
             "all_exact": all(r["exact"] for r in runs),
             "all_integrity_ok": all(r["integrity"] in ("ok", "no file yet") for r in runs),
-            "killed_mid_ingest": sum(0 < (r["records_at_kill"] or 0) < clean for r in runs)}
+            # An input file is one transaction: killed inside it, none of its records are there.
+            "killed_mid_ingest": sum(r["killed"] and (r["records_at_kill"] or 0) < clean for r in runs)}
 
 
 # --------------------------------------------------------------------------- 3. memory
@@ -211,18 +217,51 @@ def memory(tmp: Path) -> list[dict]:
     return cases
 
 
+# --------------------------------------------------------------------------- 4. validation cost
+def ingest_rate(tmp: Path, n_records: int, baseline: Path, rounds: int) -> dict:
+    """records/s of this tree and of ``baseline`` on one work dir, alternating (ingest time
+    only, measured inside each process: imports excluded)."""
+    folder = make_workdir(tmp / "rate", n_records, seed=3)
+    rates: dict[str, list[float]] = {"this": [], "baseline": []}
+    for k in range(rounds):
+        for name, tree in (("this", ROOT), ("baseline", baseline))[:: 1 if k % 2 == 0 else -1]:
+            db = tmp / f"rate-{name}.db"
+            out, err = python(INGEST, db, folder, tree=tree).communicate()
+            new, errors, *_, secs = out.split()
+            assert int(new) == n_records and errors == "0", err[-500:]
+            rates[name].append(round(n_records / float(secs)))
+            for f in tmp.glob(f"rate-{name}.db*"):
+                f.unlink()
+    ratio = sorted(a / b for a, b in zip(rates["this"], rates["baseline"]))
+    return {"records": n_records, "rounds": rounds, "records_per_s": rates, "baseline_tree": str(baseline),
+            "median_ratio": ratio[len(ratio) // 2],
+            "median_records_per_s": sorted(rates["this"])[rounds // 2], "goal_records_per_s": 20_000}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--baseline-tree", type=Path, default=None,
+                    help="a checkout from before validation: measure its cost (section 4)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--only-rate", action="store_true", help="section 4 only")
     args = ap.parse_args()
     started = now()
     with tempfile.TemporaryDirectory(prefix="schedb-reliability-") as d:
         tmp = Path(d)
         # First, while this process is small (a child's peak RSS counts its fork from us).
+        if args.only_rate:
+            result = {"machine": describe(), "started": started, "args": {k: str(v) for k, v in vars(args).items()}}
+            result["rate"] = ingest_rate(tmp, args.records, args.baseline_tree, args.rounds)
+            result["finished"] = now()
+            print(json.dumps(result["rate"], indent=1))
+            write("ingest_validation_cost", result, _rate_md(result["rate"]))
+            return
         mem = memory(tmp)
         print(json.dumps(mem, indent=1), flush=True)
-        result = {"machine": describe(), "started": started, "args": vars(args), "memory": mem}
+        result = {"machine": describe(), "started": started, "args": {k: str(v) for k, v in vars(args).items()},
+                  "memory": mem}
         result["writers"] = concurrent_writers(tmp, 20_000, 500, 300)
         print(json.dumps(result["writers"], indent=1), flush=True)
         result["kills"] = kills(tmp, args.records, args.kills)
@@ -241,6 +280,13 @@ def main():
     ])
     print(md)
     write("reliability", result, md)
+
+
+def _rate_md(r: dict) -> str:
+    return (f"| ingest of one {r['records']:,}-record work dir | records/s, median of {r['rounds']} |\n"
+            f"| --- | --- |\n| with validation | **{r['median_records_per_s']:,}** (goal >= 20,000) |\n"
+            f"| before validation | {sorted(r['records_per_s']['baseline'])[r['rounds'] // 2]:,} |\n"
+            f"| ratio, median of per-round ratios | {r['median_ratio']:.2f} |\n")
 
 
 if __name__ == "__main__":
