@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 
@@ -13,7 +14,8 @@ from schedb.errors import SchedbError
 
 
 def handle_errors(f):
-    """User errors become one clean line on stderr and exit status 1, never a traceback."""
+    """Every failure becomes one line on stderr and exit status 1; SCHEDB_DEBUG=1 shows the
+    traceback of one that is not a user error (a bug, or an input no check foresaw)."""
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
@@ -21,6 +23,14 @@ def handle_errors(f):
             return f(*args, **kwargs)
         except SchedbError as e:
             raise click.ClickException(str(e)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if os.environ.get("SCHEDB_DEBUG") == "1":
+                raise
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            raise click.ClickException(
+                f"{type(e).__name__}: {first} (SCHEDB_DEBUG=1 shows the traceback)") from None
 
     return wrapper
 
@@ -31,6 +41,8 @@ def quiet_tvm():
 
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
 
+
+ROW_ID = click.IntRange(1, 2**63 - 1)  # an SQLite rowid
 
 model_option = click.option(
     "--model", "-m", "model_spec", required=True,
@@ -263,7 +275,7 @@ def show():
 
 
 @show.command("workload")
-@click.argument("workload_id", type=int)
+@click.argument("workload_id", type=ROW_ID)
 @db_option
 @handle_errors
 def show_workload(workload_id, db_path):
@@ -275,7 +287,7 @@ def show_workload(workload_id, db_path):
 
 
 @show.command("record")
-@click.argument("record_id", type=int)
+@click.argument("record_id", type=ROW_ID)
 @db_option
 @handle_errors
 def show_record(record_id, db_path):
@@ -294,7 +306,7 @@ def show_record(record_id, db_path):
 
 
 @cli.command()
-@click.argument("record_id", type=int)
+@click.argument("record_id", type=ROW_ID)
 @db_option
 @handle_errors
 def provenance(record_id, db_path):
@@ -316,16 +328,21 @@ def provenance(record_id, db_path):
               show_default=True)
 @click.option("--model", default=None, help="Only the workloads of this model.")
 @click.option("--target", default=None, help="Only records tuned for this target (default: every target).")
+@click.option("--force", is_flag=True, help="Replace FOLDER if it is not empty.")
 @handle_errors
-def export(folder, db_path, fmt, model, target):
+def export(folder, db_path, fmt, model, target, force):
     """Write the database's schedules as a standard MetaSchedule work dir."""
     from schedb.store import Store
     from schedb.tir.target import canonical, parse_target
     from schedb.ingest.workdir import export_workdir
 
     tgt = canonical(parse_target(target)) if target else None
-    n_wl, n_rec = export_workdir(Store(db_path, readonly=True), folder, model=model, target=tgt)
+    n_wl, n_rec, bad = export_workdir(Store(db_path, readonly=True), folder, model=model, target=tgt,
+                                      force=force)
     click.echo(f"wrote {n_wl} workloads, {n_rec} records -> {folder}")
+    if bad:
+        click.echo(f"left out {len(bad)} records whose trace or run times do not parse "
+                   f"(ids {', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''})", err=True)
 
 
 @cli.command()

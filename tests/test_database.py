@@ -99,7 +99,7 @@ def test_export_opens_in_tvm_and_compiles(mixed_db, tmp_path, target, lowered):
     n_ms_wl = store.conn.execute(
         "SELECT COUNT(DISTINCT workload_id) FROM records WHERE format = 'ms-trace'").fetchone()[0]
     out = tmp_path / "export"
-    assert export_workdir(store, out) == (n_ms_wl, n_ms)  # Ansor records left out
+    assert export_workdir(store, out) == (n_ms_wl, n_ms, [])  # Ansor records left out
     assert len(text_lines(out / RECORDS)) == n_ms and len(text_lines(out / WORKLOADS)) == n_ms_wl
     jdb = JSONDatabase(path_workload=str(out / WORKLOADS), path_tuning_record=str(out / RECORDS),
                        allow_missing=False)
@@ -116,8 +116,8 @@ def test_export_opens_in_tvm_and_compiles(mixed_db, tmp_path, target, lowered):
         {d for d, in store.conn.execute("SELECT digest FROM records WHERE format = 'ms-trace'")}
 
     # Per model; an unknown model is a clean error.
-    assert export_workdir(store, tmp_path / "m", model="tiny_mlp") == (n_ms_wl, n_ms)
-    assert export_workdir(store, tmp_path / "l", model="legacy") == (0, 0)
+    assert export_workdir(store, tmp_path / "m", model="tiny_mlp") == (n_ms_wl, n_ms, [])
+    assert export_workdir(store, tmp_path / "l", model="legacy") == (0, 0, [])
     with pytest.raises(SchedbError, match="no model"):
         export_workdir(store, tmp_path / "x", model="nope")
     result = CliRunner().invoke(cli, ["export", str(tmp_path / "c"), "--db", str(mixed_db)])

@@ -30,11 +30,15 @@ import simdjson
 
 from schedb.errors import SchedbError
 from schedb.store import Store, dumps, loads, now
-from schedb.store.records import digest_of_text, valid_samples
-from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, find, is_workdir, open_text, read_sidecar
+from schedb.store.records import MIN_RUN_SECS, digest_of_text, valid_samples
+from schedb.tir.replay import registered_kind
+from schedb.ingest.sandbox import load_workloads
+from schedb.ingest.workdir import BOM, RECORDS, SIDECAR, WORKLOADS, find, is_workdir, open_binary, read_sidecar
 
 # A run time at or above this is a tuner's "failed" sentinel (MetaSchedule uses 1e10).
 CHUNK = 5000
+MAX_LINE = 32 << 20  # bytes; real lines are < 1 MB (a workload), a longer one is not read into memory
+WARNINGS_PER_FILE = 20  # a file of junk names its first bad lines, then counts the rest
 _SIDE_FILES = {"wkl_classes.json", "tuning_info.json", SIDECAR}
 _LOG_SUFFIXES = (".json", ".jsonl", ".log", ".json.gz", ".jsonl.gz", ".db", ".sqlite")
 
@@ -50,6 +54,21 @@ class Report:
     skipped_lines: int = 0
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    _per_file: dict = field(default_factory=dict, repr=False)
+
+    def skip(self, path, lineno: int | str, why: str):
+        """A bad line: counted; named in a warning for the first WARNINGS_PER_FILE of a file."""
+        self.skipped_lines += 1
+        n = self._per_file[path] = self._per_file.get(path, 0) + 1
+        if n <= WARNINGS_PER_FILE:
+            self.warnings.append(f"{path}:{lineno}: skipped: {why}")
+
+    def end_source(self):
+        for path, n in self._per_file.items():
+            if n > WARNINGS_PER_FILE:
+                self.warnings.append(f"{path}: {n - WARNINGS_PER_FILE} more bad lines skipped")
+        self._per_file.clear()
 
     @property
     def rejected(self) -> bool:
@@ -86,6 +105,7 @@ def ingest(store: Store, paths, model: str | None = None,
             # The transaction rolled back: what this file seemed to add is not there.
             for c, v in zip(counters, before):
                 setattr(report, c, v)
+        report.end_source()
         if on_file:
             on_file(str(source.path), report)
     return report
@@ -93,11 +113,12 @@ def ingest(store: Store, paths, model: str | None = None,
 
 # --------------------------------------------------------------------------- discovery
 def _discover(paths: list[Path], report: Report) -> Iterator["_Source"]:
+    seen: set[tuple[int, int]] = set()  # real directories walked: symlink loops end here
     for path in paths:
         if not path.exists():
             report.errors.append(f"{path}: no such file or directory")
         elif path.is_dir():
-            yield from _walk(path)
+            yield from _walk(path, seen)
         else:
             source = _classify(path, explicit=True)
             if isinstance(source, str):
@@ -106,13 +127,22 @@ def _discover(paths: list[Path], report: Report) -> Iterator["_Source"]:
                 yield source
 
 
-def _walk(folder: Path) -> Iterator["_Source"]:
-    if is_workdir(folder):
-        yield _WorkDir(folder)
-        return  # its logs/ and sidecar belong to it
-    for child in sorted(folder.iterdir()):
+def _walk(folder: Path, seen: set) -> Iterator["_Source"]:
+    try:
+        st = folder.stat()
+        if (st.st_dev, st.st_ino) in seen:
+            return
+        seen.add((st.st_dev, st.st_ino))
+        if is_workdir(folder):
+            yield _WorkDir(folder)
+            return  # its logs/ and sidecar belong to it
+        children = sorted(folder.iterdir())
+    except OSError as e:
+        yield _Failing(folder, f"{folder}: cannot read folder ({e.strerror})")
+        return
+    for child in children:
         if child.is_dir():
-            yield from _walk(child)
+            yield from _walk(child, seen)
         elif child.name.endswith(_LOG_SUFFIXES) and child.name not in _SIDE_FILES:
             source = _classify(child, explicit=False)
             if isinstance(source, str):
@@ -135,20 +165,29 @@ def _classify(path: Path, explicit: bool):
         return f"{path}: cannot read ({e.strerror})"
     if head.startswith(b"SQLite format 3"):
         return _SchedbFile(path)
-    try:
-        with open_text(path) as f:
-            first = next((line for line in f if line.strip()), "")
-    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as e:
-        return f"{path}: not a tuning log (cannot read it as text: {e})"
-    try:
-        obj = json.loads(first)
-    except (ValueError, RecursionError):  # not JSON, a >4300-digit number, nested too deep
-        obj = None
-    if isinstance(obj, dict) and "i" in obj and "r" in obj:
+    if _looks_like_ansor(path):
         return _AnsorLog(path)
     if path.name in _SIDE_FILES:
         return None
     return f"{path}:1: not a tuning log (expected a MetaSchedule work dir, Ansor JSON lines or a schedb database)"
+
+
+CLASSIFY_LINES = 20  # lines read to recognise a log: a damaged first line does not hide one
+
+
+def _looks_like_ansor(path: Path) -> bool:
+    """An Ansor record, ``{"i": ..., "r": ...}``, among the first non-blank lines."""
+    probe = Report()  # read problems are reported when the file is ingested, not here
+    for n, (_, line) in enumerate(read_lines(path, probe)):
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:  # not JSON, bad UTF-8, nested too deep
+            obj = None
+        if isinstance(obj, dict) and "i" in obj and "r" in obj:
+            return True
+        if n + 1 >= CLASSIFY_LINES:
+            break
+    return False
 
 
 # --------------------------------------------------------------------------- helpers
@@ -173,15 +212,33 @@ def _register_file(store: Store, paths: list[Path], fmt: str, report: Report) ->
 
 
 def _run_secs(value) -> tuple[list[float] | None, float | None, bool]:
-    """(samples, mean, valid) from a log's run times."""
-    if not isinstance(value, list) or not value:
+    """(samples, mean, valid) from a log's run times. No times (null, []) or a failure
+    (MetaSchedule's 1e10, nan, inf) is a record of a failed measurement; times that are
+    not numbers, or numbers no run can take (<= 0, denormal), make the line bad."""
+    if value is None or value == []:
         return None, None, False
+    if type(value) is not list or not all(type(x) in (float, int) for x in value):  # (bool is not int here)
+        raise _Skip("run times are not a list of numbers")
     try:
         samples = [float(x) for x in value]
-    except (TypeError, ValueError, OverflowError):
-        raise _Skip("run times are not numbers") from None
-    valid = valid_samples(samples)  # False for nan and inf too
+    except OverflowError:
+        raise _Skip("run time out of range") from None
+    if min(samples) < MIN_RUN_SECS:  # (nan compares False: a failure, below)
+        raise _Skip(f"run time {min(samples)!r} s is not a time")
+    valid = valid_samples(samples)
     return samples, (sum(samples) / len(samples) if valid else None), valid
+
+
+def _check_trace(trace):
+    """A MetaSchedule trace's shape, ``[[instruction, ...], [decision, ...]]``, and that
+    every instruction kind is registered in this TVM (else nothing can replay it)."""
+    if type(trace) is not _Array or len(trace) != 2 or type(insts := trace[0]) is not _Array:
+        raise _Skip("trace is not [instructions, decisions]")
+    for inst in insts:
+        if type(inst) is not _Array or len(inst) != 4 or not isinstance(kind := inst[0], str):
+            raise _Skip("trace instruction is not [kind, inputs, attrs, outputs]")
+        if not registered_kind(kind):
+            raise _Skip(f"trace instruction {kind[:80]!r} is not registered in this TVM")
 
 
 _dumps = orjson.dumps
@@ -207,22 +264,24 @@ class TargetCache:
             return self.cache[key]
 
 
-def read_lines(path: Path, report: Report) -> Iterator[tuple[int, str]]:
+def read_lines(path: Path, report: Report) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of a (possibly gzip-compressed) file as bytes, numbered from 1.
+    A line over MAX_LINE is skipped without being held in memory; parsers validate UTF-8."""
     lineno = 0
     try:
-        with open_text(path) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.isspace():  # (not strip(): that copies every line)
-                    yield lineno, line
-    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as e:
+        with open_binary(path) as f:
+            while raw := f.readline(MAX_LINE + 1):
+                lineno += 1
+                if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+                    while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                        pass
+                    report.skip(path, lineno, f"line longer than {MAX_LINE >> 20} MiB")
+                elif not raw.isspace():
+                    yield lineno, raw.removeprefix(BOM) if lineno == 1 else raw
+    except (OSError, EOFError, zlib.error) as e:
         # A truncated .gz ends in EOFError, a damaged one in zlib.error: keep what came before, warn.
         report.warnings.append(f"{path}:{lineno + 1}: read stopped early ({e})")
         report.skipped_lines += 1
-
-
-def _skip(report: Report, path: Path, lineno: int, why: str):
-    report.skipped_lines += 1
-    report.warnings.append(f"{path}:{lineno}: skipped: {why}")
 
 
 class _Source:
@@ -252,17 +311,20 @@ class _WorkDir(_Source):
         import tvm
 
         wl_path = find(self.folder, WORKLOADS)
-        meta = read_sidecar(self.folder) or {}
+        meta = _sidecar(self.folder, report)
         file_id = _register_file(store, [self.path, wl_path], "metaschedule", report)
         if file_id is None:
             return
         targets = TargetCache()
         name = meta.get("model") or model or self.folder.name
-        model_id = store.upsert_model(
-            name, meta.get("source"), meta.get("input_shapes"),
-            targets(json.loads(meta["target"])) if meta.get("target") else None,
-            meta.get("tvm_version"),
-        )
+        target = None
+        if "target" in meta:
+            try:
+                target = targets(json.loads(meta["target"]))
+            except (ValueError, SchedbError) as e:
+                report.warnings.append(f"{self.folder / SIDECAR}: target ignored ({e})")
+        model_id = store.upsert_model(name, meta.get("source"), meta.get("input_shapes"), target,
+                                      meta.get("tvm_version"))
         tvm_version = meta.get("tvm_version") or tvm.__version__
         workloads = self._workloads(store, wl_path, report, tvm_version)
         tasks = {t["shash"]: t for t in meta.get("tasks", [])}
@@ -276,37 +338,47 @@ class _WorkDir(_Source):
                       MsRecordParser(by_index, targets, model_id, file_id, tvm_version, report))
 
     def _workloads(self, store, wl_path, report, tvm_version) -> list:
-        """[(structural hash, (workload id, signature))] in line order; (None, None) for a bad line."""
-        from tvm.s_tir.meta_schedule.database import Workload
-
-        from schedb.tir.signature import signature
-
+        """[(structural hash, (workload id, signature))] in line order; (None, (None, None)) for a bad line."""
         out: list = []
-        for lineno, line in read_lines(wl_path, report):
-            try:
-                obj = json.loads(line)
-                if (not isinstance(obj, list) or len(obj) != 2
-                        or not all(isinstance(x, str) for x in obj)):
-                    raise _Skip("expected [structural_hash, base64 IRModule]")
-                base64.b64decode(obj[1], validate=True)
-                mod = Workload.from_json(obj).mod
-                sig, kind, desc = signature(mod)
-            except _Skip as e:
-                _skip(report, wl_path, lineno, str(e))
+        for lineno, line, w in load_workloads(wl_path, read_lines(wl_path, report)):
+            if isinstance(w, str):
+                report.skip(wl_path, lineno, w)
                 out.append((None, (None, None)))  # keep indices aligned with record lines
                 continue
-            except Exception as e:  # json, base64 or TVM's loader: all mean "bad line"
-                _skip(report, wl_path, lineno, f"unreadable workload ({type(e).__name__})")
-                out.append((None, (None, None)))
-                continue
+            desc = w["description"]
             params = [p for p in desc["params"] if "shape" in p]
             wid, created = store.upsert_workload(
-                sig, kind, [p["shape"] for p in params], [p["dtype"] for p in params],
-                shash=obj[0], description=desc, ms_workload=line.strip(), tvm_version=tvm_version,
+                w["signature"], w["kind"], [p["shape"] for p in params], [p["dtype"] for p in params],
+                shash=w["shash"], description=desc, ms_workload=line.decode().strip(),
+                tvm_version=tvm_version,
             )
             report.new_workloads += created
-            out.append((obj[0], (wid, sig)))
+            out.append((w["shash"], (wid, w["signature"])))
         return out
+
+
+# The sidecar's fields and their types: a field of another type is dropped with a warning.
+_SIDECAR_FIELDS = {"model": str, "source": str, "input_shapes": list, "target": str, "tvm_version": str,
+                   "tasks": list}
+
+
+def _sidecar(folder: Path, report: Report) -> dict:
+    """schedb.json's fields that are usable; a damaged sidecar costs its metadata, not the records."""
+    try:
+        meta = read_sidecar(folder) or {}
+    except SchedbError as e:
+        report.warnings.append(f"{e}; its work dir is ingested without it")
+        return {}
+    good = {k: v for k, v in meta.items() if isinstance(v, _SIDECAR_FIELDS.get(k, object))}
+    if "tasks" in good:
+        tasks = [t for t in good["tasks"] if isinstance(t, dict) and isinstance(t.get("shash"), str)
+                 and isinstance(t.get("name", ""), str) and type(t.get("weight", 0)) is int]
+        if len(tasks) < len(good["tasks"]):
+            report.warnings.append(f"{folder / SIDECAR}: {len(good['tasks']) - len(tasks)} malformed tasks ignored")
+        good["tasks"] = tasks
+    for k in sorted(set(_SIDECAR_FIELDS) & meta.keys() - good.keys()):
+        report.warnings.append(f"{folder / SIDECAR}: field {k!r} ignored (not a {_SIDECAR_FIELDS[k].__name__})")
+    return good
 
 
 class MsRecordParser:
@@ -317,16 +389,15 @@ class MsRecordParser:
         self.by_index, self.targets, self.report = by_index, targets, report
         self.model_id, self.file_id, self.tvm_version = model_id, file_id, tvm_version
 
-    def __call__(self, line: str, lineno: int, stamp: str) -> tuple:
+    def __call__(self, raw: bytes, lineno: int, stamp: str) -> tuple:
         # simdjson validates the whole line but builds Python objects only for what is
         # read; the trace never becomes a Python list. Its text is the minified JSON
         # (== orjson.dumps of it, which the digests of earlier ingests used).
-        raw = line.encode()
         try:
             obj = simdjson.Parser().parse(raw)  # a parser per line: no proxy outlives it
         except (ValueError, RuntimeError) as e:  # syntax, bad UTF-8, a number over 64 bits
             raise _Skip(f"not JSON ({str(e).split(':', 1)[0]})") from None
-        if (type(obj) is not _Array or len(obj) != 2 or not isinstance(index := obj[0], int)
+        if (type(obj) is not _Array or len(obj) != 2 or type(index := obj[0]) is not int
                 or type(rec := obj[1]) is not _Array or len(rec) < 2):
             raise _Skip("expected [workload_index, [trace, run_secs, target, args_info]]")
         by_index = self.by_index
@@ -334,8 +405,7 @@ class MsRecordParser:
             raise _Skip(f"workload index {index} is not a readable workload")
         wid, sig = by_index[index]
         trace = rec[0]
-        if type(trace) is not _Array:
-            raise _Skip("trace is not a list")
+        _check_trace(trace)
         raw_target = rec[2] if len(rec) > 2 else None
         if type(raw_target) is _Object:
             target_json = raw_target.mini
@@ -394,12 +464,18 @@ def _ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse)
         try:
             append(parse(line, lineno, stamp))
         except _Skip as e:
-            _skip(report, path, lineno, str(e))
+            report.skip(path, lineno, str(e))
+        except _LINE_ERRORS as e:  # a shape no check foresaw: still this line's fault only
+            report.skip(path, lineno, f"malformed ({type(e).__name__}: {str(e)[:120]})")
         if len(rows) >= CHUNK:
             _flush(store, rows, report)
             stamp = now()
     _flush(store, rows, report)
     store.set_file_lines(file_id, last)
+
+
+# What parsing a damaged line can raise (database errors are not among them: they end the file).
+_LINE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, OverflowError)
 
 
 def _flush(store: Store, rows: list, report: Report):
@@ -434,14 +510,16 @@ class _AnsorLog(_Source):
             inp, res = obj["i"], obj["r"]
             (wkey, target_str, *_), (_, steps) = inp[0], inp[1]
             costs, error_no, _all_cost, timestamp = res
-        except json.JSONDecodeError as e:
-            raise _Skip(f"not JSON ({e.msg})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise _Skip(f"not JSON ({getattr(e, 'msg', None) or e.reason})") from None
         except RecursionError:
             raise _Skip("not JSON (nested too deeply)") from None
         except (KeyError, TypeError, ValueError):
             raise _Skip("not an Ansor record ({'i': [[key, target, ...], [[], steps]], 'r': [...]})") from None
         if not isinstance(wkey, str) or not isinstance(target_str, str) or not isinstance(steps, list):
             raise _Skip("bad workload key, target or steps")
+        if type(error_no) is not int:
+            raise _Skip("error_no is not an integer")
         if wkey not in workloads:
             workloads[wkey] = self._workload(store, wkey, classes, model_id, report)
         wid, sig = workloads[wkey]
@@ -463,15 +541,17 @@ class _AnsorLog(_Source):
                 None if valid else f"ansor error_no {error_no}",
                 None, "legacy-ansor", None, None, None, None,
                 model_id, file_id, lineno, measured,
-                obj["v"] if isinstance(obj.get("v"), str) else None, stamp,
+                _version(obj.get("v")), stamp,
                 digest_of_text(sig, target, trace_text, secs_text))
 
     def _workload(self, store, wkey, classes, model_id, report):
         try:
             key = json.loads(wkey)
-            shapes = [s for s in key[1:] if isinstance(s, list)]
-        except (ValueError, TypeError, IndexError, RecursionError):
-            raise _Skip("workload key is not a JSON list") from None
+        except (ValueError, RecursionError):
+            key = None
+        if not isinstance(key, list) or not key or not isinstance(key[0], str):
+            raise _Skip("workload key is not a JSON list [name, args...]")
+        shapes = [s for s in key[1:] if isinstance(s, list)]
         digest = hashlib.sha256(wkey.encode()).hexdigest()
         kind = classes.get(digest, "unknown")
         sig = "ansor:" + digest
@@ -480,6 +560,11 @@ class _AnsorLog(_Source):
         report.new_workloads += created
         store.add_task(model_id, wid)
         return wid, sig
+
+
+def _version(v) -> str | None:
+    # (json's fallback parse lets a lone surrogate through, which SQLite cannot store)
+    return v if isinstance(v, str) and v.isascii() else None
 
 
 def _wkl_classes(folder: Path, report: Report) -> dict[str, str]:
@@ -515,7 +600,33 @@ class _SchedbFile(_Source):
             problems = other.check_snapshot()
             if problems != ["ok"]:
                 raise SchedbError(f"{self.path}: damaged database, nothing merged ({'; '.join(problems)})")
-            for key, n in store.merge_from(other).items():
+            merged = store.merge_from(other, check=_check_merged)
+            for record_id, why in merged.pop("skipped"):
+                report.skip(self.path, f"record {record_id}", why)
+            for key, n in merged.items():
                 setattr(report, key, getattr(report, key) + n)
         finally:
             other.close()
+
+
+def _check_merged(r: dict):
+    """A record row of another schedb file, checked as a log line is (its file may be
+    damaged or forged): valid and mean_s are recomputed from its samples. Raises ValueError."""
+    try:
+        if not all(isinstance(r[k], str) for k in ("target", "trace", "format")):
+            raise _Skip("target, trace or format is not text")
+        samples, mean, valid = _run_secs(loads(r["run_secs"]) if r["run_secs"] is not None else None)
+        if r["format"] == "ms-trace":
+            try:
+                _check_trace(simdjson.Parser().parse(r["trace"].encode()))
+            except (ValueError, RuntimeError) as e:
+                raise _Skip(f"trace is not JSON ({str(e).split(':', 1)[0]})") from None
+        elif not isinstance(loads(r["trace"]), list):
+            raise _Skip("trace is not a list")
+    except _Skip as e:
+        raise ValueError(str(e)) from None
+    except _LINE_ERRORS as e:
+        raise ValueError(f"malformed ({type(e).__name__})") from None
+    valid = valid and r["valid"] == 1  # a record its own file calls invalid stays invalid
+    r.update(valid=int(valid), mean_s=mean if valid else None,
+             error=None if valid else (r["error"] or "failed measurement"))

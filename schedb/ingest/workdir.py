@@ -13,6 +13,7 @@ from schedb.errors import SchedbError
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 SIDECAR = "schedb.json"
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark some editors put at the start of a file
 
 
 def find(folder: Path, name: str) -> Path | None:
@@ -31,14 +32,23 @@ def open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
+def open_binary(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
 def read_sidecar(folder: Path) -> dict | None:
     p = folder / SIDECAR
     if not p.is_file():
         return None
     try:
-        return json.loads(p.read_text())
+        meta = json.loads(p.read_bytes())
     except json.JSONDecodeError as e:
         raise SchedbError(f"{p}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except (UnicodeDecodeError, RecursionError) as e:
+        raise SchedbError(f"{p}: not valid JSON ({type(e).__name__})") from None
+    if not isinstance(meta, dict):
+        raise SchedbError(f"{p}:1: not a schedb sidecar (expected a JSON object)")
+    return meta
 
 
 def tuned_with_bound_params(folder: Path) -> bool | None:
@@ -69,26 +79,63 @@ def open_workdir(folder: Path):
     )
 
 
-def export_workdir(store, folder: Path, model: str | None = None, target: str | None = None) -> tuple[int, int]:
+def export_workdir(store, folder: Path, model: str | None = None, target: str | None = None,
+                   force: bool = False) -> tuple[int, int, list[int]]:
     """Write the store's MetaSchedule records (of ``model``'s workloads, if given) as a
     standard work dir that any TVM user can open with ``JSONDatabase``.
-    Returns (workloads, records) written. Legacy Ansor records cannot be replayed by
-    MetaSchedule and are left out."""
-    folder = Path(folder)
+    Returns (workloads, records) written and the ids of records left out because their
+    trace or run times do not parse (a damaged merge). Legacy Ansor records cannot be
+    replayed by MetaSchedule and are left out.
+
+    Atomic: the work dir is written beside ``folder`` and renamed into place, so a failed
+    export leaves nothing and a symlink in the way is never written through. A non-empty
+    ``folder`` is replaced only with ``force`` (and then whole: no old sidecar survives)."""
+    folder = Path(folder).absolute()
     rows = store.ms_records(model=model, target=target)  # raises for an unknown model: before any file
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise SchedbError(f"{folder}: exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise SchedbError(f"{folder}: not empty (--force replaces it)")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    except OSError as e:
+        raise SchedbError(f"{folder}: cannot write there ({e.strerror})") from None
+    try:
+        counts = _write_workdir(tmp, rows)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+            folder.rename(old / folder.name)
+            tmp.rename(folder)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(folder)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SchedbError(f"{folder}: cannot write there ({e.strerror})") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return counts
+
+
+def _write_workdir(folder: Path, rows) -> tuple[int, int, list[int]]:
     index: dict[int, int] = {}
-    n_records = 0
+    n_records, bad = 0, []
     with open(folder / WORKLOADS, "w", encoding="utf-8") as wf, \
             open(folder / RECORDS, "w", encoding="utf-8") as rf:
         for row in rows:
-            wid, run_secs = row["workload_id"], row["run_secs"]
+            try:
+                trace = json.loads(row["trace"])
+                run = json.loads(row["run_secs"]) if row["run_secs"] else [1e10]  # MetaSchedule's "failed"
+                args = json.loads(row["args_info"]) if row["args_info"] else []
+                target = json.loads(row["target"])
+            except (ValueError, RecursionError):
+                bad.append(row["id"])
+                continue
+            wid = row["workload_id"]
             if wid not in index:
                 index[wid] = len(index)
                 wf.write(row["ms_workload"].strip() + "\n")
-            run = json.loads(run_secs) if run_secs else [1e10]  # MetaSchedule's "failed"
-            rec = [index[wid], [json.loads(row["trace"]), run, json.loads(row["target"]),
-                                json.loads(row["args_info"]) if row["args_info"] else []]]
-            rf.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            rf.write(json.dumps([index[wid], [trace, run, target, args]], separators=(",", ":")) + "\n")
             n_records += 1
-    return len(index), n_records
+    return len(index), n_records, bad

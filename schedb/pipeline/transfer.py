@@ -231,6 +231,8 @@ class Transfer:
                 replayed.append((cand, r))
             else:
                 res.failed += 1
+                if cand.source == "exact":  # its own workload: the record itself is broken
+                    self.store.mark_invalid(cand.row["id"], f"does not replay: {r.error}")
         res.candidates = len(candidates)
         untuned, ranked = self._beside_untuned(ctx, [r.mod for _, r in replayed])
         res.untuned_us = _us(untuned)

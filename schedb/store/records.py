@@ -12,11 +12,13 @@ from schedb.tir.signature import signature
 
 # MetaSchedule writes 1e10 s for a failed build or run: any sample this large is a failure.
 INVALID_RUN_SECS = 1e9
+# No kernel runs in under a nanosecond: a smaller "time" (0, a denormal) is not a measurement.
+MIN_RUN_SECS = 1e-9
 
 
 def valid_samples(samples) -> bool:
     """Every sample a real time (False for None, [], nan, inf and MetaSchedule's 1e10)."""
-    return bool(samples) and all(0.0 < s < INVALID_RUN_SECS for s in samples)
+    return bool(samples) and all(MIN_RUN_SECS <= s < INVALID_RUN_SECS for s in samples)
 
 
 def record_digest(signature: str, target: str, trace: str, run_secs) -> bytes:

@@ -22,6 +22,9 @@ from schedb.tir.target import coverage_note, distance as target_distance
 
 DEFAULT_DB = "schedb.db"
 WRITE_CACHE_KIB = 64 * 1024  # page cache of a writing connection
+# How long a writer waits for another's transaction (an ingest holds one per input file,
+# ~4 s per 10^5 records) before giving up with "database is locked".
+BUSY_TIMEOUT_S = 300.0
 
 
 def dumps(obj, sort_keys: bool = False) -> str:
@@ -56,13 +59,20 @@ class Store:
     def __init__(self, path: str | os.PathLike | None = None, readonly: bool = False):
         self.path = Path(path or default_path())
         self.readonly = readonly
-        if readonly:
-            if not self.path.exists():
-                raise SchedbError(f"{self.path}: no such database")
-            uri = f"file:{self.path.resolve()}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        else:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        memory = str(self.path) == ":memory:"  # (benchmarks: a throwaway database)
+        if readonly and not self.path.exists():
+            raise SchedbError(f"{self.path}: no such database")
+        if not readonly and not memory and not self.path.parent.is_dir():
+            raise SchedbError(f"{self.path}: no such folder {str(self.path.parent)!r} for the database")
+        try:
+            # A URI, percent-encoded: a "?" or "#" in the path is part of the name, not a parameter.
+            uri = ":memory:" if memory else self.path.resolve().as_uri() + ("?mode=ro" if readonly else "")
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                                   timeout=BUSY_TIMEOUT_S)
+        except sqlite3.Error as e:
+            raise SchedbError(f"{self.path}: cannot open database ({e})") from None
+        # Text another tool wrote need not be UTF-8: show it with replacement characters.
+        conn.text_factory = lambda b: b.decode("utf-8", "replace")
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         # Candidates of every target are ranked in SQL by how alike their target is.
@@ -97,7 +107,10 @@ class Store:
         if "schema_info" not in self.db.table_names():
             return 0
         row = self.conn.execute("SELECT value FROM schema_info WHERE key = 'version'").fetchone()
-        return int(row[0]) if row else 0
+        try:
+            return int(row[0]) if row else 0
+        except (TypeError, ValueError):
+            raise SchedbError(f"{self.path}: schema version {row[0]!r} is not a number") from None
 
     def _migrate(self):
         current = self.version()
@@ -111,8 +124,13 @@ class Store:
         # ALTER TABLE procedure): foreign keys off meanwhile (a no-op inside a transaction).
         self.conn.execute("PRAGMA foreign_keys = OFF")
         try:
-            for version in range(current, schema.SCHEMA_VERSION):
+            while True:
                 with self.transaction():
+                    # Read again under the write lock: another process may be migrating (or
+                    # creating) this file at the same moment.
+                    version = self.version()
+                    if version >= schema.SCHEMA_VERSION:
+                        break
                     if version == 0:
                         self.conn.execute("CREATE TABLE schema_info (key TEXT PRIMARY KEY, value TEXT)")
                     step = schema.MIGRATIONS[version]
@@ -392,6 +410,12 @@ class Store:
             "INSERT INTO files (path, sha256, format, size, ingested_at) VALUES (?, ?, ?, ?, ?)",
             (path, sha256, fmt, size, now())).lastrowid
 
+    def mark_invalid(self, record_id: int, error: str):
+        """A stored record found unusable (its trace does not replay on its own workload):
+        never chosen again, with the reason kept for whoever looks."""
+        self.conn.execute("UPDATE records SET valid = 0, mean_s = NULL, error = ? WHERE id = ?",
+                          (error[:500], record_id))
+
     def set_file_lines(self, file_id: int, lines: int):
         self.conn.execute("UPDATE files SET lines = ? WHERE id = ?", (lines, file_id))
 
@@ -401,10 +425,13 @@ class Store:
         self.conn.execute("BEGIN")
         return [r[0] for r in self.conn.execute("PRAGMA quick_check(5)")]
 
-    def merge_from(self, other: "Store") -> dict:
+    def merge_from(self, other: "Store", check=None) -> dict:
         """Copy every row of ``other`` in, ids mapped, duplicates (by digest) skipped:
-        {new_workloads, new_records, duplicates, invalid}."""
+        {new_workloads, new_records, duplicates, invalid, skipped: [(record id, why)]}.
+        ``check(row)`` validates a record row (and may correct its validity) or raises
+        ValueError(why): such a row is skipped, as are its descendants' links to it."""
         out = dict.fromkeys(("new_workloads", "new_records", "duplicates", "invalid"), 0)
+        out["skipped"] = []
         files = {f["id"]: self._merged_file(f) for f in other.db.query("SELECT * FROM files")}
         models = {m["id"]: self.upsert_model(m["name"], m["source"], m["input_shapes"], m["target"],
                                              m["tvm_version"])
@@ -423,6 +450,12 @@ class Store:
         # Parents before children: ids grow with insertion, and a parent is always older.
         for r in other.db.query("SELECT * FROM records ORDER BY id"):
             old = r.pop("id")
+            if check is not None:
+                try:
+                    check(r)
+                except ValueError as e:
+                    out["skipped"].append((old, str(e)))
+                    continue
             if old_digests:
                 r["digest"] = schema.digest_from_v2(r["digest"])
             r["workload_id"] = workloads[r["workload_id"]]

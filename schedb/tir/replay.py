@@ -45,6 +45,19 @@ class Replayed:
 
 
 # --------------------------------------------------------------------------- traces as JSON
+@lru_cache(maxsize=1024)  # bounded: hostile logs can name any number of kinds
+def registered_kind(name: str) -> bool:
+    """Whether this TVM knows the instruction kind ``name`` (a trace using another cannot replay)."""
+    from tvm.s_tir.schedule import InstructionKind
+
+    try:
+        InstructionKind.get(name)
+    except Exception:  # TVM raises its own error types for an unknown kind
+        return False
+    return True
+
+
+
 def as_json(trace) -> list:
     """Plain-Python JSON of a trace (``Trace.as_json`` leaves IntImm / FloatImm in it)."""
     return _plain(trace.as_json() if hasattr(trace, "as_json") else trace)

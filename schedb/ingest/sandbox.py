@@ -1,0 +1,112 @@
+"""TVM's workload loader behind a process boundary.
+
+A workload line is a serialized IRModule that TVM's C++ loader trusts: a node that
+refers to itself segfaults it, a forged length prefix makes it allocate gigabytes. So
+the lines of a workload file are decoded in a forked child with a memory ceiling; a
+line that kills the child, exhausts its memory or hangs it is skipped with its reason,
+the child is restarted after it, and every other line is still read. Results come back
+as JSON, never pickles: the child handled untrusted input.
+"""
+
+from __future__ import annotations
+
+import base64
+import multiprocessing
+import os
+import resource
+import signal
+import struct
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+
+LINE_TIMEOUT = 60.0  # s without an answer from the child: the line hangs TVM
+MEMORY_HEADROOM = 4 << 30  # bytes the child may grow by before an allocation fails
+
+
+def load_workloads(path: Path, lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, dict | str]]:
+    """``(lineno, line, workload)`` for every line, in order: ``workload`` is
+    ``{"shash", "signature", "kind", "description"}`` or the reason the line is bad."""
+    pending = list(lines)
+    while pending:
+        ctx = multiprocessing.get_context("fork")  # the parent has TVM loaded already: no re-import
+        recv, send = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_child, args=(send, [line for _, line in pending]), daemon=True)
+        child.start()
+        send.close()
+        done = 0
+        try:
+            for lineno, line in pending:
+                if not recv.poll(LINE_TIMEOUT):
+                    why = f"TVM's loader hung on it (> {LINE_TIMEOUT:.0f} s)" if child.is_alive() else None
+                    raise _ChildLost(why)
+                try:
+                    result = orjson.loads(recv.recv_bytes())
+                except EOFError:
+                    raise _ChildLost(None) from None
+                done += 1
+                yield lineno, line, result
+            pending = []
+        except _ChildLost as lost:
+            child.kill()
+            child.join()
+            lineno, line = pending[done]
+            yield lineno, line, lost.why or _death(child.exitcode)
+            pending = pending[done + 1:]
+        finally:
+            recv.close()
+            if child.is_alive():
+                child.kill()
+            child.join()
+
+
+class _ChildLost(Exception):
+    def __init__(self, why: str | None):
+        self.why = why
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        return f"crashed TVM's workload loader ({signal.Signals(-exitcode).name})"
+    return f"TVM's workload loader exited ({exitcode})"
+
+
+def _child(send, lines: list[bytes]):
+    import psutil
+
+    vms = psutil.Process().memory_info().vms
+    resource.setrlimit(resource.RLIMIT_AS, (vms + MEMORY_HEADROOM, resource.RLIM_INFINITY))
+    for line in lines:
+        try:
+            result = decode(line)
+        except MemoryError:
+            result = "TVM's loader ran out of memory on it"
+        except Exception as e:  # json, base64 or TVM's loader: all mean "bad line"
+            result = f"unreadable workload ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+        send.send_bytes(orjson.dumps(result))
+    send.close()
+    os._exit(0)  # no atexit handlers: they belong to the parent (its open database)
+
+
+def decode(line: bytes) -> dict | str:
+    """One workload line, ``[structural_hash, base64(length-prefixed JSON graph)]``, as
+    its signature and description, or why it is not a workload."""
+    from tvm.s_tir.meta_schedule.database import Workload
+    from tvm.tirx import PrimFunc, Stmt
+
+    from schedb.tir.signature import signature
+
+    obj = orjson.loads(line)
+    if not isinstance(obj, list) or len(obj) != 2 or not all(isinstance(x, str) for x in obj):
+        return "expected [structural_hash, base64 IRModule]"
+    blob = base64.b64decode(obj[1], validate=True)
+    # TVM trusts the 8-byte length in front of the graph and allocates it up front.
+    if len(blob) < 8 or struct.unpack("<Q", blob[:8])[0] != len(blob) - 8:
+        return "length prefix does not match the workload's size"
+    mod = Workload.from_json(obj).mod
+    funcs = list(mod.functions.values())
+    if not funcs or not all(isinstance(f, PrimFunc) and isinstance(f.body, Stmt) for f in funcs):
+        return "not a TIR workload (every function must be a PrimFunc with a statement body)"
+    sig, kind, desc = signature(mod)
+    return {"shash": obj[0], "signature": sig, "kind": kind, "description": desc}
