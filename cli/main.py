@@ -477,7 +477,8 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
                           "usable for this target")
     print_table(["workload", "kind", "weight", "start_us", "refined_us", "gain", "trials", "failed", "p",
                  "accepted", "record"],
-                [[r.workload_id, r.kind, r.weight, _fmt(r.start_us), _fmt(r.best_us), f"{r.speedup:.2f}x",
+                [[r.workload_id, r.kind, r.weight, _fmt(r.start_us), _fmt(r.best_us),
+                  "" if r.speedup is None else f"{r.speedup:.2f}x",
                   r.trials, r.failed, _p(r.pvalue), "yes" if r.accepted else "no", r.record_id or ""]
                  for r in done])
     click.echo(f"{sum(r.accepted for r in done)} of {len(done)} workloads improved (p <= {pvalue}); "

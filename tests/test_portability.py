@@ -157,7 +157,7 @@ def test_droplet_cli_refines_foreign_records_for_this_cpu(foreign_db, tmp_path):
     rows = store.conn.execute("SELECT r.target, p.target FROM records r JOIN records p ON p.id = r.parent_id"
                               " WHERE r.origin = 'droplet'").fetchall()
     assert rows and all(mine == here and parent == foreign for mine, parent in rows)
-    strict = CliRunner().invoke(cli, ["droplet", "--workload", str(wid), "--db", str(db), "--trials", "4",
+    strict = CliRunner().invoke(cli, ["droplet", "--workload", str(wid), "--db", str(db), "--trials", "2",
                                       "--same-target-only"])
     # Now this CPU has droplet records of its own; with none, strict mode says why and fails.
     assert strict.exit_code == 0, explain(strict)

@@ -20,9 +20,9 @@ class Refinement:
     kind: str
     weight: int
     start_record_id: int
-    start_us: float  # the start measured beside the best end point (when there was one)
-    best_us: float  # = start_us unless accepted
-    trials: int
+    start_us: float | None  # the start measured beside the best end point (when there was one); None: not searched
+    best_us: float | None  # = start_us unless accepted
+    trials: int  # 0: the shared budget was spent on heavier tasks
     failed: int
     pvalue: float | None  # of the final head-to-head; None: the search never moved
     accepted: bool
@@ -30,8 +30,8 @@ class Refinement:
     elapsed: float
 
     @property
-    def speedup(self) -> float:
-        return self.start_us / self.best_us
+    def speedup(self) -> float | None:
+        return None if self.best_us is None else self.start_us / self.best_us
 
 
 def refine_stored(store, workloads: dict[int, int | None], target, engine, trials: int = 32, starts: int = 3,
@@ -63,10 +63,12 @@ def refine_stored(store, workloads: dict[int, int | None], target, engine, trial
         alloc.add(wid, weight, top[0]["mean_s"])  # a prior: the stored time, replaced once measured here
     results = spend(searches, alloc)
     out = []
-    for wid, res in results.items():
-        w, top, weight = tasks[wid]
-        parent = top[res.start]
-        out.append(_commit(store, wid, w, tgt, parent, weight or 1, res, save_path))
+    for wid, (w, top, weight) in tasks.items():
+        res = results.get(wid)
+        if res is None:  # never given a batch
+            out.append(Refinement(wid, w["kind"], weight or 1, top[0]["id"], None, None, 0, 0, None, False, None, 0.0))
+        else:
+            out.append(_commit(store, wid, w, tgt, top[res.start], weight or 1, res, save_path))
     return out
 
 

@@ -295,6 +295,8 @@ class Droplet:
         significantly faster than the first start measured beside it in one more batch: a
         chain of moves, each judged against a fresh incumbent, can drift under changing
         load, and start times of other batches do not compare."""
+        if self.base is None:
+            raise SchedbError("no start has run: call begin() or step() first")
         t0 = time.perf_counter()
         if self.run is not None:
             self._close()
