@@ -390,7 +390,7 @@ def main():
                     "builder": "schedb WarmBuilder shared across batches, swapped in for ms.builder.LocalBuilder"
                                " (as seen by post_optimization/space.py); search quality at equal"
                                " measurement counts is compared, not wall time",
-                    "start_time": "start measured afresh with TVM's runner settings (not a trial), replacing"
+                    "start_time": "start measured afresh with its runner (not a trial), replacing"
                                   " the fixture's stored run_secs",
                     "random": f"space.py's random seeded with {args.seed}"},
             "final": {"engine": "schedb Engine builder + LocalRunner", "number": 3, "repeat": args.final_repeat,
