@@ -1,8 +1,12 @@
 """schedb's droplet search vs TVM's own droplet (``meta_schedule.post_optimization``), in one run.
 
-Both start from the same trace (the best stored record of a real task from the
-fixtures) and make the same number of measurements per task; then the start and both
-final best kernels are measured again with one schedb Engine, interleaved, and compared.
+The comparison is fixed in advance (issue 17): the 10 heaviest tasks by weight x stored
+best time of the three seed models (resnet50, googlenet, alexnet fixtures; a workload
+shared by models counted once), each searched by both from the same start trace (its best
+stored record), with the same number of measurements and the same timing effort per
+measurement (``TIMING``: number, repeat and min_repeat_ms for both runners). Then the start
+and both final best kernels are measured again with one schedb Engine, interleaved, and
+compared.
 
 TVM's droplet (``post_optimization.Droplet``) runs unmodified, with two exceptions:
   * Its builder. ``Space.run`` makes an ``ms.builder.LocalBuilder`` per batch: a fresh
@@ -10,11 +14,12 @@ TVM's droplet (``post_optimization.Droplet``) runs unmodified, with two exceptio
     This benchmark compares search quality at equal measurement counts, not wall time,
     so the name ``ms.builder.LocalBuilder`` as ``space.py`` sees it is replaced by one
     shared schedb ``WarmBuilder`` (same kernels built; a shared library instead of a
-    tar). Its runner (``LocalRunner``, number=2, repeat=3, min_repeat_ms=0) is TVM's.
+    tar). Its runner is TVM's ``LocalRunner`` with ``TIMING`` instead of space.py's
+    number=2, repeat=3, min_repeat_ms=0: each trial timed as hard as ours.
   * Its start time. TVM's droplet takes the incumbent's time from the tuning record;
     the fixtures were measured at another time and load, so the start is measured afresh
-    with TVM's own runner settings (not counted as a trial; neither is ours, which gets
-    the start measured by its Engine as ``start_samples``).
+    (not counted as a trial; neither is ours, which gets the start measured by its
+    Engine as ``start_samples``).
 ``Space.run`` draws ``random.random()`` to apply the recorded postprocessing to only
 ~25% of the candidates; that ``random`` is seeded (and the draws counted).
 
@@ -32,7 +37,7 @@ its gap to "start" is the noise floor of the run. Raw samples are in the JSON.
 Result: results/droplet.json + droplet.md + droplet.png (report.write); final times as
 medians with distribution-free 95% intervals (report.median_ci).
 
-Usage: nice -n 10 python benchmarks/bench_droplet.py [--trials 32] [--final-repeat 10] [--final-rounds 10]
+Usage: nice -n 10 python benchmarks/bench_droplet.py [--trials 32] [--tasks 10] [--final-repeat 10] [--final-rounds 10]
        python benchmarks/bench_droplet.py --replot   # re-render md + png from the JSON, no measuring
 """
 
@@ -52,47 +57,34 @@ from report import describe
 
 ROOT = Path(__file__).parents[1]
 
-# (fixture, task name): conv2d / matmul tasks of several sizes whose stored best is < ~5 ms.
-TASKS = [
-    ("tiny_cnn", "fused_conv2d_add_relu"),
-    ("tiny_cnn", "fused_conv2d1_add1_relu1"),
-    ("alexnet", "fused_matmul2_add5"),
-    ("alexnet", "fused_conv2d2_add2_relu2"),
-    ("alexnet", "fused_matmul1_add4_relu4"),
-]
-RESNET_TASKS = 2  # added if fixtures/resnet50 exists: its conv2d tasks with a stored best in [0.3, 5] ms
-TVM_RUNNER = {"number": 2, "repeat": 3, "min_repeat_ms": 0}  # Space.run's defaults
+SEED_MODELS = ("resnet50", "googlenet", "alexnet")
+N_TASKS = 10  # the heaviest by weight x stored best time
+TIMING = {"number": 3, "repeat": 5, "min_repeat_ms": 20}  # per trial, for both searches (schedb's Engine)
 
 
 # --------------------------------------------------------------------------- tasks
-def pick_tasks(store) -> list[dict]:
-    """[{fixture, task, workload_id, mod, ms_workload, record}] in TASKS order."""
+def pick_tasks(store, n: int = N_TASKS) -> list[dict]:
+    """The ``n`` heaviest tasks of the seed models by weight x stored best time, heaviest
+    first, each workload once: [{fixture, task, workload_id, weight, kind, mod, ms_workload,
+    record}]."""
     from tvm.s_tir.meta_schedule.database import Workload
 
-    rows = list(store.db.query(
-        "SELECT m.name AS model, t.task_name, t.workload_id FROM model_tasks t JOIN models m ON m.id = t.model_id"))
-    wanted = list(TASKS)
-    if (ROOT / "fixtures" / "resnet50").exists():
-        res = []
-        for r in rows:
-            if r["model"] == "resnet50" and "conv2d" in (r["task_name"] or ""):
-                best = store.best_record(r["workload_id"])
-                if best and 0.3e-3 <= best["mean_s"] <= 5e-3:
-                    res.append((best["mean_s"], r["task_name"]))
-        res.sort()
-        step = max(1, len(res) // RESNET_TASKS)
-        wanted += [("resnet50", name) for _, name in res[::step][:RESNET_TASKS]]
+    rows = store.db.query("SELECT m.name AS model, t.task_name, t.workload_id, t.weight FROM model_tasks t"
+                          " JOIN models m ON m.id = t.model_id")
+    heaviest: dict[int, tuple[float, dict]] = {}
+    for r in rows:
+        best = store.top_records(r["workload_id"], None, 1) if r["model"] in SEED_MODELS else None
+        if best:
+            share = (r["weight"] or 1) * best[0]["mean_s"]
+            if share > heaviest.get(r["workload_id"], (0.0,))[0]:
+                heaviest[r["workload_id"]] = (share, {**r, "record": best[0]})
     out = []
-    for fixture, name in wanted:
-        row = next((r for r in rows if r["model"] == fixture and r["task_name"] == name), None)
-        if row is None:
-            print(f"skip {fixture}/{name}: not in the fixtures")
-            continue
-        w = store.workload(row["workload_id"])
-        rec = store.top_records(row["workload_id"], None, 1)[0]
-        out.append({"fixture": fixture, "task": name, "workload_id": row["workload_id"],
-                    "kind": w["kind"], "mod": Workload.from_json(json.loads(w["ms_workload"])).mod,
-                    "ms_workload": json.loads(w["ms_workload"]), "record": rec})
+    for share, r in sorted(heaviest.values(), key=lambda x: -x[0])[:n]:
+        w = store.workload(r["workload_id"])
+        out.append({"fixture": r["model"], "task": r["task_name"], "workload_id": r["workload_id"],
+                    "weight": r["weight"], "weighted_ms": share * 1e3, "kind": w["kind"],
+                    "mod": Workload.from_json(json.loads(w["ms_workload"])).mod,
+                    "ms_workload": json.loads(w["ms_workload"]), "record": r["record"]})
     return out
 
 
@@ -266,7 +258,7 @@ def main():
     ap.add_argument("--final-repeat", type=int, default=10)
     ap.add_argument("--final-rounds", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tasks", type=int, default=None, help="only the first N tasks")
+    ap.add_argument("--tasks", type=int, default=N_TASKS, help="the N heaviest tasks (weight x stored time)")
     ap.add_argument("--out", default=str(report.RESULTS / "droplet.json"))
     ap.add_argument("--replot", action="store_true", help="re-render md + png from --out; measure nothing")
     args = ap.parse_args()
@@ -288,14 +280,13 @@ def main():
     load_intrinsics(TARGET)
     machine = describe()
     store = Store(":memory:")
-    fixtures = [ROOT / "fixtures" / f for f in ("tiny_cnn", "alexnet", "resnet50") if (ROOT / "fixtures" / f).exists()]
-    ingest(store, fixtures)
-    tasks = pick_tasks(store)[: args.tasks]
+    ingest(store, [ROOT / "fixtures" / f for f in SEED_MODELS])
+    tasks = pick_tasks(store, args.tasks)
 
-    engine = Engine(TARGET)  # repeat=5, number=3, min_repeat_ms=20: what schedb's droplet measures with
+    engine = Engine(TARGET, repeat=TIMING["repeat"], number=TIMING["number"])  # make_runner's min_repeat_ms: 20
     ours_engine = Counting(engine)
     tvm_builder = Counting(engine.builder)
-    tvm_runner = make_runner("local", **TVM_RUNNER)
+    tvm_runner = make_runner("local", **TIMING)
     final_runner = make_runner("local", number=3, repeat=args.final_repeat)
     log_dir = tempfile.mkdtemp(prefix="bench-droplet-")
 
@@ -305,7 +296,8 @@ def main():
         print(f"[{k + 1}/{len(tasks)}] {label} ({task['kind']}, stored best "
               f"{task['record']['mean_s'] * 1e3:.3f} ms)", flush=True)
         row = {"fixture": task["fixture"], "task": task["task"], "kind": task["kind"],
-               "workload_id": task["workload_id"], "start_record_id": task["record"]["id"],
+               "workload_id": task["workload_id"], "weight": task["weight"], "weighted_ms": task["weighted_ms"],
+               "start_record_id": task["record"]["id"],
                "stored_start_ms": task["record"]["mean_s"] * 1e3}
         start = apply_trace(json.loads(task["record"]["trace"]), task["mod"], TARGET)
         if not start.ok:
@@ -336,7 +328,7 @@ def main():
                       seed=args.seed, start_samples=ours_start.samples)
         ours = {"start_search_mean": ours_start.mean, "measured": ours_engine.count, "trials": res.trials, "failed": res.failed,
                 "distinct_kernels": len(ours_engine.kernels), "pvalue": res.pvalue,
-                "search_best_ms": res.best_mean * 1e3, "moved": res.pvalue is not None,
+                "search_best_ms": res.best_mean * 1e3, "moved": res.accepted,
                 "seconds": time.perf_counter() - t0}
         print(f"  ours: {res.trials} measured ({ours['distinct_kernels']} distinct, {res.failed} failed), "
               f"start {ours_start.mean * 1e3:.4f} ms, "
@@ -391,13 +383,14 @@ def main():
         "wall_time_s": round(time.perf_counter() - t_all, 1),
         "settings": {
             "tvm_n_trial": args.trials, "seed": args.seed,
-            "ours": {"engine": {"number": 3, "repeat": 5, "min_repeat_ms": 20}, "pvalue": 0.05, "batch": 8,
+            "tasks": f"the {args.tasks} heaviest of {', '.join(SEED_MODELS)} by weight x stored best time",
+            "ours": {"engine": TIMING, "pvalue": 0.05, "batch": 8,
                      "trials": "= measurements TVM's droplet made on the task"},
-            "tvm": {"runner": TVM_RUNNER,
+            "tvm": {"runner": TIMING,
                     "builder": "schedb WarmBuilder shared across batches, swapped in for ms.builder.LocalBuilder"
                                " (as seen by post_optimization/space.py); search quality at equal"
                                " measurement counts is compared, not wall time",
-                    "start_time": "start measured afresh with TVM's runner settings (not a trial), replacing"
+                    "start_time": "start measured afresh with its runner (not a trial), replacing"
                                   " the fixture's stored run_secs",
                     "random": f"space.py's random seeded with {args.seed}"},
             "final": {"engine": "schedb Engine builder + LocalRunner", "number": 3, "repeat": args.final_repeat,

@@ -387,7 +387,8 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @click.option("--exclude-model", multiple=True, help="Never use schedules of this model (repeatable).")
 @click.option("-k", type=int, default=3, show_default=True, help="Nearest workloads per task.")
 @click.option("--droplet/--no-droplet", default=False, show_default=True, help="Refine winners by droplet search.")
-@click.option("--droplet-trials", type=int, default=16, show_default=True, help="Droplet measurements per task.")
+@click.option("--droplet-trials", type=int, default=16, show_default=True,
+              help="Droplet measurements per task on average: one budget for all, spent where the latency is.")
 @click.option("--search-trials", type=int, default=8, show_default=True,
               help="Schedules sampled from MetaSchedule's design space for a task nothing transfers to (0: none).")
 @click.option("--trials", type=int, default=None, help="Cap on measured candidates in all.")
@@ -430,6 +431,11 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     rows = [[r.task, r.weight, r.source, _source(r, rep.target) or r.reason or "",
              "" if r.distance is None else f"{r.distance:.2f}",
              _fmt(r.untuned_us), _fmt(r.transferred_us), _fmt(r.refined_us)] for r in rep.tasks]
+    if droplet:
+        cols += ["droplet trials", "p", "gain"]
+        for row, r in zip(rows, rep.tasks):
+            gain = "" if r.refined_accepted is None else f"{r.droplet_speedup:.2f}x" if r.refined_accepted else "kept"
+            row += [r.droplet_trials or "", _p(r.refined_pvalue), gain]
     print_table(cols, rows)
     counts = {s: sum(r.source == s for r in rep.tasks) for s in ("exact", "neighbor", "anchor", "searched", "untuned")}
     click.echo(f"tasks: {counts['exact']} exact, {counts['neighbor']} transferred, "
@@ -453,7 +459,9 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
 @click.option("--workload", "workload_ids", type=int, multiple=True, help="Refine this workload (repeatable).")
 @target_option
 @db_option
-@click.option("--trials", type=int, default=32, show_default=True, help="Measurements per workload.")
+@click.option("--trials", type=int, default=32, show_default=True,
+              help="Measurements per workload on average: one budget for all, spent where the time is.")
+@click.option("--budget", type=float, default=None, help="Cap on search time, minutes.")
 @click.option("--starts", type=int, default=3, show_default=True, help="Start from this many best records.")
 @click.option("--pvalue", type=float, default=0.05, show_default=True, help="t-test threshold for a move.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -461,7 +469,7 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
 @click.option("--runner", default="local", show_default=True, help="local or rpc://host:port/key")
 @same_target_option
 @handle_errors
-def droplet(model_name, workload_ids, target, db_path, trials, starts, pvalue, seed, save_path, runner,
+def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, pvalue, seed, save_path, runner,
             same_target_only):
     """Refine stored schedules by droplet search; commit improvements."""
     from schedb.pipeline.refine import refine_stored, workloads_to_refine
@@ -471,26 +479,27 @@ def droplet(model_name, workload_ids, target, db_path, trials, starts, pvalue, s
 
     quiet_tvm()
     store = Store(db_path)
-    ids = workloads_to_refine(store, model_name, workload_ids)
+    weights = workloads_to_refine(store, model_name, workload_ids)
     tgt = parse_target(target)
     note = store.coverage_note(canonical(tgt), same_target_only)
     if note:
         click.echo(f"note: {note}", err=True)
     load_intrinsics(tgt)
-    done = refine_stored(store, ids, tgt, Engine(tgt, runner=runner), trials=trials, starts=starts,
+    done = refine_stored(store, weights, tgt, Engine(tgt, runner=runner), trials=trials, starts=starts,
                          pvalue=pvalue, seed=seed, save_path=save_path,
-                         max_distance=max_distance(same_target_only),
-                         progress=lambda r: click.echo(
-                             f"workload {r.workload_id} ({r.kind}): {r.start_us:.1f} -> {r.best_us:.1f} us, "
-                             f"{r.trials} trials, p={r.pvalue if r.pvalue is None else f'{r.pvalue:.3g}'}",
-                             err=True))
+                         budget_s=budget * 60 if budget is not None else None,
+                         max_distance=max_distance(same_target_only))
     if not done:
-        raise SchedbError(f"nothing to refine: none of the {len(ids)} workloads has a MetaSchedule record "
+        raise SchedbError(f"nothing to refine: none of the {len(weights)} workloads has a MetaSchedule record "
                           "usable for this target")
-    print_table(["workload", "kind", "start_us", "refined_us", "speedup", "trials", "failed", "p", "record"],
-                [[r.workload_id, r.kind, _fmt(r.start_us), _fmt(r.best_us), f"{r.start_us / r.best_us:.2f}x",
-                  r.trials, r.failed, "" if r.pvalue is None else f"{r.pvalue:.3g}", r.record_id or ""]
+    print_table(["workload", "kind", "weight", "start_us", "refined_us", "gain", "trials", "failed", "p",
+                 "accepted", "record"],
+                [[r.workload_id, r.kind, r.weight, _fmt(r.start_us), _fmt(r.best_us),
+                  "" if r.speedup is None else f"{r.speedup:.2f}x",
+                  r.trials, r.failed, _p(r.pvalue), "yes" if r.accepted else "no", r.record_id or ""]
                  for r in done])
+    click.echo(f"{sum(r.accepted for r in done)} of {len(done)} workloads improved (p <= {pvalue}); "
+               f"{sum(r.trials for r in done)} trials of {trials * len(weights)}")
 
 
 def _source(r, here):
@@ -504,6 +513,10 @@ def _source(r, here):
 
 def _fmt(x):
     return "" if x is None else f"{x:.1f}"
+
+
+def _p(x):
+    return "" if x is None else f"{x:.3g}"
 
 
 def main():

@@ -193,6 +193,55 @@ def test_transfer_cli_report(source_db, tmp_path):
     assert {"untuned", "transferred"} <= set(rep["e2e"])
 
 
+def test_transfer_with_droplet_keeps_only_significant_refinements(source_db, tmp_path):
+    """transfer --droplet: one budget of --droplet-trials per task on average, spent by
+    weight x kernel time; the report says per task what was spent and gained, and a
+    refinement is committed exactly when it was accepted at p <= 0.05."""
+    db = tmp_path / "t.db"
+    ingest(Store(db), [source_db])
+    out = tmp_path / "report.json"
+    res = CliRunner().invoke(cli, ["transfer", "--model", "tiny_cnn", "--db", str(db), "-k", "1", "--droplet",
+                                   "--droplet-trials", "6", "--report", str(out)])
+    assert res.exit_code == 0, explain(res)
+    assert "droplet trials" in res.output and "speed-up over untuned" in res.output
+    rep = json.loads(out.read_text())
+    found = [t for t in rep["tasks"] if t["transferred_us"] is not None]
+    searched = [t for t in found if t["refined_accepted"] is not None]
+    assert searched and sum(t["droplet_trials"] for t in found) <= 6 * len(found)
+    # The budget went first to the task holding the most time (weight x kernel time).
+    heaviest = max(found, key=lambda t: t["weight"] * t["transferred_us"])
+    assert heaviest["droplet_trials"] == max(t["droplet_trials"] for t in found) > 0
+    store = Store(db)
+    for t in searched:
+        assert t["refined_accepted"] == (t["refined_record_id"] is not None)
+        if t["refined_accepted"]:
+            assert t["refined_pvalue"] <= 0.05 and t["droplet_speedup"] > 1
+            assert store.record(t["refined_record_id"])["parent_id"] == t["record_id"]
+        else:
+            assert t["droplet_speedup"] == 1.0 and t["refined_us"] == t["transferred_us"]
+    committed = store.conn.execute("SELECT COUNT(*) FROM records WHERE origin = 'droplet'").fetchone()[0]
+    assert committed == sum(t["refined_accepted"] for t in searched)
+    assert "refined" in rep["e2e"]
+
+
+def test_droplet_cli_spends_one_budget_and_commits_only_accepted(source_db, tmp_path):
+    db = tmp_path / "d.db"
+    ingest(Store(db), [source_db])
+    res = CliRunner().invoke(cli, ["droplet", "--model", "tiny_cnn", "--db", str(db), "--trials", "6"])
+    assert res.exit_code == 0, explain(res)
+    store = Store(db)
+    n = len(store.task_weights(store.model_id("tiny_cnn")))
+    assert all(col in res.output for col in ("weight", "gain", "trials", "accepted"))
+    summary = res.output.strip().splitlines()[-1]
+    improved, total = int(summary.split()[0]), int(summary.split()[2])
+    spent = int(summary.split("; ")[1].split()[0])
+    assert 0 < total <= n and spent <= 6 * n and summary.endswith(f"trials of {6 * n}")
+    rows = store.conn.execute("SELECT r.parent_id, r.mean_s, p.origin FROM records r"
+                              " JOIN records p ON p.id = r.parent_id WHERE r.origin = 'droplet'").fetchall()
+    assert len(rows) == improved  # committed exactly when accepted, as a child of the start record
+    assert all(origin == "tuned" for _, _, origin in rows)
+
+
 HANG = """
 from tvm.script import tirx as T
 @T.prim_func(s_tir=True)

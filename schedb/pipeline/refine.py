@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass
 
 from schedb.errors import SchedbError
-from schedb.search.droplet import refine_many
+from schedb.search.allocate import Allocator
+from schedb.search.droplet import Droplet, spend
 from schedb.store.records import commit_trace
 from schedb.tir.target import canonical
 
@@ -17,67 +18,85 @@ class Refinement:
 
     workload_id: int
     kind: str
+    weight: int
     start_record_id: int
-    start_us: float
-    best_us: float
-    trials: int
+    start_us: float | None  # the start measured beside the best end point (when there was one); None: not searched
+    best_us: float | None  # = start_us unless accepted
+    trials: int  # 0: the shared budget was spent on heavier tasks
     failed: int
-    pvalue: float | None
-    record_id: int | None  # the committed improvement, if any
+    pvalue: float | None  # of the final head-to-head; None: the search never moved
+    accepted: bool
+    record_id: int | None  # the committed improvement: set exactly when accepted
     elapsed: float
 
+    @property
+    def speedup(self) -> float | None:
+        return None if self.best_us is None else self.start_us / self.best_us
 
-def refine_stored(store, workload_ids: list[int], target, engine, trials: int = 32, starts: int = 3,
-                  pvalue: float = 0.05, seed: int = 0, save_path: bool = False,
-                  progress=None, max_distance: int | None = None) -> list[Refinement]:
-    """Droplet search from the best stored records of each workload (multi-start from the
-    ``starts`` fastest distinct traces). An improvement is committed as a record with
-    origin ``droplet`` whose parent is the start record; with ``save_path`` every
-    measured point of the search is stored too, so the path is queryable in SQL. Starts may
-    be records of other targets (closest first, at most ``max_distance`` away,
-    schedb.tir.target.distance): every point is measured here and committed for ``target``."""
+
+def refine_stored(store, workloads: dict[int, int | None], target, engine, trials: int = 32, starts: int = 3,
+                  pvalue: float = 0.05, seed: int = 0, save_path: bool = False, budget_s: float | None = None,
+                  max_distance: int | None = None) -> list[Refinement]:
+    """Droplet search from the best stored records of each workload (``{id: weight}``,
+    weight the kernel's occurrences in the model, None: 1), multi-start from the ``starts``
+    fastest distinct traces, within one budget of ``trials`` per workload on average (and
+    ``budget_s`` seconds in all) spent where weight x kernel time is largest
+    (schedb.search.allocate). An accepted improvement (schedb.search.droplet: significantly
+    faster than its start measured beside it) is committed as a record with origin
+    ``droplet`` whose parent is the start record; with ``save_path`` every measured point of
+    the search is stored too, so the path is queryable in SQL. Starts may be records of other
+    targets (closest first, at most ``max_distance`` away, schedb.tir.target.distance): every
+    point is measured here and committed for ``target``."""
     from tvm.s_tir.meta_schedule.database import Workload
 
     tgt = canonical(target)
-    out = []
-    for wid in workload_ids:
+    tasks, searches = {}, {}
+    alloc = Allocator(trials=trials * len(workloads), seconds=budget_s)
+    for wid, weight in workloads.items():
         w = store.workload(wid)
         top = store.top_records(wid, tgt, starts, max_distance=max_distance)
         if w is None or not w["ms_workload"] or not top:
             continue
         mod = Workload.from_json(json.loads(w["ms_workload"])).mod
-        try:
-            res = refine_many([json.loads(r["trace"]) for r in top], mod, target, engine, trials=trials,
-                              pvalue=pvalue, seed=seed)
-        except SchedbError:
-            continue
-        parent = top[0]
-        record_id = None
-        with store.transaction():
-            if save_path:
-                for v in res.visited:
-                    if v.mean is not None:
-                        commit_trace(store, wid, w["signature"], tgt, v.trace, [v.mean], "droplet",
-                                     parent_id=parent["id"])
-            if res.pvalue is not None and res.best_mean < res.start_mean:
-                record_id = commit_trace(store, wid, w["signature"], tgt, res.best_trace, res.best_samples,
-                                         "droplet", parent_id=parent["id"],
-                                         search_time_s=round(res.elapsed, 3))
-        out.append(Refinement(wid, w["kind"], parent["id"], res.start_mean * 1e6, res.best_mean * 1e6,
-                              res.trials, res.failed, res.pvalue, record_id, res.elapsed))
-        if progress:
-            progress(out[-1])
+        tasks[wid] = (w, top, weight)
+        searches[wid] = Droplet([json.loads(r["trace"]) for r in top], mod, target, engine, pvalue, seed=seed)
+        alloc.add(wid, weight, top[0]["mean_s"])  # a prior: the stored time, replaced once measured here
+    results = spend(searches, alloc)
+    out = []
+    for wid, (w, top, weight) in tasks.items():
+        res = results.get(wid)
+        if res is None:  # never given a batch
+            out.append(Refinement(wid, w["kind"], weight or 1, top[0]["id"], None, None, 0, 0, None, False, None, 0.0))
+        else:
+            out.append(_commit(store, wid, w, tgt, top[res.start], weight or 1, res, save_path))
     return out
 
 
-def workloads_to_refine(store, model: str | None = None, workload_ids=()) -> list[int]:
-    """The ids of ``workload_ids`` and of every task of ``model``."""
+def _commit(store, wid, w, tgt, parent, weight, res, save_path) -> Refinement:
+    """Store the accepted improvement (and with ``save_path`` the path) of one workload."""
+    record_id = None
+    with store.transaction():
+        if save_path:
+            for v in res.visited:
+                if v.mean is not None:
+                    commit_trace(store, wid, w["signature"], tgt, v.trace, [v.mean], "droplet",
+                                 parent_id=parent["id"])
+        if res.accepted:
+            record_id = commit_trace(store, wid, w["signature"], tgt, res.best_trace, res.best_samples,
+                                     "droplet", parent_id=parent["id"], search_time_s=round(res.elapsed, 3))
+    return Refinement(wid, w["kind"], weight, parent["id"], res.start_mean * 1e6, res.best_mean * 1e6,
+                      res.trials, res.failed, res.pvalue, res.accepted, record_id, res.elapsed)
+
+
+def workloads_to_refine(store, model: str | None = None, workload_ids=()) -> dict[int, int | None]:
+    """{workload id: weight} of ``workload_ids`` (weight unknown: None) and of every task of
+    ``model`` (its occurrences in the model)."""
     if not model and not workload_ids:
         raise SchedbError("give --model NAME or --workload ID")
-    ids = list(workload_ids)
+    ids: dict[int, int | None] = dict.fromkeys(workload_ids)
     if model:
         mid = store.model_id(model)
         if mid is None:
             raise SchedbError(f"no model {model!r} in {store.path}")
-        ids += store.model_workloads(mid)
+        ids.update(store.task_weights(mid))
     return ids

@@ -10,8 +10,10 @@ batch norm) and replayed the same way, and the task's source is "anchor". Every 
 untuned kernel** are measured for real and the fastest is kept, so no task ends up
 slower than untuned. A task that nothing beats untuned on gets a few schedules sampled
 from MetaSchedule's own design space (source "searched"), so no kernel ships naive.
-Winners can be refined by droplet search, are committed as
-records with their provenance, and the whole model is compiled and timed.
+Winners can be refined by droplet search, within one budget spent where weight x kernel
+time is largest (schedb.search.allocate), and a refinement is kept only if it is
+significantly faster than the transferred kernel measured beside it. Winners are committed
+as records with their provenance, and the whole model is compiled and timed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 from schedb.errors import SchedbError
 from schedb.models import Model
 from schedb.pipeline.evaluate import end_to_end
-from schedb.search.droplet import refine_many
+from schedb.search.allocate import Allocator
+from schedb.search.droplet import Droplet, spend
 from schedb.search.index import Index
 from schedb.search.measure import Engine, Measurement
 from schedb.search.sample import sample_schedules
@@ -43,7 +46,7 @@ class Options:
     sources: list[str] | None = None  # only schedules of these models
     exclude: list[str] = field(default_factory=list)  # never schedules of these models
     droplet: bool = False
-    droplet_trials: int = 16  # per task
+    droplet_trials: int = 16  # per task on average: the droplet budget is this x the tasks with a winner
     trials: int | None = None  # global cap on measured candidates
     budget_s: float | None = None  # global wall-clock cap on the search
     repeat: int = 5  # samples per measured candidate
@@ -76,10 +79,12 @@ class TaskResult:
     untuned_us: float | None = None
     transferred_us: float | None = None
     refined_us: float | None = None
-    refined_pvalue: float | None = None
+    refined_pvalue: float | None = None  # droplet's final head-to-head; None: it never moved
+    refined_accepted: bool | None = None  # None: no droplet search on this task
+    droplet_speedup: float | None = None  # start / best in that head-to-head (1.0 unless accepted)
     candidates: int = 0
     failed: int = 0
-    droplet_trials: int = 0
+    droplet_trials: int = 0  # spent on this task by the shared budget, the head-to-head included
     searched: int = 0  # schedules sampled from MetaSchedule's design space (source "searched")
     record_id: int | None = None
     refined_record_id: int | None = None
@@ -188,19 +193,18 @@ class Transfer:
     def run(self, progress=None) -> TransferReport:
         results: list[TaskResult] = []
         transferred: dict[str, Winner] = {}
-        refined: dict[str, Winner] = {}
+        found: list[tuple[TaskContext, Winner]] = []
         for n, task in enumerate(self.tasks):
             ctx = self._context(task)
             win = self._search_task(ctx) or self._sample(ctx)
             if win is not None:
                 transferred[task.name] = win
-                better = self._refine(ctx, win) if self.opts.droplet else None
-                if better is not None:
-                    refined[task.name] = better
+                found.append((ctx, win))
             ctx.result.search_time_s = round(time.perf_counter() - ctx.started, 3)
             results.append(ctx.result)
             if progress:
                 progress(n + 1, len(self.tasks), ctx.result)
+        refined = self._refine(found) if self.opts.droplet and found else {}
         search_time = time.perf_counter() - self.t_start
         variants = {"untuned": None, "transferred": transferred}
         if self.opts.droplet:
@@ -336,35 +340,45 @@ class Transfer:
             return f"kind {kind} is tuned only for other targets ({where}), left out by --same-target-only"
         return f"kind {kind} is tuned only for targets of another kind ({where})"
 
-    def _refine(self, ctx: TaskContext, win: Winner) -> Winner | None:
-        """Droplet search from the best transferred traces; commits and returns an improvement."""
-        res = ctx.result
-        left = self.trials_left()
-        trials = self.opts.droplet_trials if left is None else min(self.opts.droplet_trials, left)
-        if trials <= 0 or self.time_left() == 0:
-            return None
-        try:
-            out = refine_many(ctx.starts, ctx.task.func, self.target, self.engine, trials=trials,
-                              time_budget=self.time_left(), pvalue=self.opts.pvalue, seed=self.opts.seed)
-        except SchedbError as e:
-            res.reason = f"droplet: {e}"
-            return None
-        res.droplet_trials, res.refined_pvalue = out.trials, out.pvalue
-        if out.pvalue is None or out.best_mean >= out.start_mean:
-            res.refined_us = res.transferred_us  # no significant improvement: keep the transfer
-            return None
-        m = Measurement(out.best_samples)
-        res.refined_us = m.mean * 1e6
-        res.refined_record_id = self._commit(ctx, out.best_trace, m, "droplet", win.record_id)
-        return Winner(out.best_trace, m.samples, res.refined_record_id)
+    def _refine(self, found: list[tuple[TaskContext, Winner]]) -> dict[str, Winner]:
+        """Droplet search from each task's best transferred traces, within one budget
+        (``droplet_trials`` per task on average, capped by the trials and time left) that
+        schedb.search.allocate spends where weight x kernel time is largest; commits and
+        returns the accepted improvements by task name."""
+        left, trials = self.trials_left(), self.opts.droplet_trials * len(found)
+        alloc = Allocator(trials if left is None else min(trials, left), self.time_left())
+        searches = {}
+        for ctx, win in found:
+            searches[ctx.task.name] = Droplet(ctx.starts, ctx.task.func, self.target, self.engine, self.opts.pvalue,
+                                              seed=self.opts.seed, start_samples=win.samples)
+            alloc.add(ctx.task.name, ctx.task.weight, sum(win.samples) / len(win.samples))
+        outcome = spend(searches, alloc)
+        refined = {}
+        for ctx, win in found:
+            out, res = outcome.get(ctx.task.name), ctx.result
+            if out is None:
+                continue
+            res.droplet_trials, res.refined_pvalue, res.refined_accepted = out.trials, out.pvalue, out.accepted
+            res.droplet_speedup = out.speedup
+            res.search_time_s = round(res.search_time_s + out.elapsed, 3)
+            if not out.accepted:
+                res.refined_us = res.transferred_us  # keep the transfer
+                continue
+            m = Measurement(out.best_samples)
+            res.refined_us = m.mean * 1e6
+            res.refined_record_id = self._commit(ctx, out.best_trace, m, "droplet", win.record_id, out.elapsed)
+            refined[ctx.task.name] = Winner(out.best_trace, m.samples, res.refined_record_id)
+        return refined
 
-    def _commit(self, ctx: TaskContext, trace, m: Measurement, origin: str, parent: int) -> int:
+    def _commit(self, ctx: TaskContext, trace, m: Measurement, origin: str, parent: int,
+                search_time: float | None = None) -> int:
+        """Commit a winner of this task; its search time is the task's so far unless given."""
         res = ctx.result
+        spent = time.perf_counter() - ctx.started if search_time is None else search_time
         with self.store.transaction():
             return commit_trace(self.store, ctx.workload_id, ctx.signature, self.tgt, trace, m.samples, origin,
                                 parent_id=parent, source_workload_id=res.source_workload_id,
-                                distance=res.distance, search_time_s=round(time.perf_counter() - ctx.started, 3),
-                                model_id=self.model_id)
+                                distance=res.distance, search_time_s=round(spent, 3), model_id=self.model_id)
 
 
 def _us(m: Measurement) -> float | None:

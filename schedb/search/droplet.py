@@ -10,6 +10,11 @@ factor between adjacent levels, :func:`schedb.tir.replay.tile_moves`), categoric
 and compute-at locations (a step is the next valid index either way). The trace's
 instructions stay fixed; every candidate is the start trace with other decisions,
 replayed by :func:`schedb.tir.replay.apply_trace`.
+
+Acceptance is decided in one place, :meth:`Droplet.finish`: the search's best end point is
+measured once more beside the start it is judged against, and kept only if a one-sided
+Welch t-test on those two gives p <= ``pvalue``; ``DropletResult.accepted`` says so, and
+callers use nothing else.
 """
 
 from __future__ import annotations
@@ -44,10 +49,12 @@ class DropletResult:
     best_samples: list[float]
     trials: int  # candidates measured, the start included when it was measured here
     failed: int  # candidates that did not replay, build or run
-    pvalue: float | None  # Welch one-sided, best faster than start; None: best is the start
+    pvalue: float | None  # Welch one-sided p of the final head-to-head; None: there was none
     visited: list[Visit] = field(default_factory=list)
     elapsed: float = 0.0
     start_samples: list[float] = field(default_factory=list)
+    accepted: bool = False  # best beat the start measured beside it at the search's pvalue
+    start: int = 0  # index of the start trace the result is judged against (the first that ran)
 
     @property
     def speedup(self) -> float:
@@ -57,14 +64,14 @@ class DropletResult:
 def significantly_faster(candidate: list[float], incumbent: list[float], pvalue: float) -> tuple[bool, float]:
     """(accept, p): the candidate's mean is lower and Welch's one-sided t-test
     (alternative "less": candidate < incumbent) over the repeat samples gives p <= pvalue.
-    With fewer than two samples on a side no test is possible and the means decide."""
+    With fewer than two samples on a side no test is possible: never accepted (p is nan)."""
     from scipy.stats import ttest_ind
 
     mean_c, mean_i = sum(candidate) / len(candidate), sum(incumbent) / len(incumbent)
     if mean_c >= mean_i:
         return False, 1.0
     if len(candidate) < 2 or len(incumbent) < 2:
-        return True, math.nan
+        return False, math.nan
     # Two constant sample sets with different means give p = 0, so p is never nan here.
     p = float(ttest_ind(candidate, incumbent, equal_var=False, alternative="less").pvalue)
     return p <= pvalue, p
@@ -76,6 +83,7 @@ class _Point:
     trace: Any
     samples: list[float]
     locations: dict[int, list[int]]
+    mod: Any  # the scheduled module, to measure it again
 
     @property
     def mean(self) -> float:
@@ -148,128 +156,217 @@ def _with_decisions(trace, points: list[DecisionPoint], key: tuple) -> list:
     return [insts, [[i, new.get(i, d)] for i, d in decisions]]
 
 
+CONFIRM = 2  # trials of the final head-to-head: the start and the end point in one batch
+
+
 def droplet(mod, target, start_trace, engine, trials: int = 64, time_budget: float | None = None,
             pvalue: float = 0.05, batch: int = 8, seed: int = 0, start_samples: list[float] | None = None,
             max_neighbours: int | None = None, max_radius: int = 4) -> DropletResult:
-    """Refine ``start_trace`` (Trace or JSON, for ``mod`` or a workload like it) on ``mod``.
-
-    Measures batches of ``batch`` neighbours of the incumbent with ``engine``; the batch's
-    fastest replaces the incumbent if :func:`significantly_faster`. When fewer than a
-    batch of unvisited neighbours remain, the radius grows by one (up to ``max_radius``);
-    after a move it is 1 again. Stops when the neighbourhood is exhausted, ``trials``
-    candidates are measured or ``time_budget`` seconds are spent. ``start_samples``
-    (the start's repeat times, if already measured) saves measuring it again.
-    Deterministic for a given ``seed`` and measurements. Raises SchedbError if the
-    start does not apply or run."""
-    search = _Search(mod, target, engine, pvalue, batch, max_neighbours or 4 * batch, max_radius, seed)
-    return search.run(start_trace, trials, time_budget, start_samples)
+    """Refine ``start_trace`` (Trace or JSON, for ``mod`` or a workload like it) on ``mod``:
+    :func:`refine_many` from this one start. ``start_samples`` (the start's repeat times, if
+    already measured) saves measuring it again. Raises SchedbError if the start does not
+    apply or run."""
+    return refine_many([start_trace], mod, target, engine, trials, time_budget, pvalue, batch, seed,
+                       max_neighbours, max_radius, start_samples=start_samples)
 
 
 def refine_many(starts: Iterable, mod, target, engine, trials: int = 64, time_budget: float | None = None,
                 pvalue: float = 0.05, batch: int = 8, seed: int = 0, max_neighbours: int | None = None,
-                max_radius: int = 4) -> DropletResult:
-    """Droplet from each start trace in turn, within one budget of ``trials`` and
-    ``time_budget``: each start gets an even share of what is left, so budget that a
-    start leaves unused goes to the next. Visited points are shared, so no point is
-    measured twice. Starts that do not apply or run are skipped (and counted as failed).
-
-    The result holds the best point over all runs against the best start, and trials,
-    failures and the visited path of all runs."""
-    starts = list(starts)
-    t0 = time.perf_counter()
-    search = _Search(mod, target, engine, pvalue, batch, max_neighbours or 4 * batch, max_radius, seed)
-    runs: list[DropletResult] = []
-    for k, start in enumerate(starts):
-        left_time = None if time_budget is None else time_budget - (time.perf_counter() - t0)
-        if search.trials >= trials or (left_time is not None and left_time <= 0):
-            break
-        share = len(starts) - k
-        try:
-            runs.append(search.run(start, search.trials + max(1, (trials - search.trials) // share),
-                                   None if left_time is None else left_time / share, None))
-        except SchedbError:
-            continue
-    if not runs:
-        raise SchedbError(f"none of the {len(starts)} start traces applies and runs")
-    best = min(runs, key=lambda r: r.best_mean)
-    base = min(runs, key=lambda r: r.start_mean)
-    p = best.pvalue if best is base else significantly_faster(best.best_samples, base.start_samples, 1.0)[1]
-    return DropletResult(base.start_mean, best.best_mean, best.best_trace, best.best_samples,
-                         search.trials, search.failed, p, search.visits, time.perf_counter() - t0,
-                         base.start_samples)
+                max_radius: int = 4, patience: int = 2, start_samples: list[float] | None = None) -> DropletResult:
+    """A :class:`Droplet` search within ``trials`` candidates measured (the final
+    head-to-head included) and ``time_budget`` seconds (the head-to-head after it).
+    Starts that do not apply or run are skipped (and counted as failed); SchedbError if
+    none does. Deterministic for a given ``seed`` and measurements."""
+    deadline = math.inf if time_budget is None else time.perf_counter() + time_budget
+    search = Droplet(starts, mod, target, engine, pvalue, batch, seed, max_neighbours, max_radius, patience,
+                     start_samples)
+    search.begin()
+    while time.perf_counter() < deadline and search.step(trials - CONFIRM - search.trials):
+        pass
+    return search.finish()
 
 
-class _Search:
-    """One task's search state, shared by the runs from several starts: visited points
-    (per trace structure, so traces of other instructions never collide), the RNG, and
-    the running totals of trials, failures and the visited path."""
+def spend(searches: dict, allocator) -> dict:
+    """Spend ``allocator``'s budget (schedb.search.allocate) on ``searches`` (key -> Droplet,
+    the keys it was given), one batch at a time to the task it picks; then finish every
+    search whose start ran. -> {key: DropletResult}."""
+    while (pick := allocator.next()) is not None:
+        key, limit = pick
+        s = searches[key]
+        t0, moves = time.perf_counter(), s.moves
+        used = s.step(s.batch + CONFIRM if limit is None else limit)
+        # A task that cannot use what is left is done too, or the same pick would repeat.
+        allocator.charge(key, used, time.perf_counter() - t0, s.best_mean, s.moves > moves,
+                         s.exhausted or used == 0)
+    return {k: s.finish() for k, s in searches.items() if s.base is not None}
 
-    def __init__(self, mod, target, engine, pvalue, batch, limit, max_radius, seed):
+
+@dataclass
+class _Run:
+    """The descent from one start: its start point, incumbent and neighbourhood."""
+
+    index: int  # which start
+    first: _Point
+    points: list[DecisionPoint]
+    done: set  # visited keys of this trace structure (shared by runs of the same structure)
+    inc: _Point
+    queue: list
+    radius: int = 1
+    stale: int = 0  # batches since its last move
+
+    @property
+    def moved(self) -> bool:
+        return self.inc.trace is not self.first.trace
+
+
+class Droplet:
+    """One task's droplet search from one or more start traces, measured a batch at a time.
+
+    Each batch measures neighbours of the incumbent with the incumbent itself, so the
+    t-test compares samples taken under the same load; the batch's fastest replaces the
+    incumbent if :func:`significantly_faster`. When fewer than a batch of unvisited
+    neighbours remain, the radius grows by one (up to ``max_radius``); after a move it is 1
+    again. Starts are searched one after another: the next begins when the current one's
+    neighbourhood is exhausted or ``patience`` batches pass without a move. Visited points
+    are shared, so no point is measured twice.
+
+    A driver calls :meth:`begin`, :meth:`step` while it has budget (``refine_many`` for one
+    task, :func:`spend` for a budget shared by many), then :meth:`finish`, the one place
+    that decides acceptance."""
+
+    def __init__(self, starts: Iterable, mod, target, engine, pvalue: float = 0.05, batch: int = 8, seed: int = 0,
+                 max_neighbours: int | None = None, max_radius: int = 4, patience: int = 2,
+                 start_samples: list[float] | None = None):
+        self.starts = list(starts)
         self.mod, self.target, self.engine = mod, target, engine
-        self.pvalue, self.batch, self.limit, self.max_radius = pvalue, batch, limit, max_radius
+        self.pvalue, self.batch, self.limit = pvalue, batch, max_neighbours or 4 * batch
+        self.max_radius, self.patience = max_radius, patience
+        self.start_samples = start_samples  # of starts[0], if already measured
         self.rng = random.Random(seed)
-        self.visited: dict[str, set] = {}
-        self.trials = self.failed = 0
+        self.visited: dict[str, set] = {}  # per trace structure, so other instructions never collide
+        self.trials = self.failed = self.moves = 0
         self.visits: list[Visit] = []
+        self.elapsed = 0.0
+        self.exhausted = False
+        self.base: _Run | None = None  # the first start that ran: what every result is judged against
+        self.run: _Run | None = None
+        self.ends: list[_Run] = []  # closed runs that moved
+        self.next_start = 0
 
-    def run(self, start_trace, trials: int, time_budget: float | None, start_samples) -> DropletResult:
-        """Search from one start until ``self.trials`` reaches ``trials`` (a total)."""
-        t0 = time.perf_counter()
-        deadline = math.inf if time_budget is None else t0 + time_budget
-        trials0, failed0, visits0 = self.trials, self.failed, len(self.visits)
-        start, points, done, first = self._start(start_trace, start_samples)
-        base, inc, inc_mod, radius = first.trace, first, start.mod, 1
-        queue = _neighbours(points, inc, 1, self.limit, self.rng, done)
-        search_trials = trials - 2  # two kept for the final head-to-head with the start
-        while search_trials - self.trials >= 2 and time.perf_counter() < deadline:  # incumbent + one
-            while len(queue) < self.batch and radius < self.max_radius:  # speculation
-                radius += 1
-                queue += _neighbours(points, inc, radius, self.limit, self.rng, done | set(queue))
-            if not queue:
+    @property
+    def best_mean(self) -> float | None:
+        """The best time measured so far (the search's estimate), None before a start ran."""
+        runs = self.ends + ([self.run] if self.run else []) + ([self.base] if self.base else [])
+        return min((r.inc.mean for r in runs), default=None)
+
+    def begin(self) -> None:
+        """Open the first start that applies and runs; SchedbError if none does."""
+        while self.run is None:
+            if self.next_start >= len(self.starts):
+                raise SchedbError(f"none of the {len(self.starts)} start traces applies and runs")
+            self._open()
+
+    def step(self, limit: int) -> int:
+        """Measure the next batch within ``limit`` trials, opening the next start first if
+        the current one is closed. -> trials used (0: nothing fits, or ``exhausted``)."""
+        t0, before = time.perf_counter(), self.trials
+        while not self.exhausted:
+            left = limit - (self.trials - before)
+            if self.run is None:
+                if self.next_start >= len(self.starts):
+                    self.exhausted = True
+                elif left >= 1:
+                    self._open()
+                    continue
                 break
-            chosen = self._replay_batch(queue, base, points, done, search_trials - 1)
-            if not chosen:
-                continue
-            inc, best = self._measure_batch(chosen, inc, inc_mod)
-            if best is not None and significantly_faster(best[2].samples, inc.samples, self.pvalue)[0]:
-                inc = _Point(best[0], best[1].trace, best[2].samples, best[1].locations)
-                inc_mod, radius = best[1].mod, 1
-                queue = _neighbours(points, inc, 1, self.limit, self.rng, done)
-        inc, p, start_samples = self._head_to_head(start.mod, first, inc, inc_mod)
-        return DropletResult(sum(start_samples) / len(start_samples), inc.mean, inc.trace, inc.samples,
-                             self.trials - trials0, self.failed - failed0, p, self.visits[visits0:],
-                             time.perf_counter() - t0, list(start_samples))
+            if left < 2:  # the incumbent and one neighbour
+                break
+            chosen = self._next_batch(self.run, left - 1)
+            if chosen is None:
+                self._close()
+            elif chosen:
+                self._measure(self.run, chosen)
+                break
+        self.elapsed += time.perf_counter() - t0
+        return self.trials - before
 
-    def _start(self, start_trace, start_samples):
-        """Replay (and, without ``start_samples``, measure) the start:
-        (its Replayed, decision points, the set of visited keys, the start point)."""
-        start = apply_trace(start_trace, self.mod, self.target)
+    def finish(self) -> DropletResult:
+        """Accept the fastest end point of the runs that moved only if it is
+        significantly faster than the first start measured beside it in one more batch: a
+        chain of moves, each judged against a fresh incumbent, can drift under changing
+        load, and start times of other batches do not compare."""
+        if self.base is None:
+            raise SchedbError("no start has run: call begin() or step() first")
+        t0 = time.perf_counter()
+        if self.run is not None:
+            self._close()
+        base = self.base.first
+        best, start_samples, p, accepted = base, base.samples, None, False
+        end = min((r.inc for r in self.ends), key=lambda x: x.mean, default=None)
+        if end is not None:
+            final = self.engine.measure([base.mod, end.mod])
+            self.trials += CONFIRM
+            self.failed += sum(not m.ok for m in final)
+            if final[0].ok and final[1].ok:
+                accepted, p = significantly_faster(final[1].samples, final[0].samples, self.pvalue)
+                start_samples = final[0].samples
+                best = end if accepted else base
+                best = _Point(best.key, best.trace, final[1 if accepted else 0].samples, best.locations, best.mod)
+        self.elapsed += time.perf_counter() - t0
+        return DropletResult(sum(start_samples) / len(start_samples), best.mean, best.trace, best.samples,
+                             self.trials, self.failed, p, self.visits, self.elapsed, list(start_samples),
+                             accepted, self.base.index)
+
+    def _open(self) -> None:
+        """Replay (and measure, unless its samples are given) the next start; on success it
+        becomes the current run, on failure it is counted and skipped."""
+        index = self.next_start
+        self.next_start += 1
+        start = apply_trace(self.starts[index], self.mod, self.target)
         if not start.ok:
             self.failed += 1
-            raise SchedbError(f"start trace does not apply: {start.error}")
-        base = start.trace
-        points = decision_points(base)
-        done = self.visited.setdefault(repr(schedule_part(base)), set())
-        if start_samples is None:
+            return
+        trace = start.trace
+        samples = self.start_samples if index == 0 else None
+        if samples is None:
             m = self.engine.measure([start.mod])[0]
             self.trials += 1
             if not m.ok:
                 self.failed += 1
-                self.visits.append(Visit(as_json(base), None, m.error))
-                raise SchedbError(f"start trace does not run: {m.error}")
-            start_samples = m.samples
-        first = _Point(_key(points, base), base, list(start_samples), start.locations)
-        self.visits.append(Visit(as_json(base), first.mean))
+                self.visits.append(Visit(as_json(trace), None, m.error))
+                return
+            samples = m.samples
+        points = decision_points(trace)
+        first = _Point(_key(points, trace), trace, list(samples), start.locations, start.mod)
+        self.visits.append(Visit(as_json(trace), first.mean))
+        done = self.visited.setdefault(repr(schedule_part(trace)), set())
         done.add(first.key)
-        return start, points, done, first
+        self.run = _Run(index, first, points, done, first, _neighbours(points, first, 1, self.limit, self.rng, done))
+        self.base = self.base or self.run
 
-    def _measure_batch(self, chosen, inc: "_Point", inc_mod):
-        """Measure a batch with the incumbent re-measured in the same call, so the t-test
-        compares samples taken under the same machine load, not a stale baseline:
-        (the incumbent with fresh samples, the batch's fastest as (key, Replayed, Measurement))."""
-        measured = self.engine.measure([inc_mod] + [r.mod for _, r in chosen])
+    def _close(self) -> None:
+        if self.run.moved:
+            self.ends.append(self.run)
+        self.run = None
+
+    def _next_batch(self, run: _Run, n: int) -> list | None:
+        """Up to ``n`` replayed neighbours to measure (widening the radius while fewer than a
+        batch are queued); [] if none of those popped replayed; None: the start's
+        neighbourhood is exhausted."""
+        while len(run.queue) < self.batch and run.radius < self.max_radius:  # speculation
+            run.radius += 1
+            run.queue += _neighbours(run.points, run.inc, run.radius, self.limit, self.rng,
+                                     run.done | set(run.queue))
+        if not run.queue:
+            return None
+        return self._replay_batch(run, min(self.batch, n))
+
+    def _measure(self, run: _Run, chosen) -> None:
+        """Measure a batch beside the incumbent; move to its fastest if significantly faster."""
+        measured = self.engine.measure([run.inc.mod] + [r.mod for _, r in chosen])
+        inc = run.inc
         if measured[0].ok:
-            inc = _Point(inc.key, inc.trace, measured[0].samples, inc.locations)
+            inc = run.inc = _Point(inc.key, inc.trace, measured[0].samples, inc.locations, inc.mod)
         best = None
         for (key, r), m in zip(chosen, measured[1:]):
             self.visits.append(Visit(as_json(r.trace), m.mean if m.ok else None, m.error))
@@ -278,30 +375,23 @@ class _Search:
             elif best is None or m.mean < best[2].mean:
                 best = (key, r, m)
         self.trials += len(chosen) + 1
-        return inc, best
+        if best is not None and significantly_faster(best[2].samples, inc.samples, self.pvalue)[0]:
+            run.inc = _Point(best[0], best[1].trace, best[2].samples, best[1].locations, best[1].mod)
+            run.radius, run.stale = 1, 0
+            run.queue = _neighbours(run.points, run.inc, 1, self.limit, self.rng, run.done)
+            self.moves += 1
+            return
+        run.stale += 1
+        if run.stale >= self.patience and self.next_start < len(self.starts):
+            self._close()
 
-    def _head_to_head(self, start_mod, first: "_Point", inc: "_Point", inc_mod):
-        """A chain of moves each judged against a fresh incumbent can drift under changing
-        load: keep the end point only if it beats the start measured beside it.
-        -> (the kept point, its p-value or None, the start's samples)."""
-        if inc.trace is first.trace:
-            return inc, None, first.samples
-        final = self.engine.measure([start_mod, inc_mod])
-        self.trials += 2
-        if not (final[0].ok and final[1].ok):
-            return inc, None, first.samples
-        keep, p = significantly_faster(final[1].samples, final[0].samples, self.pvalue)
-        if keep:
-            return _Point(inc.key, inc.trace, final[1].samples, inc.locations), p, final[0].samples
-        return _Point(first.key, first.trace, list(final[0].samples), first.locations), None, final[0].samples
-
-    def _replay_batch(self, queue: list, base, points, done: set, trials: int
-                      ) -> list[tuple[tuple, Replayed]]:
-        """Pop unvisited points off ``queue`` and replay them until a batch is ready;
+    def _replay_batch(self, run: _Run, n: int) -> list[tuple[tuple, Replayed]]:
+        """Pop unvisited points off the queue and replay them until ``n`` are ready;
         points that do not replay are counted as failed."""
         chosen: list[tuple[tuple, Replayed]] = []
-        while queue and len(chosen) < min(self.batch, trials - self.trials):
-            key = queue.pop(0)
+        base, points, done = run.first.trace, run.points, run.done
+        while run.queue and len(chosen) < n:
+            key = run.queue.pop(0)
             if key in done:
                 continue
             done.add(key)

@@ -314,10 +314,10 @@ class Store:
     def model_names(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT name FROM models ORDER BY id")]
 
-    def model_workloads(self, model_id: int) -> list[int]:
-        """The workload ids of a model's tasks."""
-        return [r[0] for r in self.conn.execute(
-            "SELECT workload_id FROM model_tasks WHERE model_id = ? ORDER BY workload_id", (model_id,))]
+    def task_weights(self, model_id: int) -> dict[int, int | None]:
+        """{workload id: weight} of a model's tasks (weight: the kernel's occurrences)."""
+        return dict(self.conn.execute(
+            "SELECT workload_id, weight FROM model_tasks WHERE model_id = ? ORDER BY workload_id", (model_id,)))
 
     def workload_id(self, signature: str) -> int | None:
         row = self.conn.execute("SELECT id FROM workloads WHERE signature = ?", (signature,)).fetchone()
