@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 
@@ -13,16 +14,31 @@ from schedb.errors import SchedbError
 
 
 def handle_errors(f):
-    """User errors become one clean line on stderr and exit status 1, never a traceback."""
+    """A failure is one clean line on stderr and exit status 1; the traceback only with
+    SCHEDB_DEBUG=1."""
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
             return f(*args, **kwargs)
-        except SchedbError as e:
-            raise click.ClickException(str(e)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:
+            if os.environ.get("SCHEDB_DEBUG") == "1":
+                raise
+            raise click.ClickException(error_line(e)) from None
 
     return wrapper
+
+
+def error_line(e: Exception) -> str:
+    if isinstance(e, SchedbError):
+        return str(e)
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    # Not foreseen (TVM's errors span many lines): one line, and how to see the rest.
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]} (SCHEDB_DEBUG=1 shows the traceback)"
 
 
 def quiet_tvm():
@@ -81,12 +97,12 @@ def models(tasks):
 @shape_option
 @target_option
 @click.option("--trials", type=int, default=None, help="Global trial budget (default: per-task x tasks).")
-@click.option("--trials-per-task", type=int, default=32, show_default=True)
+@click.option("--trials-per-task", type=int, default=32, show_default=True, help="Trials per task.")
 @click.option("--trials-per-iter", type=int, default=32, show_default=True,
               help="Candidates per measured batch.")
 @click.option("--time-limit", type=float, default=None,
               help="Stop after this many seconds (the batch in flight finishes).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Work dir to write.")
 @click.option("--db", "db_path", default=None, type=click.Path(dir_okay=False),
               help="Tune into this schedb database: its records of the model's workloads (transferred ones "
@@ -135,7 +151,7 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
 @target_option
 @click.option("--logs", type=click.Path(exists=True), default=None,
               help="MetaSchedule work dir or schedb database with schedules (default: untuned).")
-@click.option("--repeat", type=int, default=10, show_default=True)
+@click.option("--repeat", type=int, default=10, show_default=True, help="Timed runs of each.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @params_option
 @handle_errors
@@ -198,12 +214,10 @@ db_option = click.option(
 @handle_errors
 def ingest(paths, db_path, model, as_json):
     """Ingest tuning logs: MetaSchedule work dirs, Ansor logs, schedb databases."""
-    from schedb.ingest import ingest as run_ingest
-    from schedb.store import Store
+    from schedb.ingest import ingest_into
 
     quiet_tvm()
-    store = Store(db_path)
-    report = run_ingest(store, paths, model=model)
+    report, path = ingest_into(db_path, paths, model=model)
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     for e in report.errors:
@@ -215,7 +229,7 @@ def ingest(paths, db_path, model, as_json):
             f"{report.files} files ingested ({report.already} already in the database), "
             f"{report.new_workloads} new workloads, {report.new_records} new records, "
             f"{report.duplicates} duplicates, {report.invalid} invalid measurements, "
-            f"{report.skipped_lines} lines skipped, {len(report.errors)} files rejected -> {store.path}"
+            f"{report.skipped_lines} lines skipped, {len(report.errors)} files rejected -> {path if path.exists() else 'no database written'}"
         )
     if report.rejected:
         sys.exit(1)
@@ -224,16 +238,19 @@ def ingest(paths, db_path, model, as_json):
 @cli.command()
 @click.argument("query")
 @db_option
-@click.option("--csv", "fmt", flag_value="csv", help="CSV output.")
-@click.option("--json", "fmt", flag_value="json", help="JSON output.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV output.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.option("--write", is_flag=True, help="Allow statements that change the database.")
 @handle_errors
-def sql(query, db_path, fmt, write):
+def sql(query, db_path, as_csv, as_json, write):
     """Run SQL against the database (read-only unless --write)."""
     import csv
 
     from schedb.store import Store
 
+    if as_csv and as_json:
+        raise click.UsageError("--csv and --json exclude each other")
+    fmt = "csv" if as_csv else "json" if as_json else None
     cols, rows = Store(db_path, readonly=not write).query(query)
     # BLOBs (records.digest) as hex, in every output format.
     rows = [tuple(v.hex() if isinstance(v, bytes) else v for v in r) for r in rows]
@@ -313,7 +330,7 @@ def provenance(record_id, db_path):
 @click.argument("folder", type=click.Path(file_okay=False))
 @db_option
 @click.option("--format", "fmt", type=click.Choice(["metaschedule"]), default="metaschedule",
-              show_default=True)
+              show_default=True, help="Work dir format (JSONDatabase's).")
 @click.option("--model", default=None, help="Only the workloads of this model.")
 @click.option("--target", default=None, help="Only records tuned for this target (default: every target).")
 @handle_errors
@@ -333,7 +350,7 @@ def export(folder, db_path, fmt, model, target):
 @shape_option
 @target_option
 @db_option
-@click.option("-k", type=int, default=5, show_default=True)
+@click.option("-k", type=int, default=5, show_default=True, help="Nearest workloads per task.")
 @click.option("--exclude-model", multiple=True, help="Never return workloads only these models tuned.")
 @same_target_option
 @params_option
@@ -439,7 +456,7 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
 @click.option("--trials", type=int, default=32, show_default=True, help="Measurements per workload.")
 @click.option("--starts", type=int, default=3, show_default=True, help="Start from this many best records.")
 @click.option("--pvalue", type=float, default=0.05, show_default=True, help="t-test threshold for a move.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search.")
 @click.option("--save-path", is_flag=True, help="Store every measured point of the search.")
 @click.option("--runner", default="local", show_default=True, help="local or rpc://host:port/key")
 @same_target_option

@@ -43,6 +43,7 @@ def test_cli_sql_is_read_only_by_default(mixed_db, tmp_path):
         result = runner.invoke(cli, args)
         cli_ok(result)
         assert result.exit_code != 0 and msg in result.output, explain(result)
+        assert "read-only" not in result.output, explain(result)  # the hint is for writes only
     assert not (tmp_path / "missing.db").exists()
 
     result = runner.invoke(cli, ["sql", "UPDATE records SET error = 'x' WHERE id = 1", "--db", str(db), "--write"])
@@ -74,6 +75,82 @@ def test_cli_sql_csv_and_json(mixed_db):
     result = runner.invoke(cli, ["sql", "SELECT model, tasks, records FROM model_summary", "--db", str(mixed_db)])
     cli_ok(result)
     assert result.exit_code == 0 and "tiny_mlp" in result.output and "legacy" in result.output, explain(result)
+
+
+def test_cli_sql_refuses_two_output_formats(mixed_db):
+    result = CliRunner().invoke(cli, ["sql", "SELECT 1", "--csv", "--json", "--db", str(mixed_db)])
+    cli_ok(result)
+    assert result.exit_code == 2 and "--csv and --json exclude each other" in result.output, explain(result)
+
+
+def _error_line(result) -> str:
+    """The one line a failed command prints (click's usage errors aside)."""
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), explain(result)
+    return lines[0]
+
+
+def test_failed_commands_create_no_files(mixed_db, tmp_path):
+    runner = CliRunner()
+    err_db = tmp_path / "err.db"
+    result = runner.invoke(cli, ["ingest", str(tmp_path / "nonexistent"), "--db", str(err_db)])
+    cli_ok(result)
+    assert result.exit_code == 1 and "no such file or directory" in result.output, explain(result)
+    assert "no database written" in result.output
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())  # neither err.db nor -wal / -shm
+
+    # An existing database keeps what it holds when an ingest into it fails.
+    db = clone_db(mixed_db, tmp_path / "c.db")
+    before = snapshot(sqlite3.connect(db))
+    result = runner.invoke(cli, ["ingest", str(tmp_path / "nonexistent"), "--db", str(db)])
+    assert result.exit_code == 1 and db.exists() and snapshot(sqlite3.connect(db)) == before, explain(result)
+
+    for args, msg in [(["export", "/proc/nope/out", "--db", str(db)], "/proc/nope: No such file or directory"),
+                      (["ingest", str(TINY), "--db", str(tmp_path / "no" / "dir.db")], "cannot open the database"),
+                      (["export", str(tmp_path / "out"), "--db", str(tmp_path / "none.db")], "no such database")]:
+        result = runner.invoke(cli, args)
+        cli_ok(result)
+        assert result.exit_code == 1 and msg in _error_line(result), explain(result)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "none.db").exists() and not (tmp_path / "no").exists()
+
+    # SCHEDB_DEBUG=1: the exception itself, for a traceback.
+    result = runner.invoke(cli, ["export", "/proc/nope/out", "--db", str(db)], env={"SCHEDB_DEBUG": "1"})
+    assert isinstance(result.exception, OSError), explain(result)
+
+
+def test_unknown_mcpu_is_refused_with_the_cpus_llvm_knows(mixed_db, tmp_path):
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "out"), "--target", "llvm -mcpu=notacpu",
+                                      "--db", str(mixed_db)])
+    cli_ok(result)
+    line = _error_line(result)
+    assert result.exit_code == 1 and "unknown mcpu 'notacpu'" in line, explain(result)
+    assert "skylake-avx512" in line.split("it knows:")[1] and "znver4" in line  # LLVM's own list
+    assert not (tmp_path / "out").exists()
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "out"), "--target", "llvm -mcpu=skylake-avx512",
+                                      "--db", str(mixed_db)])
+    assert result.exit_code == 0 and "wrote 0 workloads, 0 records" in result.output, explain(result)
+
+
+def _commands(cmd, path=("schedb",)):
+    yield path, cmd
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_every_command_and_option_has_help():
+    import click
+
+    runner = CliRunner()
+    seen = []
+    for path, cmd in _commands(cli):
+        result = runner.invoke(cli, [*path[1:], "--help"])
+        assert result.exit_code == 0, explain(result)
+        summary = result.output.split("Options:")[0].split("\n", 2)[-1].strip()
+        assert summary and cmd.help and summary.startswith(cmd.help.split()[0]), (path, result.output)
+        missing = [p.name for p in cmd.params if isinstance(p, click.Option) and not p.help]
+        assert not missing, (path, missing)
+        seen.append(" ".join(path))
+    assert {"schedb show record", "schedb show workload", "schedb transfer"} <= set(seen)
 
 
 def _table_cells(text: str) -> dict:

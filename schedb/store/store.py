@@ -56,13 +56,16 @@ class Store:
     def __init__(self, path: str | os.PathLike | None = None, readonly: bool = False):
         self.path = Path(path or default_path())
         self.readonly = readonly
-        if readonly:
-            if not self.path.exists():
-                raise SchedbError(f"{self.path}: no such database")
-            uri = f"file:{self.path.resolve()}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        else:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        if readonly and not self.path.exists():
+            raise SchedbError(f"{self.path}: no such database")
+        try:
+            if readonly:
+                uri = f"file:{self.path.resolve()}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            else:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:  # e.g. a folder that does not exist or is not writable
+            raise SchedbError(f"{self.path}: cannot open the database ({e})") from None
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         # Candidates of every target are ranked in SQL by how alike their target is.
@@ -367,7 +370,9 @@ class Store:
             cur = self.conn.execute(sql, params)
             return [d[0] for d in cur.description or []], cur.fetchall()
         except sqlite3.Error as e:
-            hint = " (the database is open read-only; --write allows changes)" if self.readonly else ""
+            # The hint only for what the read-only connection refused: a write, ATTACH (authorizer).
+            refused = "readonly" in str(e) or "authoriz" in str(e)
+            hint = " (the database is open read-only; --write allows changes)" if self.readonly and refused else ""
             raise SchedbError(f"SQL error: {e}{hint}") from None
 
     def workload_summary(self, workload_id: int) -> dict:
