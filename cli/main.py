@@ -69,10 +69,11 @@ def cli():
 
 
 @cli.command()
-@click.option("--tasks/--no-tasks", default=True, help="Count each model's tasks (imports every model).")
+@click.option("--tasks/--no-tasks", default=False, show_default=True,
+              help="Count each model's tasks (imports and lowers every model: minutes).")
 @handle_errors
 def models(tasks):
-    """The model zoo, with task counts."""
+    """The model zoo (with task counts: --tasks)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -282,32 +283,91 @@ def show():
 @show.command("workload")
 @click.argument("workload_id", type=int)
 @db_option
+@click.option("--json", "as_json", is_flag=True, help="The summary as JSON (description parsed, no TIR).")
 @handle_errors
-def show_workload(workload_id, db_path):
-    """A workload in full: description, models, best record, record count."""
+def show_workload(workload_id, db_path, as_json):
+    """A workload: its summary (models, best record, record count) and its TIR as TVM script."""
     from schedb.store import Store
+    from schedb.store.records import workload_details
 
-    w = Store(db_path, readonly=True).workload_summary(workload_id)
-    click.echo(json.dumps(w, indent=1))
+    store = Store(db_path, readonly=True)
+    if as_json:
+        click.echo(json.dumps(store.workload_summary(workload_id), indent=1))
+        return
+    w = workload_details(store, workload_id)
+    best = w["best"]
+    print_grid([
+        ("workload", w["id"], "kind", w["kind"]),
+        ("shapes", w["shapes"], "dtypes", w["dtypes"]),
+        ("models", ", ".join(w["models"]) or "-", "records", w["records"]),
+        ("best", f"record {best['id']}: {best['mean_s'] * 1e6:.2f} us ({best['origin']})" if best else "-",
+         "tvm", w["tvm_version"]),
+        ("signature", w["signature"], "legacy key", w["legacy_key"] or "-"),
+    ])
+    click.echo(w["script"] if w["script"] else "(a legacy Ansor workload: no TIR stored)")
 
 
 @show.command("record")
 @click.argument("record_id", type=int)
 @db_option
+@click.option("--json", "as_json", is_flag=True, help="The stored row as JSON: trace, run times, target parsed.")
+@click.option("--full", is_flag=True, help="The whole trace, the postprocessing part too.")
 @handle_errors
-def show_record(record_id, db_path):
-    """A record in full: trace, run times, target and provenance columns."""
+def show_record(record_id, db_path, as_json, full):
+    """A record: where it came from, as a table, and its schedule in TVM's Python form."""
     from schedb.store import Store
+    from schedb.store.records import record_details
+    from schedb.tir.target import label
 
-    store = Store(db_path, readonly=True)
-    r = store.record(record_id)
-    if r is None:
+    d = record_details(Store(db_path, readonly=True), record_id, script=not as_json)
+    if d is None:
         raise SchedbError(f"no record {record_id}")
-    for k in ("trace", "run_secs", "args_info", "target"):
-        r[k] = json.loads(r[k]) if r[k] else None
-    if isinstance(r["digest"], bytes):
-        r["digest"] = r["digest"].hex()
-    click.echo(json.dumps(r, indent=1))
+    r, lin = d["row"], d["lineage"]
+    if as_json:
+        for k in ("trace", "run_secs", "args_info", "target"):
+            r[k] = json.loads(r[k]) if r[k] else None
+        click.echo(json.dumps(r, indent=1))
+        return
+    samples = json.loads(r["run_secs"]) if r["run_secs"] else []
+    print_grid([
+        ("record", r["id"], "workload", f"{r['workload_id']} ({lin['kind']})"),
+        ("origin", r["origin"], "mean", f"{r['mean_s'] * 1e6:.2f} us over {len(samples)} run{'s' * (len(samples) != 1)}"
+         if r["valid"] else f"invalid: {r['error']}"),
+        ("target", label(r["target"]), "model", lin["model"] or "-"),
+        ("file", f"{lin['file']}:{r['line']}" if lin["file"] else "-", "parent", r["parent_id"] or "-"),
+        ("from workload", "-" if r["source_workload_id"] is None else
+         f"{r['source_workload_id']} (distance {r['distance']:.3f})", "created", r["created_at"]),
+        ("tvm", r["tvm_version"], "digest", r["digest"]),
+    ])
+    if d["script"] is None:
+        click.echo(f"note: {d['script_note']}")
+        insts, decisions = json.loads(r["trace"]) if r["format"] == "ms-trace" else (json.loads(r["trace"]), None)
+        for inst in insts:
+            click.echo(json.dumps(inst))
+        if decisions is not None:
+            click.echo(f"decisions: {json.dumps(decisions)}")
+        return
+    lines = d["script"].splitlines()
+    cut = next((i for i, x in enumerate(lines) if x.strip() == "sch.enter_postproc()"), len(lines))
+    if full or cut == len(lines):
+        click.echo(d["script"])
+    else:
+        click.echo("\n".join(lines[:cut]))
+        click.echo(f"  # then {len(lines) - cut} postprocessing instructions, re-derived for each CPU (--full)")
+
+
+def print_grid(rows):
+    """Label / value pairs, two per line."""
+    from rich.console import Console
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    for _ in range(2):
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(overflow="fold")
+    for row in rows:
+        grid.add_row(*["-" if v is None else str(v) for v in row])
+    Console(width=200, highlight=False).print(grid)
 
 
 @cli.command()

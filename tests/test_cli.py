@@ -7,10 +7,11 @@ import io
 import json
 import sqlite3
 
+import pytest
 from click.testing import CliRunner
 
 from helpers import explain
-from ingest_common import TINY, TINY_R, cli_ok, clone_db, snapshot
+from ingest_common import ROOT, TINY, TINY_R, cli_ok, clone_db, snapshot
 
 from cli.main import cli
 
@@ -173,7 +174,7 @@ def test_cli_show_and_provenance(mixed_db):
     ansor_rid = conn.execute("SELECT id FROM records WHERE format = 'ansor-steps' LIMIT 1").fetchone()[0]
     runner = CliRunner()
 
-    result = runner.invoke(cli, ["show", "workload", str(wid), "--db", str(mixed_db)])
+    result = runner.invoke(cli, ["show", "workload", str(wid), "--db", str(mixed_db), "--json"])
     cli_ok(result)
     w = json.loads(result.stdout)
     assert w["id"] == wid and w["models"] == ["tiny_mlp"] and w["best"]["id"] == rid
@@ -181,7 +182,7 @@ def test_cli_show_and_provenance(mixed_db):
     assert "ms_workload" not in w and isinstance(w["description"], dict)
 
     for r in (rid, ansor_rid):
-        result = runner.invoke(cli, ["show", "record", str(r), "--db", str(mixed_db)])
+        result = runner.invoke(cli, ["show", "record", str(r), "--db", str(mixed_db), "--json"])
         cli_ok(result)
         rec = json.loads(result.stdout)
         assert rec["id"] == r and isinstance(rec["trace"], list) and isinstance(rec["target"], dict)
@@ -215,3 +216,56 @@ def test_cli_ingest_json_report(tmp_path):
     result = CliRunner().invoke(cli, ["ingest", str(TINY), "--db", str(tmp_path / "notes.txt")])
     cli_ok(result)
     assert result.exit_code != 0 and "not a schedb database" in result.output, explain(result)
+
+
+@pytest.fixture(scope="module")
+def cnn_db(tmp_path_factory):
+    """fixtures/tiny_cnn (conv2d records) ingested."""
+    db = tmp_path_factory.mktemp("cnn") / "cnn.db"
+    result = CliRunner().invoke(cli, ["ingest", str(ROOT / "fixtures" / "tiny_cnn"), "--db", str(db)])
+    assert result.exit_code == 0, explain(result)
+    return db
+
+
+def test_show_record_is_a_table_and_tvms_python_schedule(cnn_db, tmp_path):
+    conn = sqlite3.connect(cnn_db)
+    rid, line, mean_s = conn.execute(
+        "SELECT r.id, r.line, r.mean_s FROM records r JOIN workloads w ON w.id = r.workload_id"
+        " WHERE w.kind LIKE '%conv2d%' AND r.valid = 1 ORDER BY length(r.trace) DESC LIMIT 1").fetchone()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["show", "record", str(rid), "--db", str(cnn_db)])
+    cli_ok(result)
+    out = result.stdout
+    assert result.exit_code == 0 and len(out.splitlines()) <= 60, out  # the longest conv2d trace of the fixture
+    assert f"{mean_s * 1e6:.2f} us" in out and "tiny_cnn" in out and f"database_tuning_record.json.gz:{line}" in out
+    assert "def apply_trace(sch: s_tir.Schedule) -> None:" in out
+    assert 'sch.get_sblock(name="conv2d_nchw", func_name="main")' in out and "sample_perfect_tile" in out
+    assert "postprocessing instructions" in out and "sch.enter_postproc()" not in out
+
+    full = runner.invoke(cli, ["show", "record", str(rid), "--db", str(cnn_db), "--full"]).stdout
+    assert "sch.enter_postproc()" in full and len(full.splitlines()) > len(out.splitlines())
+
+    # A trace this TVM cannot read: the stored JSON, one instruction a line, and why.
+    db = clone_db(cnn_db, tmp_path / "bad.db")
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE records SET trace = ? WHERE id = ?", ('[[["NoSuchInstruction",[],[],[]]],[]]', rid))
+    result = runner.invoke(cli, ["show", "record", str(rid), "--db", str(db)])
+    cli_ok(result)
+    assert result.exit_code == 0 and "note: this TVM cannot read the trace" in result.stdout, explain(result)
+    assert '["NoSuchInstruction", [], [], []]' in result.stdout
+
+
+def test_show_record_of_a_legacy_ansor_log(mixed_db):
+    rid = sqlite3.connect(mixed_db).execute("SELECT id FROM records WHERE format = 'ansor-steps'").fetchone()[0]
+    result = CliRunner().invoke(cli, ["show", "record", str(rid), "--db", str(mixed_db)])
+    cli_ok(result)
+    assert result.exit_code == 0 and "legacy Ansor" in result.stdout and '"SP"' in result.stdout, explain(result)
+
+
+def test_show_workload_prints_its_tir(cnn_db):
+    wid = sqlite3.connect(cnn_db).execute("SELECT id FROM workloads WHERE kind LIKE '%conv2d%'").fetchone()[0]
+    result = CliRunner().invoke(cli, ["show", "workload", str(wid), "--db", str(cnn_db)])
+    cli_ok(result)
+    out = result.stdout
+    assert result.exit_code == 0 and "@T.prim_func" in out and "def main(" in out and 'T.sblock("conv2d_nchw")' in out, out
+    assert "tiny_cnn" in out and "record " in out  # models and the best record
