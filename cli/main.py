@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import threading
 import time
 
 import click
@@ -46,6 +47,46 @@ def quiet_tvm():
     import logging
 
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+
+
+class Reporter:
+    """Progress on stderr, stamped with the seconds since the command started. On a terminal
+    a rich status line shows the phase in flight; otherwise (a log file) plain lines, never
+    wrapped, with each phase's start and end and a heartbeat every HEARTBEAT_S seconds
+    (tvm.compile of a model is a minute of silence otherwise)."""
+
+    HEARTBEAT_S = 10.0
+
+    def __init__(self):
+        from rich.console import Console
+
+        self.console = Console(stderr=True, soft_wrap=True, highlight=False)
+        self.t0 = time.perf_counter()
+        self._stop = None
+
+    def line(self, text: str):
+        self.console.print(f"[{time.perf_counter() - self.t0:7.1f}s] {text}", markup=False)
+
+    def phase(self, name: str, seconds: float | None):
+        """A schedb.pipeline.phases callback."""
+        if seconds is not None:
+            self._stop.set()
+            self._thread.join()
+            self.line(f"{name}: done in {seconds:.1f} s")
+            return
+        self.line(f"{name} ...")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(name, time.perf_counter(), self._stop), daemon=True)
+        self._thread.start()
+
+    def _beat(self, name, started, stop):
+        if self.console.is_terminal:
+            with self.console.status(name) as status:
+                while not stop.wait(1.0):
+                    status.update(f"{name} ({time.perf_counter() - started:.0f} s)")
+        else:
+            while not stop.wait(self.HEARTBEAT_S):
+                self.line(f"{name}: still running, {time.perf_counter() - started:.0f} s")
 
 
 model_option = click.option(
@@ -115,17 +156,16 @@ def models(tasks):
 def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_iter, time_limit, seed, out,
          db_path, resume, params_as_inputs):
     """Tune every task of a model with MetaSchedule into a standard work dir."""
-    from rich.console import Console
-
     from schedb.models import load_model
+    from schedb.pipeline.phases import phase
     from schedb.tir.target import parse_target
     from schedb.pipeline.tune import tune as run_tune
 
     quiet_tvm()
-    console = Console(stderr=True)
+    report = Reporter()
     tgt = parse_target(target)
-    model = load_model(model_spec, input_shape)
-    t0 = time.perf_counter()
+    with phase(report.phase, "importing the model"):
+        model = load_model(model_spec, input_shape)
     last = [0.0]
 
     def progress(task, done, total, best, finished, n):
@@ -134,14 +174,11 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
             return
         last[0] = now
         best_s = f"{best * 1e6:.1f} us" if best != float("inf") else "-"
-        console.print(
-            f"[{now - t0:7.1f}s] tasks {finished}/{n}  trials {done}/{total}  "
-            f"{task}: best {best_s}", highlight=False,
-        )
+        report.line(f"tasks {finished}/{n}  trials {done}/{total}  {task}: best {best_s}")
 
     meta = run_tune(model, tgt, out, trials=trials, trials_per_task=trials_per_task,
                     trials_per_iter=trials_per_iter, seed=seed, progress=progress, time_limit=time_limit,
-                    bind_params=not params_as_inputs, resume=resume, database=db_path)
+                    bind_params=not params_as_inputs, resume=resume, database=db_path, on_phase=report.phase)
     click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['trials']} trials, "
                f"{meta['wall_time_s']} s -> {out}")
 
@@ -460,32 +497,33 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
              trials, budget, runner, report_path, same_target_only, params_as_inputs, search_trials):
     """Transfer-tune a model from the schedules in the database."""
-    from rich.console import Console
-
     from schedb.models import load_model
+    from schedb.pipeline.phases import phase
     from schedb.store import Store
     from schedb.tir.target import parse_target
     from schedb.pipeline.transfer import Options, transfer as run_transfer
 
     quiet_tvm()
-    console = Console(stderr=True)
+    report = Reporter()
     store = Store(db_path)
     opts = Options(k=k, sources=sources.split(",") if sources else None, exclude=list(exclude_model),
                    droplet=droplet, droplet_trials=droplet_trials, trials=trials,
                    budget_s=budget * 60 if budget is not None else None, runner=runner,
                    same_target_only=same_target_only, bind_params=not params_as_inputs,
                    search_trials=search_trials)
-    t0 = time.perf_counter()
+    tgt = parse_target(target)
 
     def progress(done, total, r):
         best = r.refined_us or r.transferred_us
-        console.print(f"[{time.perf_counter() - t0:7.1f}s] task {done}/{total} {r.task}: {r.source}"
-                      + (f" {r.untuned_us:.1f} -> {best:.1f} us" if best and r.untuned_us else
-                         f" ({r.reason})" if r.reason else ""), highlight=False)
+        report.line(f"task {done}/{total} {r.task}: {r.source}"
+                    + (f" {r.untuned_us:.1f} -> {best:.1f} us" if best and r.untuned_us else
+                       f" ({r.reason})" if r.reason else ""))
 
-    rep = run_transfer(store, load_model(model_spec, input_shape), parse_target(target), opts, progress)
+    with phase(report.phase, "importing the model"):
+        model = load_model(model_spec, input_shape)
+    rep = run_transfer(store, model, tgt, opts, progress, on_phase=report.phase)
     for note in rep.notes:
-        console.print(f"note: {note}", highlight=False)
+        report.console.print(f"note: {note}", markup=False)
     cols = ["task", "weight", "source", "from", "distance", "untuned_us", "transferred_us", "refined_us"]
     rows = [[r.task, r.weight, r.source, _source(r, rep.target) or r.reason or "",
              "" if r.distance is None else f"{r.distance:.2f}",
@@ -503,6 +541,8 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     u, t = rep.e2e["untuned"]["median_ms"], rep.e2e["transferred"]["median_ms"]
     click.echo(f"speed-up over untuned: {u / t:.2f}x (transferred)"
                + (f", {u / rep.e2e['refined']['median_ms']:.2f}x (refined)" if "refined" in rep.e2e else ""))
+    load = rep.load_average
+    click.echo(f"load average (1 min) {load['before'][0]:.2f} before timing, {load['after'][0]:.2f} after")
     if report_path:
         with open(report_path, "w") as f:
             json.dump(rep.as_dict(), f, indent=1)
@@ -551,6 +591,19 @@ def droplet(model_name, workload_ids, target, db_path, trials, starts, pvalue, s
                 [[r.workload_id, r.kind, _fmt(r.start_us), _fmt(r.best_us), f"{r.start_us / r.best_us:.2f}x",
                   r.trials, r.failed, "" if r.pvalue is None else f"{r.pvalue:.3g}", r.record_id or ""]
                  for r in done])
+
+
+@cli.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8001, show_default=True, help="Port to listen on.")
+@handle_errors
+def browse(db_path, host, port):
+    """Browse the database in a web browser (datasette, read-only): provenance queries and search charts."""
+    from schedb.pipeline.browse import serve
+    from schedb.store import default_path
+
+    serve(db_path or default_path(), host=host, port=port)
 
 
 def _source(r, here):

@@ -269,3 +269,22 @@ def test_show_workload_prints_its_tir(cnn_db):
     out = result.stdout
     assert result.exit_code == 0 and "@T.prim_func" in out and "def main(" in out and 'T.sblock("conv2d_nchw")' in out, out
     assert "tiny_cnn" in out and "record " in out  # models and the best record
+
+
+def test_progress_heartbeat_inside_a_long_phase(capsys, monkeypatch):
+    """Off a terminal, a phase that takes long says it is still running, every HEARTBEAT_S."""
+    import time
+
+    from cli.main import Reporter
+
+    monkeypatch.setattr(Reporter, "HEARTBEAT_S", 0.05)
+    report = Reporter()
+    report.phase("compiling transferred", None)
+    time.sleep(0.3)
+    report.phase("compiling transferred", 0.3)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("] compiling transferred ...") and lines[-1].endswith("compiling transferred: done in 0.3 s")
+    beats = [x for x in lines if "compiling transferred: still running" in x]
+    assert len(beats) >= 2 and len(lines) == len(beats) + 2
+    time.sleep(0.15)
+    assert capsys.readouterr().err == ""  # the heartbeat ends with its phase
