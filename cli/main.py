@@ -156,14 +156,16 @@ def models(tasks):
 def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_iter, time_limit, seed, out,
          db_path, resume, params_as_inputs):
     """Tune every task of a model with MetaSchedule into a standard work dir."""
-    from schedb.models import load_model
     from schedb.pipeline.phases import phase
-    from schedb.tir.target import parse_target
-    from schedb.pipeline.tune import tune as run_tune
 
-    quiet_tvm()
     report = Reporter()
-    tgt = parse_target(target)
+    with phase(report.phase, "loading TVM and PyTorch"):  # seconds of imports, the first thing a user waits for
+        from schedb.models import load_model
+        from schedb.pipeline.tune import tune as run_tune
+        from schedb.tir.target import parse_target
+
+        tgt = parse_target(target)
+    quiet_tvm()
     with phase(report.phase, "importing the model"):
         model = load_model(model_spec, input_shape)
     last = [0.0]
@@ -497,21 +499,23 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
              trials, budget, runner, report_path, same_target_only, params_as_inputs, search_trials):
     """Transfer-tune a model from the schedules in the database."""
-    from schedb.models import load_model
     from schedb.pipeline.phases import phase
-    from schedb.store import Store
-    from schedb.tir.target import parse_target
-    from schedb.pipeline.transfer import Options, transfer as run_transfer
 
-    quiet_tvm()
     report = Reporter()
+    with phase(report.phase, "loading TVM and PyTorch"):  # seconds of imports, the first thing a user waits for
+        from schedb.models import load_model
+        from schedb.pipeline.transfer import Options, transfer as run_transfer
+        from schedb.store import Store
+        from schedb.tir.target import parse_target
+
+        tgt = parse_target(target)
+    quiet_tvm()
     store = Store(db_path)
     opts = Options(k=k, sources=sources.split(",") if sources else None, exclude=list(exclude_model),
                    droplet=droplet, droplet_trials=droplet_trials, trials=trials,
                    budget_s=budget * 60 if budget is not None else None, runner=runner,
                    same_target_only=same_target_only, bind_params=not params_as_inputs,
                    search_trials=search_trials)
-    tgt = parse_target(target)
 
     def progress(done, total, r):
         best = r.refined_us or r.transferred_us

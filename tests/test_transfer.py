@@ -195,7 +195,7 @@ def test_transfer_cli_report(source_db, tmp_path):
     assert len(rep["e2e"]["pytorch"]["samples_ms"]) == len(rep["e2e"]["untuned"]["samples_ms"]) == 10
     assert all(len(rep["load_average"][k]) == 3 for k in ("before", "after"))
     assert "load average (1 min)" in res.output
-    for name in ("importing the model", "lowering", "extracting tasks", "building the index",
+    for name in ("loading TVM and PyTorch", "importing the model", "lowering", "extracting tasks", "building the index",
                  "searching 4 tasks", "compiling untuned", "compiling transferred",
                  "timing untuned, transferred, pytorch interleaved, 10 rounds"):
         assert f"] {name} ...\n" in res.output and f"] {name}: done in " in res.output, res.output

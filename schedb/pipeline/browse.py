@@ -27,7 +27,7 @@ def metadata(db_name: str) -> dict:
             "Schedules and where they came from. Canned queries answer the provenance questions; "
             f'<a href="{CHART_PATH}">{CHART_PATH}?workload=ID</a> charts a workload\'s search.'),
         "databases": {db_name: {"queries": {
-            name: {"title": title, "description": text, "sql": sql.strip()}
+            name: {"title": title, "description": text, "sql": sql.strip(), "hide_sql": True}
             for name, (title, text, sql) in CANNED.items()}}},
     }
 
@@ -88,7 +88,7 @@ def chart_svg(rows: list[dict], workload: int, width: int = 720, height: int = 3
     valid = [r for r in rows if r["valid"] and r["us"]]
     if not valid:
         return f"<p>No valid measurement of workload {workload}.</p>"
-    left, right, top, bottom = 70, 20, 20, 40
+    left, right, top, bottom = 90, 20, 20, 40
     n = rows[-1]["n"]
     lo, hi = math.log10(min(r["us"] for r in valid)), math.log10(max(r["us"] for r in valid))
     hi = hi if hi > lo else lo + 1
@@ -105,7 +105,7 @@ def chart_svg(rows: list[dict], workload: int, width: int = 720, height: int = 3
              'fill="none" stroke="#999"/>']
     for v in sorted({lo, hi, (lo + hi) / 2}):
         parts.append(f'<text x="{left - 6}" y="{y(10 ** v) + 4:.1f}" text-anchor="end" font-size="11">'
-                     f"{10 ** v:.3g} us</text>")
+                     f"{_us(10 ** v)}</text>")
     parts.append(f'<text x="{width / 2}" y="{height - 8}" text-anchor="middle" font-size="12">'
                  f"measurement (1 to {n}, in the order made)</text>")
     best = [(x(r["n"]), y(r["best_us"])) for r in rows if r["best_us"]]
@@ -124,7 +124,11 @@ def chart_svg(rows: list[dict], workload: int, width: int = 720, height: int = 3
     parts.append("</svg>")
     final = valid and min(r["us"] for r in valid)
     return ("".join(parts) + f"<p>{len(rows)} measurements, {len(rows) - len(valid)} failed; "
-            f"best {final:.2f} us (red: best so far, blue: each measurement).</p>")
+            f"best {_us(final)} (red: best so far, blue: each measurement).</p>")
+
+
+def _us(value: float) -> str:
+    return f"{value:,.0f} us" if value >= 100 else f"{value:.3g} us"
 
 
 def _page(title: str, body: str) -> str:
