@@ -257,7 +257,9 @@ def ingest(paths, db_path, model, as_json):
     from schedb.ingest import ingest_into
 
     quiet_tvm()
-    report, path = ingest_into(db_path, paths, model=model)
+    progress = Reporter()
+    report, path = ingest_into(db_path, paths, model=model, on_file=lambda f, r: progress.line(
+        f"{f}: {r.files} files, {r.new_records} new records so far"))
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     for e in report.errors:

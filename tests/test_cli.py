@@ -210,6 +210,7 @@ def test_cli_ingest_json_report(tmp_path):
     assert result.exit_code == 0, explain(result)
     rep = json.loads(result.stdout)
     assert rep["new_records"] == len(TINY_R) and rep["files"] == 1 and rep["errors"] == []
+    assert f"database_tuning_record.json.gz: 1 files, {len(TINY_R)} new records so far" in result.stderr
     result = CliRunner().invoke(cli, ["ingest", str(TINY), "--db", str(db)])
     assert result.exit_code == 0 and "(1 already in the database)" in result.output, explain(result)
     (tmp_path / "notes.txt").write_text("hello")

@@ -91,7 +91,8 @@ def ingest(store: Store, paths, model: str | None = None,
     return report
 
 
-def ingest_into(db_path, paths, model: str | None = None) -> tuple[Report, Path]:
+def ingest_into(db_path, paths, model: str | None = None,
+                on_file: Callable[[str, Report], None] | None = None) -> tuple[Report, Path]:
     """``ingest`` into the database at ``db_path`` (default: $SCHEDB_DB or ./schedb.db),
     created if need be: (report, database path). A database this call created is removed
     again when every input was rejected, so a failed ingest leaves no file behind."""
@@ -99,7 +100,7 @@ def ingest_into(db_path, paths, model: str | None = None) -> tuple[Report, Path]
     created = not path.exists()
     store = Store(path)
     try:
-        report = ingest(store, paths, model=model)
+        report = ingest(store, paths, model=model, on_file=on_file)
     finally:
         store.close()
     if created and report.rejected and report.files == 0:
