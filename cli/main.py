@@ -67,12 +67,13 @@ class Reporter:
     def line(self, text: str):
         self.console.print(f"[{time.perf_counter() - self.t0:7.1f}s] {text}", markup=False)
 
-    def phase(self, name: str, seconds: float | None):
+    def phase(self, name: str, event: str, seconds: float):
         """A schedb.pipeline.phases callback."""
-        if seconds is not None:
+        if event != "start":
             self._stop.set()
             self._thread.join()
-            self.line(f"{name}: done in {seconds:.1f} s")
+            if event == "end":  # a failure is told by the error line that follows
+                self.line(f"{name}: done in {seconds:.1f} s")
             return
         self.line(f"{name} ...")
         self._stop = threading.Event()

@@ -277,15 +277,24 @@ def test_progress_heartbeat_inside_a_long_phase(capsys, monkeypatch):
     import time
 
     from cli.main import Reporter
+    from schedb.pipeline.phases import phase
 
     monkeypatch.setattr(Reporter, "HEARTBEAT_S", 0.05)
     report = Reporter()
-    report.phase("compiling transferred", None)
-    time.sleep(0.3)
-    report.phase("compiling transferred", 0.3)
+    with phase(report.phase, "compiling transferred"):
+        time.sleep(0.3)
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].endswith("] compiling transferred ...") and lines[-1].endswith("compiling transferred: done in 0.3 s")
     beats = [x for x in lines if "compiling transferred: still running" in x]
     assert len(beats) >= 2 and len(lines) == len(beats) + 2
     time.sleep(0.15)
     assert capsys.readouterr().err == ""  # the heartbeat ends with its phase
+
+    with pytest.raises(ValueError), phase(report.phase, "timing"):
+        time.sleep(0.1)
+        raise ValueError("x")
+    time.sleep(0.15)
+    lines = capsys.readouterr().err.splitlines()  # no "done", and the heartbeat stopped
+    assert lines[0].endswith("] timing ...") and all("still running" in x for x in lines[1:3]) and len(lines) <= 3
+    time.sleep(0.15)
+    assert capsys.readouterr().err == ""

@@ -1,8 +1,9 @@
 """Phases of a long pipeline call, reported to the caller (the CLI formats them).
 
-``on_phase(name, None)`` when a phase starts and ``on_phase(name, seconds)`` when it ends:
-lowering a model, extracting its tasks, building the index, the search, each compile and
-timing. A phase that fails reports no end; the exception says why."""
+``on_phase(name, event, seconds)`` with event ``"start"`` (seconds 0) when a phase starts,
+``"end"`` when it ends and ``"failed"`` when it raised (the exception goes on): loading a
+model, lowering it, extracting its tasks, building the index, the search, each compile
+and the timing."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
-PhaseCallback = Callable[[str, "float | None"], None]
+PhaseCallback = Callable[[str, str, float], None]
 
 
 @contextmanager
@@ -19,6 +20,10 @@ def phase(on_phase: PhaseCallback | None, name: str):
         yield
         return
     t0 = time.perf_counter()
-    on_phase(name, None)
-    yield
-    on_phase(name, time.perf_counter() - t0)
+    on_phase(name, "start", 0.0)
+    try:
+        yield
+    except BaseException:
+        on_phase(name, "failed", time.perf_counter() - t0)
+        raise
+    on_phase(name, "end", time.perf_counter() - t0)
