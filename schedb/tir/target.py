@@ -39,7 +39,7 @@ def parse_target(spec: str | dict | None, check_cpu: bool = True):
     else:
         cfg = shorthand_to_dict(spec)
     # Before TVM sees it: TVM logs an unknown mcpu and compiles for a generic CPU.
-    if check_cpu and isinstance(cfg, dict) and cfg.get("kind") == "llvm" and cfg.get("mcpu"):
+    if check_cpu and isinstance(cfg, dict) and cfg.get("kind") == "llvm" and isinstance(cfg.get("mcpu"), str):
         known = llvm_cpus(cfg.get("mtriple"))
         if str(cfg["mcpu"]) not in known:
             raise SchedbError(f"unknown mcpu {cfg['mcpu']!r} for LLVM ({_llvm_triple(cfg.get('mtriple'))}); "
