@@ -124,3 +124,20 @@ def test_browse_provenance_queries_and_search_chart(server, browse_db):
     dom = chromium("--dump-dom", f"{server}/-/schedb/chart?workload={wid}")
     assert "<svg" in dom and dom.count('class="measured"') == n, dom[:2000]
     assert f"{n} measurements" in dom
+
+
+def test_browse_errors_are_one_line(browse_db, tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    result = CliRunner().invoke(cli, ["browse", "--db", str(tmp_path / "missing.db")])
+    assert result.exit_code == 1 and result.output == f"Error: {tmp_path / 'missing.db'}: no such database\n"
+    assert not (tmp_path / "missing.db").exists()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["browse", "--db", str(browse_db[0]), "--port", str(port)])
+    assert result.exit_code == 1 and result.output.startswith(f"Error: cannot serve on 127.0.0.1:{port}: ")
+    assert len(result.output.splitlines()) == 1, result.output

@@ -70,13 +70,19 @@ class ChartPlugin:
 
 def serve(db_path, host: str = "127.0.0.1", port: int = 8001):
     """Serve ``app(db_path)`` until interrupted."""
+    import socket
+
     import uvicorn
 
     application = app(db_path)
+    try:  # uvicorn logs a failed bind and exits: say it in one line first
+        socket.create_server((host, port)).close()
+    except OSError as e:
+        raise SchedbError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
     print(f"schedb browse: http://{host}:{port}/", file=sys.stderr, flush=True)
     try:
         uvicorn.run(application, host=host, port=port, log_level="warning")
-    except SystemExit as e:  # uvicorn exits when it cannot bind
+    except SystemExit as e:  # the port was taken meanwhile
         raise SchedbError(f"cannot serve on {host}:{port}") from e
 
 
