@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import threading
 import time
 
 import click
@@ -14,25 +15,31 @@ from schedb.errors import SchedbError
 
 
 def handle_errors(f):
-    """Every failure becomes one line on stderr and exit status 1; SCHEDB_DEBUG=1 shows the
-    traceback of one that is not a user error (a bug, or an input no check foresaw)."""
+    """A failure is one clean line on stderr and exit status 1; the traceback only with
+    SCHEDB_DEBUG=1."""
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
             return f(*args, **kwargs)
-        except SchedbError as e:
-            raise click.ClickException(str(e)) from None
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as e:
             if os.environ.get("SCHEDB_DEBUG") == "1":
                 raise
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-            raise click.ClickException(
-                f"{type(e).__name__}: {first} (SCHEDB_DEBUG=1 shows the traceback)") from None
+            raise click.ClickException(error_line(e)) from None
 
     return wrapper
+
+
+def error_line(e: Exception) -> str:
+    if isinstance(e, SchedbError):
+        return str(e)
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    # Not foreseen (TVM's errors span many lines): one line, and how to see the rest.
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]} (SCHEDB_DEBUG=1 shows the traceback)"
 
 
 def quiet_tvm():
@@ -43,6 +50,48 @@ def quiet_tvm():
 
 
 ROW_ID = click.IntRange(1, 2**63 - 1)  # an SQLite rowid
+
+
+class Reporter:
+    """Progress on stderr, stamped with the seconds since the command started. On a terminal
+    a rich status line shows the phase in flight; otherwise (a log file) plain lines, never
+    wrapped, with each phase's start and end and a heartbeat every HEARTBEAT_S seconds
+    (tvm.compile of a model is a minute of silence otherwise)."""
+
+    HEARTBEAT_S = 10.0
+
+    def __init__(self):
+        from rich.console import Console
+
+        self.console = Console(stderr=True, soft_wrap=True, highlight=False)
+        self.t0 = time.perf_counter()
+        self._stop = None
+
+    def line(self, text: str):
+        self.console.print(f"[{time.perf_counter() - self.t0:7.1f}s] {text}", markup=False)
+
+    def phase(self, name: str, event: str, seconds: float):
+        """A schedb.pipeline.phases callback."""
+        if event != "start":
+            self._stop.set()
+            self._thread.join()
+            if event == "end":  # a failure is told by the error line that follows
+                self.line(f"{name}: done in {seconds:.1f} s")
+            return
+        self.line(f"{name} ...")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(name, time.perf_counter(), self._stop), daemon=True)
+        self._thread.start()
+
+    def _beat(self, name, started, stop):
+        if self.console.is_terminal:
+            with self.console.status(name) as status:
+                while not stop.wait(1.0):
+                    status.update(f"{name} ({time.perf_counter() - started:.0f} s)")
+        else:
+            while not stop.wait(self.HEARTBEAT_S):
+                self.line(f"{name}: still running, {time.perf_counter() - started:.0f} s")
+
 
 model_option = click.option(
     "--model", "-m", "model_spec", required=True,
@@ -65,10 +114,11 @@ def cli():
 
 
 @cli.command()
-@click.option("--tasks/--no-tasks", default=True, help="Count each model's tasks (imports every model).")
+@click.option("--tasks/--no-tasks", default=False, show_default=True,
+              help="Count each model's tasks (imports and lowers every model: minutes).")
 @handle_errors
 def models(tasks):
-    """The model zoo, with task counts."""
+    """The model zoo (with task counts: --tasks)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -93,12 +143,12 @@ def models(tasks):
 @shape_option
 @target_option
 @click.option("--trials", type=int, default=None, help="Global trial budget (default: per-task x tasks).")
-@click.option("--trials-per-task", type=int, default=32, show_default=True)
+@click.option("--trials-per-task", type=int, default=32, show_default=True, help="Trials per task.")
 @click.option("--trials-per-iter", type=int, default=32, show_default=True,
               help="Candidates per measured batch.")
 @click.option("--time-limit", type=float, default=None,
               help="Stop after this many seconds (the batch in flight finishes).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Work dir to write.")
 @click.option("--db", "db_path", default=None, type=click.Path(dir_okay=False),
               help="Tune into this schedb database: its records of the model's workloads (transferred ones "
@@ -110,17 +160,18 @@ def models(tasks):
 def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_iter, time_limit, seed, out,
          db_path, resume, params_as_inputs):
     """Tune every task of a model with MetaSchedule into a standard work dir."""
-    from rich.console import Console
+    from schedb.pipeline.phases import phase
 
-    from schedb.models import load_model
-    from schedb.tir.target import parse_target
-    from schedb.pipeline.tune import tune as run_tune
+    report = Reporter()
+    with phase(report.phase, "loading TVM and PyTorch"):  # seconds of imports, the first thing a user waits for
+        from schedb.models import load_model
+        from schedb.pipeline.tune import tune as run_tune
+        from schedb.tir.target import parse_target
 
+        tgt = parse_target(target)
     quiet_tvm()
-    console = Console(stderr=True)
-    tgt = parse_target(target)
-    model = load_model(model_spec, input_shape)
-    t0 = time.perf_counter()
+    with phase(report.phase, "importing the model"):
+        model = load_model(model_spec, input_shape)
     last = [0.0]
 
     def progress(task, done, total, best, finished, n):
@@ -129,14 +180,11 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
             return
         last[0] = now
         best_s = f"{best * 1e6:.1f} us" if best != float("inf") else "-"
-        console.print(
-            f"[{now - t0:7.1f}s] tasks {finished}/{n}  trials {done}/{total}  "
-            f"{task}: best {best_s}", highlight=False,
-        )
+        report.line(f"tasks {finished}/{n}  trials {done}/{total}  {task}: best {best_s}")
 
     meta = run_tune(model, tgt, out, trials=trials, trials_per_task=trials_per_task,
                     trials_per_iter=trials_per_iter, seed=seed, progress=progress, time_limit=time_limit,
-                    bind_params=not params_as_inputs, resume=resume, database=db_path)
+                    bind_params=not params_as_inputs, resume=resume, database=db_path, on_phase=report.phase)
     click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['trials']} trials, "
                f"{meta['wall_time_s']} s -> {out}")
 
@@ -147,7 +195,7 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
 @target_option
 @click.option("--logs", type=click.Path(exists=True), default=None,
               help="MetaSchedule work dir or schedb database with schedules (default: untuned).")
-@click.option("--repeat", type=int, default=10, show_default=True)
+@click.option("--repeat", type=int, default=10, show_default=True, help="Timed runs of each.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @params_option
 @handle_errors
@@ -210,12 +258,12 @@ db_option = click.option(
 @handle_errors
 def ingest(paths, db_path, model, as_json):
     """Ingest tuning logs: MetaSchedule work dirs, Ansor logs, schedb databases."""
-    from schedb.ingest import ingest as run_ingest
-    from schedb.store import Store
+    from schedb.ingest import ingest_into
 
     quiet_tvm()
-    store = Store(db_path)
-    report = run_ingest(store, paths, model=model)
+    progress = Reporter()
+    report, path = ingest_into(db_path, paths, model=model, on_file=lambda f, r: progress.line(
+        f"{f}: {r.files} files, {r.new_records} new records so far"))
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     for e in report.errors:
@@ -227,7 +275,7 @@ def ingest(paths, db_path, model, as_json):
             f"{report.files} files ingested ({report.already} already in the database), "
             f"{report.new_workloads} new workloads, {report.new_records} new records, "
             f"{report.duplicates} duplicates, {report.invalid} invalid measurements, "
-            f"{report.skipped_lines} lines skipped, {len(report.errors)} files rejected -> {store.path}"
+            f"{report.skipped_lines} lines skipped, {len(report.errors)} files rejected -> {path if path.exists() else 'no database written'}"
         )
     if report.rejected:
         sys.exit(1)
@@ -236,16 +284,19 @@ def ingest(paths, db_path, model, as_json):
 @cli.command()
 @click.argument("query")
 @db_option
-@click.option("--csv", "fmt", flag_value="csv", help="CSV output.")
-@click.option("--json", "fmt", flag_value="json", help="JSON output.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV output.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.option("--write", is_flag=True, help="Allow statements that change the database.")
 @handle_errors
-def sql(query, db_path, fmt, write):
+def sql(query, db_path, as_csv, as_json, write):
     """Run SQL against the database (read-only unless --write)."""
     import csv
 
     from schedb.store import Store
 
+    if as_csv and as_json:
+        raise click.UsageError("--csv and --json exclude each other")
+    fmt = "csv" if as_csv else "json" if as_json else None
     cols, rows = Store(db_path, readonly=not write).query(query)
     # BLOBs (records.digest) as hex, in every output format.
     rows = [tuple(v.hex() if isinstance(v, bytes) else v for v in r) for r in rows]
@@ -277,32 +328,91 @@ def show():
 @show.command("workload")
 @click.argument("workload_id", type=ROW_ID)
 @db_option
+@click.option("--json", "as_json", is_flag=True, help="The summary as JSON (description parsed, no TIR).")
 @handle_errors
-def show_workload(workload_id, db_path):
-    """A workload in full: description, models, best record, record count."""
+def show_workload(workload_id, db_path, as_json):
+    """A workload: its summary (models, best record, record count) and its TIR as TVM script."""
     from schedb.store import Store
+    from schedb.store.records import workload_details
 
-    w = Store(db_path, readonly=True).workload_summary(workload_id)
-    click.echo(json.dumps(w, indent=1))
+    store = Store(db_path, readonly=True)
+    if as_json:
+        click.echo(json.dumps(store.workload_summary(workload_id), indent=1))
+        return
+    w = workload_details(store, workload_id)
+    best = w["best"]
+    print_grid([
+        ("workload", w["id"], "kind", w["kind"]),
+        ("shapes", w["shapes"], "dtypes", w["dtypes"]),
+        ("models", ", ".join(w["models"]) or "-", "records", w["records"]),
+        ("best", f"record {best['id']}: {best['mean_s'] * 1e6:.2f} us ({best['origin']})" if best else "-",
+         "tvm", w["tvm_version"]),
+        ("signature", w["signature"], "legacy key", w["legacy_key"] or "-"),
+    ])
+    click.echo(w["script"] if w["script"] else "(a legacy Ansor workload: no TIR stored)")
 
 
 @show.command("record")
 @click.argument("record_id", type=ROW_ID)
 @db_option
+@click.option("--json", "as_json", is_flag=True, help="The stored row as JSON: trace, run times, target parsed.")
+@click.option("--full", is_flag=True, help="The whole trace, the postprocessing part too.")
 @handle_errors
-def show_record(record_id, db_path):
-    """A record in full: trace, run times, target and provenance columns."""
+def show_record(record_id, db_path, as_json, full):
+    """A record: where it came from, as a table, and its schedule in TVM's Python form."""
     from schedb.store import Store
+    from schedb.store.records import record_details
+    from schedb.tir.target import label
 
-    store = Store(db_path, readonly=True)
-    r = store.record(record_id)
-    if r is None:
+    d = record_details(Store(db_path, readonly=True), record_id, script=not as_json)
+    if d is None:
         raise SchedbError(f"no record {record_id}")
-    for k in ("trace", "run_secs", "args_info", "target"):
-        r[k] = json.loads(r[k]) if r[k] else None
-    if isinstance(r["digest"], bytes):
-        r["digest"] = r["digest"].hex()
-    click.echo(json.dumps(r, indent=1))
+    r, lin = d["row"], d["lineage"]
+    if as_json:
+        for k in ("trace", "run_secs", "args_info", "target"):
+            r[k] = json.loads(r[k]) if r[k] else None
+        click.echo(json.dumps(r, indent=1))
+        return
+    samples = json.loads(r["run_secs"]) if r["run_secs"] else []
+    print_grid([
+        ("record", r["id"], "workload", f"{r['workload_id']} ({lin['kind']})"),
+        ("origin", r["origin"], "mean", f"{r['mean_s'] * 1e6:.2f} us over {len(samples)} run{'s' * (len(samples) != 1)}"
+         if r["valid"] else f"invalid: {r['error']}"),
+        ("target", label(r["target"]), "model", lin["model"] or "-"),
+        ("file", f"{lin['file']}:{r['line']}" if lin["file"] else "-", "parent", r["parent_id"] or "-"),
+        ("from workload", "-" if r["source_workload_id"] is None else
+         f"{r['source_workload_id']} (distance {r['distance']:.3f})", "created", r["created_at"]),
+        ("tvm", r["tvm_version"], "digest", r["digest"]),
+    ])
+    if d["script"] is None:
+        click.echo(f"note: {d['script_note']}")
+        insts, decisions = json.loads(r["trace"]) if r["format"] == "ms-trace" else (json.loads(r["trace"]), None)
+        for inst in insts:
+            click.echo(json.dumps(inst))
+        if decisions is not None:
+            click.echo(f"decisions: {json.dumps(decisions)}")
+        return
+    lines = d["script"].splitlines()
+    cut = next((i for i, x in enumerate(lines) if x.strip() == "sch.enter_postproc()"), len(lines))
+    if full or cut == len(lines):
+        click.echo(d["script"])
+    else:
+        click.echo("\n".join(lines[:cut]))
+        click.echo(f"  # then {len(lines) - cut} postprocessing instructions, re-derived for each CPU (--full)")
+
+
+def print_grid(rows):
+    """Label / value pairs, two per line."""
+    from rich.console import Console
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    for _ in range(2):
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(overflow="fold")
+    for row in rows:
+        grid.add_row(*["-" if v is None else str(v) for v in row])
+    Console(width=200, highlight=False).print(grid)
 
 
 @cli.command()
@@ -325,7 +435,7 @@ def provenance(record_id, db_path):
 @click.argument("folder", type=click.Path(file_okay=False))
 @db_option
 @click.option("--format", "fmt", type=click.Choice(["metaschedule"]), default="metaschedule",
-              show_default=True)
+              show_default=True, help="Work dir format (JSONDatabase's).")
 @click.option("--model", default=None, help="Only the workloads of this model.")
 @click.option("--target", default=None, help="Only records tuned for this target (default: every target).")
 @click.option("--force", is_flag=True, help="Replace FOLDER if it is not empty.")
@@ -350,7 +460,7 @@ def export(folder, db_path, fmt, model, target, force):
 @shape_option
 @target_option
 @db_option
-@click.option("-k", type=int, default=5, show_default=True)
+@click.option("-k", type=int, default=5, show_default=True, help="Nearest workloads per task.")
 @click.option("--exclude-model", multiple=True, help="Never return workloads only these models tuned.")
 @same_target_option
 @params_option
@@ -401,32 +511,35 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
              trials, budget, runner, report_path, same_target_only, params_as_inputs, search_trials):
     """Transfer-tune a model from the schedules in the database."""
-    from rich.console import Console
+    from schedb.pipeline.phases import phase
 
-    from schedb.models import load_model
-    from schedb.store import Store
-    from schedb.tir.target import parse_target
-    from schedb.pipeline.transfer import Options, transfer as run_transfer
+    report = Reporter()
+    with phase(report.phase, "loading TVM and PyTorch"):  # seconds of imports, the first thing a user waits for
+        from schedb.models import load_model
+        from schedb.pipeline.transfer import Options, transfer as run_transfer
+        from schedb.store import Store
+        from schedb.tir.target import parse_target
 
+        tgt = parse_target(target)
     quiet_tvm()
-    console = Console(stderr=True)
     store = Store(db_path)
     opts = Options(k=k, sources=sources.split(",") if sources else None, exclude=list(exclude_model),
                    droplet=droplet, droplet_trials=droplet_trials, trials=trials,
                    budget_s=budget * 60 if budget is not None else None, runner=runner,
                    same_target_only=same_target_only, bind_params=not params_as_inputs,
                    search_trials=search_trials)
-    t0 = time.perf_counter()
 
     def progress(done, total, r):
         best = r.refined_us or r.transferred_us
-        console.print(f"[{time.perf_counter() - t0:7.1f}s] task {done}/{total} {r.task}: {r.source}"
-                      + (f" {r.untuned_us:.1f} -> {best:.1f} us" if best and r.untuned_us else
-                         f" ({r.reason})" if r.reason else ""), highlight=False)
+        report.line(f"task {done}/{total} {r.task}: {r.source}"
+                    + (f" {r.untuned_us:.1f} -> {best:.1f} us" if best and r.untuned_us else
+                       f" ({r.reason})" if r.reason else ""))
 
-    rep = run_transfer(store, load_model(model_spec, input_shape), parse_target(target), opts, progress)
+    with phase(report.phase, "importing the model"):
+        model = load_model(model_spec, input_shape)
+    rep = run_transfer(store, model, tgt, opts, progress, on_phase=report.phase)
     for note in rep.notes:
-        console.print(f"note: {note}", highlight=False)
+        report.console.print(f"note: {note}", markup=False)
     cols = ["task", "weight", "source", "from", "distance", "untuned_us", "transferred_us", "refined_us"]
     rows = [[r.task, r.weight, r.source, _source(r, rep.target) or r.reason or "",
              "" if r.distance is None else f"{r.distance:.2f}",
@@ -449,6 +562,8 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     u, t = rep.e2e["untuned"]["median_ms"], rep.e2e["transferred"]["median_ms"]
     click.echo(f"speed-up over untuned: {u / t:.2f}x (transferred)"
                + (f", {u / rep.e2e['refined']['median_ms']:.2f}x (refined)" if "refined" in rep.e2e else ""))
+    load = rep.load_average
+    click.echo(f"load average (1 min) {load['before'][0]:.2f} before timing, {load['after'][0]:.2f} after")
     if report_path:
         with open(report_path, "w") as f:
             json.dump(rep.as_dict(), f, indent=1)
@@ -464,7 +579,7 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
 @click.option("--budget", type=float, default=None, help="Cap on search time, minutes.")
 @click.option("--starts", type=int, default=3, show_default=True, help="Start from this many best records.")
 @click.option("--pvalue", type=float, default=0.05, show_default=True, help="t-test threshold for a move.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search.")
 @click.option("--save-path", is_flag=True, help="Store every measured point of the search.")
 @click.option("--runner", default="local", show_default=True, help="local or rpc://host:port/key")
 @same_target_option
@@ -500,6 +615,19 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
                  for r in done])
     click.echo(f"{sum(r.accepted for r in done)} of {len(done)} workloads improved (p <= {pvalue}); "
                f"{sum(r.trials for r in done)} trials of {trials * len(weights)}")
+
+
+@cli.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8001, show_default=True, help="Port to listen on.")
+@handle_errors
+def browse(db_path, host, port):
+    """Browse the database in a web browser (datasette, read-only): provenance queries and search charts."""
+    from schedb.pipeline.browse import serve
+    from schedb.store import default_path
+
+    serve(db_path or default_path(), host=host, port=port)
 
 
 def _source(r, here):

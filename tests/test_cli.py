@@ -7,10 +7,11 @@ import io
 import json
 import sqlite3
 
+import pytest
 from click.testing import CliRunner
 
 from helpers import explain
-from ingest_common import TINY, TINY_R, cli_ok, clone_db, snapshot
+from ingest_common import ROOT, TINY, TINY_R, cli_ok, clone_db, snapshot
 
 from cli.main import cli
 
@@ -43,6 +44,7 @@ def test_cli_sql_is_read_only_by_default(mixed_db, tmp_path):
         result = runner.invoke(cli, args)
         cli_ok(result)
         assert result.exit_code != 0 and msg in result.output, explain(result)
+        assert "read-only" not in result.output, explain(result)  # the hint is for writes only
     assert not (tmp_path / "missing.db").exists()
 
     result = runner.invoke(cli, ["sql", "UPDATE records SET error = 'x' WHERE id = 1", "--db", str(db), "--write"])
@@ -76,6 +78,82 @@ def test_cli_sql_csv_and_json(mixed_db):
     assert result.exit_code == 0 and "tiny_mlp" in result.output and "legacy" in result.output, explain(result)
 
 
+def test_cli_sql_refuses_two_output_formats(mixed_db):
+    result = CliRunner().invoke(cli, ["sql", "SELECT 1", "--csv", "--json", "--db", str(mixed_db)])
+    cli_ok(result)
+    assert result.exit_code == 2 and "--csv and --json exclude each other" in result.output, explain(result)
+
+
+def _error_line(result) -> str:
+    """The one line a failed command prints (click's usage errors aside)."""
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), explain(result)
+    return lines[0]
+
+
+def test_failed_commands_create_no_files(mixed_db, tmp_path):
+    runner = CliRunner()
+    err_db = tmp_path / "err.db"
+    result = runner.invoke(cli, ["ingest", str(tmp_path / "nonexistent"), "--db", str(err_db)])
+    cli_ok(result)
+    assert result.exit_code == 1 and "no such file or directory" in result.output, explain(result)
+    assert "no database written" in result.output
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())  # neither err.db nor -wal / -shm
+
+    # An existing database keeps what it holds when an ingest into it fails.
+    db = clone_db(mixed_db, tmp_path / "c.db")
+    before = snapshot(sqlite3.connect(db))
+    result = runner.invoke(cli, ["ingest", str(tmp_path / "nonexistent"), "--db", str(db)])
+    assert result.exit_code == 1 and db.exists() and snapshot(sqlite3.connect(db)) == before, explain(result)
+
+    for args, msg in [(["export", "/proc/nope/out", "--db", str(db)], "/proc/nope: No such file or directory"),
+                      (["ingest", str(TINY), "--db", str(tmp_path / "no" / "dir.db")], "cannot open the database"),
+                      (["export", str(tmp_path / "out"), "--db", str(tmp_path / "none.db")], "no such database")]:
+        result = runner.invoke(cli, args)
+        cli_ok(result)
+        assert result.exit_code == 1 and msg in _error_line(result), explain(result)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "none.db").exists() and not (tmp_path / "no").exists()
+
+    # SCHEDB_DEBUG=1: the exception itself, for a traceback.
+    result = runner.invoke(cli, ["export", "/proc/nope/out", "--db", str(db)], env={"SCHEDB_DEBUG": "1"})
+    assert isinstance(result.exception, OSError), explain(result)
+
+
+def test_unknown_mcpu_is_refused_with_the_cpus_llvm_knows(mixed_db, tmp_path):
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "out"), "--target", "llvm -mcpu=notacpu",
+                                      "--db", str(mixed_db)])
+    cli_ok(result)
+    line = _error_line(result)
+    assert result.exit_code == 1 and "unknown mcpu 'notacpu'" in line, explain(result)
+    assert "skylake-avx512" in line.split("it knows:")[1] and "znver4" in line  # LLVM's own list
+    assert not (tmp_path / "out").exists()
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "out"), "--target", "llvm -mcpu=skylake-avx512",
+                                      "--db", str(mixed_db)])
+    assert result.exit_code == 0 and "wrote 0 workloads, 0 records" in result.output, explain(result)
+
+
+def _commands(cmd, path=("schedb",)):
+    yield path, cmd
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_every_command_and_option_has_help():
+    import click
+
+    runner = CliRunner()
+    seen = []
+    for path, cmd in _commands(cli):
+        result = runner.invoke(cli, [*path[1:], "--help"])
+        assert result.exit_code == 0, explain(result)
+        summary = result.output.split("Options:")[0].split("\n", 2)[-1].strip()
+        assert summary and cmd.help and summary.startswith(cmd.help.split()[0]), (path, result.output)
+        missing = [p.name for p in cmd.params if isinstance(p, click.Option) and not p.help]
+        assert not missing, (path, missing)
+        seen.append(" ".join(path))
+    assert {"schedb show record", "schedb show workload", "schedb transfer"} <= set(seen)
+
+
 def _table_cells(text: str) -> dict:
     """A one-row rich table (cells may wrap over several lines) -> {column: text}."""
     lines = text.splitlines()
@@ -96,7 +174,7 @@ def test_cli_show_and_provenance(mixed_db):
     ansor_rid = conn.execute("SELECT id FROM records WHERE format = 'ansor-steps' LIMIT 1").fetchone()[0]
     runner = CliRunner()
 
-    result = runner.invoke(cli, ["show", "workload", str(wid), "--db", str(mixed_db)])
+    result = runner.invoke(cli, ["show", "workload", str(wid), "--db", str(mixed_db), "--json"])
     cli_ok(result)
     w = json.loads(result.stdout)
     assert w["id"] == wid and w["models"] == ["tiny_mlp"] and w["best"]["id"] == rid
@@ -104,7 +182,7 @@ def test_cli_show_and_provenance(mixed_db):
     assert "ms_workload" not in w and isinstance(w["description"], dict)
 
     for r in (rid, ansor_rid):
-        result = runner.invoke(cli, ["show", "record", str(r), "--db", str(mixed_db)])
+        result = runner.invoke(cli, ["show", "record", str(r), "--db", str(mixed_db), "--json"])
         cli_ok(result)
         rec = json.loads(result.stdout)
         assert rec["id"] == r and isinstance(rec["trace"], list) and isinstance(rec["target"], dict)
@@ -132,9 +210,91 @@ def test_cli_ingest_json_report(tmp_path):
     assert result.exit_code == 0, explain(result)
     rep = json.loads(result.stdout)
     assert rep["new_records"] == len(TINY_R) and rep["files"] == 1 and rep["errors"] == []
+    assert f"database_tuning_record.json.gz: 1 files, {len(TINY_R)} new records so far" in result.stderr
     result = CliRunner().invoke(cli, ["ingest", str(TINY), "--db", str(db)])
     assert result.exit_code == 0 and "(1 already in the database)" in result.output, explain(result)
     (tmp_path / "notes.txt").write_text("hello")
     result = CliRunner().invoke(cli, ["ingest", str(TINY), "--db", str(tmp_path / "notes.txt")])
     cli_ok(result)
     assert result.exit_code != 0 and "not a schedb database" in result.output, explain(result)
+
+
+@pytest.fixture(scope="module")
+def cnn_db(tmp_path_factory):
+    """fixtures/tiny_cnn (conv2d records) ingested."""
+    db = tmp_path_factory.mktemp("cnn") / "cnn.db"
+    result = CliRunner().invoke(cli, ["ingest", str(ROOT / "fixtures" / "tiny_cnn"), "--db", str(db)])
+    assert result.exit_code == 0, explain(result)
+    return db
+
+
+def test_show_record_is_a_table_and_tvms_python_schedule(cnn_db, tmp_path):
+    conn = sqlite3.connect(cnn_db)
+    rid, line, mean_s = conn.execute(
+        "SELECT r.id, r.line, r.mean_s FROM records r JOIN workloads w ON w.id = r.workload_id"
+        " WHERE w.kind LIKE '%conv2d%' AND r.valid = 1 ORDER BY length(r.trace) DESC LIMIT 1").fetchone()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["show", "record", str(rid), "--db", str(cnn_db)])
+    cli_ok(result)
+    out = result.stdout
+    assert result.exit_code == 0 and len(out.splitlines()) <= 60, out  # the longest conv2d trace of the fixture
+    assert f"{mean_s * 1e6:.2f} us" in out and "tiny_cnn" in out and f"database_tuning_record.json.gz:{line}" in out
+    assert "def apply_trace(sch: s_tir.Schedule) -> None:" in out
+    assert 'sch.get_sblock(name="conv2d_nchw", func_name="main")' in out and "sample_perfect_tile" in out
+    assert "postprocessing instructions" in out and "sch.enter_postproc()" not in out
+
+    full = runner.invoke(cli, ["show", "record", str(rid), "--db", str(cnn_db), "--full"]).stdout
+    assert "sch.enter_postproc()" in full and len(full.splitlines()) > len(out.splitlines())
+
+    # A trace this TVM cannot read: the stored JSON, one instruction a line, and why.
+    db = clone_db(cnn_db, tmp_path / "bad.db")
+    with sqlite3.connect(db) as c:
+        c.execute("UPDATE records SET trace = ? WHERE id = ?", ('[[["NoSuchInstruction",[],[],[]]],[]]', rid))
+    result = runner.invoke(cli, ["show", "record", str(rid), "--db", str(db)])
+    cli_ok(result)
+    assert result.exit_code == 0 and "note: this TVM cannot read the trace" in result.stdout, explain(result)
+    assert '["NoSuchInstruction", [], [], []]' in result.stdout
+
+
+def test_show_record_of_a_legacy_ansor_log(mixed_db):
+    rid = sqlite3.connect(mixed_db).execute("SELECT id FROM records WHERE format = 'ansor-steps'").fetchone()[0]
+    result = CliRunner().invoke(cli, ["show", "record", str(rid), "--db", str(mixed_db)])
+    cli_ok(result)
+    assert result.exit_code == 0 and "legacy Ansor" in result.stdout and '"SP"' in result.stdout, explain(result)
+
+
+def test_show_workload_prints_its_tir(cnn_db):
+    wid = sqlite3.connect(cnn_db).execute("SELECT id FROM workloads WHERE kind LIKE '%conv2d%'").fetchone()[0]
+    result = CliRunner().invoke(cli, ["show", "workload", str(wid), "--db", str(cnn_db)])
+    cli_ok(result)
+    out = result.stdout
+    assert result.exit_code == 0 and "@T.prim_func" in out and "def main(" in out and 'T.sblock("conv2d_nchw")' in out, out
+    assert "tiny_cnn" in out and "record " in out  # models and the best record
+
+
+def test_progress_heartbeat_inside_a_long_phase(capsys, monkeypatch):
+    """Off a terminal, a phase that takes long says it is still running, every HEARTBEAT_S."""
+    import time
+
+    from cli.main import Reporter
+    from schedb.pipeline.phases import phase
+
+    monkeypatch.setattr(Reporter, "HEARTBEAT_S", 0.05)
+    report = Reporter()
+    with phase(report.phase, "compiling transferred"):
+        time.sleep(0.3)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("] compiling transferred ...") and lines[-1].endswith("compiling transferred: done in 0.3 s")
+    beats = [x for x in lines if "compiling transferred: still running" in x]
+    assert len(beats) >= 2 and len(lines) == len(beats) + 2
+    time.sleep(0.15)
+    assert capsys.readouterr().err == ""  # the heartbeat ends with its phase
+
+    with pytest.raises(ValueError), phase(report.phase, "timing"):
+        time.sleep(0.1)
+        raise ValueError("x")
+    time.sleep(0.15)
+    lines = capsys.readouterr().err.splitlines()  # no "done", and the heartbeat stopped
+    assert lines[0].endswith("] timing ...") and all("still running" in x for x in lines[1:3]) and len(lines) <= 3
+    time.sleep(0.15)
+    assert capsys.readouterr().err == ""

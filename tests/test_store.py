@@ -30,7 +30,7 @@ def test_old_schema_is_read_and_migrated_on_write(tmp_path, monkeypatch):
     assert Store(path, readonly=True).version() == 1  # readable as is
     assert "records_best_any" not in _indexes(path)
     store = Store(path)  # opening for writing migrates
-    assert store.version() == SCHEMA_VERSION == 4
+    assert store.version() == SCHEMA_VERSION == 5
     assert {"records_best_any", "records_best", "records_parent", "records_model"} <= _indexes(path)
     assert store.conn.execute("SELECT type FROM pragma_table_info('records') WHERE name = 'digest'"
                               ).fetchone() == ("BLOB",)
@@ -88,3 +88,31 @@ def test_insert_records_takes_dicts_or_tuples(tmp_path):
     cols = ", ".join(c for c in Store.RECORD_COLUMNS if c != "digest")
     a, b = store.conn.execute(f"SELECT {cols} FROM records ORDER BY digest").fetchall()
     assert a == b
+
+
+def test_model_summary_counts_legacy_ansor_tasks_apart(tmp_path, monkeypatch):
+    """A model with Relax tasks and legacy Ansor workloads (the seed logs' googlenet): the
+    two are separate columns, also in a schema-4 file once migrated."""
+    import schedb.store.schema
+    from ingest_common import TINY, ansor_line, write_ansor
+
+    from schedb.ingest import ingest
+
+    log = write_ansor(tmp_path / "ansor" / "tiny_mlp.json", [ansor_line(i) for i in range(3)])
+    path = tmp_path / "v4.db"
+    with monkeypatch.context() as m:
+        m.setattr(schedb.store.schema, "SCHEMA_VERSION", 4)
+        store = Store(path)
+        assert not ingest(store, [TINY]).errors and not ingest(store, [log], model="tiny_mlp").errors
+        store.close()
+    cols = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(model_summary)")]
+    assert "legacy_tasks" not in cols
+    store = Store(path)
+    assert store.version() == SCHEMA_VERSION == 5
+    rows = {r["target"]: r for r in store.db.query("SELECT * FROM model_summary WHERE model = 'tiny_mlp'")}
+    assert len(rows) == 2  # this fixture's target and the Ansor log's
+    legacy = next(r for t, r in rows.items() if '"core-avx2"' in t)
+    relax = next(r for t, r in rows.items() if '"core-avx2"' not in t)
+    assert relax["tasks"] == legacy["tasks"] == 2 and relax["legacy_tasks"] == legacy["legacy_tasks"] == 1
+    assert relax["tasks_with_schedule"] == 2 and relax["legacy_tasks_with_schedule"] == 0
+    assert legacy["tasks_with_schedule"] == 0 and legacy["records"] == 3

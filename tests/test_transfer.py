@@ -191,6 +191,17 @@ def test_transfer_cli_report(source_db, tmp_path):
     rep = json.loads(out.read_text())
     assert rep["measured"] <= 6  # the budget caps candidates (untuned baselines are not charged)
     assert {"untuned", "transferred"} <= set(rep["e2e"])
+    # PyTorch timed in the same rounds as the compiled variants; the load around it recorded.
+    assert len(rep["e2e"]["pytorch"]["samples_ms"]) == len(rep["e2e"]["untuned"]["samples_ms"]) == 10
+    assert all(len(rep["load_average"][k]) == 3 for k in ("before", "after"))
+    assert "load average (1 min)" in res.output
+    for name in ("loading TVM and PyTorch", "importing the model", "lowering", "extracting tasks", "building the index",
+                 "searching 4 tasks", "compiling untuned", "compiling transferred",
+                 "timing untuned, transferred, pytorch interleaved, 10 rounds"):
+        assert f"] {name} ...\n" in res.output and f"] {name}: done in " in res.output, res.output
+    # Not wrapped at 80 columns in a log: the note is one line.
+    assert any(x.startswith("note: the database holds no schedules for") and x.endswith("and measured here")
+               for x in res.output.splitlines()), res.output
 
 
 def test_transfer_with_droplet_keeps_only_significant_refinements(source_db, tmp_path):

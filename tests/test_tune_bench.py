@@ -95,6 +95,9 @@ def test_time_limit_ends_tuning_with_a_complete_work_dir(tmp_path):
     res = CliRunner().invoke(cli, ["tune", "--model", "tiny_mlp", "--trials-per-task", "50",
                                    "--trials-per-iter", "2", "--time-limit", "0", "--out", str(out)])
     assert res.exit_code == 0, explain(res)
+    for name in ("loading TVM and PyTorch", "importing the model", "lowering", "extracting tasks", "tuning 2 tasks"):
+        # Every phase starts and ends on a line of its own (not a terminal: plain lines).
+        assert f"] {name} ...\n" in res.output and f"] {name}: done in " in res.output, res.output
     meta = json.loads((out / "schedb.json").read_text())
     assert meta["time_limit_s"] == 0 and meta["trials"] == 50 * len(meta["tasks"])
     from collections import Counter

@@ -29,7 +29,7 @@ import orjson
 import simdjson
 
 from schedb.errors import SchedbError
-from schedb.store import Store, dumps, loads, now
+from schedb.store import Store, default_path, dumps, loads, now
 from schedb.store.records import MIN_RUN_SECS, digest_of_text, valid_samples
 from schedb.tir.replay import registered_kind
 from schedb.ingest.sandbox import load_workloads
@@ -109,6 +109,24 @@ def ingest(store: Store, paths, model: str | None = None,
         if on_file:
             on_file(str(source.path), report)
     return report
+
+
+def ingest_into(db_path, paths, model: str | None = None,
+                on_file: Callable[[str, Report], None] | None = None) -> tuple[Report, Path]:
+    """``ingest`` into the database at ``db_path`` (default: $SCHEDB_DB or ./schedb.db),
+    created if need be: (report, database path). A database this call created is removed
+    again when every input was rejected, so a failed ingest leaves no file behind."""
+    path = Path(db_path or default_path())
+    created = not path.exists()
+    store = Store(path)
+    try:
+        report = ingest(store, paths, model=model, on_file=on_file)
+    finally:
+        store.close()
+    if created and report.rejected and report.files == 0:
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            p.unlink(missing_ok=True)
+    return report, path
 
 
 # --------------------------------------------------------------------------- discovery
@@ -260,7 +278,8 @@ class TargetCache:
         except KeyError:
             from schedb.tir.target import canonical, parse_target  # (imports TVM: only on a miss)
 
-            self.cache[key] = canonical(parse_target(raw.as_dict() if type(raw) is _Object else raw))
+            self.cache[key] = canonical(parse_target(raw.as_dict() if type(raw) is _Object else raw,
+                                                      check_cpu=False))
             return self.cache[key]
 
 

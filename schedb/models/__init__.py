@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,6 +26,12 @@ from schedb.errors import SchedbError
 from schedb.models.zoo import ZOO, ZooEntry
 
 SEED = 0
+
+# torch 2.13's own torch.export deep-copies its pytree specs, and copying constructs the
+# LeafSpec it deprecated: a FutureWarning on every export (attributed to copyreg) that
+# no caller can act on. Only that message, from there.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                        category=FutureWarning, module="copyreg")
 
 
 @dataclass

@@ -7,6 +7,7 @@ compare its output with the framework's, and time it end to end next to PyTorch.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schedb.errors import SchedbError
+from schedb.pipeline.phases import phase
 from schedb.tir.tasks import LoweredModel
 
 
@@ -114,8 +116,6 @@ def time_vm(compiled: Compiled, lowered: LoweredModel, repeat: int = 10, number:
 
 def time_torch(lowered: LoweredModel, repeat: int = 10, threads: int | None = None) -> Latency | None:
     """PyTorch eager on the same machine and input (zoo and .py models only)."""
-    import os
-
     import torch
 
     module = lowered.model.torch_module
@@ -151,18 +151,34 @@ def winners_database(tasks, winners: dict, target):
     return db
 
 
-def end_to_end(lowered: LoweredModel, target, tasks, variants: dict, repeat: int = 10) -> tuple[dict, dict]:
-    """Compile and time the model once per variant (name -> winners, None: untuned), and
-    PyTorch eager: ({name: Latency dict}, {name: output check})."""
-    e2e, check = {}, {}
+def end_to_end(lowered: LoweredModel, target, tasks, variants: dict, repeat: int = 10,
+               on_phase=None) -> tuple[dict, dict, dict]:
+    """Compile the model once per variant (name -> winners, None: untuned), then time every
+    variant and PyTorch eager interleaved, one run of each per round, so that load on the
+    machine falls on all alike. (Timed one after the other, PyTorch came last, alone in
+    whatever load the end of the run had; with another job on a core of 2, googlenet took
+    1.9 s with PyTorch's 2 OpenMP threads against 0.15 s with one.)
+    -> ({name: Latency dict}, {name: output check}, {"before", "after": the load average
+    (1, 5, 15 min) around the timing}). ``on_phase``: schedb.pipeline.phases."""
+    compiled, check = {}, {}
     for name, winners in variants.items():
         db = winners_database(tasks, winners, target) if winners is not None else None
-        compiled = compile_model(lowered, target, db)
-        e2e[name] = time_vm(compiled, lowered, repeat=repeat).as_dict()
-        check[name] = {"max_abs_err": compiled.max_abs_err, "kernels_scheduled": compiled.tuned_tasks}
-    torch_lat = time_torch(lowered, repeat=repeat)
-    e2e["pytorch"] = torch_lat.as_dict() if torch_lat else None
-    return e2e, check
+        with phase(on_phase, f"compiling {name}"):
+            compiled[name] = compile_model(lowered, target, db)
+        check[name] = {"max_abs_err": compiled[name].max_abs_err, "kernels_scheduled": compiled[name].tuned_tasks}
+    with_torch = lowered.model.torch_module is not None
+    samples: dict = {name: [] for name in [*compiled, *(["pytorch"] if with_torch else [])]}
+    load = {"before": list(os.getloadavg())}
+    with phase(on_phase, f"timing {', '.join(samples)} interleaved, {repeat} rounds"):
+        for _ in range(repeat):
+            for name, c in compiled.items():
+                samples[name] += time_vm(c, lowered, repeat=1).samples
+            if with_torch:
+                samples["pytorch"] += time_torch(lowered, repeat=1).samples
+    load["after"] = list(os.getloadavg())
+    e2e = {name: Latency(s).as_dict() for name, s in samples.items()}
+    e2e.setdefault("pytorch", None)
+    return e2e, check, load
 
 
 def open_schedules(path, target=None):

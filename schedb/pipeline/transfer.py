@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from schedb.errors import SchedbError
 from schedb.models import Model
 from schedb.pipeline.evaluate import end_to_end
+from schedb.pipeline.phases import phase
 from schedb.search.allocate import Allocator
 from schedb.search.droplet import Droplet, spend
 from schedb.search.index import Index
@@ -101,6 +102,7 @@ class TransferReport:
     e2e: dict  # untuned / transferred / refined / pytorch -> Latency dicts
     check: dict  # max abs errors against the framework
     notes: list[str] = field(default_factory=list)  # what the user should know, e.g. foreign targets
+    load_average: dict = field(default_factory=dict)  # before / after the end-to-end timing (1, 5, 15 min)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -136,30 +138,38 @@ class TaskContext:
     started: float = field(default_factory=time.perf_counter)
 
 
-def transfer(store: Store, model: Model, target, opts: Options | None = None, progress=None) -> TransferReport:
+def transfer(store: Store, model: Model, target, opts: Options | None = None, progress=None,
+             on_phase=None) -> TransferReport:
     """Transfer schedules to every task of ``model``; see the module doc.
 
-    ``progress(done, total, task_result)`` is called after every task."""
-    search = Transfer(store, model, target, opts or Options())
+    ``progress(done, total, task_result)`` is called after every task; ``on_phase`` at the
+    start and end of every phase (schedb.pipeline.phases)."""
+    search = Transfer(store, model, target, opts or Options(), on_phase)
     return search.run(progress)
 
 
 class Transfer:
     """The search over one model's tasks: shared state (indexes, engine, budgets)."""
 
-    def __init__(self, store: Store, model: Model, target, opts: Options):
+    def __init__(self, store: Store, model: Model, target, opts: Options, on_phase=None):
         import tvm
 
-        load_intrinsics(target)
+        self.on_phase = on_phase
+        with phase(on_phase, "loading tensor intrinsics"):
+            load_intrinsics(target)
         self.store, self.model, self.target, self.opts = store, model, target, opts
         self.tgt = canonical(target)
-        self.lowered = lower(model, target, opts.bind_params)
-        self.tasks = extract_tasks(self.lowered, target)
+        with phase(on_phase, "lowering"):
+            self.lowered = lower(model, target, opts.bind_params)
+        with phase(on_phase, "extracting tasks"):
+            self.tasks = extract_tasks(self.lowered, target)
         self.note = store.coverage_note(self.tgt, opts.same_target_only)
-        self.index = self._index()
+        with phase(on_phase, "building the index"):
+            self.index = self._index()
         self._anchor_index: Index | None = None  # built when a task first needs it
         self.allowed = self._allowed_models()
-        self.engine = Engine(target, runner=opts.runner, repeat=opts.repeat)
+        with phase(on_phase, "starting the measurement engine"):
+            self.engine = Engine(target, runner=opts.runner, repeat=opts.repeat)
         with store.transaction():
             self.model_id = store.upsert_model(model.name, model.source, model.input_shapes, self.tgt,
                                                tvm.__version__)
@@ -194,24 +204,30 @@ class Transfer:
         results: list[TaskResult] = []
         transferred: dict[str, Winner] = {}
         found: list[tuple[TaskContext, Winner]] = []
-        for n, task in enumerate(self.tasks):
-            ctx = self._context(task)
-            win = self._search_task(ctx) or self._sample(ctx)
-            if win is not None:
-                transferred[task.name] = win
-                found.append((ctx, win))
-            ctx.result.search_time_s = round(time.perf_counter() - ctx.started, 3)
-            results.append(ctx.result)
-            if progress:
-                progress(n + 1, len(self.tasks), ctx.result)
-        refined = self._refine(found) if self.opts.droplet and found else {}
+        with phase(self.on_phase, f"searching {len(self.tasks)} tasks"):
+            for n, task in enumerate(self.tasks):
+                ctx = self._context(task)
+                win = self._search_task(ctx) or self._sample(ctx)
+                if win is not None:
+                    transferred[task.name] = win
+                    found.append((ctx, win))
+                ctx.result.search_time_s = round(time.perf_counter() - ctx.started, 3)
+                results.append(ctx.result)
+                if progress:
+                    progress(n + 1, len(self.tasks), ctx.result)
+        if self.opts.droplet and found:
+            with phase(self.on_phase, f"droplet search on {len(found)} tasks"):
+                refined = self._refine(found)
+        else:
+            refined = {}
         search_time = time.perf_counter() - self.t_start
         variants = {"untuned": None, "transferred": transferred}
         if self.opts.droplet:
             variants["refined"] = {**transferred, **refined}
-        e2e, check = end_to_end(self.lowered, self.target, self.tasks, variants, self.opts.e2e_repeat)
+        e2e, check, load = end_to_end(self.lowered, self.target, self.tasks, variants, self.opts.e2e_repeat,
+                                      self.on_phase)
         return TransferReport(self.model.name, self.tgt, results, search_time, self.engine.count - self.baseline,
-                              e2e, check, [self.note] if self.note else [])
+                              e2e, check, [self.note] if self.note else [], load)
 
     def _context(self, task: Task) -> TaskContext:
         with self.store.transaction():

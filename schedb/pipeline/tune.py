@@ -24,6 +24,7 @@ from schedb.tir.tasks import extract_tasks, lower
 
 from schedb.errors import SchedbError
 from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS
+from schedb.pipeline.phases import phase
 
 
 def tune(
@@ -39,12 +40,14 @@ def tune(
     bind_params: bool = True,
     resume: bool = False,
     database: str | Path | None = None,
+    on_phase=None,
 ) -> dict:
     """Tune ``model`` on ``target``; returns the sidecar dict (also written to ``out``).
 
     ``trials`` is the global budget (default: ``trials_per_task`` x number of tasks).
     ``progress(task_name, trials_done, trials_total, best_seconds, tasks_done, n_tasks)``
-    is called after every measured batch. ``time_limit`` (seconds) ends the search at the
+    is called after every measured batch; ``on_phase`` at the start and end of every phase
+    (schedb.pipeline.phases). ``time_limit`` (seconds) ends the search at the
     first batch measured past it (batches in flight are measured and kept); the work dir
     and sidecar are complete as usual. ``bind_params``: see schedb.tir.tasks.lower.
 
@@ -59,10 +62,14 @@ def tune(
     goes on from the transferred schedules rather than from random samples."""
     if database is not None and resume:
         raise SchedbError("--db and --resume do not go together: a database run counts no work dir trials")
-    load_intrinsics(target)
+    with phase(on_phase, "loading tensor intrinsics"):
+        load_intrinsics(target)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tasks = extract_tasks(lower(model, target, bind_params), target)
+    with phase(on_phase, "lowering"):
+        lowered = lower(model, target, bind_params)
+    with phase(on_phase, "extracting tasks"):
+        tasks = extract_tasks(lowered, target)
     if trials is None:
         trials = (trials_per_task or 32) * len(tasks)
     spent = spent_trials(out, tasks)
@@ -74,8 +81,9 @@ def tune(
     before = _previous_run(out) if resume else {}
     started = before.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds")
     budget = _Budget(trials, trials_per_task, trials_per_iter, time_limit)
-    steps, offset = _tune_parts(out, tasks, spent, budget, before, seed, progress,
-                                lambda: _database(out, database, target, model.name))
+    with phase(on_phase, f"tuning {len(tasks)} tasks"):
+        steps, offset = _tune_parts(out, tasks, spent, budget, before, seed, progress,
+                                    lambda: _database(out, database, target, model.name))
     meta = _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, seed, started, offset,
                     time_limit, {"clock": "seconds of tuning when a batch went to the runner", "tasks": steps})
     meta["params"] = "bound" if bind_params else "inputs"

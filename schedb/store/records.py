@@ -71,3 +71,51 @@ def commit_trace(store: Store, wid: int, sig: str, target: str, trace, samples: 
     )
 
 
+
+
+def workload_module(ms_workload: str):
+    """The TIR module of a stored workload (``workloads.ms_workload``)."""
+    from tvm.s_tir.meta_schedule.database import Workload
+
+    return Workload.from_json(json.loads(ms_workload)).mod
+
+
+def record_details(store: Store, record_id: int, script: bool = True) -> dict | None:
+    """A record for people (None if there is none): ``row`` (the stored columns, digest in
+    hex), ``lineage`` (its own lineage row: model, file, kind), and ``script``, the trace as
+    TVM's Python form of the schedule (what ``Trace.show()`` prints), or None with
+    ``script_note`` saying why (a legacy Ansor record, a trace this TVM cannot read;
+    ``script=False``: not asked for, TVM not imported)."""
+    row = store.record(record_id)
+    if row is None:
+        return None
+    if isinstance(row["digest"], bytes):
+        row["digest"] = row["digest"].hex()
+    out = {"row": row, "lineage": store.lineage(record_id)[0], "script": None, "script_note": None}
+    if not script:
+        return out
+    ms_workload = store.workload(row["workload_id"])["ms_workload"]
+    if row["format"] != "ms-trace" or not ms_workload:
+        out["script_note"] = f"a {row['format']} record (legacy Ansor): its steps as stored"
+        return out
+    try:
+        from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
+
+        rec = TuningRecord.from_json(
+            [json.loads(row["trace"]), json.loads(row["run_secs"] or "null"), json.loads(row["target"]),
+             json.loads(row["args_info"]) if row["args_info"] else None],
+            Workload.from_json(json.loads(ms_workload)))
+        out["script"] = str(rec.trace)
+    except Exception as e:  # TVM's own error types: a trace of another TVM version, say
+        first = next((x.strip() for x in reversed(str(e).splitlines()) if x.strip()), type(e).__name__)
+        out["script_note"] = f"this TVM cannot read the trace ({first[:200]}): shown as stored"
+    return out
+
+
+def workload_details(store: Store, workload_id: int) -> dict:
+    """``Store.workload_summary`` and ``script``: the workload's TIR as TVM script (None for
+    a legacy Ansor workload, which has no TIR stored)."""
+    summary = store.workload_summary(workload_id)
+    ms_workload = store.workload(workload_id)["ms_workload"]
+    summary["script"] = workload_module(ms_workload).script() if ms_workload else None
+    return summary

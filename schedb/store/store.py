@@ -17,7 +17,7 @@ import orjson
 import sqlite_utils
 
 from schedb.errors import SchedbError
-from schedb.store import schema
+from schedb.store import queries, schema
 from schedb.tir.target import coverage_note, distance as target_distance
 
 DEFAULT_DB = "schedb.db"
@@ -284,24 +284,11 @@ class Store:
 
     def lineage(self, record_id: int) -> list[dict]:
         """The chain from a record back through its parents to the original log line."""
-        sql = """
-        WITH RECURSIVE chain(id, depth) AS (
-            SELECT ?, 0
-            UNION ALL
-            SELECT r.parent_id, c.depth + 1 FROM chain c JOIN records r ON r.id = c.id
-            WHERE r.parent_id IS NOT NULL
-        )
-        SELECT c.depth, r.id, r.origin, r.workload_id, w.kind, r.mean_s, r.valid,
-               r.source_workload_id, r.distance, r.search_time_s,
-               m.name AS model, f.path AS file, f.format AS file_format, r.line, r.target,
-               r.tvm_version, r.created_at
-        FROM chain c JOIN records r ON r.id = c.id
-        JOIN workloads w ON w.id = r.workload_id
-        LEFT JOIN models m ON m.id = r.model_id
-        LEFT JOIN files f ON f.id = r.file_id
-        ORDER BY c.depth
-        """
-        return list(self.db.query(sql, [record_id]))
+        return list(self.db.query(queries.LINEAGE, {"record": record_id}))
+
+    def search_history(self, workload_id: int) -> list[dict]:
+        """Every measurement of a workload in the order made, with the best time so far (us)."""
+        return list(self.db.query(queries.SEARCH_HISTORY, {"workload": workload_id}))
 
     def model_id(self, name: str) -> int | None:
         row = self.conn.execute("SELECT id FROM models WHERE name = ?", (name,)).fetchone()
@@ -385,7 +372,9 @@ class Store:
             cur = self.conn.execute(sql, params)
             return [d[0] for d in cur.description or []], cur.fetchall()
         except sqlite3.Error as e:
-            hint = " (the database is open read-only; --write allows changes)" if self.readonly else ""
+            # The hint only for what the read-only connection refused: a write, ATTACH (authorizer).
+            refused = "readonly" in str(e) or "authoriz" in str(e)
+            hint = " (the database is open read-only; --write allows changes)" if self.readonly and refused else ""
             raise SchedbError(f"SQL error: {e}{hint}") from None
 
     def workload_summary(self, workload_id: int) -> dict:

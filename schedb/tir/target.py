@@ -18,9 +18,13 @@ def host_target_dict() -> dict:
     return {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu(), "num-cores": os.cpu_count() or 1}
 
 
-def parse_target(spec: str | dict | None):
+def parse_target(spec: str | dict | None, check_cpu: bool = True):
     """``None`` (host), a dict, a JSON string, or a shorthand such as
-    ``llvm -mcpu=skylake-avx512`` -> ``tvm.target.Target``."""
+    ``llvm -mcpu=skylake-avx512`` -> ``tvm.target.Target``.
+
+    An llvm ``mcpu`` this LLVM does not know is refused (TVM only logs it and compiles
+    for a generic CPU); ``check_cpu=False`` takes it as is, for targets read from stored
+    records, which another machine's LLVM may have known."""
     import tvm
 
     if spec is None or spec == "host":
@@ -34,10 +38,32 @@ def parse_target(spec: str | dict | None):
             raise SchedbError(f"bad target JSON {spec!r}: {e}") from None
     else:
         cfg = shorthand_to_dict(spec)
+    # Before TVM sees it: TVM logs an unknown mcpu and compiles for a generic CPU.
+    if check_cpu and isinstance(cfg, dict) and cfg.get("kind") == "llvm" and isinstance(cfg.get("mcpu"), str):
+        known = llvm_cpus(cfg.get("mtriple"))
+        if str(cfg["mcpu"]) not in known:
+            raise SchedbError(f"unknown mcpu {cfg['mcpu']!r} for LLVM ({_llvm_triple(cfg.get('mtriple'))}); "
+                              f"it knows: {', '.join(sorted(known))}")
     try:
         return tvm.target.Target(cfg)
     except Exception as e:  # TVM raises its own error types for bad keys
         raise SchedbError(f"bad target {spec!r}: {e}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def llvm_cpus(mtriple: str | None = None) -> frozenset[str]:
+    """The CPU names (``mcpu``) this LLVM knows for ``mtriple`` (default: the host's)."""
+    import tvm
+    from tvm.target import codegen
+
+    cfg = {"kind": "llvm", **({"mtriple": mtriple} if mtriple else {})}
+    return frozenset(str(c) for c in codegen.llvm_get_cpu_archlist(tvm.target.Target(cfg)))
+
+
+def _llvm_triple(mtriple: str | None) -> str:
+    from tvm.target import codegen
+
+    return mtriple or str(codegen.llvm_get_system_triple())
 
 
 def shorthand_to_dict(spec: str) -> dict:
