@@ -32,7 +32,7 @@ def browse_db(tmp_path_factory):
     path = tmp_path_factory.mktemp("browse") / "tiny.db"
     store = Store(path)
     assert not ingest(store, [FIXTURE_CNN, TINY]).errors
-    parent = store.best_record(store.model_workloads(store.model_id("tiny_cnn"))[-1])
+    parent = store.best_record(max(store.task_weights(store.model_id("tiny_cnn"))))
     with store.transaction():
         child = store.add_record(
             workload_id=parent["workload_id"], target=foreign_target(parent["target"]), format="ms-trace",
