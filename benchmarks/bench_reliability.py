@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_store import make_workdir  # noqa: E402  (a work dir of tiny_mlp's records, perturbed)
-from report import describe, now, write  # noqa: E402
+from report import describe, machine_line, now, replot, write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "fixtures" / "tiny_mlp"
@@ -246,7 +246,14 @@ def main():
                     help="a checkout from before validation: measure its cost (section 4)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only-rate", action="store_true", help="section 4 only")
+    ap.add_argument("--replot", action="store_true", help="re-render both results' markdown; measure nothing")
     args = ap.parse_args()
+    if args.replot:
+        from report import RESULTS
+
+        replot(RESULTS / "reliability.json", render)
+        replot(RESULTS / "ingest_validation_cost.json", render_rate)
+        return
     started = now()
     with tempfile.TemporaryDirectory(prefix="schedb-reliability-") as d:
         tmp = Path(d)
@@ -256,7 +263,7 @@ def main():
             result["rate"] = ingest_rate(tmp, args.records, args.baseline_tree, args.rounds)
             result["finished"] = now()
             print(json.dumps(result["rate"], indent=1))
-            write("ingest_validation_cost", result, _rate_md(result["rate"]))
+            write("ingest_validation_cost", result, *render_rate(result))
             return
         mem = memory(tmp)
         print(json.dumps(mem, indent=1), flush=True)
@@ -267,6 +274,12 @@ def main():
         result["kills"] = kills(tmp, args.records, args.kills)
         print({k: v for k, v in result["kills"].items() if k != "runs"}, flush=True)
     result["finished"] = now()
+    md, _ = render(result)
+    print(md)
+    write("reliability", result, md)
+
+
+def render(result: dict) -> tuple[str, None]:
     w, k = result["writers"], result["kills"]
     md = "\n".join([
         "| check | result |", "| --- | --- |",
@@ -277,16 +290,18 @@ def main():
         f"re-run exact: {k['all_exact']} |",
         *[f"| peak RSS: {m['case']} | {m['peak_rss_mb']} MB ({m['skipped_lines']} lines skipped, "
           f"{m['warnings']} warnings) |" for m in result["memory"]],
+        "", machine_line(result["machine"]) + f" {result['started']} to {result['finished']}.",
     ])
-    print(md)
-    write("reliability", result, md)
+    return md, None
 
 
-def _rate_md(r: dict) -> str:
+def render_rate(result: dict) -> tuple[str, None]:
+    r = result["rate"]
     return (f"| ingest of one {r['records']:,}-record work dir | records/s, median of {r['rounds']} |\n"
             f"| --- | --- |\n| with validation | **{r['median_records_per_s']:,}** (goal >= 20,000) |\n"
             f"| before validation | {sorted(r['records_per_s']['baseline'])[r['rounds'] // 2]:,} |\n"
-            f"| ratio, median of per-round ratios | {r['median_ratio']:.2f} |\n")
+            f"| ratio, median of per-round ratios | {r['median_ratio']:.2f} |\n\n"
+            f"{machine_line(result['machine'])} {result['started']} to {result['finished']}.\n", None)
 
 
 if __name__ == "__main__":
