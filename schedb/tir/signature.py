@@ -61,7 +61,13 @@ def describe(mod_or_func) -> dict:
                 "init": _stmt(block.init, ctx) if block.init is not None else None,
             }
         )
-    return {"params": params, "allocs": allocs, "blocks": blocks}
+    desc = {"params": params, "allocs": allocs, "blocks": blocks}
+    attrs = func.attrs
+    if attrs is not None and "layout_free_buffers" in attrs:
+        # Weights MetaSchedule may prepack (AttachAttrLayoutFreeBuffers): another workload to
+        # tune. Only when present, so a plain workload's signature (and digests) stay as they were.
+        desc["layout_free"] = sorted(int(i) for i in attrs["layout_free_buffers"])
+    return desc
 
 
 def signature_of(desc: dict) -> str:
