@@ -14,6 +14,7 @@ from helpers import explain
 from ingest_common import ROOT, TINY, TINY_R, cli_ok, clone_db, snapshot
 
 from cli.main import cli
+from schedb.errors import SchedbError
 
 
 # --------------------------------------------------------------------------- CLI
@@ -106,8 +107,9 @@ def test_failed_commands_create_no_files(mixed_db, tmp_path):
     result = runner.invoke(cli, ["ingest", str(tmp_path / "nonexistent"), "--db", str(db)])
     assert result.exit_code == 1 and db.exists() and snapshot(sqlite3.connect(db)) == before, explain(result)
 
-    for args, msg in [(["export", "/proc/nope/out", "--db", str(db)], "/proc/nope: No such file or directory"),
-                      (["ingest", str(TINY), "--db", str(tmp_path / "no" / "dir.db")], "cannot open the database"),
+    for args, msg in [(["export", "/proc/nope/out", "--db", str(db)],
+                       "/proc/nope/out: cannot write there (No such file or directory)"),
+                      (["ingest", str(TINY), "--db", str(tmp_path / "no" / "dir.db")], "no such folder"),
                       (["export", str(tmp_path / "out"), "--db", str(tmp_path / "none.db")], "no such database")]:
         result = runner.invoke(cli, args)
         cli_ok(result)
@@ -116,7 +118,7 @@ def test_failed_commands_create_no_files(mixed_db, tmp_path):
 
     # SCHEDB_DEBUG=1: the exception itself, for a traceback.
     result = runner.invoke(cli, ["export", "/proc/nope/out", "--db", str(db)], env={"SCHEDB_DEBUG": "1"})
-    assert isinstance(result.exception, OSError), explain(result)
+    assert isinstance(result.exception, SchedbError), explain(result)
 
 
 def test_unknown_mcpu_is_refused_with_the_cpus_llvm_knows(mixed_db, tmp_path):
