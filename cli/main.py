@@ -58,7 +58,7 @@ class Reporter:
     wrapped, with each phase's start and end and a heartbeat every HEARTBEAT_S seconds
     (tvm.compile of a model is a minute of silence otherwise)."""
 
-    HEARTBEAT_S = 10.0
+    HEARTBEAT_S = 3.0  # no phase silent for longer, in a log file too
 
     def __init__(self):
         from rich.console import Console
