@@ -336,22 +336,26 @@ def summarize(res: dict):
 
 def render(res: dict):
     def us(c):
-        return report.fmt_ci(c, "").strip() if c else ""
+        return report.fmt_ci(c, "", 0).strip() if c else ""
 
     rows = ["| model | kernel | weight | plain µs | prepacked µs | ratio prepacked / plain | prepacked + transform µs "
-            "| PyTorch µs |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| PyTorch µs | search s (plain / prepacked) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for k in res["kernels"]:
         c = k["cells"]
         rows.append(f"| {k['model']} | {k['task']} | {k['weight']} | {us(c['plain'])} | {us(c['prepacked'])} "
                     f"| {report.fmt_ci(k['ratio'], 'x', 3)} | {us(c['prepacked + transform'])} "
-                    f"| {us(c.get('pytorch'))} |")
+                    f"| {us(c.get('pytorch'))} | {_wall(k, 'plain')} / {_wall(k, 'prepacked')} |")
     g, s = res["geomean"], res["settings"]
+    left = [f"{k['model']} {k['task']}" for k in res.get("failed", [])]
+    skipped = (f"{len(res['kernels'])} of them tuned and timed ({len(left)} left out: "
+               f"{', '.join(left)}; see the JSON for why), " if left else "")
     verdict = {"pays": "prepacking pays: the prepacked kernels are faster (both intervals below 1.0)",
                "costs": "prepacking does not pay: the prepacked kernels are slower (both intervals above 1.0)",
                "no clear difference": "no clear difference: an interval contains 1.0"}[res["verdict"]]
     md = "\n".join([
         report.machine_line(res["machine"]), "",
-        f"The {s['top']} heaviest kernels (weight x FLOPs) of each model, each tuned twice with MetaSchedule, "
+        f"The {s['top']} heaviest kernels (weight x FLOPs) of each model, chosen before tuning; {skipped}"
+        "each tuned twice with MetaSchedule, "
         f"{s['trials']} trials, seed {s['seed']}, {s['per_iter']} per batch, one search each: plain, and with its "
         "weights marked layout-free (`AttachAttrLayoutFreeBuffers`, so `RewriteLayout` may prepack them). "
         "Prepacked: the kernel without its weight-rewrite block, on the weight already laid out "
@@ -365,6 +369,11 @@ def render(res: dict):
         f"95% bootstrap interval over kernels [{g['bootstrap_over_kernels'][0]:.3f}, "
         f"{g['bootstrap_over_kernels'][1]:.3f}]. Each variant is one search: its tuning luck is in the ratio."])
     return md, None
+
+
+def _wall(k: dict, variant: str) -> str:
+    w = k.get("tuning", {}).get(variant, {}).get("wall_s")
+    return f"{w:.0f}" if w is not None else "?"
 
 
 def main(argv=None):
