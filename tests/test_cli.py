@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sqlite3
 
 import pytest
@@ -86,8 +87,8 @@ def test_cli_sql_refuses_two_output_formats(mixed_db):
 
 
 def _error_line(result) -> str:
-    """The one line a failed command prints (click's usage errors aside)."""
-    lines = [x for x in result.output.splitlines() if x.strip()]
+    """The one line a failed command prints (click's usage errors and progress lines aside)."""
+    lines = [x for x in result.output.splitlines() if x.strip() and not re.match(r"\[ *\d+\.\ds\] ", x)]
     assert len(lines) == 1 and lines[0].startswith("Error: "), explain(result)
     return lines[0]
 
