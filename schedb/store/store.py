@@ -71,8 +71,6 @@ class Store:
                                    timeout=BUSY_TIMEOUT_S)
         except sqlite3.Error as e:
             raise SchedbError(f"{self.path}: cannot open database ({e})") from None
-        # Text another tool wrote need not be UTF-8: show it with replacement characters.
-        conn.text_factory = lambda b: b.decode("utf-8", "replace")
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         # Candidates of every target are ranked in SQL by how alike their target is.
@@ -368,6 +366,9 @@ class Store:
 
     def query(self, sql: str, params=()) -> tuple[list[str], list[tuple]]:
         """Run one statement of the user's: (column names, rows)."""
+        # What the user selects need not be UTF-8 (another tool's text, a cast blob): shown
+        # with replacement characters. Only here: decoding in Python slows every other read.
+        self.conn.text_factory = _lenient_text
         try:
             cur = self.conn.execute(sql, params)
             return [d[0] for d in cur.description or []], cur.fetchall()
@@ -376,6 +377,8 @@ class Store:
             refused = "readonly" in str(e) or "authoriz" in str(e)
             hint = " (the database is open read-only; --write allows changes)" if self.readonly and refused else ""
             raise SchedbError(f"SQL error: {e}{hint}") from None
+        finally:
+            self.conn.text_factory = str
 
     def workload_summary(self, workload_id: int) -> dict:
         """A workload in full for people: description parsed, its models, best record, record count."""
@@ -485,6 +488,10 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         return False
+
+
+def _lenient_text(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
 
 
 def _target_distance(a, b):
