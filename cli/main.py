@@ -258,19 +258,16 @@ db_option = click.option(
 @handle_errors
 def ingest(paths, db_path, model, as_json):
     """Ingest tuning logs: MetaSchedule work dirs, Ansor logs, schedb databases."""
+    from schedb.pipeline.phases import phase
+
     progress = Reporter()
     # One phase around it all: loading TVM and the first big file say nothing otherwise.
-    progress.phase("ingesting", "start", 0.0)
-    try:
+    with phase(progress.phase, "ingesting"):
         from schedb.ingest import ingest_into
 
         quiet_tvm()
         report, path = ingest_into(db_path, paths, model=model, on_file=lambda f, r: progress.line(
             f"{f}: {r.files} files, {r.new_records} new records so far"))
-    except BaseException:
-        progress.phase("ingesting", "failed", time.perf_counter() - progress.t0)
-        raise
-    progress.phase("ingesting", "end", time.perf_counter() - progress.t0)
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     for e in report.errors:
