@@ -77,10 +77,7 @@ def main():
         report.replot(out, render)
         return
 
-    from schedb import load_intrinsics, parse_target
-
-    target = parse_target(None)
-    load_intrinsics(target)
+    target = report.host_target()
     mods = candidates(target, args.batches * args.batch)
     batches = [mods[i * args.batch:(i + 1) * args.batch] for i in range(args.batches)]
     result = {"machine": describe(), "candidates": len(mods), "batch": args.batch}

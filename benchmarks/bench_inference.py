@@ -74,16 +74,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="alexnet,resnet50,googlenet")
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--name", default="inference", help="results/NAME.json (another name keeps the committed one)")
-    ap.add_argument("--replot", action="store_true")
+    report.result_options(ap, "inference")
     a = ap.parse_args(argv)
     if a.replot:
         report.replot(report.RESULTS / f"{a.name}.json", render)
         return
-    from schedb import load_intrinsics, parse_target
-
-    target = parse_target(None)
-    load_intrinsics(target)
+    target = report.host_target()
     res = {"machine": report.describe(), "models": [measure(m, target, a.rounds) for m in a.models.split(",")],
            "finished": report.now()}
     md, _ = render(res)

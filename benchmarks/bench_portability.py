@@ -140,10 +140,9 @@ def main(argv=None):
         report.replot(report.RESULTS / "portability.json", render)
         return
 
-    from schedb import canonical, load_intrinsics, parse_target
+    from schedb import canonical
 
-    target = parse_target(None)
-    load_intrinsics(target)
+    target = report.host_target()
     here = canonical(target)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

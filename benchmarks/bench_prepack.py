@@ -390,17 +390,14 @@ def main(argv=None):
     ap.add_argument("--min-ms", type=float, default=50.0, help="each sample runs the kernel for at least this long")
     ap.add_argument("--max-pause", type=float, default=600.0, help="seconds the fixture tuning may stay stopped")
     ap.add_argument("--scratch", default=None, help="MetaSchedule work dirs (default: a new temp dir)")
-    ap.add_argument("--name", default="prepack", help="results/NAME.json (another name keeps the committed one)")
-    ap.add_argument("--replot", action="store_true")
+    report.result_options(ap, "prepack")
     a = ap.parse_args(argv)
     if a.replot:
         report.replot(report.RESULTS / f"{a.name}.json", render)
         return
-    from schedb import load_intrinsics, parse_target
     from schedb.search.measure import WarmBuilder
 
-    target = parse_target(None)
-    load_intrinsics(target)
+    target = report.host_target()
     scratch = Path(a.scratch or tempfile.mkdtemp(prefix="schedb-prepack-"))
     res = {"machine": report.describe(), "started": report.now(),
            "settings": {"models": a.models.split(","), "top": a.top, "trials": a.trials, "per_iter": a.per_iter,

@@ -110,6 +110,21 @@ def replot(path: Path, render) -> Path:
     return write(Path(path).stem, result, *render(result), folder=Path(path).parent)
 
 
+def result_options(ap, name: str) -> None:
+    """--name (results/NAME.json) and --replot, for a benchmark that writes one result."""
+    ap.add_argument("--name", default=name, help="results/NAME.json (another name keeps the committed one)")
+    ap.add_argument("--replot", action="store_true", help="re-render NAME.md from NAME.json; measure nothing")
+
+
+def host_target():
+    """This host's TVM target, its tensor intrinsics loaded: what the benchmarks tune and time for."""
+    from schedb import load_intrinsics, parse_target
+
+    target = parse_target(None)
+    load_intrinsics(target)
+    return target
+
+
 def pyplot():
     """matplotlib without a display (pip install -e '.[bench]')."""
     import matplotlib
