@@ -177,3 +177,22 @@ def test_export_target_filter(foreign_db, tmp_path):
     theirs = CliRunner().invoke(cli, ["export", str(tmp_path / "theirs"), "--db", str(foreign_db),
                                       "--target", foreign_target()])
     assert theirs.exit_code == 0 and f", {n} records" in theirs.output, explain(theirs)
+
+
+def test_records_for_a_cpu_this_llvm_does_not_know_are_ingested(tmp_path):
+    """Logs from a newer LLVM name CPUs this one lacks: the records are kept (labelled as
+    written), only a target the user types is checked against LLVM's list."""
+    from ingest_common import TINY_R, write_workdir
+
+    from schedb.ingest import ingest
+    from schedb.store import Store
+
+    records = []
+    for line in TINY_R:
+        r = json.loads(line)
+        r[1][2]["mcpu"] = "futurecpu9"
+        records.append(json.dumps(r))
+    report = ingest(Store(tmp_path / "a.db"), [write_workdir(tmp_path / "wd", records=records)])
+    assert report.errors == [] and report.skipped_lines == 0 and report.new_records == len(TINY_R)
+    targets = Store(tmp_path / "a.db", readonly=True).target_counts()
+    assert [json.loads(t)["mcpu"] for t in targets] == ["futurecpu9"]
