@@ -372,7 +372,8 @@ def _time_calls(fn, args_list) -> dict:
     wall, cpu = sorted(_ms(wall)), sorted(_ms(cpu))
     ci = report.median_ci(wall)
     return {"n": len(wall), "median_ms": ci["median"], "ci_low_ms": ci["ci_low"], "ci_high_ms": ci["ci_high"],
-            "p99_ms": wall[min(len(wall) - 1, int(0.99 * len(wall)))], "cpu_median_ms": statistics.median(cpu)}
+            "coverage": ci["coverage"], "p99_ms": wall[min(len(wall) - 1, int(0.99 * len(wall)))],
+            "cpu_median_ms": statistics.median(cpu)}
 
 
 def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups: int) -> dict:
@@ -403,8 +404,9 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups
     res = {"records": n, "workloads": rep.new_workloads, "runs": len(runs),
            "ingest": {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "records_per_s": round(n / wall),
                       "records_per_cpu_s": round(n / cpu), "invalid": rep.invalid,
-                      "per_run_records_per_s": {k: round(v) for k, v in rate_ci.items() if k != "n"} | {
-                          "n": rate_ci["n"], "first": round(rates[0]), "last": round(rates[-1])},
+                      "per_run_records_per_s": {k: round(rate_ci[k]) for k in ("median", "ci_low", "ci_high")} | {
+                          "n": rate_ci["n"], "coverage": rate_ci["coverage"], "first": round(rates[0]),
+                          "last": round(rates[-1])},
                       # bytes handed to write() per work dir (WAL + checkpoints): None without /proc
                       "written_mb_per_run": None if written[0] is None else {
                           "first": round(written[0] / 2**20, 1), "last": round(written[-1] / 2**20, 1),
@@ -474,7 +476,8 @@ def _written_cell(ing: dict) -> str:
 
 
 def _ci(t: dict, digits: int = 3) -> str:
-    return f"{t['median_ms']:.{digits}f} [{t['ci_low_ms']:.{digits}f}, {t['ci_high_ms']:.{digits}f}]"
+    return (f"{t['median_ms']:.{digits}f} [{t['ci_low_ms']:.{digits}f}, {t['ci_high_ms']:.{digits}f}]"
+            + report.coverage_note(t))
 
 
 def render(res: dict) -> tuple[str, object]:
@@ -491,7 +494,8 @@ def render(res: dict) -> tuple[str, object]:
         pr = ing["per_run_records_per_s"]
         out.append(
             f"| {r['records']:,} | {r['workloads']:,} ({r['kinds']}) | {r['db_mb']:,.0f} "
-            f"| **{ing['records_per_s']:,}** | {pr['median']:,} [{pr['ci_low']:,}, {pr['ci_high']:,}], "
+            f"| **{ing['records_per_s']:,}** | {pr['median']:,} [{pr['ci_low']:,}, {pr['ci_high']:,}]"
+            f"{report.coverage_note(pr)}, "
             f"{pr['first']:,} -> {pr['last']:,} | {_written_cell(ing)} "
             f"| {knn['build_s_median']:.2f} | {_ci(knn['query'])} | {_ci(knn['query_one_thread'])} "
             f"| {_ci(lk['best_record(wid, target)'])} | {_ci(lk['best_record(wid)'])} "

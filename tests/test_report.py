@@ -1,0 +1,123 @@
+"""The benchmarks' statistics and tables (benchmarks/report.py and the renderers): the
+interval of the median against exact binomial order statistics computed here, its coverage
+by simulation, and table cells that recompute from the result dict."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+
+import bench_inference  # noqa: E402
+import report  # noqa: E402
+
+
+def exact_ranks(n: int, confidence: float = 0.95) -> tuple[int, int, float]:
+    """The narrowest symmetric pair of ranks (k, n + 1 - k) whose interval holds the median of
+    a continuous distribution with probability >= confidence, and that probability. The count
+    B of samples below the median is binomial(n, 1/2); the interval misses when B < k or, the
+    same chance, B > n - k. No pair reaches it: (1, n), the widest, with its own coverage."""
+    below = [0]  # below[k] = 2^n P(B < k): how many of the 2^n equally likely sides have B < k
+    for i in range(n // 2 + 1):
+        below.append(below[-1] + math.comb(n, i))
+
+    def coverage(k):
+        return 1 - 2 * below[k] / 2**n
+
+    k = max((k for k in range(1, n // 2 + 1) if coverage(k) >= confidence), default=1)
+    return k, n + 1 - k, coverage(k)
+
+
+@pytest.mark.parametrize("n", [*range(1, 41), 57, 100, 101, 333, 1000])
+def test_median_ci_is_the_exact_binomial_order_statistics(n):
+    samples = random.Random(n).sample(range(1, 10 * n + 1), n)  # distinct: a value names its rank
+    ranked = sorted(samples)
+    lo, hi, cov = exact_ranks(n)
+    c = report.median_ci(samples)
+    assert (c["ci_low"], c["ci_high"]) == (ranked[lo - 1], ranked[hi - 1])
+    assert c["coverage"] == pytest.approx(cov, abs=1e-12)
+    assert c["n"] == n and c["median"] == statistics.median(samples)
+
+
+def test_below_six_samples_no_interval_covers_95_percent_and_it_says_so():
+    # n = 5: the widest interval, [min, max], misses the median only when all 5 samples fall on
+    # one side of it: 2 / 32, so it covers 30 / 32 = 93.75%, and nothing narrower does better.
+    c = report.median_ci([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert (c["ci_low"], c["ci_high"], c["coverage"]) == (1.0, 5.0, 0.9375)
+    assert report.fmt_ci(c) == "3 [1, 5] ms (93.75% interval)"
+    # n = 6: [min, max] covers 62 / 64, above 95%: no note.
+    c6 = report.median_ci([6.0, 1.0, 5.0, 2.0, 4.0, 3.0])
+    assert c6["coverage"] == 62 / 64 and report.fmt_ci(c6) == "3.5 [1, 6] ms"
+    assert exact_ranks(5)[2] < 0.95 <= exact_ranks(6)[2]
+
+
+@pytest.mark.parametrize("n", [5, 9, 15, 40])
+def test_simulated_coverage_matches_the_stated_coverage(n):
+    """2000 seeded samples of n draws from a skewed distribution (lognormal, median exactly 1):
+    the share of intervals holding the true median is the stated coverage, within 4 standard
+    errors of a binomial proportion (one rank off would move it by 3 to 10 points)."""
+    import numpy as np
+
+    rng = np.random.default_rng(18)
+    draws = rng.lognormal(mean=0.0, sigma=1.0, size=(2000, n))
+    cis = [report.median_ci(row) for row in draws]
+    stated = {c["coverage"] for c in cis}
+    assert len(stated) == 1
+    stated = stated.pop()
+    assert stated >= 0.95 or n < 6
+    hit = np.mean([c["ci_low"] <= 1.0 <= c["ci_high"] for c in cis])
+    assert abs(hit - stated) <= 4 * math.sqrt(stated * (1 - stated) / len(cis)), (hit, stated)
+
+
+def test_fmt_ci_formats_and_marks_lower_coverage():
+    c = {"median": 51.349, "ci_low": 50.5712, "ci_high": 55.2, "n": 15, "coverage": 0.9648}
+    assert report.fmt_ci(c) == "51.35 [50.57, 55.2] ms"  # 4 significant digits
+    assert report.fmt_ci(c, "x", 2) == "51.35 [50.57, 55.20] x"
+    assert report.fmt_ci(c, "") == "51.35 [50.57, 55.2]"  # no unit, no trailing space
+    assert report.fmt_ci({**c, "coverage": 0.9375}, "", 1) == "51.3 [50.6, 55.2] (93.75% interval)"
+    # Results written before median_ci stored its coverage: recomputed from n.
+    old = {k: v for k, v in c.items() if k != "coverage"}
+    assert report.fmt_ci(old) == "51.35 [50.57, 55.2] ms"
+    assert report.fmt_ci({**old, "n": 5}) == "51.35 [50.57, 55.2] ms (93.75% interval)"
+
+
+MACHINE = {"cpu": "Test CPU", "cores": 2, "llvm_mcpu": "testcpu", "tvm": "0.27", "python": "3.11",
+           "load_average_at_start": [1.0, 0.5, 0.25]}
+
+
+def _table(md: str) -> list[list[str]]:
+    """The rows of the markdown table in ``md`` (header and rule left out), cell by cell."""
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in md.splitlines() if ln.startswith("|")]
+    return rows[2:]
+
+
+def test_inference_table_recomputes_from_the_result():
+    """bench_inference.render on a result as measure() builds it: cells from median_ci of the
+    samples; with 5 rounds every interval says it covers 93.75%, not the header's 95%."""
+    samples = {"bound + folded": [52.0, 50.0, 51.0, 55.0, 53.0], "params as inputs": [790.0, 801.0, 766.0, 834.0, 800.0],
+               "pytorch eager": [21.0, 20.0, 22.0, 26.0, 21.5]}
+    torch = samples["pytorch eager"]
+    m = {"model": "alexnet", "rounds": 5, "fixture_weights": "bound",
+         "tasks": {"bound + folded": 13, "params as inputs": 20}, "scheduled": {"bound + folded": 12, "params as inputs": 7},
+         "cells": {k: report.median_ci(s) for k, s in samples.items()},
+         "over_pytorch": {k: report.median_ci([x / t for x, t in zip(samples[k], torch)])
+                          for k in bench_inference.VARIANTS}}
+    md, fig = bench_inference.render({"machine": MACHINE, "models": [m]})
+    assert fig is None
+    note = "(93.75% interval)"
+    # Ratios per round: 52/21, 50/20, 51/22, 55/26, 53/21.5 -> sorted 2.115, 2.318, 2.465, 2.476, 2.5.
+    assert _table(md) == [
+        ["alexnet (bound)", "bound + folded", "13 (12)", f"52 [50, 55] ms {note}", f"2.47 [2.12, 2.50] x {note}"],
+        ["alexnet (bound)", "params as inputs", "20 (7)", f"800 [766, 834] ms {note}",
+         f"37.21 [32.08, 40.05] x {note}"],
+        ["alexnet", "PyTorch eager", "", f"21.5 [20, 26] ms {note}", "1"],
+    ]
+    assert md.startswith("Machine: Test CPU (2 cores, LLVM mcpu testcpu), TVM 0.27, Python 3.11; "
+                         "load average at start [1.0, 0.5, 0.25].")
+    assert "over 5 interleaved rounds" in md
