@@ -38,6 +38,7 @@ _PUBLIC = {
     "compile_model": "schedb.pipeline.evaluate", "time_vm": "schedb.pipeline.evaluate",
     "time_torch": "schedb.pipeline.evaluate", "winners_database": "schedb.pipeline.evaluate",
     "end_to_end": "schedb.pipeline.evaluate", "open_schedules": "schedb.pipeline.evaluate",
+    "compile_variants": "schedb.pipeline.evaluate", "time_interleaved": "schedb.pipeline.evaluate",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -52,6 +52,10 @@ class Compiled:
         return {"max_abs_err": self.max_abs_err, "max_rel_err": self.max_rel_err,
                 "tuned_tasks": self.tuned_tasks}
 
+    def check(self) -> dict:
+        """The output check as a transfer report gives it."""
+        return {"max_abs_err": self.max_abs_err, "kernels_scheduled": self.tuned_tasks}
+
 
 def apply_database(mod, target, database):
     """Replace every kernel that ``database`` has a schedule for (count_scheduled counts them)."""
@@ -151,21 +155,24 @@ def winners_database(tasks, winners: dict, target):
     return db
 
 
-def end_to_end(lowered: LoweredModel, target, tasks, variants: dict, repeat: int = 10,
-               on_phase=None) -> tuple[dict, dict, dict]:
-    """Compile the model once per variant (name -> winners, None: untuned), then time every
-    variant and PyTorch eager interleaved, one run of each per round, so that load on the
-    machine falls on all alike. (Timed one after the other, PyTorch came last, alone in
-    whatever load the end of the run had; with another job on a core of 2, googlenet took
-    1.9 s with PyTorch's 2 OpenMP threads against 0.15 s with one.)
-    -> ({name: Latency dict}, {name: output check}, {"before", "after": the load average
-    (1, 5, 15 min) around the timing}). ``on_phase``: schedb.pipeline.phases."""
-    compiled, check = {}, {}
+def compile_variants(lowered: LoweredModel, target, tasks, variants: dict, on_phase=None) -> dict:
+    """Compile the model once per variant (name -> winners, None: untuned) -> {name: Compiled};
+    compile_model checks each against the framework's output. ``on_phase``: schedb.pipeline.phases."""
+    compiled = {}
     for name, winners in variants.items():
         db = winners_database(tasks, winners, target) if winners is not None else None
         with phase(on_phase, f"compiling {name}"):
             compiled[name] = compile_model(lowered, target, db)
-        check[name] = {"max_abs_err": compiled[name].max_abs_err, "kernels_scheduled": compiled[name].tuned_tasks}
+    return compiled
+
+
+def time_interleaved(lowered: LoweredModel, compiled: dict, repeat: int = 10, on_phase=None) -> tuple[dict, dict]:
+    """Time every compiled variant and PyTorch eager interleaved, one run of each per round, so
+    that load on the machine falls on all alike. (Timed one after the other, PyTorch came last,
+    alone in whatever load the end of the run had; with another job on a core of 2, googlenet
+    took 1.9 s with PyTorch's 2 OpenMP threads against 0.15 s with one.)
+    -> ({name: Latency dict}, {"before", "after": the load average (1, 5, 15 min) around the
+    timing}). ``on_phase``: schedb.pipeline.phases."""
     with_torch = lowered.model.torch_module is not None
     samples: dict = {name: [] for name in [*compiled, *(["pytorch"] if with_torch else [])]}
     load = {"before": list(os.getloadavg())}
@@ -178,7 +185,16 @@ def end_to_end(lowered: LoweredModel, target, tasks, variants: dict, repeat: int
     load["after"] = list(os.getloadavg())
     e2e = {name: Latency(s).as_dict() for name, s in samples.items()}
     e2e.setdefault("pytorch", None)
-    return e2e, check, load
+    return e2e, load
+
+
+def end_to_end(lowered: LoweredModel, target, tasks, variants: dict, repeat: int = 10,
+               on_phase=None) -> tuple[dict, dict, dict]:
+    """compile_variants, then time_interleaved: -> ({name: Latency dict}, {name: output check},
+    the load average around the timing)."""
+    compiled = compile_variants(lowered, target, tasks, variants, on_phase)
+    e2e, load = time_interleaved(lowered, compiled, repeat, on_phase)
+    return e2e, {name: c.check() for name, c in compiled.items()}, load
 
 
 def open_schedules(path, target=None):
