@@ -194,7 +194,8 @@ def render(res: dict):
         report.machine_line(res["machine"]), "",
         f"Target {res['model']}. MetaSchedule from scratch = `schedb tune` run `{m['run']}` "
         f"({m['tasks']} tasks, at most {m['trials_per_task']} trials per task, {m['wall_time_s']:.0f} s), "
-        "replayed from its timeline. Latencies: median [95% interval] over "
+        "replayed from its timeline. T: the pair's task search and droplet, from the pairs table (lowering, "
+        "task extraction, the index and the final compile not counted). Latencies: median [95% interval] over "
         f"{res['args']['rounds']} interleaved rounds (binomial order statistics). Time to match: first moment "
         "of the MetaSchedule run whose model is at least as fast as transfer + droplet (bisection, each point "
         f"timed {res['args']['curve_repeat']} times, median). Share of the full speed-up: "

@@ -189,7 +189,8 @@ def render(res: dict):
         f"End-to-end latency, median [95% interval] over {n} interleaved rounds per target "
         "(distribution-free interval for the median from binomial order statistics). "
         "Droplet gain: median of per-round ratios transfer / transfer+droplet. "
-        "Search time: transfer + droplet wall time of that pair. Load average (1 min) when each "
+        "Search time: the pair's task search and droplet (`search_time_s`; lowering, task extraction, the "
+        "index and the final compile not counted). Load average (1 min) when each "
         "target was timed: " + ", ".join(f"{t['target_model']} {t['load_average_before'][0]}"
                                          for t in res["targets"]) + ".", "", *rows])
 
