@@ -100,11 +100,12 @@ def _table(md: str) -> list[list[str]]:
 def test_inference_table_recomputes_from_the_result():
     """bench_inference.render on a result as measure() builds it: cells from median_ci of the
     samples; with 5 rounds every interval says it covers 93.75%, not the header's 95%."""
-    samples = {"bound + folded": [52.0, 50.0, 51.0, 55.0, 53.0], "params as inputs": [790.0, 801.0, 766.0, 834.0, 800.0],
-               "pytorch eager": [21.0, 20.0, 22.0, 26.0, 21.5]}
+    samples = {"bound + folded": [52.0, 50.0, 51.0, 55.0, 53.0],
+               "params as inputs": [790.0, 801.0, 766.0, 834.0, 800.0], "pytorch eager": [21.0, 20.0, 22.0, 26.0, 21.5]}
     torch = samples["pytorch eager"]
     m = {"model": "alexnet", "rounds": 5, "fixture_weights": "bound",
-         "tasks": {"bound + folded": 13, "params as inputs": 20}, "scheduled": {"bound + folded": 12, "params as inputs": 7},
+         "tasks": {"bound + folded": 13, "params as inputs": 20},
+         "scheduled": {"bound + folded": 12, "params as inputs": 7},
          "cells": {k: report.median_ci(s) for k, s in samples.items()},
          "over_pytorch": {k: report.median_ci([x / t for x, t in zip(samples[k], torch)])
                           for k in bench_inference.VARIANTS}}
