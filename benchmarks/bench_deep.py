@@ -159,6 +159,7 @@ def main(argv=None):
     ap.add_argument("--top", type=int, default=5, help="heaviest kernels timed alone")
     ap.add_argument("--min-ms", type=float, default=20.0, help="each kernel sample runs at least this long")
     ap.add_argument("--work", default="/tmp/schedb-deep", help="scratch folder for the databases")
+    ap.add_argument("--search-only", action="store_true", help="run (and keep) the transfers, time nothing")
     report.result_options(ap, "deep")
     a = ap.parse_args(argv)
     if a.replot:
@@ -173,7 +174,12 @@ def main(argv=None):
     for m in models:
         others = [o for o in ("alexnet", "resnet50", "googlenet") if o != m]
         print(f"{m}: transfer from {'+'.join(others)}, compile, time", file=sys.stderr)
-        res["models"].append(measure(m, others, target, a, work, base))
+        if a.search_only:
+            search(others, m, work, base, target, droplet_trials=None, pair_dir=report.RESULTS / a.name)
+        else:
+            res["models"].append(measure(m, others, target, a, work, base))
+    if a.search_only:
+        return
     res["finished"] = report.now()
     md, _ = render(res)
     print(md)
