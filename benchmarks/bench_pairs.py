@@ -59,29 +59,31 @@ def copy_db(src: Path, dst: Path):
         a.backup(b)
 
 
-def search(source: str, target_model: str, work: Path, base: Path, target, droplet_trials: int) -> dict:
-    """One pair: transfer + droplet in a fresh copy of the base database."""
+def search(sources: list[str], target_model: str, work: Path, base: Path, target, droplet_trials: int | None,
+           pair_dir: Path | None = None) -> dict:
+    """Transfer (+ droplet unless ``droplet_trials`` is None) from ``sources`` to
+    ``target_model`` in a fresh copy of the base database; kept in PAIR_DIR and reused."""
     from schedb import load_model, Options, Store, transfer
 
-    out = PAIR_DIR / f"{source}_to_{target_model}.json"
+    name = f"{'+'.join(sources)}_to_{target_model}"
+    out = (pair_dir or PAIR_DIR) / f"{name}.json"
     if out.exists():
         return json.loads(out.read_text())
-    db = work / f"{source}_to_{target_model}.db"
+    db = work / f"{name}.db"
     copy_db(base, db)
     store = Store(db)
-    load = os.getloadavg()
+    load, started = os.getloadavg(), report.now()
     t0 = time.perf_counter()
-    rep = transfer(store, load_model(target_model), target,
-                   Options(sources=[source], exclude=[target_model], droplet=True,
-                           droplet_trials=droplet_trials, e2e_repeat=3),
-                   progress=lambda d, n, r: print(f"  {source}->{target_model} {d}/{n} {r.task}: {r.source}",
-                                                  file=sys.stderr))
+    opts = Options(sources=sources, exclude=[target_model], droplet=droplet_trials is not None,
+                   droplet_trials=droplet_trials or 0, e2e_repeat=3)
+    rep = transfer(store, load_model(target_model), target, opts,
+                   progress=lambda d, n, r: print(f"  {name} {d}/{n} {r.task}: {r.source}", file=sys.stderr))
     store.close()
-    res = {"source": source, "target_model": target_model, "db": str(db),
-           "load_average_before": [round(x, 2) for x in load],
+    res = {"source": "+".join(sources), "target_model": target_model, "db": str(db),
+           "started": started, "load_average_before": [round(x, 2) for x in load],
            "load_average_after": [round(x, 2) for x in os.getloadavg()],
            "wall_s": round(time.perf_counter() - t0, 1), **rep.as_dict()}
-    PAIR_DIR.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")
     return res
 
@@ -90,7 +92,8 @@ def pair_database(pair: dict, tasks, target, refined: bool):
     """The pair's chosen schedule per task (the droplet one where it won), as a MetaSchedule
     database: the traces were stored as applied to these very tasks, so they replay as is."""
     from schedb import apply_trace, Store
-    from schedb.pipeline.transfer import Winner, winners_database
+    from schedb.pipeline.evaluate import winners_database
+    from schedb.pipeline.transfer import Winner
 
     store = Store(pair["db"], readonly=True)
     by_task = {t["task"]: t for t in pair["tasks"]}
@@ -243,7 +246,7 @@ def main(argv=None):
         for s in models:
             if s != t:
                 print(f"search {s} -> {t}", file=sys.stderr)
-                pairs.append(search(s, t, work, base, target, a.droplet_trials))
+                pairs.append(search([s], t, work, base, target, a.droplet_trials))
         if not a.search_only:
             measure_target(t, pairs, target, a.rounds)
     timed = [json.loads((PAIR_DIR / f"{m}.json").read_text()) for m in models

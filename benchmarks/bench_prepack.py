@@ -177,7 +177,8 @@ def build(k: dict, target, min_ms: float) -> dict:
 
 class TorchLayer:
     """The same layer in PyTorch eager: conv2d (shape, stride, padding of the model's own
-    Conv2d with these shapes) + eval batch norm (+ residual add) + ReLU, as the kernel fuses."""
+    Conv2d with these shapes) + eval batch norm, or the conv's bias where no batch norm
+    follows it (+ residual add) + ReLU, as the kernel fuses."""
 
     def __init__(self, k: dict, min_ms: float):
         import torch
@@ -194,7 +195,8 @@ class TorchLayer:
         self.w = torch.randn(weight, generator=g)
         c = weight[0]
         self.bn = [torch.randn(c, generator=g), torch.rand(c, generator=g) + 0.5, torch.randn(c, generator=g),
-                   torch.randn(c, generator=g)]
+                   torch.randn(c, generator=g)] if self.conv.get("bn", True) else None
+        self.bias = None if self.bn is not None else torch.randn(c, generator=g)
         self.r = torch.randn(out, generator=g) if self.residual else None
         self.number = 1
         while self._time(self.number) * 1e3 < min_ms:
@@ -202,8 +204,9 @@ class TorchLayer:
 
     def __call__(self):
         c, F = self.conv, self.F
-        y = F.conv2d(self.x, self.w, None, c["stride"], c["padding"], c["dilation"], c["groups"])
-        y = F.batch_norm(y, self.bn[0], self.bn[1], self.bn[2], self.bn[3], False, 0.0, c["eps"])
+        y = F.conv2d(self.x, self.w, self.bias, c["stride"], c["padding"], c["dilation"], c["groups"])
+        if self.bn is not None:
+            y = F.batch_norm(y, self.bn[0], self.bn[1], self.bn[2], self.bn[3], False, 0.0, c["eps"])
         if self.r is not None:
             y = y + self.r
         return F.relu(y) if self.relu else y
@@ -221,7 +224,7 @@ class TorchLayer:
 
 def torch_convs(module, example_shape) -> list[dict]:
     """Every Conv2d of the model with its input/weight/output shapes, stride and padding,
-    and the eps of the BatchNorm2d that follows it (None if none)."""
+    and whether a BatchNorm2d follows it (with its eps)."""
     import torch
 
     found, hooks, mods = [], [], list(module.modules())
@@ -233,7 +236,7 @@ def torch_convs(module, example_shape) -> list[dict]:
                 found.append({"in": list(inp[0].shape), "weight": list(mod.weight.shape), "out": list(out.shape),
                               "stride": list(mod.stride), "padding": list(mod.padding),
                               "dilation": list(mod.dilation), "groups": mod.groups,
-                              "eps": bn.eps if bn is not None else 1e-5})
+                              "bn": bn is not None, "eps": bn.eps if bn is not None else 1e-5})
             hooks.append(m.register_forward_hook(hook))
     with torch.no_grad():
         module.eval()(torch.zeros(example_shape))

@@ -1,0 +1,190 @@
+"""The deep source database against PyTorch eager (issue 14's measurement).
+
+Per target model (alexnet, resnet50, googlenet), two builds on today's inference-grade
+pipeline, each checked against PyTorch's output:
+
+* **own fixture**: the model compiled with its own fixture work dir's schedules;
+* **transferred from the other two**: ``transfer(..., Options(sources=<the other two>,
+  exclude=[target]))`` (no droplet) in a copy of a database that holds the three fixtures,
+  then compiled with the chosen schedule per task.
+
+Both are timed **interleaved** with PyTorch eager (2 threads), round by round, while the
+background fixture tuning (if any) is stopped. "x PyTorch" is the median of the per-round
+ratios with its 95% interval. Then the 5 heaviest kernels of the target (weight x FLOPs)
+are built from each variant's schedule and timed interleaved with the same layer in
+PyTorch (bench_prepack.TorchLayer): GFLOP/s side by side, where the gap lies.
+
+    python benchmarks/bench_deep.py [--models alexnet,resnet50,googlenet] [--rounds 15]
+    python benchmarks/bench_deep.py --replot
+
+A target's transfer is kept in results/NAME/SOURCES_to_TARGET.json and reused when rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import report
+from bench_pairs import base_db, interleaved, pair_database, search
+from bench_prepack import Kernel, TorchLayer, fixture_tuning_paused, match_conv, torch_convs
+
+ROOT = Path(__file__).resolve().parents[1]
+OWN, TRANSFERRED, TORCH = "own fixture", "transferred from the other two", "pytorch eager"
+
+
+def variants(model: str, others: list[str], tasks, target, work: Path, base: Path, keep: Path) -> tuple[dict, dict]:
+    """{variant: MetaSchedule database} and the transfer's summary (kept in ``keep``)."""
+    from schedb import open_workdir
+
+    pair = search(others, model, work, base, target, droplet_trials=None, pair_dir=keep)
+    summary = {k: pair[k] for k in ("source", "wall_s", "search_time_s", "measured", "started")}
+    summary["by_source"] = {s: sum(t["source"] == s for t in pair["tasks"])
+                            for s in ("exact", "neighbor", "anchor", "searched", "untuned")}
+    return {OWN: open_workdir(ROOT / "fixtures" / model),
+            TRANSFERRED: pair_database(pair, tasks, target, refined=False)}, summary
+
+
+def heaviest(model, tasks, dbs: dict, target, top: int, min_ms: float) -> list[dict]:
+    """The ``top`` heaviest kernels, each built with every variant's schedule (None:
+    untuned there) and with its PyTorch layer (None: PyTorch has no conv of its shapes)."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    convs = torch_convs(model.torch_module, list(model.inputs[0].shape))
+    out = []
+    for t in sorted(tasks, key=lambda t: -t.weight * estimate_tir_flops(t.func))[:top]:
+        k = {"task": t.name, "weight": t.weight, "flops": float(estimate_tir_flops(t.func)),
+             "arg_shapes": [[int(d) for d in a.shape] for a in ms.arg_info.ArgInfo.from_prim_func(t.func["main"])]}
+        k["_conv"] = match_conv(k, convs)
+        k["_built"] = {}
+        for name, db in dbs.items():
+            sch = db.query_schedule(t.func, target, workload_name="main")
+            if sch is not None:
+                k["_built"][name] = Kernel(sch.mod, target, ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"]),
+                                           min_ms)
+        k["_built"][TORCH] = TorchLayer(k, min_ms) if k["_conv"] is not None else None
+        k["untuned_in"] = [n for n in dbs if n not in k["_built"]]
+        out.append(k)
+    return out
+
+
+def time_kernels(kernels: list[dict], rounds: int) -> None:
+    """Round by round, every kernel's variants and its PyTorch layer back to back."""
+    for k in kernels:
+        k["samples_us"] = {n: [] for n, b in k["_built"].items() if b is not None}
+    for _ in range(rounds):
+        for k in kernels:
+            for n in k["samples_us"]:
+                k["samples_us"][n].append(k["_built"][n].sample_us())
+    for k in kernels:
+        k["cells_us"] = {n: report.median_ci(s) for n, s in k["samples_us"].items()}
+        k["gflops"] = {n: k["flops"] / c["median"] / 1e3 for n, c in k["cells_us"].items()}
+
+
+def measure(model_name: str, others: list[str], target, a, work: Path, base: Path) -> dict:
+    import torch
+
+    from schedb import compile_model, extract_tasks, load_model, lower
+
+    model = load_model(model_name)
+    lowered = lower(model, target)
+    tasks = extract_tasks(lowered, target)
+    dbs, transfer = variants(model_name, others, tasks, target, work, base, report.RESULTS / a.name)
+    compiled = {name: compile_model(lowered, target, db) for name, db in dbs.items()}
+    kernels = heaviest(model, tasks, dbs, target, a.top, a.min_ms)
+    torch.set_num_threads(2)
+    with fixture_tuning_paused() as pgid:
+        time.sleep(2)  # let the stopped workers' cores go idle
+        load = [round(x, 2) for x in os.getloadavg()]
+        started = report.now()
+        samples = interleaved(lowered, compiled, a.rounds, with_torch=True)
+        time_kernels(kernels, a.rounds)
+        load_end = [round(x, 2) for x in os.getloadavg()]
+    t = samples[TORCH]
+    return {
+        "model": model_name, "sources": others, "rounds": a.rounds, "timing_started": started,
+        "paused_pgid": pgid, "load_average_paused": load, "load_average_end_of_timing": load_end,
+        "tasks": len(tasks), "transfer": transfer,
+        "checks": {name: c.as_dict() for name, c in compiled.items()},
+        "samples_ms": samples, "cells": {name: report.median_ci(s) for name, s in samples.items()},
+        "over_pytorch": {name: report.median_ci([x / y for x, y in zip(samples[name], t)]) for name in compiled},
+        "kernels": [{x: v for x, v in k.items() if not x.startswith("_")} for k in kernels],
+    }
+
+
+def render(res: dict):
+    goals = res["goals"]
+    rows = ["| target | build | latency | x PyTorch eager | goal | met |", "| --- | --- | --- | --- | --- | --- |"]
+    for m in res["models"]:
+        for name, r in m["over_pytorch"].items():
+            g = goals[m["model"]].get(name)
+            met = "" if g is None else ("yes" if r["median"] <= g else "**no**")
+            rows.append(f"| {m['model']} | {name} | {report.fmt_ci(m['cells'][name])} "
+                        f"| {report.fmt_ci(r, 'x', 2)} | {'' if g is None else f'<= {g}x'} | {met} |")
+        rows.append(f"| {m['model']} | PyTorch eager | {report.fmt_ci(m['cells'][TORCH])} | 1 | | |")
+    krows = ["| target | kernel (weight) | GFLOP | " + " | ".join(f"{n} GFLOP/s" for n in (OWN, TRANSFERRED, TORCH))
+             + " |", "| --- | --- | --- | --- | --- | --- |"]
+    for m in res["models"]:
+        for k in m["kernels"]:
+            cells = [f"{k['gflops'][n]:.1f}" if n in k["gflops"] else "untuned" if n in k["untuned_in"] else "-"
+                     for n in (OWN, TRANSFERRED, TORCH)]
+            krows.append(f"| {m['model']} | `{k['task'][:48]}` ({k['weight']}) | {k['flops'] / 1e9:.3f} | "
+                         + " | ".join(cells) + " |")
+    srcs = "; ".join(f"{m['model']} from {m['transfer']['source']}: "
+                     + ", ".join(f"{n} {s}" for s, n in m["transfer"]["by_source"].items() if n)
+                     + f" of {m['tasks']} tasks, {m['transfer']['wall_s']:.0f} s" for m in res["models"])
+    md = "\n".join([
+        report.machine_line(res["machine"]), "",
+        f"Latency: median [95% interval] over {res['models'][0]['rounds']} interleaved rounds, the background "
+        "tuning stopped; x PyTorch: median of the per-round ratios. Transfers (no droplet): " + srcs + ".", "",
+        *rows, "", "The 5 heaviest kernels of each target (weight x FLOPs), each built alone and timed "
+        "interleaved with the same layer in PyTorch eager (conv + batch norm or bias + residual + ReLU); "
+        "GFLOP/s = the kernel's FLOPs / median time.", "", *krows])
+    return md, None
+
+
+GOALS = {"alexnet": {OWN: 1.5, TRANSFERRED: 2.0}, "resnet50": {OWN: 1.5, TRANSFERRED: 2.0},
+         "googlenet": {TRANSFERRED: 1.0}}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="alexnet,resnet50,googlenet")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--top", type=int, default=5, help="heaviest kernels timed alone")
+    ap.add_argument("--min-ms", type=float, default=20.0, help="each kernel sample runs at least this long")
+    ap.add_argument("--work", default="/tmp/schedb-deep", help="scratch folder for the databases")
+    ap.add_argument("--search-only", action="store_true", help="run (and keep) the transfers, time nothing")
+    report.result_options(ap, "deep")
+    a = ap.parse_args(argv)
+    if a.replot:
+        report.replot(report.RESULTS / f"{a.name}.json", render)
+        return
+    target = report.host_target()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    models = a.models.split(",")
+    base = base_db(work, ["alexnet", "resnet50", "googlenet"])
+    res = {"machine": report.describe(), "started": report.now(), "args": vars(a), "goals": GOALS, "models": []}
+    for m in models:
+        others = [o for o in ("alexnet", "resnet50", "googlenet") if o != m]
+        print(f"{m}: transfer from {'+'.join(others)}, compile, time", file=sys.stderr)
+        if a.search_only:
+            search(others, m, work, base, target, droplet_trials=None, pair_dir=report.RESULTS / a.name)
+        else:
+            res["models"].append(measure(m, others, target, a, work, base))
+    if a.search_only:
+        return
+    res["finished"] = report.now()
+    md, _ = render(res)
+    print(md)
+    print("->", report.write(a.name, res, md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Warm-started tuning against tuning from scratch (issue 14's curve), googlenet.
+
+Two MetaSchedule runs of the same model with the same settings and wall budget, one after
+the other, the background fixture tuning stopped:
+
+* **cold**: ``schedb tune --db cold.db`` into an empty database, from random samples;
+* **warm**: ``schedb tune --db warm.db`` into a copy of bench_deep's transfer database
+  (sources: the other two seed models) without the model's own fixture records, so the
+  transferred schedules seed MetaSchedule's evolutionary search.
+
+Each run's timeline says when each task's candidates went to the runner, and a task's
+records are committed in that order, so the database *as it stood at t* is everything
+there before the run plus each task's first n(t) records of the run. At log-spaced
+points of both runs (and at t = 0 of the warm one) that database is compiled, and every
+point is timed **interleaved** with the transferred model (bench_deep's winners, what
+``schedb transfer`` builds) over the rounds. Raw samples are kept.
+
+    python benchmarks/bench_warm.py [--model googlenet] [--minutes 20] [--points 6]
+    python benchmarks/bench_warm.py --replot
+
+A finished run (its work dir holds schedb.json) is reused when rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+
+import report
+from bench_pairs import copy_db, interleaved, pair_database
+from bench_prepack import fixture_tuning_paused
+
+RUNS = ("cold", "warm")
+
+
+def prepare(run: str, work: Path, pair: dict, model: str) -> Path:
+    """The database a run tunes into; its highest record id before the run is kept beside it."""
+    db = work / f"{run}.db"
+    if not db.exists():
+        from schedb import Store
+
+        tmp = work / f"{run}.tmp.db"
+        if run == "warm":
+            copy_db(Path(pair["db"]), tmp)
+            with closing(sqlite3.connect(tmp)) as c, c:  # the model's own tuning: not a warm start but a leak
+                c.execute("DELETE FROM records WHERE origin = 'tuned' AND model_id IN "
+                          "(SELECT id FROM models WHERE name = ?)", (model,))
+        Store(tmp).close()  # cold: a new, empty database
+        with closing(sqlite3.connect(tmp)) as c:  # closed before the rename: nothing left in a WAL
+            top = c.execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()[0]
+        (work / f"{run}.before").write_text(str(top))
+        tmp.rename(db)
+    return db
+
+
+def tune_run(run: str, model, target, work: Path, db: Path, a) -> dict:
+    from schedb.pipeline.tune import tune
+
+    out = work / run
+    if (out / "schedb.json").exists():
+        return json.loads((out / "schedb.json").read_text())
+    print(f"tuning {run} for {a.minutes} min", file=sys.stderr)
+    return tune(model, target, out, trials_per_task=a.trials_per_task, trials_per_iter=16,
+                time_limit=a.minutes * 60, database=db)
+
+
+def at(db: Path, before: int, meta: dict, tasks, t: float, scratch: Path):
+    """A schedb.Database holding what ``db`` held at ``t`` seconds into the run, and how
+    many of the run's records that is."""
+    from schedb import Database
+    from schedb.tir.signature import signature
+
+    snap = scratch / f"snap-{db.stem}-{t:.0f}.db"
+    copy_db(db, snap)
+    with closing(sqlite3.connect(snap)) as c, c:
+        for task, steps in zip(tasks, meta["timeline"]["tasks"]):
+            n = max((k for s, k in steps if s <= t), default=0)
+            row = c.execute("SELECT id FROM workloads WHERE signature = ?", (signature(task.func)[0],)).fetchone()
+            if row is not None:  # drop the run's records of this task past its first n
+                c.execute("DELETE FROM records WHERE workload_id = ? AND id > ? AND id NOT IN (SELECT id FROM "
+                          "records WHERE workload_id = ? AND id > ? ORDER BY id LIMIT ?)",
+                          (row[0], before, row[0], before, n))
+        kept = c.execute("SELECT COUNT(*) FROM records WHERE id > ?", (before,)).fetchone()[0]
+    return Database(snap), kept
+
+
+def points(meta: dict, n: int) -> list[float]:
+    """Log-spaced moments from the first measured batch to the run's end."""
+    first = min((s[0][0] for s in meta["timeline"]["tasks"] if s), default=1.0)
+    return [round(float(t), 1) for t in np.geomspace(max(first, 1.0), meta["wall_time_s"], n)]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="googlenet")
+    ap.add_argument("--minutes", type=float, default=20.0, help="wall budget of each run")
+    ap.add_argument("--trials-per-task", type=int, default=32)
+    ap.add_argument("--points", type=int, default=6, help="timed moments per run")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--deep", default=str(report.RESULTS / "deep"), help="bench_deep's transfers")
+    ap.add_argument("--work", default="/tmp/schedb-warm")
+    report.result_options(ap, "warm")
+    a = ap.parse_args(argv)
+    if a.replot:
+        report.replot(report.RESULTS / f"{a.name}.json", render)
+        return
+    from schedb import compile_model, extract_tasks, load_model, lower
+
+    target = report.host_target()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    others = [m for m in ("alexnet", "resnet50", "googlenet") if m != a.model]
+    pair = json.loads((Path(a.deep) / f"{'+'.join(others)}_to_{a.model}.json").read_text())
+    model = load_model(a.model)
+    lowered = lower(model, target)
+    tasks = extract_tasks(lowered, target)
+    res = {"machine": report.describe(), "started": report.now(), "args": vars(a), "transfer": pair["source"],
+           "runs": {}}
+    dbs = {run: prepare(run, work, pair, a.model) for run in RUNS}
+    with fixture_tuning_paused():
+        metas = {run: tune_run(run, model, target, work, dbs[run], a) for run in RUNS}
+    compiled = {"transferred": compile_model(lowered, target, pair_database(pair, tasks, target, refined=False))}
+    for run in RUNS:
+        before = int((work / f"{run}.before").read_text())
+        ts = ([0.0] if run == "warm" else []) + points(metas[run], a.points)
+        res["runs"][run] = r = {"wall_time_s": metas[run]["wall_time_s"], "records_before": before,
+                                "trials": metas[run]["trials"], "points_s": ts, "run_records_at_points": []}
+        for t in ts:
+            print(f"  compile {run} at {t:.0f} s", file=sys.stderr)
+            db, kept = at(dbs[run], before, metas[run], tasks, t, work)
+            r["run_records_at_points"].append(kept)
+            compiled[f"{run} {t}"] = compile_model(lowered, target, db)
+    with fixture_tuning_paused():
+        time.sleep(2)
+        load = [round(x, 2) for x in os.getloadavg()]
+        samples = interleaved(lowered, compiled, a.rounds)
+        res["load_average_end_of_timing"] = [round(x, 2) for x in os.getloadavg()]
+    res.update(load_average_timing=load, samples_ms=samples, cells={k: report.median_ci(s) for k, s in samples.items()},
+               kernels={k: c.tuned_tasks for k, c in compiled.items()}, finished=report.now())
+    md, fig = render(res)
+    print(md)
+    print("->", report.write(a.name, res, md, fig))
+
+
+def render(res: dict):
+    c, ref = res["cells"], res["cells"]["transferred"]
+    rows = ["| run | t (s) | records of the run by t | latency | kernels scheduled "
+            "| at or below transferred's upper bound |", "| --- | --- | --- | --- | --- | --- |"]
+    for run, r in res["runs"].items():
+        for t, kept in zip(r["points_s"], r["run_records_at_points"]):
+            k = f"{run} {t}"
+            rows.append(f"| {run} | {t:.0f} | {kept} | {report.fmt_ci(c[k])} | {res['kernels'][k]} "
+                        f"| {'yes' if c[k]['median'] <= ref['ci_high'] else 'no'} |")
+    md = "\n".join([
+        report.machine_line(res["machine"]), "",
+        f"{res['args']['model']}: MetaSchedule for {res['args']['minutes']:g} min each, cold (empty database) and "
+        f"warm (seeded by the transfer from {res['transfer']}), at most {res['args']['trials_per_task']} trials per "
+        f"task; each point compiled from the database as it stood then and timed with the transferred model "
+        f"({report.fmt_ci(ref)}), median [95% interval] over {res['args']['rounds']} interleaved rounds.", "", *rows])
+    plt = report.pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for run, col in zip(res["runs"], ("#555", "#1f5fa0")):
+        ts = res["runs"][run]["points_s"]
+        ks = [c[f"{run} {t}"] for t in ts]
+        ax.errorbar([max(t, 1.0) for t in ts], [k["median"] for k in ks],
+                    yerr=[[k["median"] - k["ci_low"] for k in ks], [k["ci_high"] - k["median"] for k in ks]],
+                    fmt="o-", color=col, capsize=3, label=f"{run} start")
+    ax.axhspan(ref["ci_low"], ref["ci_high"], color="#c0392b", alpha=0.2, label="transferred (95% interval)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tuning wall time, s (log; t = 0 drawn at 1 s)")
+    ax.set_ylabel(f"{res['args']['model']} latency, ms (log)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return md, fig
+
+
+if __name__ == "__main__":
+    main()
