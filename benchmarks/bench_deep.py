@@ -41,8 +41,8 @@ def variants(model: str, others: list[str], tasks, target, work: Path, base: Pat
     """{variant: MetaSchedule database} and the transfer's summary (kept in ``keep``)."""
     from schedb import open_workdir
 
-    pair = search(others, model, work, base, target, droplet_trials=None, pair_dir=keep)
-    summary = {k: pair[k] for k in ("source", "wall_s", "search_time_s", "measured", "started")}
+    pair = search(others, model, work, base, target, droplet_trials=None, pair_dir=keep, e2e_repeat=0)
+    summary = {k: pair.get(k) for k in ("source", "wall_s", "search_wall_s", "search_time_s", "measured", "started")}
     summary["by_source"] = {s: sum(t["source"] == s for t in pair["tasks"])
                             for s in ("exact", "neighbor", "anchor", "searched", "untuned")}
     return {OWN: open_workdir(ROOT / "fixtures" / model),
@@ -175,7 +175,7 @@ def main(argv=None):
         others = [o for o in ("alexnet", "resnet50", "googlenet") if o != m]
         print(f"{m}: transfer from {'+'.join(others)}, compile, time", file=sys.stderr)
         if a.search_only:
-            search(others, m, work, base, target, droplet_trials=None, pair_dir=report.RESULTS / a.name)
+            search(others, m, work, base, target, droplet_trials=None, pair_dir=report.RESULTS / a.name, e2e_repeat=0)
         else:
             res["models"].append(measure(m, others, target, a, work, base))
     if a.search_only:

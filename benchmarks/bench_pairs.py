@@ -60,9 +60,10 @@ def copy_db(src: Path, dst: Path):
 
 
 def search(sources: list[str], target_model: str, work: Path, base: Path, target, droplet_trials: int | None,
-           pair_dir: Path | None = None) -> dict:
+           pair_dir: Path | None = None, e2e_repeat: int = 3) -> dict:
     """Transfer (+ droplet unless ``droplet_trials`` is None) from ``sources`` to
-    ``target_model`` in a fresh copy of the base database; kept in PAIR_DIR and reused."""
+    ``target_model`` in a fresh copy of the base database; kept in PAIR_DIR and reused.
+    ``e2e_repeat``: the transfer's own timing (0: none, only its final model compiled)."""
     from schedb import load_model, Options, Store, transfer
 
     name = f"{'+'.join(sources)}_to_{target_model}"
@@ -75,7 +76,7 @@ def search(sources: list[str], target_model: str, work: Path, base: Path, target
     load, started = os.getloadavg(), report.now()
     t0 = time.perf_counter()
     opts = Options(sources=sources, exclude=[target_model], droplet=droplet_trials is not None,
-                   droplet_trials=droplet_trials or 0, e2e_repeat=3)
+                   droplet_trials=droplet_trials or 0, e2e_repeat=e2e_repeat)
     rep = transfer(store, load_model(target_model), target, opts,
                    progress=lambda d, n, r: print(f"  {name} {d}/{n} {r.task}: {r.source}", file=sys.stderr))
     store.close()
