@@ -351,9 +351,9 @@ def test_a_file_of_junk_names_its_first_lines_then_counts(tmp_path):
 
 
 def test_a_line_longer_than_the_cap_is_skipped_unread(tmp_path, monkeypatch):
-    import schedb.ingest as ingest_module
+    import schedb.ingest.lines as lines
 
-    monkeypatch.setattr(ingest_module, "MAX_LINE", 1 << 16)
+    monkeypatch.setattr(lines, "MAX_LINE", 1 << 16)
     wd = write_workdir(tmp_path / "wd")
     with open(wd / RECORDS, "a") as f:
         f.write("[" + "1," * (1 << 17) + "1]\n")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import schedb.ingest as ingest_mod
+import schedb.ingest.lines as lines_mod
 from helpers import explain
 from ingest_common import RECORDS, SEED, TINY, TINY_R, TINY_SIDECAR, TINY_W, WORKLOADS, ansor_line, cli_ok, needs_seed, run_secs_valid, snapshot, write_ansor, write_workdir
 
@@ -571,7 +571,7 @@ def test_failure_midway_rolls_back_the_whole_file(tmp_path, monkeypatch):
     assert ingest(store, [earlier]).new_records == 5
     before = snapshot(store.conn)
 
-    monkeypatch.setattr(ingest_mod, "CHUNK", 10)  # 34 records: chunks of 10, 10, 10, 4
+    monkeypatch.setattr(lines_mod, "CHUNK", 10)  # 34 records: chunks of 10, 10, 10, 4
     first = write_ansor(tmp_path / "new" / "a_first.json", [ansor_line(i, key_hash="ffff") for i in range(3)])
     wd = write_workdir(tmp_path / "new" / "b_tiny")
     calls = _fail_on_call(monkeypatch, 3, _Boom("database or disk is full"))  # 1: first file, 2-3: tiny
@@ -603,7 +603,7 @@ def test_interrupt_midway_rolls_back_and_propagates(tmp_path, monkeypatch):
     store = Store(tmp_path / "a.db")
     ingest(store, [write_ansor(tmp_path / "legacy.json", [ansor_line(i) for i in range(5)])])
     before = snapshot(store.conn)
-    monkeypatch.setattr(ingest_mod, "CHUNK", 10)
+    monkeypatch.setattr(lines_mod, "CHUNK", 10)
     _fail_on_call(monkeypatch, 2, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         ingest(store, [write_workdir(tmp_path / "wd")])

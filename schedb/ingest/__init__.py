@@ -14,13 +14,10 @@ lines are parsed as JSON, workloads by TVM's JSON loader.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
 import sqlite3
-import zlib
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,59 +26,15 @@ import orjson
 import simdjson
 
 from schedb.errors import SchedbError
-from schedb.store import Store, default_path, dumps, loads, now
+from schedb.store import Store, default_path, dumps, loads
 from schedb.store.records import MIN_RUN_SECS, digest_of_text, valid_samples
 from schedb.tir.replay import registered_kind
 from schedb.ingest.sandbox import load_workloads
-from schedb.ingest.workdir import BOM, RECORDS, SIDECAR, WORKLOADS, find, is_workdir, open_binary, read_sidecar
+from schedb.ingest.lines import LINE_ERRORS, Report, Skip, ingest_lines, read_lines
+from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, find, is_workdir, read_sidecar
 
-# A run time at or above this is a tuner's "failed" sentinel (MetaSchedule uses 1e10).
-CHUNK = 5000
-MAX_LINE = 32 << 20  # bytes; real lines are < 1 MB (a workload), a longer one is not read into memory
-WARNINGS_PER_FILE = 20  # a file of junk names its first bad lines, then counts the rest
 _SIDE_FILES = {"wkl_classes.json", "tuning_info.json", SIDECAR}
 _LOG_SUFFIXES = (".json", ".jsonl", ".log", ".json.gz", ".jsonl.gz", ".db", ".sqlite")
-
-
-@dataclass
-class Report:
-    files: int = 0
-    already: int = 0  # files whose exact content was ingested before
-    new_workloads: int = 0
-    new_records: int = 0
-    duplicates: int = 0
-    invalid: int = 0  # failed measurements, stored but never chosen
-    skipped_lines: int = 0
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    _per_file: dict = field(default_factory=dict, repr=False)
-
-    def skip(self, path, lineno: int | str, why: str):
-        """A bad line: counted; named in a warning for the first WARNINGS_PER_FILE of a file."""
-        self.skipped_lines += 1
-        n = self._per_file[path] = self._per_file.get(path, 0) + 1
-        if n <= WARNINGS_PER_FILE:
-            self.warnings.append(f"{path}:{lineno}: skipped: {why}")
-
-    def end_source(self):
-        for path, n in self._per_file.items():
-            if n > WARNINGS_PER_FILE:
-                self.warnings.append(f"{path}: {n - WARNINGS_PER_FILE} more bad lines skipped")
-        self._per_file.clear()
-
-    @property
-    def rejected(self) -> bool:
-        return bool(self.errors) or self.skipped_lines > 0
-
-    def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in (
-            "files", "already", "new_workloads", "new_records", "duplicates", "invalid",
-            "skipped_lines", "errors", "warnings")}
-
-
-class _Skip(Exception):
-    """A bad line: skipped with a warning, the file goes on."""
 
 
 def ingest(store: Store, paths, model: str | None = None,
@@ -236,13 +189,13 @@ def _run_secs(value) -> tuple[list[float] | None, float | None, bool]:
     if value is None or value == []:
         return None, None, False
     if type(value) is not list or not all(type(x) in (float, int) for x in value):  # (bool is not int here)
-        raise _Skip("run times are not a list of numbers")
+        raise Skip("run times are not a list of numbers")
     try:
         samples = [float(x) for x in value]
     except OverflowError:
-        raise _Skip("run time out of range") from None
+        raise Skip("run time out of range") from None
     if min(samples) < MIN_RUN_SECS:  # (nan compares False: a failure, below)
-        raise _Skip(f"run time {min(samples)!r} s is not a time")
+        raise Skip(f"run time {min(samples)!r} s is not a time")
     valid = valid_samples(samples)
     return samples, (sum(samples) / len(samples) if valid else None), valid
 
@@ -251,12 +204,12 @@ def _check_trace(trace):
     """A MetaSchedule trace's shape, ``[[instruction, ...], [decision, ...]]``, and that
     every instruction kind is registered in this TVM (else nothing can replay it)."""
     if type(trace) is not _Array or len(trace) != 2 or type(insts := trace[0]) is not _Array:
-        raise _Skip("trace is not [instructions, decisions]")
+        raise Skip("trace is not [instructions, decisions]")
     for inst in insts:
         if type(inst) is not _Array or len(inst) != 4 or not isinstance(kind := inst[0], str):
-            raise _Skip("trace instruction is not [kind, inputs, attrs, outputs]")
+            raise Skip("trace instruction is not [kind, inputs, attrs, outputs]")
         if not registered_kind(kind):
-            raise _Skip(f"trace instruction {kind[:80]!r} is not registered in this TVM")
+            raise Skip(f"trace instruction {kind[:80]!r} is not registered in this TVM")
 
 
 _dumps = orjson.dumps
@@ -281,26 +234,6 @@ class TargetCache:
             self.cache[key] = canonical(parse_target(raw.as_dict() if type(raw) is _Object else raw,
                                                       check_cpu=False))
             return self.cache[key]
-
-
-def read_lines(path: Path, report: Report) -> Iterator[tuple[int, bytes]]:
-    """The non-blank lines of a (possibly gzip-compressed) file as bytes, numbered from 1.
-    A line over MAX_LINE is skipped without being held in memory; parsers validate UTF-8."""
-    lineno = 0
-    try:
-        with open_binary(path) as f:
-            while raw := f.readline(MAX_LINE + 1):
-                lineno += 1
-                if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
-                    while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
-                        pass
-                    report.skip(path, lineno, f"line longer than {MAX_LINE >> 20} MiB")
-                elif not raw.isspace():
-                    yield lineno, raw.removeprefix(BOM) if lineno == 1 else raw
-    except (OSError, EOFError, zlib.error) as e:
-        # A truncated .gz ends in EOFError, a damaged one in zlib.error: keep what came before, warn.
-        report.warnings.append(f"{path}:{lineno + 1}: read stopped early ({e})")
-        report.skipped_lines += 1
 
 
 class _Source:
@@ -353,7 +286,7 @@ class _WorkDir(_Source):
             task = tasks.get(shash, {})
             store.add_task(model_id, wid, task.get("name"), task.get("weight"))
         by_index = [entry for _, entry in workloads]  # records name workloads by line position
-        _ingest_lines(store, self.path, file_id, report,
+        ingest_lines(store, self.path, file_id, report,
                       MsRecordParser(by_index, targets, model_id, file_id, tvm_version, report))
 
     def _workloads(self, store, wl_path, report, tvm_version) -> list:
@@ -415,13 +348,13 @@ class MsRecordParser:
         try:
             obj = simdjson.Parser().parse(raw)  # a parser per line: no proxy outlives it
         except (ValueError, RuntimeError) as e:  # syntax, bad UTF-8, a number over 64 bits
-            raise _Skip(f"not JSON ({str(e).split(':', 1)[0]})") from None
+            raise Skip(f"not JSON ({str(e).split(':', 1)[0]})") from None
         if (type(obj) is not _Array or len(obj) != 2 or type(index := obj[0]) is not int
                 or type(rec := obj[1]) is not _Array or len(rec) < 2):
-            raise _Skip("expected [workload_index, [trace, run_secs, target, args_info]]")
+            raise Skip("expected [workload_index, [trace, run_secs, target, args_info]]")
         by_index = self.by_index
         if not 0 <= index < len(by_index) or by_index[index][0] is None:
-            raise _Skip(f"workload index {index} is not a readable workload")
+            raise Skip(f"workload index {index} is not a readable workload")
         wid, sig = by_index[index]
         trace = rec[0]
         _check_trace(trace)
@@ -431,11 +364,11 @@ class MsRecordParser:
         elif isinstance(raw_target, str):
             target_json = None
         else:
-            raise _Skip("no target")
+            raise Skip("no target")
         try:
             target = self.targets(raw_target, key=target_json)
         except SchedbError as e:
-            raise _Skip(str(e)) from None
+            raise Skip(str(e)) from None
         run_secs = rec[1]
         samples, mean, valid = _run_secs(run_secs.as_list() if type(run_secs) is _Array else run_secs)
         self.report.invalid += not valid
@@ -473,37 +406,6 @@ def _compact_trace(raw: bytes, index: int, target_json: bytes, args_json: bytes)
     return trace.decode()
 
 
-def _ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse):
-    """Parse every line of ``path`` into a record row (``parse(line, lineno, created_at)``
-    -> a tuple in Store.RECORD_COLUMNS order), insert them in chunks."""
-    rows, last = [], 0
-    append, stamp = rows.append, now()
-    for lineno, line in read_lines(path, report):
-        last = lineno
-        try:
-            append(parse(line, lineno, stamp))
-        except _Skip as e:
-            report.skip(path, lineno, str(e))
-        except _LINE_ERRORS as e:  # a shape no check foresaw: still this line's fault only
-            report.skip(path, lineno, f"malformed ({type(e).__name__}: {str(e)[:120]})")
-        if len(rows) >= CHUNK:
-            _flush(store, rows, report)
-            stamp = now()
-    _flush(store, rows, report)
-    store.set_file_lines(file_id, last)
-
-
-# What parsing a damaged line can raise (database errors are not among them: they end the file).
-_LINE_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, OverflowError)
-
-
-def _flush(store: Store, rows: list, report: Report):
-    new = store.insert_records(rows)
-    report.new_records += new
-    report.duplicates += len(rows) - new
-    rows.clear()
-
-
 # --------------------------------------------------------------------------- Ansor
 class _AnsorLog(_Source):
     """Legacy auto_scheduler logs: stored for query and provenance, not replayable."""
@@ -520,7 +422,7 @@ class _AnsorLog(_Source):
         model_id = store.upsert_model(name, f"legacy-ansor:{self.path.name}")
         targets = TargetCache()
         workloads: dict[str, tuple[int, str]] = {}
-        _ingest_lines(store, self.path, file_id, report, lambda line, lineno, stamp: self._record(
+        ingest_lines(store, self.path, file_id, report, lambda line, lineno, stamp: self._record(
             store, line, workloads, classes, targets, model_id, file_id, lineno, stamp, report))
 
     def _record(self, store, line, workloads, classes, targets, model_id, file_id, lineno, stamp, report):
@@ -530,22 +432,22 @@ class _AnsorLog(_Source):
             (wkey, target_str, *_), (_, steps) = inp[0], inp[1]
             costs, error_no, _all_cost, timestamp = res
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise _Skip(f"not JSON ({getattr(e, 'msg', None) or e.reason})") from None
+            raise Skip(f"not JSON ({getattr(e, 'msg', None) or e.reason})") from None
         except RecursionError:
-            raise _Skip("not JSON (nested too deeply)") from None
+            raise Skip("not JSON (nested too deeply)") from None
         except (KeyError, TypeError, ValueError):
-            raise _Skip("not an Ansor record ({'i': [[key, target, ...], [[], steps]], 'r': [...]})") from None
+            raise Skip("not an Ansor record ({'i': [[key, target, ...], [[], steps]], 'r': [...]})") from None
         if not isinstance(wkey, str) or not isinstance(target_str, str) or not isinstance(steps, list):
-            raise _Skip("bad workload key, target or steps")
+            raise Skip("bad workload key, target or steps")
         if type(error_no) is not int:
-            raise _Skip("error_no is not an integer")
+            raise Skip("error_no is not an integer")
         if wkey not in workloads:
             workloads[wkey] = self._workload(store, wkey, classes, model_id, report)
         wid, sig = workloads[wkey]
         try:
             target = targets(target_str)
         except SchedbError as e:
-            raise _Skip(str(e)) from None
+            raise Skip(str(e)) from None
         samples, mean, valid = _run_secs(costs)
         valid = valid and error_no == 0
         report.invalid += not valid
@@ -569,7 +471,7 @@ class _AnsorLog(_Source):
         except (ValueError, RecursionError):
             key = None
         if not isinstance(key, list) or not key or not isinstance(key[0], str):
-            raise _Skip("workload key is not a JSON list [name, args...]")
+            raise Skip("workload key is not a JSON list [name, args...]")
         shapes = [s for s in key[1:] if isinstance(s, list)]
         digest = hashlib.sha256(wkey.encode()).hexdigest()
         kind = classes.get(digest, "unknown")
@@ -633,18 +535,18 @@ def _check_merged(r: dict):
     damaged or forged): valid and mean_s are recomputed from its samples. Raises ValueError."""
     try:
         if not all(isinstance(r[k], str) for k in ("target", "trace", "format")):
-            raise _Skip("target, trace or format is not text")
+            raise Skip("target, trace or format is not text")
         samples, mean, valid = _run_secs(loads(r["run_secs"]) if r["run_secs"] is not None else None)
         if r["format"] == "ms-trace":
             try:
                 _check_trace(simdjson.Parser().parse(r["trace"].encode()))
             except (ValueError, RuntimeError) as e:
-                raise _Skip(f"trace is not JSON ({str(e).split(':', 1)[0]})") from None
+                raise Skip(f"trace is not JSON ({str(e).split(':', 1)[0]})") from None
         elif not isinstance(loads(r["trace"]), list):
-            raise _Skip("trace is not a list")
-    except _Skip as e:
+            raise Skip("trace is not a list")
+    except Skip as e:
         raise ValueError(str(e)) from None
-    except _LINE_ERRORS as e:
+    except LINE_ERRORS as e:
         raise ValueError(f"malformed ({type(e).__name__})") from None
     valid = valid and r["valid"] == 1  # a record its own file calls invalid stays invalid
     r.update(valid=int(valid), mean_s=mean if valid else None,

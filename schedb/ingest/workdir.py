@@ -13,7 +13,6 @@ from schedb.errors import SchedbError
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 SIDECAR = "schedb.json"
-BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark some editors put at the start of a file
 
 
 def find(folder: Path, name: str) -> Path | None:
