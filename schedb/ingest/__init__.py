@@ -27,9 +27,9 @@ import simdjson
 
 from schedb.errors import SchedbError
 from schedb.store import Store, default_path, dumps, loads
-from schedb.store.records import MIN_RUN_SECS, digest_of_text, valid_samples
-from schedb.tir.replay import registered_kind
+from schedb.store.records import digest_of_text
 from schedb.ingest.sandbox import load_workloads
+from schedb.ingest.checks import TargetCache, check_run_secs, check_trace
 from schedb.ingest.lines import LINE_ERRORS, Report, Skip, ingest_lines, read_lines
 from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, find, is_workdir, read_sidecar
 
@@ -182,58 +182,8 @@ def _register_file(store: Store, paths: list[Path], fmt: str, report: Report) ->
     return file_id
 
 
-def _run_secs(value) -> tuple[list[float] | None, float | None, bool]:
-    """(samples, mean, valid) from a log's run times. No times (null, []) or a failure
-    (MetaSchedule's 1e10, nan, inf) is a record of a failed measurement; times that are
-    not numbers, or numbers no run can take (<= 0, denormal), make the line bad."""
-    if value is None or value == []:
-        return None, None, False
-    if type(value) is not list or not all(type(x) in (float, int) for x in value):  # (bool is not int here)
-        raise Skip("run times are not a list of numbers")
-    try:
-        samples = [float(x) for x in value]
-    except OverflowError:
-        raise Skip("run time out of range") from None
-    if min(samples) < MIN_RUN_SECS:  # (nan compares False: a failure, below)
-        raise Skip(f"run time {min(samples)!r} s is not a time")
-    valid = valid_samples(samples)
-    return samples, (sum(samples) / len(samples) if valid else None), valid
-
-
-def _check_trace(trace):
-    """A MetaSchedule trace's shape, ``[[instruction, ...], [decision, ...]]``, and that
-    every instruction kind is registered in this TVM (else nothing can replay it)."""
-    if type(trace) is not _Array or len(trace) != 2 or type(insts := trace[0]) is not _Array:
-        raise Skip("trace is not [instructions, decisions]")
-    for inst in insts:
-        if type(inst) is not _Array or len(inst) != 4 or not isinstance(kind := inst[0], str):
-            raise Skip("trace instruction is not [kind, inputs, attrs, outputs]")
-        if not registered_kind(kind):
-            raise Skip(f"trace instruction {kind[:80]!r} is not registered in this TVM")
-
-
 _dumps = orjson.dumps
 _Array, _Object = simdjson.Array, simdjson.Object
-
-
-class TargetCache:
-    """Canonical target JSON per raw target (dict or string), parsed once."""
-
-    def __init__(self):
-        self.cache: dict[str, str] = {}
-
-    def __call__(self, raw, key=None) -> str:
-        """``raw``: a target string, dict or simdjson object (then ``key`` is its text)."""
-        if key is None:
-            key = raw if isinstance(raw, str) else dumps(raw, sort_keys=True)
-        try:
-            return self.cache[key]
-        except KeyError:
-            from schedb.tir.target import canonical, parse_target  # (imports TVM: only on a miss)
-
-            self.cache[key] = canonical(parse_target(raw.as_dict() if type(raw) is _Object else raw,
-                                                      check_cpu=False))
-            return self.cache[key]
 
 
 class _Source:
@@ -357,7 +307,7 @@ class MsRecordParser:
             raise Skip(f"workload index {index} is not a readable workload")
         wid, sig = by_index[index]
         trace = rec[0]
-        _check_trace(trace)
+        check_trace(trace)
         raw_target = rec[2] if len(rec) > 2 else None
         if type(raw_target) is _Object:
             target_json = raw_target.mini
@@ -370,7 +320,7 @@ class MsRecordParser:
         except SchedbError as e:
             raise Skip(str(e)) from None
         run_secs = rec[1]
-        samples, mean, valid = _run_secs(run_secs.as_list() if type(run_secs) is _Array else run_secs)
+        samples, mean, valid = check_run_secs(run_secs.as_list() if type(run_secs) is _Array else run_secs)
         self.report.invalid += not valid
         args = rec[3] if len(rec) > 3 else None
         args_json = args.mini if type(args) in (_Array, _Object) else None
@@ -448,7 +398,7 @@ class _AnsorLog(_Source):
             target = targets(target_str)
         except SchedbError as e:
             raise Skip(str(e)) from None
-        samples, mean, valid = _run_secs(costs)
+        samples, mean, valid = check_run_secs(costs)
         valid = valid and error_no == 0
         report.invalid += not valid
         trace_text = dumps(steps)
@@ -536,10 +486,10 @@ def _check_merged(r: dict):
     try:
         if not all(isinstance(r[k], str) for k in ("target", "trace", "format")):
             raise Skip("target, trace or format is not text")
-        samples, mean, valid = _run_secs(loads(r["run_secs"]) if r["run_secs"] is not None else None)
+        samples, mean, valid = check_run_secs(loads(r["run_secs"]) if r["run_secs"] is not None else None)
         if r["format"] == "ms-trace":
             try:
-                _check_trace(simdjson.Parser().parse(r["trace"].encode()))
+                check_trace(simdjson.Parser().parse(r["trace"].encode()))
             except (ValueError, RuntimeError) as e:
                 raise Skip(f"trace is not JSON ({str(e).split(':', 1)[0]})") from None
         elif not isinstance(loads(r["trace"]), list):

@@ -1,0 +1,62 @@
+"""What every record passes on the way in, whatever its format (a MetaSchedule line, an
+Ansor line, a row merged from another schedb file): its run times, its trace's shape,
+its target. A failed check raises ``Skip``: the record is left out, its file goes on."""
+
+from __future__ import annotations
+
+from simdjson import Array, Object
+
+from schedb.store import dumps
+from schedb.store.records import MIN_RUN_SECS, valid_samples
+from schedb.tir.replay import registered_kind
+from schedb.ingest.lines import Skip
+
+
+def check_run_secs(value) -> tuple[list[float] | None, float | None, bool]:
+    """(samples, mean, valid) from a log's run times. No times (null, []) or a failure
+    (MetaSchedule's 1e10, nan, inf) is a record of a failed measurement; times that are
+    not numbers, or numbers no run can take (<= 0, denormal), make the line bad."""
+    if value is None or value == []:
+        return None, None, False
+    if type(value) is not list or not all(type(x) in (float, int) for x in value):  # (bool is not int here)
+        raise Skip("run times are not a list of numbers")
+    try:
+        samples = [float(x) for x in value]
+    except OverflowError:
+        raise Skip("run time out of range") from None
+    if min(samples) < MIN_RUN_SECS:  # (nan compares False: a failure, below)
+        raise Skip(f"run time {min(samples)!r} s is not a time")
+    valid = valid_samples(samples)
+    return samples, (sum(samples) / len(samples) if valid else None), valid
+
+
+def check_trace(trace):
+    """A MetaSchedule trace's shape, ``[[instruction, ...], [decision, ...]]``, and that
+    every instruction kind is registered in this TVM (else nothing can replay it)."""
+    if type(trace) is not Array or len(trace) != 2 or type(insts := trace[0]) is not Array:
+        raise Skip("trace is not [instructions, decisions]")
+    for inst in insts:
+        if type(inst) is not Array or len(inst) != 4 or not isinstance(kind := inst[0], str):
+            raise Skip("trace instruction is not [kind, inputs, attrs, outputs]")
+        if not registered_kind(kind):
+            raise Skip(f"trace instruction {kind[:80]!r} is not registered in this TVM")
+
+
+class TargetCache:
+    """Canonical target JSON per raw target (dict or string), parsed once."""
+
+    def __init__(self):
+        self.cache: dict[str, str] = {}
+
+    def __call__(self, raw, key=None) -> str:
+        """``raw``: a target string, dict or simdjson object (then ``key`` is its text)."""
+        if key is None:
+            key = raw if isinstance(raw, str) else dumps(raw, sort_keys=True)
+        try:
+            return self.cache[key]
+        except KeyError:
+            from schedb.tir.target import canonical, parse_target  # (imports TVM: only on a miss)
+
+            self.cache[key] = canonical(parse_target(raw.as_dict() if type(raw) is Object else raw,
+                                                      check_cpu=False))
+            return self.cache[key]
