@@ -31,6 +31,7 @@ from schedb.store.records import digest_of_text
 from schedb.ingest.sandbox import load_workloads
 from schedb.ingest.checks import TargetCache, check_run_secs, check_trace
 from schedb.ingest.lines import LINE_ERRORS, Report, Skip, ingest_lines, read_lines
+from schedb.ingest.source import Source, register_file
 from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, find, is_workdir, read_sidecar
 
 _SIDE_FILES = {"wkl_classes.json", "tuning_info.json", SIDECAR}
@@ -83,7 +84,7 @@ def ingest_into(db_path, paths, model: str | None = None,
 
 
 # --------------------------------------------------------------------------- discovery
-def _discover(paths: list[Path], report: Report) -> Iterator["_Source"]:
+def _discover(paths: list[Path], report: Report) -> Iterator["Source"]:
     seen: set[tuple[int, int]] = set()  # real directories walked: symlink loops end here
     for path in paths:
         if not path.exists():
@@ -98,7 +99,7 @@ def _discover(paths: list[Path], report: Report) -> Iterator["_Source"]:
                 yield source
 
 
-def _walk(folder: Path, seen: set) -> Iterator["_Source"]:
+def _walk(folder: Path, seen: set) -> Iterator["Source"]:
     try:
         st = folder.stat()
         if (st.st_dev, st.st_ino) in seen:
@@ -161,39 +162,11 @@ def _looks_like_ansor(path: Path) -> bool:
     return False
 
 
-# --------------------------------------------------------------------------- helpers
-def _sha256_files(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
-def _register_file(store: Store, paths: list[Path], fmt: str, report: Report) -> int | None:
-    """Add the file row; None when this exact content was ingested before."""
-    file_id = store.add_file(str(paths[0].resolve()), _sha256_files(*paths), fmt,
-                             sum(p.stat().st_size for p in paths))
-    if file_id is None:
-        report.already += 1
-    else:
-        report.files += 1
-    return file_id
-
-
 _dumps = orjson.dumps
 _Array, _Object = simdjson.Array, simdjson.Object
 
 
-class _Source:
-    path: Path
-
-    def __call__(self, store: Store, report: Report, model: str | None):
-        raise NotImplementedError
-
-
-class _Failing(_Source):
+class _Failing(Source):
     """A file met during a folder walk that is not a tuning log: an error for it alone."""
 
     def __init__(self, path: Path, message: str):
@@ -204,7 +177,7 @@ class _Failing(_Source):
 
 
 # --------------------------------------------------------------------------- MetaSchedule
-class _WorkDir(_Source):
+class _WorkDir(Source):
     def __init__(self, folder: Path):
         self.folder = folder
         self.path = find(folder, RECORDS)
@@ -214,7 +187,7 @@ class _WorkDir(_Source):
 
         wl_path = find(self.folder, WORKLOADS)
         meta = _sidecar(self.folder, report)
-        file_id = _register_file(store, [self.path, wl_path], "metaschedule", report)
+        file_id = register_file(store, [self.path, wl_path], "metaschedule", report)
         if file_id is None:
             return
         targets = TargetCache()
@@ -357,14 +330,14 @@ def _compact_trace(raw: bytes, index: int, target_json: bytes, args_json: bytes)
 
 
 # --------------------------------------------------------------------------- Ansor
-class _AnsorLog(_Source):
+class _AnsorLog(Source):
     """Legacy auto_scheduler logs: stored for query and provenance, not replayable."""
 
     def __init__(self, path: Path):
         self.path = path
 
     def __call__(self, store: Store, report: Report, model: str | None):
-        file_id = _register_file(store, [self.path], "ansor", report)
+        file_id = register_file(store, [self.path], "ansor", report)
         if file_id is None:
             return
         classes = _wkl_classes(self.path.parent, report)
@@ -452,7 +425,7 @@ def _wkl_classes(folder: Path, report: Report) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- schedb
-class _SchedbFile(_Source):
+class _SchedbFile(Source):
     """Merge another schedb database: workloads by signature, records by digest."""
 
     def __init__(self, path: Path):
@@ -465,7 +438,7 @@ class _SchedbFile(_Source):
         try:
             # A database open elsewhere keeps committed rows in its WAL: part of its content.
             wal = self.path.with_name(self.path.name + "-wal")
-            file_id = _register_file(store, [self.path] + [wal] * wal.is_file(), "schedb", report)
+            file_id = register_file(store, [self.path] + [wal] * wal.is_file(), "schedb", report)
             if file_id is None:
                 return
             problems = other.check_snapshot()

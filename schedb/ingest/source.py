@@ -1,0 +1,37 @@
+"""An input of ingest: one log, work dir or schedb file, ingested in one transaction,
+and its row in ``files`` (by content hash: the same content is ingested once)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from schedb.store import Store
+from schedb.ingest.lines import Report
+
+
+class Source:
+    path: Path
+
+    def __call__(self, store: Store, report: Report, model: str | None):
+        raise NotImplementedError
+
+
+def register_file(store: Store, paths: list[Path], fmt: str, report: Report) -> int | None:
+    """Add the file row; None when this exact content was ingested before."""
+    file_id = store.add_file(str(paths[0].resolve()), _sha256_files(*paths), fmt,
+                             sum(p.stat().st_size for p in paths))
+    if file_id is None:
+        report.already += 1
+    else:
+        report.files += 1
+    return file_id
+
+
+def _sha256_files(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
