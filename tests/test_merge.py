@@ -9,6 +9,7 @@ from pathlib import Path
 
 
 import schedb.ingest as ingest_mod
+import schedb.ingest.metaschedule as metaschedule
 from ingest_common import RECORDS, TINY, TINY_R, ansor_line, logical, snapshot, write_ansor, write_workdir
 
 from schedb.ingest import ingest
@@ -74,7 +75,8 @@ def _schema_2_db(path: Path, monkeypatch, sources) -> Path:
 
     with monkeypatch.context() as m:
         m.setattr(schedb.store.schema, "SCHEMA_VERSION", 2)
-        m.setattr(ingest_mod, "digest_of_text", hex_digest)
+        for parser in (metaschedule, ingest_mod):  # where each format computes its digests
+            m.setattr(parser, "digest_of_text", hex_digest)
         store = Store(path)
         report = ingest(store, sources)
         assert report.errors == [] and report.new_records > 0

@@ -1,0 +1,173 @@
+"""MetaSchedule work dirs into the store: the workloads (decoded in the sandbox), the
+model and its tasks from the ``schedb.json`` sidecar, and every tuning record line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+from simdjson import Array, Object, Parser
+
+from schedb.errors import SchedbError
+from schedb.store import Store
+from schedb.store.records import digest_of_text
+from schedb.ingest.checks import TargetCache, check_run_secs, check_trace
+from schedb.ingest.lines import Report, Skip, ingest_lines, read_lines
+from schedb.ingest.sandbox import load_workloads
+from schedb.ingest.source import Source, register_file
+from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, find, read_sidecar
+
+_dumps = orjson.dumps
+
+
+class WorkDir(Source):
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.path = find(folder, RECORDS)
+
+    def __call__(self, store: Store, report: Report, model: str | None):
+        import tvm
+
+        wl_path = find(self.folder, WORKLOADS)
+        meta = _sidecar(self.folder, report)
+        file_id = register_file(store, [self.path, wl_path], "metaschedule", report)
+        if file_id is None:
+            return
+        targets = TargetCache()
+        name = meta.get("model") or model or self.folder.name
+        target = None
+        if "target" in meta:
+            try:
+                target = targets(json.loads(meta["target"]))
+            except (ValueError, SchedbError) as e:
+                report.warnings.append(f"{self.folder / SIDECAR}: target ignored ({e})")
+        model_id = store.upsert_model(name, meta.get("source"), meta.get("input_shapes"), target,
+                                      meta.get("tvm_version"))
+        tvm_version = meta.get("tvm_version") or tvm.__version__
+        workloads = self._workloads(store, wl_path, report, tvm_version)
+        tasks = {t["shash"]: t for t in meta.get("tasks", [])}
+        for shash, (wid, _sig) in workloads:
+            if wid is None or (tasks and shash not in tasks):
+                continue  # unreadable, or stored but not a task of this model (TVM keeps extra workloads)
+            task = tasks.get(shash, {})
+            store.add_task(model_id, wid, task.get("name"), task.get("weight"))
+        by_index = [entry for _, entry in workloads]  # records name workloads by line position
+        ingest_lines(store, self.path, file_id, report,
+                      MsRecordParser(by_index, targets, model_id, file_id, tvm_version, report))
+
+    def _workloads(self, store, wl_path, report, tvm_version) -> list:
+        """[(structural hash, (workload id, signature))] in line order; (None, (None, None)) for a bad line."""
+        out: list = []
+        for lineno, line, w in load_workloads(wl_path, read_lines(wl_path, report)):
+            if isinstance(w, str):
+                report.skip(wl_path, lineno, w)
+                out.append((None, (None, None)))  # keep indices aligned with record lines
+                continue
+            desc = w["description"]
+            params = [p for p in desc["params"] if "shape" in p]
+            wid, created = store.upsert_workload(
+                w["signature"], w["kind"], [p["shape"] for p in params], [p["dtype"] for p in params],
+                shash=w["shash"], description=desc, ms_workload=line.decode().strip(),
+                tvm_version=tvm_version,
+            )
+            report.new_workloads += created
+            out.append((w["shash"], (wid, w["signature"])))
+        return out
+
+
+# The sidecar's fields and their types: a field of another type is dropped with a warning.
+_SIDECAR_FIELDS = {"model": str, "source": str, "input_shapes": list, "target": str, "tvm_version": str,
+                   "tasks": list}
+
+
+def _sidecar(folder: Path, report: Report) -> dict:
+    """schedb.json's fields that are usable; a damaged sidecar costs its metadata, not the records."""
+    try:
+        meta = read_sidecar(folder) or {}
+    except SchedbError as e:
+        report.warnings.append(f"{e}; its work dir is ingested without it")
+        return {}
+    good = {k: v for k, v in meta.items() if isinstance(v, _SIDECAR_FIELDS.get(k, object))}
+    if "tasks" in good:
+        tasks = [t for t in good["tasks"] if isinstance(t, dict) and isinstance(t.get("shash"), str)
+                 and isinstance(t.get("name", ""), str) and type(t.get("weight", 0)) is int]
+        if len(tasks) < len(good["tasks"]):
+            report.warnings.append(f"{folder / SIDECAR}: {len(good['tasks']) - len(tasks)} malformed tasks ignored")
+        good["tasks"] = tasks
+    for k in sorted(set(_SIDECAR_FIELDS) & meta.keys() - good.keys()):
+        report.warnings.append(f"{folder / SIDECAR}: field {k!r} ignored (not a {_SIDECAR_FIELDS[k].__name__})")
+    return good
+
+
+class MsRecordParser:
+    """One line of database_tuning_record.json -> a records row (a tuple in
+    Store.RECORD_COLUMNS order, without a dict per record: this is ingest's hot path)."""
+
+    def __init__(self, by_index, targets, model_id, file_id, tvm_version, report):
+        self.by_index, self.targets, self.report = by_index, targets, report
+        self.model_id, self.file_id, self.tvm_version = model_id, file_id, tvm_version
+
+    def __call__(self, raw: bytes, lineno: int, stamp: str) -> tuple:
+        # simdjson validates the whole line but builds Python objects only for what is
+        # read; the trace never becomes a Python list. Its text is the minified JSON
+        # (== orjson.dumps of it, which the digests of earlier ingests used).
+        try:
+            obj = Parser().parse(raw)  # a parser per line: no proxy outlives it
+        except (ValueError, RuntimeError) as e:  # syntax, bad UTF-8, a number over 64 bits
+            raise Skip(f"not JSON ({str(e).split(':', 1)[0]})") from None
+        if (type(obj) is not Array or len(obj) != 2 or type(index := obj[0]) is not int
+                or type(rec := obj[1]) is not Array or len(rec) < 2):
+            raise Skip("expected [workload_index, [trace, run_secs, target, args_info]]")
+        by_index = self.by_index
+        if not 0 <= index < len(by_index) or by_index[index][0] is None:
+            raise Skip(f"workload index {index} is not a readable workload")
+        wid, sig = by_index[index]
+        trace = rec[0]
+        check_trace(trace)
+        raw_target = rec[2] if len(rec) > 2 else None
+        if type(raw_target) is Object:
+            target_json = raw_target.mini
+        elif isinstance(raw_target, str):
+            target_json = None
+        else:
+            raise Skip("no target")
+        try:
+            target = self.targets(raw_target, key=target_json)
+        except SchedbError as e:
+            raise Skip(str(e)) from None
+        run_secs = rec[1]
+        samples, mean, valid = check_run_secs(run_secs.as_list() if type(run_secs) is Array else run_secs)
+        self.report.invalid += not valid
+        args = rec[3] if len(rec) > 3 else None
+        args_json = args.mini if type(args) in (Array, Object) else None
+        trace_text = None
+        if len(rec) == 4 and target_json and args_json and type(run_secs) is Array:
+            trace_text = _compact_trace(raw, index, target_json, args_json)
+        trace_text = trace_text or trace.mini.decode()
+        secs_text = _dumps(samples).decode()
+        args_text = (None if len(rec) < 4 else args_json.decode() if args_json else _dumps(args).decode())
+        # Store.RECORD_COLUMNS order
+        return (wid, target, "ms-trace", trace_text,
+                secs_text, mean, int(valid), None if valid else "failed measurement",
+                args_text, "tuned", None, None, None, None,
+                self.model_id, self.file_id, lineno, None, self.tvm_version, stamp,
+                digest_of_text(sig, target, trace_text, secs_text))
+
+
+def _compact_trace(raw: bytes, index: int, target_json: bytes, args_json: bytes) -> str | None:
+    """The trace's own text when the line is compact, as TVM writes it: then it is what
+    minifying would give, and slicing it out costs a third. None otherwise."""
+    head = b"[%d,[" % index
+    tail = b"," + target_json + b"," + args_json + b"]]"  # (no floats in either: same text)
+    body = raw.rstrip(b"\r\n")
+    if not (body.startswith(head) and body.endswith(tail)):
+        return None
+    rest = body[:-len(tail)]
+    cut = rest.rfind(b",[")  # the run times, a list of numbers: the line's last "["
+    if cut <= len(head):
+        return None
+    trace = rest[len(head):cut]
+    if b" " in trace or b"\n" in trace or b"\t" in trace or b"\r" in trace:
+        return None  # whitespace, in strings or not: let simdjson minify it
+    return trace.decode()
