@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 
-import schedb.ingest as ingest_mod
+import schedb.ingest.ansor as ansor
 import schedb.ingest.metaschedule as metaschedule
 from ingest_common import RECORDS, TINY, TINY_R, ansor_line, logical, snapshot, write_ansor, write_workdir
 
@@ -75,7 +75,7 @@ def _schema_2_db(path: Path, monkeypatch, sources) -> Path:
 
     with monkeypatch.context() as m:
         m.setattr(schedb.store.schema, "SCHEMA_VERSION", 2)
-        for parser in (metaschedule, ingest_mod):  # where each format computes its digests
+        for parser in (metaschedule, ansor):  # where each format computes its digests
             m.setattr(parser, "digest_of_text", hex_digest)
         store = Store(path)
         report = ingest(store, sources)

@@ -1,0 +1,132 @@
+"""Legacy Ansor (auto_scheduler) logs into the store: JSON lines ``{"i", "r", "v"}``, with
+the kernel classes of a ``wkl_classes.json`` beside them. Stored for query and
+provenance: this TVM has no Ansor to replay them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+from schedb.errors import SchedbError
+from schedb.store import Store, dumps, loads
+from schedb.store.records import digest_of_text
+from schedb.ingest.checks import TargetCache, check_run_secs
+from schedb.ingest.lines import Report, Skip, ingest_lines, read_lines
+from schedb.ingest.source import Source, register_file
+
+CLASS_MAP = "wkl_classes.json"  # beside a log: which kernel class each of its workloads is
+CLASSIFY_LINES = 20  # lines read to recognise a log: a damaged first line does not hide one
+
+
+def looks_like_ansor(path: Path) -> bool:
+    """An Ansor record, ``{"i": ..., "r": ...}``, among the first non-blank lines."""
+    probe = Report()  # read problems are reported when the file is ingested, not here
+    for n, (_, line) in enumerate(read_lines(path, probe)):
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:  # not JSON, bad UTF-8, nested too deep
+            obj = None
+        if isinstance(obj, dict) and "i" in obj and "r" in obj:
+            return True
+        if n + 1 >= CLASSIFY_LINES:
+            break
+    return False
+
+
+class AnsorLog(Source):
+    """Legacy auto_scheduler logs: stored for query and provenance, not replayable."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, store: Store, report: Report, model: str | None):
+        file_id = register_file(store, [self.path], "ansor", report)
+        if file_id is None:
+            return
+        classes = _wkl_classes(self.path.parent, report)
+        name = model or re.sub(r"(\.best)?\.jsonl?(\.gz)?$", "", self.path.name)
+        model_id = store.upsert_model(name, f"legacy-ansor:{self.path.name}")
+        targets = TargetCache()
+        workloads: dict[str, tuple[int, str]] = {}
+        ingest_lines(store, self.path, file_id, report, lambda line, lineno, stamp: self._record(
+            store, line, workloads, classes, targets, model_id, file_id, lineno, stamp, report))
+
+    def _record(self, store, line, workloads, classes, targets, model_id, file_id, lineno, stamp, report):
+        try:
+            obj = loads(line)
+            inp, res = obj["i"], obj["r"]
+            (wkey, target_str, *_), (_, steps) = inp[0], inp[1]
+            costs, error_no, _all_cost, timestamp = res
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise Skip(f"not JSON ({getattr(e, 'msg', None) or e.reason})") from None
+        except RecursionError:
+            raise Skip("not JSON (nested too deeply)") from None
+        except (KeyError, TypeError, ValueError):
+            raise Skip("not an Ansor record ({'i': [[key, target, ...], [[], steps]], 'r': [...]})") from None
+        if not isinstance(wkey, str) or not isinstance(target_str, str) or not isinstance(steps, list):
+            raise Skip("bad workload key, target or steps")
+        if type(error_no) is not int:
+            raise Skip("error_no is not an integer")
+        if wkey not in workloads:
+            workloads[wkey] = self._workload(store, wkey, classes, model_id, report)
+        wid, sig = workloads[wkey]
+        try:
+            target = targets(target_str)
+        except SchedbError as e:
+            raise Skip(str(e)) from None
+        samples, mean, valid = check_run_secs(costs)
+        valid = valid and error_no == 0
+        report.invalid += not valid
+        trace_text = dumps(steps)
+        measured = None
+        if isinstance(timestamp, (int, float)) and 0 < timestamp < 1e11:  # also False for nan
+            measured = datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+        secs_text = dumps(samples)
+        # Store.RECORD_COLUMNS order
+        return (wid, target, "ansor-steps", trace_text,
+                secs_text, mean if valid else None, int(valid),
+                None if valid else f"ansor error_no {error_no}",
+                None, "legacy-ansor", None, None, None, None,
+                model_id, file_id, lineno, measured,
+                _version(obj.get("v")), stamp,
+                digest_of_text(sig, target, trace_text, secs_text))
+
+    def _workload(self, store, wkey, classes, model_id, report):
+        try:
+            key = json.loads(wkey)
+        except (ValueError, RecursionError):
+            key = None
+        if not isinstance(key, list) or not key or not isinstance(key[0], str):
+            raise Skip("workload key is not a JSON list [name, args...]")
+        shapes = [s for s in key[1:] if isinstance(s, list)]
+        digest = hashlib.sha256(wkey.encode()).hexdigest()
+        kind = classes.get(digest, "unknown")
+        sig = "ansor:" + digest
+        wid, created = store.upsert_workload(sig, kind, shapes, ["float32"] * len(shapes),
+                                             legacy_key=wkey)
+        report.new_workloads += created
+        store.add_task(model_id, wid)
+        return wid, sig
+
+
+def _version(v) -> str | None:
+    # (json's fallback parse lets a lone surrogate through, which SQLite cannot store)
+    return v if isinstance(v, str) and v.isascii() else None
+
+
+def _wkl_classes(folder: Path, report: Report) -> dict[str, str]:
+    """sha256(workload_key) -> kernel class, from a wkl_classes.json beside the log."""
+    p = folder / CLASS_MAP
+    if not p.is_file():
+        return {}
+    try:
+        data = json.loads(p.read_text())
+        return {h: re.sub(r"^vm_mod_fused_|_\d+$", "", cls) for cls, hs in data.items() for h in hs}
+    except (json.JSONDecodeError, AttributeError, TypeError) as e:
+        report.warnings.append(f"{p}: ignored, not a class map ({e})")
+        return {}
