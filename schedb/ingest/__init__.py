@@ -18,15 +18,14 @@ import sqlite3
 from pathlib import Path
 from typing import Callable, Iterator
 
-import simdjson
-
 from schedb.errors import SchedbError
-from schedb.store import Store, default_path, loads
+from schedb.store import Store, default_path
 from schedb.ingest.ansor import CLASS_MAP, AnsorLog, looks_like_ansor
-from schedb.ingest.checks import TargetCache, check_run_secs, check_trace
-from schedb.ingest.lines import LINE_ERRORS, Report, Skip, read_lines
+from schedb.ingest.checks import TargetCache
+from schedb.ingest.lines import Report, read_lines
+from schedb.ingest.merge import SchedbFile
 from schedb.ingest.metaschedule import MsRecordParser, WorkDir
-from schedb.ingest.source import Source, register_file
+from schedb.ingest.source import Source
 from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, is_workdir
 
 _SIDE_FILES = {CLASS_MAP, "tuning_info.json", SIDECAR}
@@ -131,7 +130,7 @@ def _classify(path: Path, explicit: bool):
     except OSError as e:
         return f"{path}: cannot read ({e.strerror})"
     if head.startswith(b"SQLite format 3"):
-        return _SchedbFile(path)
+        return SchedbFile(path)
     if looks_like_ansor(path):
         return AnsorLog(path)
     if path.name in _SIDE_FILES:
@@ -147,55 +146,3 @@ class _Failing(Source):
 
     def __call__(self, store, report, model):
         raise SchedbError(self.message)
-
-
-# --------------------------------------------------------------------------- schedb
-class _SchedbFile(Source):
-    """Merge another schedb database: workloads by signature, records by digest."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __call__(self, store: Store, report: Report, model: str | None):
-        if self.path.resolve() == store.path.resolve():
-            raise SchedbError(f"{self.path}: is the database being written to")
-        other = Store(self.path, readonly=True)
-        try:
-            # A database open elsewhere keeps committed rows in its WAL: part of its content.
-            wal = self.path.with_name(self.path.name + "-wal")
-            file_id = register_file(store, [self.path] + [wal] * wal.is_file(), "schedb", report)
-            if file_id is None:
-                return
-            problems = other.check_snapshot()
-            if problems != ["ok"]:
-                raise SchedbError(f"{self.path}: damaged database, nothing merged ({'; '.join(problems)})")
-            merged = store.merge_from(other, check=_check_merged)
-            for record_id, why in merged.pop("skipped"):
-                report.skip(self.path, f"record {record_id}", why)
-            for key, n in merged.items():
-                setattr(report, key, getattr(report, key) + n)
-        finally:
-            other.close()
-
-
-def _check_merged(r: dict):
-    """A record row of another schedb file, checked as a log line is (its file may be
-    damaged or forged): valid and mean_s are recomputed from its samples. Raises ValueError."""
-    try:
-        if not all(isinstance(r[k], str) for k in ("target", "trace", "format")):
-            raise Skip("target, trace or format is not text")
-        samples, mean, valid = check_run_secs(loads(r["run_secs"]) if r["run_secs"] is not None else None)
-        if r["format"] == "ms-trace":
-            try:
-                check_trace(simdjson.Parser().parse(r["trace"].encode()))
-            except (ValueError, RuntimeError) as e:
-                raise Skip(f"trace is not JSON ({str(e).split(':', 1)[0]})") from None
-        elif not isinstance(loads(r["trace"]), list):
-            raise Skip("trace is not a list")
-    except Skip as e:
-        raise ValueError(str(e)) from None
-    except LINE_ERRORS as e:
-        raise ValueError(f"malformed ({type(e).__name__})") from None
-    valid = valid and r["valid"] == 1  # a record its own file calls invalid stays invalid
-    r.update(valid=int(valid), mean_s=mean if valid else None,
-             error=None if valid else (r["error"] or "failed measurement"))
