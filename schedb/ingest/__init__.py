@@ -2,147 +2,25 @@
 
 Sources (recognised by content, not by name):
   * MetaSchedule work dirs: ``database_workload.json`` + ``database_tuning_record.json``
-    (also ``.gz``), with the ``schedb.json`` sidecar that ``schedb tune`` writes;
+    (also ``.gz``), with the ``schedb.json`` sidecar that ``schedb tune`` writes
+    (metaschedule.py; the files themselves, and export, in workdir.py);
   * legacy Ansor logs (JSON lines with ``i``, ``r``, ``v``), with ``wkl_classes.json``
-    beside them naming kernel classes;
-  * other schedb databases (merge).
+    beside them naming kernel classes (ansor.py);
+  * other schedb databases (merge.py).
+
+walk.py finds the inputs and ingests each (``ingest``, ``ingest_into``); source.py is
+what an input is and its row in ``files``; lines.py reads a log line by line into a
+``Report``; checks.py is what every record passes, whatever its format; sandbox.py
+decodes workloads in a memory-capped child process.
 
 Bad lines are skipped with a warning naming file:line; a file that is not a tuning
 log is an error for that file only. Nothing from a log is ever unpickled or eval'd:
 lines are parsed as JSON, workloads by TVM's JSON loader.
 """
 
-from __future__ import annotations
-
-import sqlite3
-from pathlib import Path
-from typing import Callable, Iterator
-
-from schedb.errors import SchedbError
-from schedb.store import Store, default_path
-from schedb.ingest.ansor import CLASS_MAP, AnsorLog, looks_like_ansor
 from schedb.ingest.checks import TargetCache
 from schedb.ingest.lines import Report, read_lines
-from schedb.ingest.merge import SchedbFile
-from schedb.ingest.metaschedule import MsRecordParser, WorkDir
-from schedb.ingest.source import Source
-from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, is_workdir
+from schedb.ingest.metaschedule import MsRecordParser
+from schedb.ingest.walk import ingest, ingest_into
 
-_SIDE_FILES = {CLASS_MAP, "tuning_info.json", SIDECAR}
-_LOG_SUFFIXES = (".json", ".jsonl", ".log", ".json.gz", ".jsonl.gz", ".db", ".sqlite")
-
-
-def ingest(store: Store, paths, model: str | None = None,
-           on_file: Callable[[str, Report], None] | None = None) -> Report:
-    """Ingest every tuning log under ``paths`` (files or folders, recursively)."""
-    report = Report()
-    counters = ("files", "already", "new_workloads", "new_records", "duplicates", "invalid")
-    for source in _discover([Path(p) for p in paths], report):
-        before = [getattr(report, c) for c in counters]
-        n_errors = len(report.errors)
-        try:
-            with store.transaction():
-                source(store, report, model)
-        except SchedbError as e:
-            report.errors.append(str(e))
-        except sqlite3.DatabaseError as e:
-            report.errors.append(f"{source.path}: database error: {e}")
-        except Exception as e:  # an input nobody foresaw: still an error for this file only
-            report.errors.append(f"{source.path}: cannot ingest ({type(e).__name__}: {e})")
-        if len(report.errors) != n_errors:
-            # The transaction rolled back: what this file seemed to add is not there.
-            for c, v in zip(counters, before):
-                setattr(report, c, v)
-        report.end_source()
-        if on_file:
-            on_file(str(source.path), report)
-    return report
-
-
-def ingest_into(db_path, paths, model: str | None = None,
-                on_file: Callable[[str, Report], None] | None = None) -> tuple[Report, Path]:
-    """``ingest`` into the database at ``db_path`` (default: $SCHEDB_DB or ./schedb.db),
-    created if need be: (report, database path). A database this call created is removed
-    again when every input was rejected, so a failed ingest leaves no file behind."""
-    path = Path(db_path or default_path())
-    created = not path.exists()
-    store = Store(path)
-    try:
-        report = ingest(store, paths, model=model, on_file=on_file)
-    finally:
-        store.close()
-    if created and report.rejected and report.files == 0:
-        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            p.unlink(missing_ok=True)
-    return report, path
-
-
-# --------------------------------------------------------------------------- discovery
-def _discover(paths: list[Path], report: Report) -> Iterator["Source"]:
-    seen: set[tuple[int, int]] = set()  # real directories walked: symlink loops end here
-    for path in paths:
-        if not path.exists():
-            report.errors.append(f"{path}: no such file or directory")
-        elif path.is_dir():
-            yield from _walk(path, seen)
-        else:
-            source = _classify(path, explicit=True)
-            if isinstance(source, str):
-                report.errors.append(source)
-            elif source is not None:
-                yield source
-
-
-def _walk(folder: Path, seen: set) -> Iterator["Source"]:
-    try:
-        st = folder.stat()
-        if (st.st_dev, st.st_ino) in seen:
-            return
-        seen.add((st.st_dev, st.st_ino))
-        if is_workdir(folder):
-            yield WorkDir(folder)
-            return  # its logs/ and sidecar belong to it
-        children = sorted(folder.iterdir())
-    except OSError as e:
-        yield _Failing(folder, f"{folder}: cannot read folder ({e.strerror})")
-        return
-    for child in children:
-        if child.is_dir():
-            yield from _walk(child, seen)
-        elif child.name.endswith(_LOG_SUFFIXES) and child.name not in _SIDE_FILES:
-            source = _classify(child, explicit=False)
-            if isinstance(source, str):
-                yield _Failing(child, source)
-            elif source is not None:
-                yield source
-
-
-def _classify(path: Path, explicit: bool):
-    """A source for ``path``, None to pass over it, or an error message."""
-    if path.name in (WORKLOADS, RECORDS, WORKLOADS + ".gz", RECORDS + ".gz"):
-        return WorkDir(path.parent) if is_workdir(path.parent) else (
-            f"{path}: half a MetaSchedule work dir (needs {WORKLOADS} and {RECORDS})")
-    if path.name in _SIDE_FILES and not explicit:
-        return None
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as e:
-        return f"{path}: cannot read ({e.strerror})"
-    if head.startswith(b"SQLite format 3"):
-        return SchedbFile(path)
-    if looks_like_ansor(path):
-        return AnsorLog(path)
-    if path.name in _SIDE_FILES:
-        return None
-    return f"{path}:1: not a tuning log (expected a MetaSchedule work dir, Ansor JSON lines or a schedb database)"
-
-
-class _Failing(Source):
-    """A file met during a folder walk that is not a tuning log: an error for it alone."""
-
-    def __init__(self, path: Path, message: str):
-        self.path, self.message = path, message
-
-    def __call__(self, store, report, model):
-        raise SchedbError(self.message)
+__all__ = ["MsRecordParser", "Report", "TargetCache", "ingest", "ingest_into", "read_lines"]
