@@ -41,9 +41,6 @@ def looks_like_ansor(path: Path) -> bool:
 class AnsorLog(Source):
     """Legacy auto_scheduler logs: stored for query and provenance, not replayable."""
 
-    def __init__(self, path: Path):
-        self.path = path
-
     def __call__(self, store: Store, report: Report, model: str | None):
         file_id = register_file(store, [self.path], "ansor", report)
         if file_id is None:

@@ -3,8 +3,6 @@ digest, every record checked as a log line is (the file may be damaged or forged
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from simdjson import Parser
 
 from schedb.errors import SchedbError
@@ -16,9 +14,6 @@ from schedb.ingest.source import Source, register_file
 
 class SchedbFile(Source):
     """Merge another schedb database: workloads by signature, records by digest."""
-
-    def __init__(self, path: Path):
-        self.path = path
 
     def __call__(self, store: Store, report: Report, model: str | None):
         if self.path.resolve() == store.path.resolve():

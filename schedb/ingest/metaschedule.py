@@ -23,8 +23,8 @@ _dumps = orjson.dumps
 
 class WorkDir(Source):
     def __init__(self, folder: Path):
+        super().__init__(find(folder, RECORDS))
         self.folder = folder
-        self.path = find(folder, RECORDS)
 
     def __call__(self, store: Store, report: Report, model: str | None):
         import tvm

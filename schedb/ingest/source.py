@@ -11,7 +11,10 @@ from schedb.ingest.lines import Report
 
 
 class Source:
-    path: Path
+    """An input: ``path`` names it in the report; calling it ingests it."""
+
+    def __init__(self, path: Path):
+        self.path = path
 
     def __call__(self, store: Store, report: Report, model: str | None):
         raise NotImplementedError

@@ -130,7 +130,8 @@ class _Failing(Source):
     """A file met during a folder walk that is not a tuning log: an error for it alone."""
 
     def __init__(self, path: Path, message: str):
-        self.path, self.message = path, message
+        super().__init__(path)
+        self.message = message
 
     def __call__(self, store, report, model):
         raise SchedbError(self.message)
