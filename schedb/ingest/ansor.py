@@ -12,7 +12,6 @@ from pathlib import Path
 
 import orjson
 
-from schedb.errors import SchedbError
 from schedb.store import Store, dumps, loads
 from schedb.store.records import digest_of_text
 from schedb.ingest.checks import TargetCache, check_run_secs
@@ -72,10 +71,7 @@ class AnsorLog(Source):
         if wkey not in workloads:
             workloads[wkey] = self._workload(store, wkey, classes, model_id, report)
         wid, sig = workloads[wkey]
-        try:
-            target = targets(target_str)
-        except SchedbError as e:
-            raise Skip(str(e)) from None
+        target = targets.check(target_str)
         samples, mean, valid = check_run_secs(costs)
         valid = valid and error_no == 0
         report.invalid += not valid

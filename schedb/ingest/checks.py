@@ -4,12 +4,22 @@ its target. A failed check raises ``Skip``: the record is left out, its file goe
 
 from __future__ import annotations
 
-from simdjson import Array, Object
+from simdjson import Array, Object, Parser
 
+from schedb.errors import SchedbError
 from schedb.store import dumps
 from schedb.store.records import MIN_RUN_SECS, valid_samples
 from schedb.tir.replay import registered_kind
 from schedb.ingest.lines import Skip
+
+
+def parse_json(raw: bytes, bad: str = "not JSON"):
+    """``raw`` parsed by simdjson (the whole text validated, Python objects built only for
+    what is read), or Skip with ``bad`` and simdjson's reason."""
+    try:
+        return Parser().parse(raw)  # a parser per text: no proxy outlives it
+    except (ValueError, RuntimeError) as e:  # syntax, bad UTF-8, a number over 64 bits
+        raise Skip(f"{bad} ({str(e).split(':', 1)[0]})") from None
 
 
 def check_run_secs(value) -> tuple[list[float] | None, float | None, bool]:
@@ -60,3 +70,10 @@ class TargetCache:
             self.cache[key] = canonical(parse_target(raw.as_dict() if type(raw) is Object else raw,
                                                       check_cpu=False))
             return self.cache[key]
+
+    def check(self, raw, key=None) -> str:
+        """The canonical target of a record: one this TVM cannot parse makes the record bad."""
+        try:
+            return self(raw, key)
+        except SchedbError as e:
+            raise Skip(str(e)) from None

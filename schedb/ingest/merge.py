@@ -3,11 +3,9 @@ digest, every record checked as a log line is (the file may be damaged or forged
 
 from __future__ import annotations
 
-from simdjson import Parser
-
 from schedb.errors import SchedbError
 from schedb.store import Store, loads
-from schedb.ingest.checks import check_run_secs, check_trace
+from schedb.ingest.checks import check_run_secs, check_trace, parse_json
 from schedb.ingest.lines import LINE_ERRORS, Report, Skip
 from schedb.ingest.source import Source, register_file
 
@@ -45,10 +43,7 @@ def _check_merged(r: dict):
             raise Skip("target, trace or format is not text")
         samples, mean, valid = check_run_secs(loads(r["run_secs"]) if r["run_secs"] is not None else None)
         if r["format"] == "ms-trace":
-            try:
-                check_trace(Parser().parse(r["trace"].encode()))
-            except (ValueError, RuntimeError) as e:
-                raise Skip(f"trace is not JSON ({str(e).split(':', 1)[0]})") from None
+            check_trace(parse_json(r["trace"].encode(), "trace is not JSON"))
         elif not isinstance(loads(r["trace"]), list):
             raise Skip("trace is not a list")
     except Skip as e:

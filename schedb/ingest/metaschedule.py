@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import orjson
-from simdjson import Array, Object, Parser
+from simdjson import Array, Object
 
 from schedb.errors import SchedbError
 from schedb.store import Store
 from schedb.store.records import digest_of_text
-from schedb.ingest.checks import TargetCache, check_run_secs, check_trace
+from schedb.ingest.checks import TargetCache, check_run_secs, check_trace, parse_json
 from schedb.ingest.lines import Report, Skip, ingest_lines, read_lines
 from schedb.ingest.sandbox import load_workloads
 from schedb.ingest.source import Source, register_file
@@ -109,13 +109,9 @@ class MsRecordParser:
         self.model_id, self.file_id, self.tvm_version = model_id, file_id, tvm_version
 
     def __call__(self, raw: bytes, lineno: int, stamp: str) -> tuple:
-        # simdjson validates the whole line but builds Python objects only for what is
-        # read; the trace never becomes a Python list. Its text is the minified JSON
+        # The trace never becomes a Python list. Its text is the minified JSON
         # (== orjson.dumps of it, which the digests of earlier ingests used).
-        try:
-            obj = Parser().parse(raw)  # a parser per line: no proxy outlives it
-        except (ValueError, RuntimeError) as e:  # syntax, bad UTF-8, a number over 64 bits
-            raise Skip(f"not JSON ({str(e).split(':', 1)[0]})") from None
+        obj = parse_json(raw)
         if (type(obj) is not Array or len(obj) != 2 or type(index := obj[0]) is not int
                 or type(rec := obj[1]) is not Array or len(rec) < 2):
             raise Skip("expected [workload_index, [trace, run_secs, target, args_info]]")
@@ -132,10 +128,7 @@ class MsRecordParser:
             target_json = None
         else:
             raise Skip("no target")
-        try:
-            target = self.targets(raw_target, key=target_json)
-        except SchedbError as e:
-            raise Skip(str(e)) from None
+        target = self.targets.check(raw_target, key=target_json)
         run_secs = rec[1]
         samples, mean, valid = check_run_secs(run_secs.as_list() if type(run_secs) is Array else run_secs)
         self.report.invalid += not valid
