@@ -11,7 +11,7 @@ from simdjson import Array, Object
 
 from schedb.errors import SchedbError
 from schedb.store import Store
-from schedb.store.records import digest_of_text
+from schedb.store.records import commit_workload, digest_of_text
 from schedb.ingest.checks import TargetCache, check_run_secs, check_trace, parse_json
 from schedb.ingest.lines import Report, Skip, ingest_lines, read_lines
 from schedb.ingest.sandbox import load_workloads
@@ -64,13 +64,8 @@ class WorkDir(Source):
                 report.skip(wl_path, lineno, w)
                 out.append((None, (None, None)))  # keep indices aligned with record lines
                 continue
-            desc = w["description"]
-            params = [p for p in desc["params"] if "shape" in p]
-            wid, created = store.upsert_workload(
-                w["signature"], w["kind"], [p["shape"] for p in params], [p["dtype"] for p in params],
-                shash=w["shash"], description=desc, ms_workload=line.decode().strip(),
-                tvm_version=tvm_version,
-            )
+            wid, created = commit_workload(store, w["signature"], w["kind"], w["description"], w["shash"],
+                                           line.decode().strip(), tvm_version)
             report.new_workloads += created
             out.append((w["shash"], (wid, w["signature"])))
         return out

@@ -44,14 +44,20 @@ def commit_mod(store: Store, mod) -> tuple[int, str, str, dict]:
     from tvm.s_tir.meta_schedule.database import Workload
 
     sig, kind, desc = signature(mod)
-    params = [p for p in desc["params"] if "shape" in p]
-    wid, _ = store.upsert_workload(
-        sig, kind, [p["shape"] for p in params], [p["dtype"] for p in params],
-        shash=str(tvm_ffi.structural_hash(mod)), description=desc,
-        ms_workload=json.dumps([str(x) for x in Workload(mod).as_json()]),
-        tvm_version=tvm.__version__,
-    )
+    wid, _ = commit_workload(
+        store, sig, kind, desc, shash=str(tvm_ffi.structural_hash(mod)),
+        ms_workload=json.dumps([str(x) for x in Workload(mod).as_json()]), tvm_version=tvm.__version__)
     return wid, sig, kind, desc
+
+
+def commit_workload(store: Store, sig: str, kind: str, desc: dict, shash: str, ms_workload: str,
+                    tvm_version: str) -> tuple[int, bool]:
+    """The workload row of a TIR module given as ``signature`` describes it, created if
+    new: (id, created). Its shapes and dtypes are those of its buffer parameters."""
+    params = [p for p in desc["params"] if "shape" in p]  # (a scalar parameter has neither)
+    return store.upsert_workload(
+        sig, kind, [p["shape"] for p in params], [p["dtype"] for p in params],
+        shash=shash, description=desc, ms_workload=ms_workload, tvm_version=tvm_version)
 
 
 def commit_trace(store: Store, wid: int, sig: str, target: str, trace, samples: list[float] | None,
