@@ -47,49 +47,40 @@ class AnsorLog(Source):
         classes = _wkl_classes(self.path.parent, report)
         name = model or re.sub(r"(\.best)?\.jsonl?(\.gz)?$", "", self.path.name)
         model_id = store.upsert_model(name, f"legacy-ansor:{self.path.name}")
-        targets = TargetCache()
-        workloads: dict[str, tuple[int, str]] = {}
-        ingest_lines(store, self.path, file_id, report, lambda line, lineno, stamp: self._record(
-            store, line, workloads, classes, targets, model_id, file_id, lineno, stamp, report))
+        ingest_lines(store, self.path, file_id, report, AnsorRecordParser(store, classes, model_id, file_id, report))
 
-    def _record(self, store, line, workloads, classes, targets, model_id, file_id, lineno, stamp, report):
-        try:
-            obj = loads(line)
-            inp, res = obj["i"], obj["r"]
-            (wkey, target_str, *_), (_, steps) = inp[0], inp[1]
-            costs, error_no, _all_cost, timestamp = res
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise Skip(f"not JSON ({getattr(e, 'msg', None) or e.reason})") from None
-        except RecursionError:
-            raise Skip("not JSON (nested too deeply)") from None
-        except (KeyError, TypeError, ValueError):
-            raise Skip("not an Ansor record ({'i': [[key, target, ...], [[], steps]], 'r': [...]})") from None
-        if not isinstance(wkey, str) or not isinstance(target_str, str) or not isinstance(steps, list):
-            raise Skip("bad workload key, target or steps")
-        if type(error_no) is not int:
-            raise Skip("error_no is not an integer")
-        if wkey not in workloads:
-            workloads[wkey] = self._workload(store, wkey, classes, model_id, report)
-        wid, sig = workloads[wkey]
-        target = targets.check(target_str)
+
+class AnsorRecordParser:
+    """One line of an Ansor log -> a records row (a tuple in Store.RECORD_COLUMNS order);
+    the workload row is added when a line names its workload key first."""
+
+    def __init__(self, store: Store, classes: dict[str, str], model_id: int, file_id: int, report: Report):
+        self.store, self.classes, self.report = store, classes, report
+        self.model_id, self.file_id = model_id, file_id
+        self.targets = TargetCache()
+        self.workloads: dict[str, tuple[int, str]] = {}
+
+    def __call__(self, line: bytes, lineno: int, stamp: str) -> tuple:
+        wkey, target_str, steps, costs, error_no, timestamp, version = _fields(line)
+        if wkey not in self.workloads:
+            self.workloads[wkey] = self._workload(wkey)
+        wid, sig = self.workloads[wkey]
+        target = self.targets.check(target_str)
         samples, mean, valid = check_run_secs(costs)
         valid = valid and error_no == 0
-        report.invalid += not valid
+        self.report.invalid += not valid
         trace_text = dumps(steps)
-        measured = None
-        if isinstance(timestamp, (int, float)) and 0 < timestamp < 1e11:  # also False for nan
-            measured = datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
         secs_text = dumps(samples)
         # Store.RECORD_COLUMNS order
         return (wid, target, "ansor-steps", trace_text,
                 secs_text, mean if valid else None, int(valid),
                 None if valid else f"ansor error_no {error_no}",
                 None, "legacy-ansor", None, None, None, None,
-                model_id, file_id, lineno, measured,
-                _version(obj.get("v")), stamp,
+                self.model_id, self.file_id, lineno, _measured_at(timestamp),
+                _version(version), stamp,
                 digest_of_text(sig, target, trace_text, secs_text))
 
-    def _workload(self, store, wkey, classes, model_id, report):
+    def _workload(self, wkey: str) -> tuple[int, str]:
         try:
             key = json.loads(wkey)
         except (ValueError, RecursionError):
@@ -98,13 +89,41 @@ class AnsorLog(Source):
             raise Skip("workload key is not a JSON list [name, args...]")
         shapes = [s for s in key[1:] if isinstance(s, list)]
         digest = hashlib.sha256(wkey.encode()).hexdigest()
-        kind = classes.get(digest, "unknown")
+        kind = self.classes.get(digest, "unknown")
         sig = "ansor:" + digest
-        wid, created = store.upsert_workload(sig, kind, shapes, ["float32"] * len(shapes),
-                                             legacy_key=wkey)
-        report.new_workloads += created
-        store.add_task(model_id, wid)
+        wid, created = self.store.upsert_workload(sig, kind, shapes, ["float32"] * len(shapes),
+                                                  legacy_key=wkey)
+        self.report.new_workloads += created
+        self.store.add_task(self.model_id, wid)
         return wid, sig
+
+
+def _fields(line: bytes) -> tuple:
+    """(workload key, target, steps, costs, error_no, timestamp, version) of an Ansor line;
+    key, target, steps and error_no checked for their types, the rest as the line has them."""
+    try:
+        obj = loads(line)
+        inp, res = obj["i"], obj["r"]
+        (wkey, target_str, *_), (_, steps) = inp[0], inp[1]
+        costs, error_no, _all_cost, timestamp = res
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise Skip(f"not JSON ({getattr(e, 'msg', None) or e.reason})") from None
+    except RecursionError:
+        raise Skip("not JSON (nested too deeply)") from None
+    except (KeyError, TypeError, ValueError):
+        raise Skip("not an Ansor record ({'i': [[key, target, ...], [[], steps]], 'r': [...]})") from None
+    if not isinstance(wkey, str) or not isinstance(target_str, str) or not isinstance(steps, list):
+        raise Skip("bad workload key, target or steps")
+    if type(error_no) is not int:
+        raise Skip("error_no is not an integer")
+    return wkey, target_str, steps, costs, error_no, timestamp, obj.get("v")
+
+
+def _measured_at(timestamp) -> str | None:
+    """When Ansor measured the record (ISO, UTC); None for a timestamp no measurement has."""
+    if isinstance(timestamp, (int, float)) and 0 < timestamp < 1e11:  # also False for nan
+        return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+    return None
 
 
 def _version(v) -> str | None:
