@@ -22,6 +22,8 @@ _dumps = orjson.dumps
 
 
 class WorkDir(Source):
+    """A MetaSchedule work dir; its row in ``files`` and its errors name the records file."""
+
     def __init__(self, folder: Path):
         super().__init__(find(folder, RECORDS))
         self.folder = folder
@@ -35,26 +37,25 @@ class WorkDir(Source):
         if file_id is None:
             return
         targets = TargetCache()
-        name = meta.get("model") or model or self.folder.name
+        model_id = self._model(store, meta, model, targets, report)
+        tvm_version = meta.get("tvm_version") or tvm.__version__
+        workloads = self._workloads(store, wl_path, report, tvm_version)
+        _add_tasks(store, model_id, workloads, meta.get("tasks", []))
+        by_index = [entry for _, entry in workloads]  # records name workloads by line position
+        ingest_lines(store, self.path, file_id, report,
+                      MsRecordParser(by_index, targets, model_id, file_id, tvm_version, report))
+
+    def _model(self, store: Store, meta: dict, model: str | None, targets: TargetCache, report: Report) -> int:
+        """The model's row, from the sidecar; a target it names that does not parse is left out."""
         target = None
         if "target" in meta:
             try:
                 target = targets(json.loads(meta["target"]))
             except (ValueError, SchedbError) as e:
                 report.warnings.append(f"{self.folder / SIDECAR}: target ignored ({e})")
-        model_id = store.upsert_model(name, meta.get("source"), meta.get("input_shapes"), target,
-                                      meta.get("tvm_version"))
-        tvm_version = meta.get("tvm_version") or tvm.__version__
-        workloads = self._workloads(store, wl_path, report, tvm_version)
-        tasks = {t["shash"]: t for t in meta.get("tasks", [])}
-        for shash, (wid, _sig) in workloads:
-            if wid is None or (tasks and shash not in tasks):
-                continue  # unreadable, or stored but not a task of this model (TVM keeps extra workloads)
-            task = tasks.get(shash, {})
-            store.add_task(model_id, wid, task.get("name"), task.get("weight"))
-        by_index = [entry for _, entry in workloads]  # records name workloads by line position
-        ingest_lines(store, self.path, file_id, report,
-                      MsRecordParser(by_index, targets, model_id, file_id, tvm_version, report))
+        name = meta.get("model") or model or self.folder.name
+        return store.upsert_model(name, meta.get("source"), meta.get("input_shapes"), target,
+                                  meta.get("tvm_version"))
 
     def _workloads(self, store, wl_path, report, tvm_version) -> list:
         """[(structural hash, (workload id, signature))] in line order; (None, (None, None)) for a bad line."""
@@ -69,6 +70,17 @@ class WorkDir(Source):
             report.new_workloads += created
             out.append((w["shash"], (wid, w["signature"])))
         return out
+
+
+def _add_tasks(store: Store, model_id: int, workloads: list, sidecar_tasks: list):
+    """The model's tasks: the workloads the sidecar names (with its names and weights), or
+    every readable one when it names none."""
+    tasks = {t["shash"]: t for t in sidecar_tasks}
+    for shash, (wid, _sig) in workloads:
+        if wid is None or (tasks and shash not in tasks):
+            continue  # unreadable, or stored but not a task of this model (TVM keeps extra workloads)
+        task = tasks.get(shash, {})
+        store.add_task(model_id, wid, task.get("name"), task.get("weight"))
 
 
 # The sidecar's fields and their types: a field of another type is dropped with a warning.
@@ -116,14 +128,7 @@ class MsRecordParser:
         wid, sig = by_index[index]
         trace = rec[0]
         check_trace(trace)
-        raw_target = rec[2] if len(rec) > 2 else None
-        if type(raw_target) is Object:
-            target_json = raw_target.mini
-        elif isinstance(raw_target, str):
-            target_json = None
-        else:
-            raise Skip("no target")
-        target = self.targets.check(raw_target, key=target_json)
+        target, target_json = self._target(rec)
         run_secs = rec[1]
         samples, mean, valid = check_run_secs(run_secs.as_list() if type(run_secs) is Array else run_secs)
         self.report.invalid += not valid
@@ -141,6 +146,17 @@ class MsRecordParser:
                 args_text, "tuned", None, None, None, None,
                 self.model_id, self.file_id, lineno, None, self.tvm_version, stamp,
                 digest_of_text(sig, target, trace_text, secs_text))
+
+    def _target(self, rec) -> tuple[str, bytes | None]:
+        """The record's canonical target, and its JSON text when the line has it as an object."""
+        raw_target = rec[2] if len(rec) > 2 else None
+        if type(raw_target) is Object:
+            target_json = raw_target.mini
+        elif isinstance(raw_target, str):
+            target_json = None
+        else:
+            raise Skip("no target")
+        return self.targets.check(raw_target, key=target_json), target_json
 
 
 def _compact_trace(raw: bytes, index: int, target_json: bytes, args_json: bytes) -> str | None:
