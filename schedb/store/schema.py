@@ -191,7 +191,7 @@ MIGRATIONS = [
     """,
 ]
 
-DIGEST_BYTES = 16  # records.digest: the first 128 bits of a sha256 (schedb.ingest.record_digest)
+DIGEST_BYTES = 16  # records.digest: the first 128 bits of a sha256 (schedb.store.records.record_digest)
 
 
 def digest_from_v2(digest) -> bytes:
