@@ -18,6 +18,7 @@ log is an error for that file only. Nothing from a log is ever unpickled or eval
 lines are parsed as JSON, workloads by TVM's JSON loader.
 """
 
+# The names imported from schedb.ingest itself (CLI, schedb.IngestReport, tests, benchmarks).
 from schedb.ingest.checks import TargetCache
 from schedb.ingest.lines import Report, read_lines
 from schedb.ingest.metaschedule import MsRecordParser
