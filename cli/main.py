@@ -186,7 +186,7 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
     meta = run_tune(model, tgt, out, trials=trials, trials_per_task=trials_per_task,
                     trials_per_iter=trials_per_iter, seed=seed, progress=progress, time_limit=time_limit,
                     bind_params=not params_as_inputs, resume=resume, database=db_path, on_phase=report.phase)
-    click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['trials']} trials, "
+    click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['measured']} of {meta['trials']} trials, "
                f"{meta['wall_time_s']} s -> {out}")
 
 

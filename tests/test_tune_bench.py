@@ -108,6 +108,9 @@ def test_time_limit_ends_tuning_with_a_complete_work_dir(tmp_path):
     assert per_workload and max(per_workload.values()) <= 2
     steps = meta["timeline"]["tasks"]
     assert {i: s[-1][1] for i, s in enumerate(steps) if s} == dict(per_workload)
+    # What was measured, not the budget, is what the user is told.
+    assert meta["measured"] == sum(per_workload.values()) < meta["trials"]
+    assert f"{meta['measured']} of {meta['trials']} trials" in res.output
 
 
 def test_bench_untuned_zoo_model_against_pytorch():

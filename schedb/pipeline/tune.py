@@ -251,7 +251,8 @@ def _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, see
         "input_shapes": model.input_shapes,
         "target": canonical(target),
         "tvm_version": tvm.__version__,
-        "trials": trials,
+        "trials": trials,  # the budget
+        "measured": sum(s[-1][1] for s in steps["tasks"] if s),  # candidates sent to the runner
         "trials_per_task": trials_per_task,
         "trials_per_iter": trials_per_iter,
         "seed": seed,
