@@ -107,6 +107,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--deep", default=str(report.RESULTS / "deep"), help="bench_deep's transfers")
     ap.add_argument("--work", default="/tmp/schedb-warm")
+    ap.add_argument("--tune-only", action="store_true", help="run (and keep) the two tuning runs, time nothing")
     report.result_options(ap, "warm")
     a = ap.parse_args(argv)
     if a.replot:
@@ -127,6 +128,8 @@ def main(argv=None):
     dbs = {run: prepare(run, work, pair, a.model) for run in RUNS}
     with fixture_tuning_paused():
         metas = {run: tune_run(run, model, target, work, dbs[run], a) for run in RUNS}
+    if a.tune_only:
+        return
     compiled = {"transferred": compile_model(lowered, target, pair_database(pair, tasks, target, refined=False))}
     for run in RUNS:
         before = int((work / f"{run}.before").read_text())
