@@ -23,7 +23,6 @@ A target's transfer is kept in results/NAME/SOURCES_to_TARGET.json and reused wh
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -35,13 +34,23 @@ from bench_prepack import Kernel, TorchLayer, fixture_tuning_paused, match_conv,
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN, TRANSFERRED, TORCH = "own fixture", "transferred from the other two", "pytorch eager"
+SEEDS = ["alexnet", "resnet50", "googlenet"]
 
 
-def variants(model: str, others: list[str], tasks, target, work: Path, base: Path, keep: Path) -> tuple[dict, dict]:
-    """{variant: MetaSchedule database} and the transfer's summary (kept in ``keep``)."""
+def others(model: str) -> list[str]:
+    """The seed models a target transfers from, in the order that names its results file."""
+    return [m for m in SEEDS if m != model]
+
+
+def transfer_to(model: str, work: Path, base: Path, target, keep: Path) -> dict:
+    """The target's transfer from the other two (no droplet, no timing of its own), kept in ``keep``."""
+    return search(others(model), model, work, base, target, droplet_trials=None, pair_dir=keep, e2e_repeat=0)
+
+
+def variants(model: str, pair: dict, tasks, target) -> tuple[dict, dict]:
+    """{variant: MetaSchedule database} and the transfer's summary."""
     from schedb import open_workdir
 
-    pair = search(others, model, work, base, target, droplet_trials=None, pair_dir=keep, e2e_repeat=0)
     summary = {k: pair.get(k) for k in ("source", "wall_s", "search_wall_s", "search_time_s", "measured", "started")}
     summary["by_source"] = {s: sum(t["source"] == s for t in pair["tasks"])
                             for s in ("exact", "neighbor", "anchor", "searched", "untuned")}
@@ -86,7 +95,7 @@ def time_kernels(kernels: list[dict], rounds: int) -> None:
         k["gflops"] = {n: k["flops"] / c["median"] / 1e3 for n, c in k["cells_us"].items()}
 
 
-def measure(model_name: str, others: list[str], target, a, work: Path, base: Path) -> dict:
+def measure(model_name: str, pair: dict, target, a) -> dict:
     import torch
 
     from schedb import compile_model, extract_tasks, load_model, lower
@@ -94,7 +103,7 @@ def measure(model_name: str, others: list[str], target, a, work: Path, base: Pat
     model = load_model(model_name)
     lowered = lower(model, target)
     tasks = extract_tasks(lowered, target)
-    dbs, transfer = variants(model_name, others, tasks, target, work, base, report.RESULTS / a.name)
+    dbs, transfer = variants(model_name, pair, tasks, target)
     compiled = {name: compile_model(lowered, target, db) for name, db in dbs.items()}
     kernels = heaviest(model, tasks, dbs, target, a.top, a.min_ms)
     torch.set_num_threads(2)
@@ -107,7 +116,7 @@ def measure(model_name: str, others: list[str], target, a, work: Path, base: Pat
         load_end = [round(x, 2) for x in os.getloadavg()]
     t = samples[TORCH]
     return {
-        "model": model_name, "sources": others, "rounds": a.rounds, "timing_started": started,
+        "model": model_name, "sources": others(model_name), "rounds": a.rounds, "timing_started": started,
         "paused_pgid": pgid, "load_average_paused": load, "load_average_end_of_timing": load_end,
         "tasks": len(tasks), "transfer": transfer,
         "checks": {name: c.as_dict() for name, c in compiled.items()},
@@ -169,15 +178,13 @@ def main(argv=None):
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     models = a.models.split(",")
-    base = base_db(work, ["alexnet", "resnet50", "googlenet"])
+    base = base_db(work, SEEDS)
     res = {"machine": report.describe(), "started": report.now(), "args": vars(a), "goals": GOALS, "models": []}
     for m in models:
-        others = [o for o in ("alexnet", "resnet50", "googlenet") if o != m]
-        print(f"{m}: transfer from {'+'.join(others)}, compile, time", file=sys.stderr)
-        if a.search_only:
-            search(others, m, work, base, target, droplet_trials=None, pair_dir=report.RESULTS / a.name, e2e_repeat=0)
-        else:
-            res["models"].append(measure(m, others, target, a, work, base))
+        print(f"{m}: transfer from {'+'.join(others(m))}, compile, time", file=sys.stderr)
+        pair = transfer_to(m, work, base, target, report.RESULTS / a.name)
+        if not a.search_only:
+            res["models"].append(measure(m, pair, target, a))
     if a.search_only:
         return
     res["finished"] = report.now()

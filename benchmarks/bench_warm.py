@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import report
+from bench_deep import others
 from bench_pairs import copy_db, interleaved, pair_database
 from bench_prepack import fixture_tuning_paused
 
@@ -118,8 +119,7 @@ def main(argv=None):
     target = report.host_target()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    others = [m for m in ("alexnet", "resnet50", "googlenet") if m != a.model]
-    pair = json.loads((Path(a.deep) / f"{'+'.join(others)}_to_{a.model}.json").read_text())
+    pair = json.loads((Path(a.deep) / f"{'+'.join(others(a.model))}_to_{a.model}.json").read_text())
     model = load_model(a.model)
     lowered = lower(model, target)
     tasks = extract_tasks(lowered, target)
