@@ -255,10 +255,10 @@ def match_conv(k: dict, convs: list[dict]) -> dict | None:
 
 
 @contextmanager
-def fixture_tuning_paused():
+def fixture_tuning_paused(pause: bool = True):
     """Stop the background fixture tuning (SIGSTOP to its process group) while timing;
-    SIGCONT it on the way out, whatever happens."""
-    pgid = int(PAUSE_FILE.read_text().strip()) if PAUSE_FILE.is_file() else None
+    SIGCONT it on the way out, whatever happens. ``pause=False``: leave it running."""
+    pgid = int(PAUSE_FILE.read_text().strip()) if pause and PAUSE_FILE.is_file() else None
     if pgid is not None:
         try:
             os.killpg(pgid, signal.SIGSTOP)

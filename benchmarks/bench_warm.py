@@ -74,9 +74,9 @@ def tune_run(run: str, model, target, work: Path, db: Path, a) -> dict:
 
 
 def at(db: Path, before: int, meta: dict, tasks, t: float, scratch: Path):
-    """A schedb.Database holding what ``db`` held at ``t`` seconds into the run, and how
-    many of the run's records that is."""
-    from schedb import Database
+    """A copy of ``db`` as it stood ``t`` seconds into the run, without choices (those of
+    the run's end weigh records a point in time before it has not got), and how many of the
+    run's records it holds."""
     from schedb.tir.signature import signature
 
     snap = scratch / f"snap-{db.stem}-{t:.0f}.db"
@@ -89,8 +89,21 @@ def at(db: Path, before: int, meta: dict, tasks, t: float, scratch: Path):
                 c.execute("DELETE FROM records WHERE workload_id = ? AND id > ? AND id NOT IN (SELECT id FROM "
                           "records WHERE workload_id = ? AND id > ? ORDER BY id LIMIT ?)",
                           (row[0], before, row[0], before, n))
+        c.execute("DELETE FROM choices")
         kept = c.execute("SELECT COUNT(*) FROM records WHERE id > ?", (before,)).fetchone()[0]
-    return Database(snap), kept
+    return snap, kept
+
+
+def chosen_at(snap: Path, tasks, target, engine):
+    """What `schedb tune --db` does when it stops: every task's records and its untuned
+    kernel side by side (schedb.choose) -> (the Database a model is built with, seconds)."""
+    from schedb import Database, Store, choose
+
+    t0 = time.perf_counter()
+    store = Store(snap)
+    choose(store, tasks, target, engine)
+    store.close()
+    return Database(snap, target=target), round(time.perf_counter() - t0, 1)
 
 
 def points(meta: dict, n: int) -> list[float]:
@@ -109,12 +122,14 @@ def main(argv=None):
     ap.add_argument("--deep", default=str(report.RESULTS / "deep"), help="bench_deep's transfers")
     ap.add_argument("--work", default="/tmp/schedb-warm")
     ap.add_argument("--tune-only", action="store_true", help="run (and keep) the two tuning runs, time nothing")
+    ap.add_argument("--beside-fixture-tuning", action="store_true",
+                    help="do not stop the background fixture tuning during the two runs (only during the timing)")
     report.result_options(ap, "warm")
     a = ap.parse_args(argv)
     if a.replot:
         report.replot(report.RESULTS / f"{a.name}.json", render)
         return
-    from schedb import compile_model, extract_tasks, load_model, lower
+    from schedb import Engine, compile_model, extract_tasks, load_model, lower
 
     target = report.host_target()
     work = Path(a.work)
@@ -126,21 +141,26 @@ def main(argv=None):
     res = {"machine": report.describe(), "started": report.now(), "args": vars(a), "transfer": pair["source"],
            "runs": {}}
     dbs = {run: prepare(run, work, pair, a.model) for run in RUNS}
-    with fixture_tuning_paused():
+    with fixture_tuning_paused(not a.beside_fixture_tuning):
         metas = {run: tune_run(run, model, target, work, dbs[run], a) for run in RUNS}
     if a.tune_only:
         return
     compiled = {"transferred": compile_model(lowered, target, pair_database(pair, tasks, target, refined=False))}
-    for run in RUNS:
-        before = int((work / f"{run}.before").read_text())
-        ts = ([0.0] if run == "warm" else []) + points(metas[run], a.points)
-        res["runs"][run] = r = {"wall_time_s": metas[run]["wall_time_s"], "records_before": before,
-                                "trials": metas[run]["trials"], "points_s": ts, "run_records_at_points": []}
-        for t in ts:
-            print(f"  compile {run} at {t:.0f} s", file=sys.stderr)
-            db, kept = at(dbs[run], before, metas[run], tasks, t, work)
-            r["run_records_at_points"].append(kept)
-            compiled[f"{run} {t}"] = compile_model(lowered, target, db)
+    with fixture_tuning_paused():
+        engine = Engine(target)
+        for run in RUNS:
+            before = int((work / f"{run}.before").read_text())
+            ts = ([0.0] if run == "warm" else []) + points(metas[run], a.points)
+            res["runs"][run] = r = {"wall_time_s": metas[run]["wall_time_s"], "records_before": before,
+                                    "trials": metas[run]["trials"], "points_s": ts, "run_records_at_points": [],
+                                    "choose_s": []}
+            for t in ts:
+                print(f"  choose and compile {run} at {t:.0f} s", file=sys.stderr)
+                snap, kept = at(dbs[run], before, metas[run], tasks, t, work)
+                db, seconds = chosen_at(snap, tasks, target, engine)
+                r["run_records_at_points"].append(kept)
+                r["choose_s"].append(seconds)
+                compiled[f"{run} {t}"] = compile_model(lowered, target, db)
     with fixture_tuning_paused():
         time.sleep(2)
         load = [round(x, 2) for x in os.getloadavg()]
@@ -155,18 +175,21 @@ def main(argv=None):
 
 def render(res: dict):
     c, ref = res["cells"], res["cells"]["transferred"]
-    rows = ["| run | t (s) | records of the run by t | latency | kernels scheduled "
-            "| at or below transferred's upper bound |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = ["| run | t (s) | records of the run by t | choosing (s) | latency | kernels scheduled "
+            "| at or below transferred's upper bound |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for run, r in res["runs"].items():
-        for t, kept in zip(r["points_s"], r["run_records_at_points"]):
+        for i, (t, kept) in enumerate(zip(r["points_s"], r["run_records_at_points"])):
             k = f"{run} {t}"
-            rows.append(f"| {run} | {t:.0f} | {kept} | {report.fmt_ci(c[k])} | {res['kernels'][k]} "
+            choosing = f"{r['choose_s'][i]:.0f}" if "choose_s" in r else "-"
+            rows.append(f"| {run} | {t:.0f} | {kept} | {choosing} | {report.fmt_ci(c[k])} | {res['kernels'][k]} "
                         f"| {'yes' if c[k]['median'] <= ref['ci_high'] else 'no'} |")
     md = "\n".join([
         report.machine_line(res["machine"]), "",
         f"{res['args']['model']}: MetaSchedule for {res['args']['minutes']:g} min each, cold (empty database) and "
         f"warm (seeded by the transfer from {res['transfer']}), at most {res['args']['trials_per_task']} trials per "
-        f"task; each point compiled from the database as it stood then and timed with the transferred model "
+        f"task; at each point, the database as it stood then, each task's schedule chosen side by side with its "
+        f"untuned kernel as `tune --db` does when it stops (choosing: its wall time), compiled and timed with the "
+        f"transferred model "
         f"({report.fmt_ci(ref)}), median [95% interval] over {res['args']['rounds']} interleaved rounds.", "", *rows])
     plt = report.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))

@@ -153,7 +153,8 @@ def models(tasks):
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Work dir to write.")
 @click.option("--db", "db_path", default=None, type=click.Path(dir_okay=False),
               help="Tune into this schedb database: its records of the model's workloads (transferred ones "
-                   "too) seed the search. Default: the work dir's JSON files.")
+                   "too) seed the search; at the end each task's best records and its untuned kernel run side "
+                   "by side and the fastest is what the database serves. Default: the work dir's JSON files.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out: its trials count against the budget, its records seed the search.")
 @params_option
@@ -188,6 +189,10 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
                     bind_params=not params_as_inputs, resume=resume, database=db_path, on_phase=report.phase)
     click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['measured']} of {meta['trials']} trials, "
                f"{meta['wall_time_s']} s -> {out}")
+    if "choices" in meta:
+        c = meta["choices"]
+        click.echo(f"chose each task's schedule side by side: {c['measured_tasks']} tasks measured, "
+                   f"{c['untuned']} keep the untuned kernel ({c['wall_s']} s) -> {db_path}")
 
 
 @cli.command()

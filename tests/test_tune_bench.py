@@ -223,4 +223,16 @@ def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
                           " WHERE r.id > ?", (before,))[1]
     assert origins == [("tuned", "tiny_mlp")]
     assert asked  # the search drew its start from the database
-    assert json.loads((out / "schedb.json").read_text())["database"] == str(db)
+    meta = json.loads((out / "schedb.json").read_text())
+    assert meta["database"] == str(db)
+    # Then every task's records and untuned kernel ran side by side, and the winner stands.
+    from schedb import extract_tasks, load_model, lower
+    from schedb.tir.signature import signature
+    from schedb.tir.target import canonical, parse_target
+
+    target = parse_target(None)
+    tasks = extract_tasks(lower(load_model("tiny_mlp"), target), target)
+    assert meta["choices"]["measured_tasks"] == len(tasks) == len(meta["choices"]["tasks"])
+    for task, c in zip(tasks, meta["choices"]["tasks"]):
+        standing = store.choice(store.workload_id(signature(task.func)[0]), canonical(target))
+        assert standing is not None and (standing["record"] or {}).get("id") == c["record_id"]

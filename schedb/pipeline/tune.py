@@ -59,7 +59,10 @@ def tune(
     ``database``: a schedb database to tune into instead of the work dir's JSON files
     (which then hold only logs and the sidecar). Its records of the model's workloads,
     from any earlier tuning or a transfer, seed MetaSchedule's evolutionary search: tuning
-    goes on from the transferred schedules rather than from random samples."""
+    goes on from the transferred schedules rather than from random samples. At the end,
+    each task's records and its untuned kernel are measured side by side and the fastest
+    becomes its choice (schedb.pipeline.choose; the sidecar's ``choices``): the model is built
+    with what ran fastest side by side, the untuned kernel included."""
     if database is not None and resume:
         raise SchedbError("--db and --resume do not go together: a database run counts no work dir trials")
     with phase(on_phase, "loading tensor intrinsics"):
@@ -86,13 +89,32 @@ def tune(
                                     lambda: _database(out, database, target, model.name))
     meta = _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, seed, started, offset,
                     time_limit, {"clock": "seconds of tuning when a batch went to the runner", "tasks": steps})
+    if database is not None:
+        meta["database"] = str(database)
+        with phase(on_phase, "choosing each task's schedule"):
+            meta["choices"] = _choose(database, tasks, target)
     meta["params"] = "bound" if bind_params else "inputs"
     if resume:
         meta["resumed_from_trials"] = sum(spent)
-    if database is not None:
-        meta["database"] = str(database)
     (out / SIDECAR).write_text(json.dumps(meta, indent=1) + "\n")
     return meta
+
+
+def _choose(path, tasks, target) -> dict:
+    """schedb.pipeline.choose over the database tuned into: its records of a task compete
+    with each other and the untuned kernel in one batch -> the sidecar's summary."""
+    from schedb.pipeline.choose import choose
+    from schedb.search.measure import Engine
+    from schedb.store import Store
+
+    t0 = time.perf_counter()
+    store = Store(path)
+    try:
+        chosen = choose(store, tasks, target, Engine(target))
+    finally:
+        store.close()
+    return {"wall_s": round(time.perf_counter() - t0, 1), "measured_tasks": len(chosen),
+            "untuned": sum(c.record_id is None for c in chosen), "tasks": [c.as_json() for c in chosen]}
 
 
 @dataclass

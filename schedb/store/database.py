@@ -26,7 +26,8 @@ class Database(PyDatabase):
 
     ``target``: its records come first, then those of the closest targets of its kind
     (schedb.tir.target.distance: MetaSchedule's own lookup ignores the target); default: the
-    fastest records of any target.
+    fastest records of any target. A task's standing choice for ``target``
+    (schedb.pipeline.choose) comes before all: its record, or none when the untuned kernel won.
     ``model``: records committed through this object are attributed to this model."""
 
     def __init__(self, path=None, target=None, model: str | None = None, origin: str = "tuned"):
@@ -77,12 +78,24 @@ class Database(PyDatabase):
         if wid is None:
             return []
         out = []
-        for row in self.store.top_records(wid, self.target, top_k):
+        for row in self._ranked(wid, top_k):
             try:
                 out.append(self._to_record(row, workload))
             except Exception:  # a stored trace this TVM cannot read: never let it break a build
                 continue
         return out
+
+    def _ranked(self, wid: int, top_k: int) -> list[dict]:
+        """top_records, after the task's standing choice (schedb.pipeline.choose) if there is
+        one for this target: its record first, or nothing when the untuned kernel won."""
+        choice = self.store.choice(wid, self.target) if self.target is not None else None
+        if choice is None:
+            return self.store.top_records(wid, self.target, top_k)
+        chosen = choice["record"]
+        if chosen is None or not chosen["valid"]:
+            return []
+        rest = [r for r in self.store.top_records(wid, self.target, top_k) if r["trace"] != chosen["trace"]]
+        return [chosen, *rest][:top_k]
 
     def get_all_tuning_records(self) -> list[TuningRecord]:
         out = []

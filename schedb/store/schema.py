@@ -11,7 +11,7 @@ import sqlite3
 
 from schedb.errors import SchedbError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Each entry migrates the schema from version i to i+1.
 MIGRATIONS = [
@@ -188,6 +188,20 @@ MIGRATIONS = [
     LEFT JOIN workloads w ON w.id = t.workload_id
     LEFT JOIN best_records b ON b.workload_id = t.workload_id AND b.target IS mt.target
     GROUP BY m.id, mt.target;
+    """,
+    # 6: each task's schedule chosen by one measurement of its contenders side by side
+    # (schedb.pipeline.choose): records' means come from separate batches, under other loads
+    # and, for MetaSchedule's, one sample each, so the lowest of them is biased low.
+    """
+    CREATE TABLE choices (
+        workload_id INTEGER NOT NULL REFERENCES workloads(id),
+        target TEXT NOT NULL,
+        record_id INTEGER REFERENCES records(id),  -- NULL: the untuned kernel was fastest
+        upto_record_id INTEGER NOT NULL,  -- the workload's newest record then: a newer one voids it
+        contenders TEXT NOT NULL,         -- JSON: [{"record_id": id | null, "samples": [s, ...]}]
+        chosen_at TEXT NOT NULL,
+        PRIMARY KEY (workload_id, target)
+    );
     """,
 ]
 

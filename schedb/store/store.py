@@ -258,6 +258,42 @@ class Store:
                 break
         return out
 
+    def contenders(self, workload_id: int, target: str, n: int) -> list[dict]:
+        """The records to measure side by side for a choice: the ``n`` best by stored time
+        (top_records' order) and the best of each origin, one per distinct trace."""
+        sql = ("SELECT * FROM (SELECT *, ROW_NUMBER() OVER (ORDER BY target_distance, target, mean_s, id) AS rank,"
+               " ROW_NUMBER() OVER (PARTITION BY origin ORDER BY target_distance, target, mean_s, id) AS origin_rank"
+               " FROM (SELECT *, target_distance(target, ?) AS target_distance FROM records"
+               " WHERE workload_id = ? AND valid = 1 AND format = 'ms-trace') WHERE target_distance IS NOT NULL)"
+               " WHERE rank <= ? OR origin_rank = 1 ORDER BY rank")
+        out, seen = [], set()
+        for r in self.db.query(sql, [target, workload_id, n]):
+            if r["trace"] not in seen:
+                seen.add(r["trace"])
+                out.append(r)
+        return out
+
+    def record_choice(self, workload_id: int, target: str, record_id: int | None, contenders: list[dict]):
+        """Keep the outcome of one side-by-side measurement (``record_id`` None: the untuned
+        kernel won) until a newer record of the workload for ``target`` arrives."""
+        upto = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM records WHERE workload_id = ? AND target = ?",
+                                 (workload_id, target)).fetchone()[0]
+        self.conn.execute(
+            "INSERT OR REPLACE INTO choices (workload_id, target, record_id, upto_record_id, contenders, chosen_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)", (workload_id, target, record_id, upto, dumps(contenders), now()))
+
+    def choice(self, workload_id: int, target: str) -> dict | None:
+        """The standing choice for a workload and target: {"record": the chosen record's row,
+        or None for the untuned kernel}; None when there is none or a newer valid record voids it."""
+        row = self.conn.execute(
+            "SELECT c.record_id FROM choices c WHERE c.workload_id = ? AND c.target = ? AND NOT EXISTS"
+            " (SELECT 1 FROM records r WHERE r.workload_id = c.workload_id AND r.target = c.target"
+            " AND r.id > c.upto_record_id AND r.valid = 1)", (workload_id, target)).fetchone()
+        if row is None:
+            return None
+        record = None if row[0] is None else self.record(row[0])
+        return None if row[0] is not None and record is None else {"record": record}
+
     def coverage_note(self, target: str, same_target_only: bool = False) -> str | None:
         """schedb.tir.target.coverage_note for this database's records."""
         return coverage_note(self.target_counts(), target, same_target_only)

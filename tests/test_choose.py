@@ -1,0 +1,106 @@
+"""schedb.pipeline.choose: a task's schedule decided by one side-by-side measurement, which
+schedb.Database then serves, the untuned kernel included."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from schedb.pipeline.choose import choose
+from schedb.search.measure import Measurement
+from schedb.store import Store, dumps
+from schedb.store.database import Database
+from schedb.store.records import commit_trace
+from schedb.tir.replay import as_json
+from schedb.tir.signature import signature
+from schedb.tir.target import canonical
+
+
+class FakeEngine:
+    """Times by rule, deterministically: ``fast`` picks the kernel that runs in 1 us
+    (every other one runs in 5 us); ``None`` in the batch is the untuned kernel."""
+
+    def __init__(self, fast):
+        self.fast, self.batches = fast, []
+
+    def measure(self, mods):
+        self.batches.append(len(mods))
+        return [Measurement([1e-6] * 3 if self.fast(i, m) else [5e-6] * 3) for i, m in enumerate(mods)]
+
+
+@pytest.fixture
+def db(tiny_db, tmp_path):
+    path = tmp_path / "c.db"
+    shutil.copy(tiny_db, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tasks(lowered, target):
+    from schedb.tir.tasks import extract_tasks
+
+    return extract_tasks(lowered, target)
+
+
+def _top(path, target, task) -> list:
+    from tvm.s_tir.meta_schedule.database import Workload
+
+    return Database(path, target=target).get_top_k(Workload(task.func), 1)
+
+
+def test_untuned_kernel_chosen_over_every_record(db, tasks, target, lowered):
+    """When the untuned kernel runs fastest beside the records, the model is built with it:
+    the database serves no schedule for that task (a stored record alone always won before)."""
+    from schedb.pipeline.evaluate import compile_model
+
+    assert all(_top(db, target, t) for t in tasks)
+    engine = FakeEngine(lambda i, m: i == 0)  # the untuned kernel is first in every batch
+    chosen = choose(Store(db), tasks, target, engine)
+    assert [c.record_id for c in chosen] == [None] * len(tasks)
+    assert all(n >= 2 for n in engine.batches)  # measured beside at least one record
+    assert not any(_top(db, target, t) for t in tasks)
+    assert compile_model(lowered, target, Database(db, target=target)).tuned_tasks == 0
+
+
+def test_choice_beats_a_record_whose_stored_time_is_lower(db, tasks, target):
+    """A record that claims 10 ns (a lucky or wrong measurement) is the lowest stored time,
+    but the side-by-side batch decides: the record that ran fastest there is served first."""
+    store, tgt, task = Store(db), canonical(target), tasks[0]
+    wid = store.workload_id(signature(task.func)[0])
+    rows = store.contenders(wid, tgt, 2)
+    liar = commit_trace(store, wid, signature(task.func)[0], tgt, json.loads(rows[-1]["trace"]), [1e-8], "tuned")
+    assert store.top_records(wid, tgt, 1)[0]["id"] == liar
+    honest = [r["id"] for r in store.contenders(wid, tgt, 2) if r["id"] != liar][0]
+    honest_trace = store.record(honest)["trace"]
+
+    def fast(i, mod):  # the honest record's schedule is the fast one
+        return i > 0 and mod.script() == _replayed(honest_trace, task, target).script()
+
+    chosen = choose(store, [task], target, FakeEngine(fast))
+    assert [c.record_id for c in chosen] == [honest]
+    (top,) = _top(db, target, task)
+    assert _replayed(dumps(as_json(top.trace)), task, target).script() == \
+        _replayed(honest_trace, task, target).script()
+
+
+def test_a_newer_record_voids_the_choice_and_a_standing_one_is_not_remeasured(db, tasks, target):
+    store, tgt, task = Store(db), canonical(target), tasks[0]
+    wid, sig = store.workload_id(signature(task.func)[0]), signature(task.func)[0]
+    choose(store, [task], target, FakeEngine(lambda i, m: i == 0))
+    engine = FakeEngine(lambda i, m: i == 0)
+    assert choose(store, [task], target, engine) == [] and engine.batches == []  # it stands
+    trace = json.loads(store.contenders(wid, tgt, 1)[0]["trace"])
+    new = commit_trace(store, wid, sig, tgt, trace, [2e-6, 2e-6], "droplet")
+    assert store.choice(wid, tgt) is None  # a newer record: back to the stored times
+    assert _top(db, target, task)  # the untuned verdict no longer hides the records
+    assert store.top_records(wid, tgt, 1)[0]["id"] != new  # slower than the fixture's best
+    chosen = choose(store, [task], target, FakeEngine(lambda i, m: i == len(store.contenders(wid, tgt, 2))))
+    assert chosen[0].record_id == store.contenders(wid, tgt, 2)[-1]["id"]
+
+
+def _replayed(trace_text, task, target):
+    from schedb.tir.replay import apply_trace
+
+    return apply_trace(json.loads(trace_text), task.func, target).mod
