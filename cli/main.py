@@ -147,8 +147,9 @@ def models(tasks):
 @click.option("--trials-per-iter", type=int, default=32, show_default=True,
               help="Candidates per measured batch.")
 @click.option("--time-limit", type=float, default=None,
-              help="Stop after this many seconds (the batch in flight finishes), but not before every task "
-                   "has had its first batch: MetaSchedule looks at the clock only after that pass.")
+              help="Stop after this many seconds (the batches in flight finish). With a global --trials below "
+                   "the per-task budgets, MetaSchedule's gradient scheduler picks the tasks and looks at the clock "
+                   "only after every task has had its first batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Work dir to write.")
 @click.option("--db", "db_path", default=None, type=click.Path(dir_okay=False),

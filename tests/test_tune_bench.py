@@ -200,6 +200,40 @@ def test_tune_resumes_after_a_real_kill(tmp_path):
         assert steps and [n for _, n in steps] == sorted(n for _, n in steps)
 
 
+@pytest.mark.slow
+def test_a_kill_in_the_first_pass_loses_at_most_the_batches_in_flight(tmp_path):
+    """Killed while its first pass over the tasks is still going, a run has kept every batch
+    that had run (MetaSchedule's gradient scheduler kept none of that pass)."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, per_iter = tmp_path / "work", 4
+    args = ["tune", "--model", "tiny_cnn", "--trials-per-task", "8", "--trials-per-iter", str(per_iter),
+            "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=Path(__file__).parents[1],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def log() -> str:
+        found = list((out / "logs").glob("*task_scheduler.log"))
+        return found[0].read_text(errors="replace") if found else ""
+
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and "picks Task #3" not in log():
+        time.sleep(0.2)  # the 4th of tiny_cnn's 4 tasks: the first pass is not over
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    sent = sum(int(n) for n in re.findall(r"Sending (\d+) valid sample\(s\) to runner", log()))
+    records = out / "database_tuning_record.json"
+    kept = len([line for line in records.read_text().splitlines() if line.strip()]) if records.is_file() else 0
+    assert sent > 2 * per_iter, sent  # more than two batches had gone to the runner
+    assert kept >= sent - 2 * per_iter, (sent, kept)  # all but the batches in flight were kept
+
+
 def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
     """tune --db: the trials go into the schedb database, and MetaSchedule's evolutionary
     search asks it for each workload's best records (transferred ones would be among them)."""

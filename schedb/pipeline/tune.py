@@ -251,6 +251,7 @@ class _Run:
                 max_trials_global=total, max_trials_per_task=budget, num_trials_per_iter=per_iter,
                 builder=WarmBuilder(), runner=make_runner("local", number=3, repeat=1, min_repeat_ms=50),
                 database=self.database, measure_callbacks=callbacks,
+                task_scheduler=_scheduler(total, budget, len(self.group)),
             )
         except Exception:
             if deadline is None or not deadline.reached:
@@ -259,6 +260,14 @@ class _Run:
         self.wall_s = time.perf_counter() - t0
         steps = timeline(self.log_root / "logs", epoch0)
         return dict(enumerate(steps.get("tasks", [])))
+
+
+def _scheduler(total: int, per_task: int | None, n_tasks: int) -> str:
+    """Round-robin when every task gets its whole per-task budget anyway: the gradient
+    scheduler would only change the order, and it commits nothing of its first pass over
+    the tasks until that pass is over (a kill then loses all of it: googlenet's pass is
+    30-40 minutes here), while round-robin commits each batch once it has run."""
+    return "round-robin" if per_task is not None and total >= per_task * n_tasks else "gradient"
 
 
 def _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, seed, started, wall_s,
@@ -306,9 +315,10 @@ def timeline(logs: Path, started: float) -> dict:
     """When each task's candidates were measured: ``{"tasks": [[[seconds, candidates so
     far], ...] per task index]}``, from the task scheduler's log.
 
-    MetaSchedule commits a batch's records only when it next picks that task (after a
-    whole round over all tasks), so neither the records file nor measure callbacks tell
-    when a schedule was found; the log does. A task's records in the records file are in
+    MetaSchedule commits a batch's records only when it joins that task's batch (the
+    gradient scheduler: when it next picks the task, after a whole round over all tasks),
+    so neither the records file nor measure callbacks tell when a schedule was found; the
+    log does. A task's records in the records file are in
     batch order, so its first n records are what the search knew at that time."""
     log = next(Path(logs).glob("*task_scheduler.log"), None)
     if log is None:
