@@ -73,24 +73,32 @@ def tune_run(run: str, model, target, work: Path, db: Path, a) -> dict:
                 time_limit=a.minutes * 60, database=db)
 
 
-def at(db: Path, before: int, meta: dict, tasks, t: float, scratch: Path):
-    """A copy of ``db`` as it stood ``t`` seconds into the run, without choices (those of
-    the run's end weigh records a point in time before it has not got), and how many of the
-    run's records it holds."""
+def at(db: Path, before: int, meta: dict, tasks, t: float, scratch: Path, previous: Path | None):
+    """A copy of ``db`` as it stood ``t`` seconds into the run, and how many of the run's
+    records it holds. Its choices are those of the ``previous`` point's copy, not the run's
+    end (they weigh records this point has not got): a task with no record since stands
+    as chosen there, the others are chosen anew (a newer record voids a choice)."""
+    from schedb import Store
     from schedb.tir.signature import signature
 
     snap = scratch / f"snap-{db.stem}-{t:.0f}.db"
     copy_db(db, snap)
-    with closing(sqlite3.connect(snap)) as c, c:
+    Store(snap).close()  # a run tuned by an older schedb: its schema migrated first
+    with closing(sqlite3.connect(snap, isolation_level=None)) as c:
+        c.execute("ATTACH DATABASE ? AS previous", (str(previous or snap),))  # outside a transaction
+        c.execute("BEGIN")
         for task, steps in zip(tasks, meta["timeline"]["tasks"]):
             n = max((k for s, k in steps if s <= t), default=0)
             row = c.execute("SELECT id FROM workloads WHERE signature = ?", (signature(task.func)[0],)).fetchone()
             if row is not None:  # drop the run's records of this task past its first n
-                c.execute("DELETE FROM records WHERE workload_id = ? AND id > ? AND id NOT IN (SELECT id FROM "
-                          "records WHERE workload_id = ? AND id > ? ORDER BY id LIMIT ?)",
+                c.execute("DELETE FROM main.records WHERE workload_id = ? AND id > ? AND id NOT IN (SELECT id FROM "
+                          "main.records WHERE workload_id = ? AND id > ? ORDER BY id LIMIT ?)",
                           (row[0], before, row[0], before, n))
-        c.execute("DELETE FROM choices")
-        kept = c.execute("SELECT COUNT(*) FROM records WHERE id > ?", (before,)).fetchone()[0]
+        c.execute("DELETE FROM main.choices")
+        if previous is not None:
+            c.execute("INSERT INTO main.choices SELECT * FROM previous.choices")
+        kept = c.execute("SELECT COUNT(*) FROM main.records WHERE id > ?", (before,)).fetchone()[0]
+        c.execute("COMMIT")
     return snap, kept
 
 
@@ -154,9 +162,10 @@ def main(argv=None):
             res["runs"][run] = r = {"wall_time_s": metas[run]["wall_time_s"], "records_before": before,
                                     "trials": metas[run]["trials"], "points_s": ts, "run_records_at_points": [],
                                     "choose_s": []}
+            snap = None
             for t in ts:
                 print(f"  choose and compile {run} at {t:.0f} s", file=sys.stderr)
-                snap, kept = at(dbs[run], before, metas[run], tasks, t, work)
+                snap, kept = at(dbs[run], before, metas[run], tasks, t, work, snap)
                 db, seconds = chosen_at(snap, tasks, target, engine)
                 r["run_records_at_points"].append(kept)
                 r["choose_s"].append(seconds)
