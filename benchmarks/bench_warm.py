@@ -192,9 +192,11 @@ def render(res: dict):
             choosing = f"{r['choose_s'][i]:.0f}" if "choose_s" in r else "-"
             rows.append(f"| {run} | {t:.0f} | {kept} | {choosing} | {report.fmt_ci(c[k])} | {res['kernels'][k]} "
                         f"| {'yes' if c[k]['median'] <= ref['ci_high'] else 'no'} |")
+    took = ", ".join(f"{run} {r['wall_time_s']:.0f} s" for run, r in res["runs"].items())
     md = "\n".join([
         report.machine_line(res["machine"]), "",
-        f"{res['args']['model']}: MetaSchedule for {res['args']['minutes']:g} min each, cold (empty database) and "
+        f"{res['args']['model']}: MetaSchedule with a {res['args']['minutes']:g}-minute limit each (it stops only "
+        f"after every task's first batch: the runs took {took}), cold (empty database) and "
         f"warm (seeded by the transfer from {res['transfer']}), at most {res['args']['trials_per_task']} trials per "
         f"task; at each point, the database as it stood then, each task's schedule chosen side by side with its "
         f"untuned kernel as `tune --db` does when it stops (choosing: its wall time), compiled and timed with the "
