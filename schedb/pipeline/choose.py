@@ -57,10 +57,10 @@ def choose(store: Store, tasks, target, engine: Engine, top_k: int = 2) -> list[
         best = min(range(len(measured)), key=lambda i: measured[i].mean)
         if not measured[best].ok:
             continue  # nothing ran: no verdict
+        chosen = rows[best - 1]["id"] if best else None  # index 0: the untuned kernel
         with store.transaction():
-            store.record_choice(wid, tgt, rows[best - 1]["id"] if best else None,
-                                [_contender(row, m) for row, m in zip([None, *rows], measured)])
-        out.append(Choice(task.name, rows[best - 1]["id"] if best else None, measured[best].mean * 1e6, len(rows)))
+            store.record_choice(wid, tgt, chosen, [_contender(row, m) for row, m in zip([None, *rows], measured)])
+        out.append(Choice(task.name, chosen, measured[best].mean * 1e6, len(rows)))
     return out
 
 
