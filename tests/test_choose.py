@@ -104,3 +104,20 @@ def _replayed(trace_text, task, target):
     from schedb.tir.replay import apply_trace
 
     return apply_trace(json.loads(trace_text), task.func, target).mod
+
+
+def test_records_of_another_cpu_compete_and_are_served(db, tasks, target):
+    """Records tuned on a foreign CPU (relabelled by construction) are contenders here, and
+    the one that ran fastest on this host is what the database serves for this host."""
+    from helpers import foreign_target, relabel
+
+    relabel(db, foreign_target())
+    store, tgt, task = Store(db), canonical(target), tasks[0]
+    wid = store.workload_id(signature(task.func)[0])
+    rows = store.contenders(wid, tgt, 2)
+    assert rows and all(r["target"] != tgt for r in rows)
+    chosen = choose(store, [task], target, FakeEngine(lambda i, m: i == len(rows)))
+    assert chosen[0].record_id == rows[-1]["id"]
+    (top,) = _top(db, target, task)
+    assert _replayed(dumps(as_json(top.trace)), task, target).script() == \
+        _replayed(rows[-1]["trace"], task, target).script()
