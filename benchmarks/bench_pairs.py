@@ -60,10 +60,11 @@ def copy_db(src: Path, dst: Path):
 
 
 def search(sources: list[str], target_model: str, work: Path, base: Path, target, droplet_trials: int | None,
-           pair_dir: Path | None = None, e2e_repeat: int = 3) -> dict:
+           pair_dir: Path | None = None, e2e_repeat: int = 0) -> dict:
     """Transfer (+ droplet unless ``droplet_trials`` is None) from ``sources`` to
     ``target_model`` in a fresh copy of the base database; kept in PAIR_DIR and reused.
-    ``e2e_repeat``: the transfer's own timing (0: none, only its final model compiled)."""
+    ``e2e_repeat``: the transfer's own timing (0: none, only its final model compiled; the
+    benchmark times every variant itself, so the wall time is the search's alone)."""
     from schedb import load_model, Options, Store, transfer
 
     name = f"{'+'.join(sources)}_to_{target_model}"
@@ -73,15 +74,15 @@ def search(sources: list[str], target_model: str, work: Path, base: Path, target
     db = work / f"{name}.db"
     copy_db(base, db)
     store = Store(db)
-    load, started = os.getloadavg(), report.now()
+    machine, started = report.describe(), report.now()
     t0 = time.perf_counter()
     opts = Options(sources=sources, exclude=[target_model], droplet=droplet_trials is not None,
                    droplet_trials=droplet_trials or 0, e2e_repeat=e2e_repeat)
     rep = transfer(store, load_model(target_model), target, opts,
                    progress=lambda d, n, r: print(f"  {name} {d}/{n} {r.task}: {r.source}", file=sys.stderr))
     store.close()
-    res = {"source": "+".join(sources), "target_model": target_model, "db": str(db),
-           "started": started, "load_average_before": [round(x, 2) for x in load],
+    res = {"source": "+".join(sources), "target_model": target_model, "db": str(db), "machine": machine,
+           "started": started, "finished": report.now(), "load_average_before": machine["load_average_at_start"],
            "load_average_after": [round(x, 2) for x in os.getloadavg()],
            "wall_s": round(time.perf_counter() - t0, 1), **rep.as_dict()}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -145,36 +146,47 @@ def measure_target(target_model: str, pairs: list[dict], target, rounds: int) ->
         print(f"  compile {target_model} / {name}", file=sys.stderr)
         compiled[name] = compile_model(lowered, target, db)
         checks[name] = compiled[name].as_dict()
-    load = os.getloadavg()
+    machine, started = report.describe(), report.now()
     samples = interleaved(lowered, compiled, rounds, with_torch=True)
     cells = {name: report.median_ci(s) for name, s in samples.items()}
-    gains = {}
-    for p in pairs:
-        a, b = samples[f"{p['source']}: transfer"], samples[f"{p['source']}: transfer+droplet"]
-        gains[p["source"]] = report.median_ci([x / y for x, y in zip(a, b)])
+    ratios = {p["source"]: [x / y for x, y in zip(samples[f"{p['source']}: transfer"],
+                                                   samples[f"{p['source']}: transfer+droplet"])] for p in pairs}
+    gains = {src: report.median_ci(r) for src, r in ratios.items()}
     res = {"target_model": target_model, "rounds": rounds, "cells": cells, "samples_ms": samples,
-            "droplet_gain": gains, "checks": checks,
-            "load_average_before": [round(x, 2) for x in load],
+            "droplet_gain": gains, "droplet_ratios": ratios, "checks": checks, "machine": machine,
+            "started": started, "finished": report.now(),
+            "load_average_before": machine["load_average_at_start"],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "search": {p["source"]: {"search_time_s": round(p["search_time_s"], 1), "measured": p["measured"],
+                                     "search_wall_s": round(p["search_wall_s"], 1),
+                                     "droplet_wall_s": round(p["droplet_wall_s"], 1),
+                                     "droplet_trials": sum(t["droplet_trials"] for t in p["tasks"]),
+                                     "accepted": sum(bool(t["refined_accepted"]) for t in p["tasks"]),
                                      "tasks": len(p["tasks"]),
                                      "exact": sum(t["source"] == "exact" for t in p["tasks"]),
                                      "neighbor": sum(t["source"] == "neighbor" for t in p["tasks"]),
                                      "anchor": sum(t["source"] == "anchor" for t in p["tasks"]),
+                                     "searched": sum(t["source"] == "searched" for t in p["tasks"]),
                                      "untuned": sum(t["source"] == "untuned" for t in p["tasks"])}
                        for p in pairs}}
     out.write_text(json.dumps(res, indent=1) + "\n")
     return res
 
 
-def _anchor(s: dict) -> int:
-    # Timings made before the anchor count was kept: the tasks that are none of the others.
-    return s.get("anchor", s["tasks"] - s["exact"] - s["neighbor"] - s["untuned"])
+def droplet_summary(targets: list[dict]) -> dict:
+    """Droplet end to end over every pair timed: the geometric mean of the per-pair median
+    gains with a bootstrap interval over the per-round ratios, and droplet's wall time as
+    a share of the transfer's without it."""
+    ratios = [t["droplet_ratios"][src] for t in targets for src in t["search"]]
+    shares = {f"{src} -> {t['target_model']}": s["droplet_wall_s"] / (s["search_wall_s"] - s["droplet_wall_s"])
+              for t in targets for src, s in t["search"].items()}
+    return {"gain": report.geomean_ci(ratios), "droplet_time_share": shares}
 
 
 def render(res: dict):
     rows = ["| source -> target | untuned | tuned on its own | transfer | transfer + droplet | droplet gain "
-            "| PyTorch eager | search time |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| PyTorch eager | search wall time (droplet) | tasks by source |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for t in res["targets"]:
         c = t["cells"]
         for src, s in t["search"].items():
@@ -184,19 +196,26 @@ def render(res: dict):
                 f"| {report.fmt_ci(c['tuned on its own'])} | {report.fmt_ci(c[f'{src}: transfer'])} "
                 f"| {report.fmt_ci(c[f'{src}: transfer+droplet'])} "
                 f"| {g['median']:.3f}x [{g['ci_low']:.3f}, {g['ci_high']:.3f}] "
-                f"| {report.fmt_ci(c['pytorch eager'])} | {s['search_time_s']:.0f} s "
-                f"({s['exact']} exact, {s['neighbor']} neighbour, {_anchor(s)} anchor, {s['untuned']} untuned "
-                f"of {s['tasks']} tasks) |")
+                f"| {report.fmt_ci(c['pytorch eager'])} | {s['search_wall_s']:.0f} s ({s['droplet_wall_s']:.0f} s, "
+                f"{s['accepted']} accepted) | {s['exact']} exact, {s['neighbor']} neighbour, {s['anchor']} anchor, "
+                f"{s['searched']} searched, {s['untuned']} untuned of {s['tasks']} |")
+    d = res["droplet"]
     n = res["targets"][0]["rounds"]
     md = "\n".join([
         report.machine_line(res["machine"]), "",
         f"End-to-end latency, median [95% interval] over {n} interleaved rounds per target "
         "(distribution-free interval for the median from binomial order statistics). "
         "Droplet gain: median of per-round ratios transfer / transfer+droplet. "
-        "Search time: the pair's task search and droplet (`search_time_s`; lowering, task extraction, the "
-        "index and the final compile not counted). Load average (1 min) when each "
+        "Search wall time: `schedb transfer` from lowering to the final model compiled and checked "
+        "(`search_wall_s`; its own end-to-end timing skipped), of which droplet; accepted: tasks whose "
+        "refinement passed p <= 0.05. Load average (1 min) when each "
         "target was timed: " + ", ".join(f"{t['target_model']} {t['load_average_before'][0]}"
-                                         for t in res["targets"]) + ".", "", *rows])
+                                         for t in res["targets"]) + ".", "",
+        *rows, "",
+        f"Droplet end to end over {d['gain']['groups']} pairs: geometric mean gain "
+        f"**{d['gain']['geomean']:.3f}x [{d['gain']['ci_low']:.3f}, {d['gain']['ci_high']:.3f}]** (95% bootstrap "
+        "interval over the per-round ratios); droplet's time over the transfer's without it: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in d["droplet_time_share"].items()) + "."])
 
     plt = report.pyplot()
     fig, axes = plt.subplots(1, len(res["targets"]), figsize=(5 * len(res["targets"]), 4.2), squeeze=False)
@@ -254,7 +273,8 @@ def main(argv=None):
              if (PAIR_DIR / f"{m}.json").exists()]
     if a.search_only or not timed:
         return
-    res = {"machine": report.describe(), "finished": report.now(), "args": vars(a), "targets": timed}
+    res = {"machine": report.describe(), "finished": report.now(), "args": vars(a), "targets": timed,
+           "droplet": droplet_summary(timed)}
     md, fig = render(res)
     print(md)
     print("->", report.write("pairs", res, md, fig, folder=results))

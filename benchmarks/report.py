@@ -88,6 +88,22 @@ def median_ci(samples, confidence: float = 0.95) -> dict:
             "coverage": float(_coverage(n, k))}
 
 
+def geomean_ci(groups, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Geometric mean over groups of each group's median (e.g. per-round speed-up ratios of
+    one pair), with a percentile bootstrap interval that resamples within every group
+    (scipy.stats.bootstrap)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    def stat(*xs, axis=-1):
+        return np.exp(np.mean([np.log(np.median(x, axis=axis)) for x in xs], axis=0))
+
+    data = tuple(np.asarray(g, dtype=float) for g in groups)
+    ci = bootstrap(data, stat, confidence_level=confidence, method="percentile", n_resamples=10000,
+                   rng=np.random.default_rng(seed)).confidence_interval
+    return {"geomean": float(stat(*data)), "ci_low": float(ci.low), "ci_high": float(ci.high), "groups": len(data)}
+
+
 def _coverage(n, k):
     """P(x_(k) <= median <= x_(n+1-k)) for n samples of a continuous distribution: the
     number B of samples below the median is binomial(n, 1/2), and the interval holds the

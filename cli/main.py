@@ -510,6 +510,8 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @click.option("--droplet/--no-droplet", default=False, show_default=True, help="Refine winners by droplet search.")
 @click.option("--droplet-trials", type=int, default=16, show_default=True,
               help="Droplet measurements per task on average: one budget for all, spent where the latency is.")
+@click.option("--droplet-share", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Droplet's time at most this share of the search time before it.")
 @click.option("--search-trials", type=int, default=8, show_default=True,
               help="Schedules sampled from MetaSchedule's design space for a task nothing transfers to (0: none).")
 @click.option("--trials", type=int, default=None, help="Cap on measured candidates in all.")
@@ -523,7 +525,7 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @params_option
 @handle_errors
 def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
-             trials, budget, e2e_repeat, runner, report_path, same_target_only, params_as_inputs, search_trials):
+             droplet_share, trials, budget, e2e_repeat, runner, report_path, same_target_only, params_as_inputs, search_trials):
     """Transfer-tune a model from the schedules in the database."""
     from schedb.pipeline.phases import phase
 
@@ -538,7 +540,7 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     quiet_tvm()
     store = Store(db_path)
     opts = Options(k=k, sources=sources.split(",") if sources else None, exclude=list(exclude_model),
-                   droplet=droplet, droplet_trials=droplet_trials, trials=trials,
+                   droplet=droplet, droplet_trials=droplet_trials, droplet_share=droplet_share, trials=trials,
                    budget_s=budget * 60 if budget is not None else None, runner=runner,
                    same_target_only=same_target_only, bind_params=not params_as_inputs,
                    search_trials=search_trials, e2e_repeat=e2e_repeat)
@@ -569,7 +571,8 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
                f"{counts['anchor']} through their anchor block, {counts['searched']} searched, "
                f"{counts['untuned']} untuned; {rep.measured} candidates measured")
     click.echo(f"search {rep.search_wall_s:.1f} s wall, lowering to the final model compiled "
-               f"(of which the task search and droplet {rep.search_time_s:.1f} s)")
+               f"(of which the task search and droplet {rep.search_time_s:.1f} s"
+               + ("" if rep.droplet_wall_s is None else f", droplet alone {rep.droplet_wall_s:.1f} s") + ")")
     if rep.e2e_wall_s is None:
         click.echo("end-to-end timing skipped (--e2e-repeat 0)")
     else:

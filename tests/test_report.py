@@ -122,3 +122,15 @@ def test_inference_table_recomputes_from_the_result():
     assert md.startswith("Machine: Test CPU (2 cores, LLVM mcpu testcpu), TVM 0.27, Python 3.11; "
                          "load average at start [1.0, 0.5, 0.25].")
     assert "over 5 interleaved rounds" in md
+
+
+def test_geomean_ci_over_pairs_of_per_round_ratios():
+    """bench_pairs' droplet line: the geometric mean of each pair's median ratio, and an
+    interval that excludes 1.0 only when the gain holds across pairs and rounds."""
+    exact = report.geomean_ci([[1.0] * 15, [1.21] * 15])
+    assert exact["geomean"] == pytest.approx(1.1) and exact["ci_low"] == pytest.approx(exact["ci_high"])
+    rng = random.Random(3)
+    noise = report.geomean_ci([[rng.gauss(1.0, 0.05) for _ in range(15)] for _ in range(6)])
+    assert noise["ci_low"] < 1.0 < noise["ci_high"]
+    gain = report.geomean_ci([[rng.gauss(1.15, 0.05) for _ in range(15)] for _ in range(6)])
+    assert 1.0 < gain["ci_low"] < 1.15 < gain["ci_high"] and gain["groups"] == 6

@@ -332,6 +332,22 @@ def test_transfer_with_droplet_keeps_only_significant_refinements(source_db, tmp
     # Not timed: only the refined model, the one the user gets, compiled (and checked).
     assert rep["e2e"] == {} and rep["e2e_wall_s"] is None and list(rep["check"]) == ["refined"]
     assert rep["check"]["refined"]["kernels_scheduled"] == len(found)
+    assert 0 < rep["droplet_wall_s"] < rep["search_time_s"] and "droplet alone" in res.output
+
+
+def test_droplet_share_caps_droplet_time_by_the_search_before_it(source_db, tmp_path):
+    """--droplet-share 0: droplet may spend no time at all, whatever its trial budget."""
+    db = tmp_path / "t.db"
+    ingest(Store(db), [source_db])
+    out = tmp_path / "report.json"
+    res = CliRunner().invoke(cli, ["transfer", "--model", "tiny_cnn", "--db", str(db), "-k", "1", "--droplet",
+                                   "--droplet-trials", "6", "--droplet-share", "0", "--e2e-repeat", "0",
+                                   "--report", str(out)])
+    assert res.exit_code == 0, explain(res)
+    rep = json.loads(out.read_text())
+    assert any(t["transferred_us"] is not None for t in rep["tasks"])
+    assert all(t["droplet_trials"] == 0 and t["refined_accepted"] is None for t in rep["tasks"])
+    assert Store(db).conn.execute("SELECT COUNT(*) FROM records WHERE origin = 'droplet'").fetchone()[0] == 0
 
 
 def test_droplet_cli_spends_one_budget_and_commits_only_accepted(source_db, tmp_path):

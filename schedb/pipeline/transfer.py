@@ -48,6 +48,7 @@ class Options:
     exclude: list[str] = field(default_factory=list)  # never schedules of these models
     droplet: bool = False
     droplet_trials: int = 16  # per task on average: the droplet budget is this x the tasks with a winner
+    droplet_share: float | None = 0.5  # droplet's seconds at most this x the search's before it (None: no cap)
     trials: int | None = None  # global cap on measured candidates
     budget_s: float | None = None  # global wall-clock cap on the search
     repeat: int = 5  # samples per measured candidate
@@ -101,6 +102,7 @@ class TransferReport:
     search_wall_s: float  # from lowering to the final model compiled and checked: lowering, task extraction, the
     # index, the search, droplet and that compile (loading the model and TVM's tensor intrinsics not counted)
     e2e_wall_s: float | None  # the end-to-end timing after it (the other variants compiled, all timed); None: skipped
+    droplet_wall_s: float | None  # the droplet phase's wall time (part of both search times); None: no droplet
     measured: int  # candidates measured (transfer + droplet), not counting untuned baselines
     e2e: dict  # untuned / transferred / refined / pytorch -> Latency dicts; {} when e2e_repeat is 0
     check: dict  # max abs errors against the framework, per variant compiled
@@ -206,15 +208,18 @@ class Transfer:
 
     def run(self, progress=None) -> TransferReport:
         results, transferred, found = self._search(progress)
-        refined = {}
-        if self.opts.droplet and found:
-            with phase(self.on_phase, f"droplet search on {len(found)} tasks"):
-                refined = self._refine(found)
+        refined, droplet_wall = {}, None
+        if self.opts.droplet:
+            t0 = time.perf_counter()
+            if found:
+                with phase(self.on_phase, f"droplet search on {len(found)} tasks"):
+                    refined = self._refine(found, t0 - self.t_start)
+            droplet_wall = time.perf_counter() - t0
         search_time = time.perf_counter() - self.t_start
         variants = {"untuned": None, "transferred": transferred}
         if self.opts.droplet:
             variants["refined"] = {**transferred, **refined}
-        return TransferReport(self.model.name, self.tgt, results, search_time_s=search_time,
+        return TransferReport(self.model.name, self.tgt, results, search_time_s=search_time, droplet_wall_s=droplet_wall,
                               measured=self.engine.count - self.baseline, notes=[self.note] if self.note else [],
                               **self._evaluate(variants))
 
@@ -381,13 +386,16 @@ class Transfer:
             return f"kind {kind} is tuned only for other targets ({where}), left out by --same-target-only"
         return f"kind {kind} is tuned only for targets of another kind ({where})"
 
-    def _refine(self, found: list[tuple[TaskContext, Winner]]) -> dict[str, Winner]:
+    def _refine(self, found: list[tuple[TaskContext, Winner]], searched_s: float) -> dict[str, Winner]:
         """Droplet search from each task's best transferred traces, within one budget
-        (``droplet_trials`` per task on average, capped by the trials and time left) that
-        schedb.search.allocate spends where weight x kernel time is largest; commits and
-        returns the accepted improvements by task name."""
+        (``droplet_trials`` per task on average, capped by the trials and time left and by
+        ``droplet_share`` x ``searched_s``, the search so far) that schedb.search.allocate
+        spends where weight x kernel time is largest; commits and returns the accepted
+        improvements by task name."""
         left, trials = self.trials_left(), self.opts.droplet_trials * len(found)
-        alloc = Allocator(trials if left is None else min(trials, left), self.time_left())
+        caps = [s for s in (self.time_left(), self.opts.droplet_share and self.opts.droplet_share * searched_s)
+                if s is not None]
+        alloc = Allocator(trials if left is None else min(trials, left), min(caps) if caps else None)
         searches = {}
         for ctx, win in found:
             searches[ctx.task.name] = Droplet(ctx.starts, ctx.task.func, self.target, self.engine, self.opts.pvalue,
