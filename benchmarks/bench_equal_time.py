@@ -1,20 +1,24 @@
 """Experiment 2, equal time (the transfer-tuning paper's metric), on googlenet.
 
-MetaSchedule from scratch is a tuning run of googlenet by ``schedb tune`` (the fixture's,
-or a longer one with ``--run``): its sidecar's
-timeline (from the task scheduler log) says when each task's candidates were measured,
-so the work dir *as it stood at any moment t of the search* is the first records of
-each task. For each source (resnet50, alexnet) this script takes the transfer+droplet
-search time T from ``bench_pairs.py`` and
+MetaSchedule from scratch is a tuning run of googlenet by ``schedb tune`` (by default the
+bundled fixture's: 32 trials per task from an empty database on today's pipeline); its
+sidecar's timeline (from the task scheduler log) says when each task's candidates were
+measured, so the database *as it stood at any moment t* is the first records of each task.
+T is the wall time of ``schedb transfer`` with droplet for each source (resnet50, alexnet),
+from ``bench_pairs.py`` (``search_wall_s``: lowering to the final model compiled; its own
+end-to-end timing skipped). Then, all compiled and checked against PyTorch:
 
-* times, interleaved in one window, MetaSchedule at T next to transfer and
-  transfer+droplet (median, distribution-free 95% interval over the rounds);
-* finds the time MetaSchedule needs to match transfer+droplet's latency (bisection over
-  the timeline, every point compiled, checked against PyTorch and timed) and reports
-  it as a multiple of T; if the run ends first, the ratio is a lower bound;
-* reports the share of the full tuning speed-up that transfer reaches:
-  (untuned / transfer - 1) / (untuned / full - 1), with full = the fixture tuned on its own
-  (timed in the pairs table).
+1. One interleaved window: about 15 log-spaced points of the MetaSchedule run, its end,
+   MetaSchedule at each T, untuned, and transfer / transfer + droplet from each source.
+2. Per source, the bracket around the crossing, bisected over the timeline: each point
+   timed interleaved with that source's transfer + droplet model.
+
+Time to match = the first point whose interval (median, distribution-free 95%) lies at or
+below transfer + droplet's (both ends), given with its bracket and as a multiple of T; "> N x"
+if the run never gets there. Share of the full speed-up against the run's end:
+(untuned/transfer+droplet - 1) / (untuned/end - 1), all from window 1. The warm-started
+curve (``bench_warm.py``, another window) is drawn on the same axes, shifted by its
+transfer's wall time. Raw samples are kept.
 
     python benchmarks/bench_equal_time.py            (after bench_pairs.py for googlenet)
     python benchmarks/bench_equal_time.py --replot
@@ -76,13 +80,25 @@ class Search:
         return db
 
 
+def log_points(events: list[float], n: int) -> list[int]:
+    """Indices of ``events`` nearest ``n`` log-spaced times from the first to the last."""
+    import numpy as np
+
+    ts = np.geomspace(max(events[0], 1.0), events[-1], n)
+    return sorted({min(int(np.searchsorted(events, t)), len(events) - 1) for t in ts} | {len(events) - 1})
+
+
+def at_or_below(ms: dict, goal: dict) -> bool:
+    """MetaSchedule's interval lies at or below the goal's, at both ends."""
+    return ms["ci_low"] <= goal["ci_low"] and ms["ci_high"] <= goal["ci_high"]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="googlenet")
     ap.add_argument("--sources", default="resnet50,alexnet")
-    ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds at equal time")
-    ap.add_argument("--curve-points", type=int, default=8, help="extra points on the MetaSchedule curve")
-    ap.add_argument("--curve-repeat", type=int, default=7, help="timing repeats per curve point")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds per window")
+    ap.add_argument("--points", type=int, default=15, help="log-spaced points of the MetaSchedule run")
     ap.add_argument("--replot", action="store_true")
     ap.add_argument("--run", default=None,
                     help="MetaSchedule's tuning run (a work dir with a timeline; default: fixtures/MODEL)")
@@ -90,72 +106,62 @@ def main(argv=None):
     a = ap.parse_args(argv)
     results = Path(a.results)
     if a.replot:
-        res = json.loads((results / "equal_time.json").read_text())
-        timed = results / "pairs" / f"{res['model']}.json"
-        if timed.exists():  # the pairs table may have been timed again since
-            shares(res, json.loads(timed.read_text()))
-        report.write("equal_time", res, *render(res), folder=results)
+        report.replot(results / "equal_time.json", render)
         return
 
-    from schedb import compile_model, extract_tasks, load_model, lower, parse_target, time_vm
+    from schedb import compile_model, extract_tasks, load_model, lower, parse_target
 
     target = parse_target(None)
     lowered = lower(load_model(a.model), target)
     tasks = extract_tasks(lowered, target)
     run = Path(a.run or ROOT / "fixtures" / a.model)
     search = Search(run, tasks)
-    timed = json.loads((results / "pairs" / f"{a.model}.json").read_text())
     pairs = {s: json.loads((results / "pairs" / f"{s}_to_{a.model}.json").read_text())
              for s in a.sources.split(",")}
     res = {"machine": report.describe(), "started": report.now(), "args": vars(a), "model": a.model,
            "metaschedule": {"wall_time_s": search.wall_s, "tasks": len(search.steps),
-                            "trials_per_task": search.per_task,
+                            "trials_per_task": search.per_task, "last_batch_s": search.events[-1],
                             "run": str(run.resolve().relative_to(ROOT))},
-           "sources": {}, "curve": []}
+           "sources": {s: {"T_s": p["search_wall_s"], "droplet_wall_s": p["droplet_wall_s"]}
+                       for s, p in pairs.items()},
+           "windows": []}
+    compiled = {}
 
-    def latency(t: float, repeat: int) -> dict:
-        c = compile_model(lowered, target, search.at(t))
-        lat = report.median_ci(time_vm(c, lowered, repeat=repeat).samples)
-        point = {"t_s": t, "kernels": c.tuned_tasks, **lat}  # kernels: tasks with a record by t
-        res["curve"].append(point)
-        print(f"  MetaSchedule at {t:7.1f} s: {lat['median']:.1f} ms ({c.tuned_tasks} kernels)", file=sys.stderr)
-        return point
+    def ms_at(t: float) -> str:
+        name = f"MetaSchedule {t:.1f} s"
+        if name not in compiled:
+            compiled[name] = compile_model(lowered, target, search.at(t))
+        return name
 
-    # 1. Equal time: MetaSchedule at T next to the transfer, interleaved.
-    for src, p in pairs.items():
-        T = p["search_time_s"]
-        variants = {"MetaSchedule at equal time": search.at(T),
-                    "transfer": pair_database(p, tasks, target, refined=False),
-                    "transfer+droplet": pair_database(p, tasks, target, refined=True)}
-        compiled = {k: compile_model(lowered, target, db) for k, db in variants.items()}
-        samples = interleaved(lowered, compiled, a.rounds)
-        cells = {k: report.median_ci(s) for k, s in samples.items()}
-        res["sources"][src] = {"search_time_s": T, "cells": cells, "samples_ms": samples,
-                               "kernels_at_equal_time": compiled["MetaSchedule at equal time"].tuned_tasks}
-        print(f"{src}: T={T:.0f} s " + ", ".join(f"{k} {v['median']:.1f} ms" for k, v in cells.items()),
-              file=sys.stderr)
+    def window(names: list[str]) -> dict:
+        load = [round(x, 2) for x in os.getloadavg()]
+        samples = interleaved(lowered, {n: compiled[n] for n in names}, a.rounds)
+        res["windows"].append({"load_average_before": load, "samples_ms": samples,
+                               "cells": {n: report.median_ci(s) for n, s in samples.items()},
+                               "kernels": {n: compiled[n].tuned_tasks for n in names}})
+        return res["windows"][-1]["cells"]
 
-    # 2. The curve, and the time to match each transfer+droplet latency (bisection on events).
+    # 1. The curve, MetaSchedule at each T and the models it is compared with, in one window.
     ev = search.events
-    known = {}  # event index -> median latency there
-    for i in sorted({round(j * (len(ev) - 1) / max(a.curve_points - 1, 1)) for j in range(a.curve_points)}):
-        known[i] = latency(ev[i], a.curve_repeat)["median"]
-    for src, s in res["sources"].items():
-        goal = s["cells"]["transfer+droplet"]["median"]
-        if known[len(ev) - 1] > goal:
-            s["time_to_match_s"], s["matched"] = ev[-1], False  # its last measured batch
-        else:
-            hi = min(i for i, m in known.items() if m <= goal)
-            lo = max((i for i, m in known.items() if i < hi), default=-1)
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                known[mid] = latency(ev[mid], a.curve_repeat)["median"]
-                lo, hi = (lo, mid) if known[mid] <= goal else (mid, hi)
-            s["time_to_match_s"], s["matched"] = ev[hi], True
-        s["time_to_match_ratio"] = s["time_to_match_s"] / s["search_time_s"]
-
-    shares(res, timed)
-    res["curve"].sort(key=lambda p: p["t_s"])
+    points = [ev[i] for i in log_points(ev, a.points)]
+    curve = [ms_at(t) for t in points]
+    at_T = {s: ms_at(v["T_s"]) for s, v in res["sources"].items()}
+    compiled["untuned"] = compile_model(lowered, target, None)
+    for s, p in pairs.items():
+        for v, refined in (("transfer", False), ("transfer+droplet", True)):
+            compiled[f"{s}: {v}"] = compile_model(lowered, target, pair_database(p, tasks, target, refined))
+    first = window(list(dict.fromkeys([*curve, *at_T.values(), "untuned",
+                                       *(f"{s}: {v}" for s in pairs for v in ("transfer", "transfer+droplet"))])))
+    res["curve"] = [{"t_s": t, **first[n]} for t, n in zip(points, curve)]
+    res["untuned"], res["end"] = first["untuned"], first[curve[-1]]
+    for s, v in res["sources"].items():
+        v["at_T"] = first[at_T[s]]
+        v["cells"] = {k: first[f"{s}: {k}"] for k in ("transfer", "transfer+droplet")}
+        v["share_of_full_speedup"] = {k: (res["untuned"]["median"] / c["median"] - 1)
+                                      / (res["untuned"]["median"] / res["end"]["median"] - 1)
+                                      for k, c in v["cells"].items()}
+        v.update(match(s, v, first, points, curve, ev, window, ms_at))
+    res["warm"] = warm_curve(results)
     res["finished"] = report.now()
     res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     md, fig = render(res)
@@ -163,64 +169,83 @@ def main(argv=None):
     print("->", report.write("equal_time", res, md, fig, folder=results))
 
 
-def shares(res: dict, timed: dict):
-    """The share of the full tuning speed-up that transfer reaches, from the pairs table
-    (bench_pairs.py times untuned, tuned-on-its-own and the transfers in one window)."""
-    c = timed["cells"]
-    untuned, own = c["untuned"]["median"], c["tuned on its own"]["median"]
-    for src, s in res["sources"].items():
-        s["share_of_full_speedup"] = {
-            v: (untuned / c[f"{src}: {v}"]["median"] - 1) / (untuned / own - 1)
-            for v in ("transfer", "transfer+droplet")}
-    res["from_pairs_table"] = {"untuned": c["untuned"], "tuned on its own": c["tuned on its own"],
-                               "load_average_when_timed": timed.get("load_average_before")}
+def match(src: str, v: dict, first: dict, points: list, curve: list, ev: list, window, ms_at) -> dict:
+    """Time to match ``src``'s transfer + droplet: the first curve point at or below it, then
+    bisection over the timeline between it and the point before, each step in a window of
+    its own beside the goal."""
+    goal = f"{src}: transfer+droplet"
+    hits = [t for t, n in zip(points, curve) if at_or_below(first[n], first[goal])]
+    if not hits:
+        return {"matched": False, "bracket_s": [points[-1], None], "time_to_match_ratio": points[-1] / v["T_s"]}
+    hi = ev.index(hits[0])
+    lo = max((ev.index(t) for t in points if t < hits[0]), default=-1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        cells = window([ms_at(ev[mid]), goal])
+        lo, hi = (lo, mid) if at_or_below(cells[ms_at(ev[mid])], cells[goal]) else (mid, hi)
+    return {"matched": True, "bracket_s": [ev[lo] if lo >= 0 else 0.0, ev[hi]], "time_to_match_s": ev[hi],
+            "time_to_match_ratio": ev[hi] / v["T_s"]}
+
+
+def warm_curve(results: Path) -> dict | None:
+    """bench_warm's warm-started run (another window), shifted by its transfer's wall time."""
+    warm, deep = results / "warm.json", results / "deep" / "alexnet+resnet50_to_googlenet.json"
+    if not (warm.exists() and deep.exists()):
+        return None
+    w, shift = json.loads(warm.read_text()), json.loads(deep.read_text())["search_wall_s"]
+    pts = [{"t_s": shift + float(k.split()[1]), **c} for k, c in w["cells"].items() if k.startswith("warm ")]
+    return {"transfer_wall_s": shift, "points": pts, "transferred": w["cells"]["transferred"],
+            "timed": w["finished"]}
 
 
 def render(res: dict):
-    rows = ["| source | search time T | MetaSchedule at T | transfer | transfer + droplet "
-            "| MetaSchedule time to match transfer + droplet | share of full speed-up (transfer / + droplet) |",
+    rows = ["| source | T (transfer + droplet wall time) | MetaSchedule at T | transfer | transfer + droplet "
+            "| MetaSchedule time to match transfer + droplet | share of the run's speed-up (transfer / + droplet) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for src, s in res["sources"].items():
         c = s["cells"]
-        match = (f"{s['time_to_match_s']:.0f} s = **{s['time_to_match_ratio']:.1f}x T**" if s["matched"] else
-                 f"not by its last batch ({s['time_to_match_s']:.0f} s): **> {s['time_to_match_ratio']:.1f}x T**")
+        lo, hi = s["bracket_s"]
+        found = (f"{s['time_to_match_s']:.0f} s (bracket {lo:.0f}-{hi:.0f} s) = **{s['time_to_match_ratio']:.1f}x T**"
+                 if s["matched"] else f"not by its last batch ({lo:.0f} s): **> {s['time_to_match_ratio']:.1f}x T**")
         sh = s["share_of_full_speedup"]
-        rows.append(f"| {src} | {s['search_time_s']:.0f} s | {report.fmt_ci(c['MetaSchedule at equal time'])} "
-                    f"({s['kernels_at_equal_time']} kernels tuned) | {report.fmt_ci(c['transfer'])} "
-                    f"| {report.fmt_ci(c['transfer+droplet'])} | {match} "
+        rows.append(f"| {src} | {s['T_s']:.0f} s (droplet {s['droplet_wall_s']:.0f} s) "
+                    f"| {report.fmt_ci(s['at_T'])} | {report.fmt_ci(c['transfer'])} "
+                    f"| {report.fmt_ci(c['transfer+droplet'])} | {found} "
                     f"| {sh['transfer']:.0%} / {sh['transfer+droplet']:.0%} |")
     m = res["metaschedule"]
     md = "\n".join([
         report.machine_line(res["machine"]), "",
         f"Target {res['model']}. MetaSchedule from scratch = `schedb tune` run `{m['run']}` "
-        f"({m['tasks']} tasks, at most {m['trials_per_task']} trials per task, {m['wall_time_s']:.0f} s), "
-        "replayed from its timeline. T: the pair's task search and droplet, from the pairs table (lowering, "
-        "task extraction, the index and the final compile not counted). Latencies: median [95% interval] over "
-        f"{res['args']['rounds']} interleaved rounds (binomial order statistics). Time to match: first moment "
-        "of the MetaSchedule run whose model is at least as fast as transfer + droplet (bisection, each point "
-        f"timed {res['args']['curve_repeat']} times, median). Share of the full speed-up: "
-        "(untuned/transfer - 1) / (untuned/tuned-on-its-own - 1), from the pairs table.", "", *rows])
+        f"({m['tasks']} tasks, at most {m['trials_per_task']} trials per task, last batch at "
+        f"{m['last_batch_s']:.0f} s), replayed from its timeline: {len(res['curve'])} log-spaced points, "
+        f"untuned {report.fmt_ci(res['untuned'])}, at its end {report.fmt_ci(res['end'])}. T: the wall time of "
+        "`schedb transfer --droplet` (lowering to the final model compiled; its end-to-end timing skipped), "
+        f"from the pairs run. Latencies: median [95% interval] over {res['args']['rounds']} interleaved rounds, "
+        "all in one window; the crossing is bisected in windows of its own beside transfer + droplet. Time to "
+        "match: the first point whose interval lies at or below transfer + droplet's at both ends. Share of the "
+        "run's speed-up: (untuned/transfer - 1) / (untuned/end - 1).", "", *rows])
 
     plt = report.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     curve = res["curve"]
-    ax.plot([p["t_s"] for p in curve], [p["median"] for p in curve], "o-", color="#555",
-            label="MetaSchedule from scratch")
-    colors = ["#1f5fa0", "#c0392b", "#27ae60"]
-    for (src, s), col in zip(res["sources"].items(), colors):
+    ax.errorbar([p["t_s"] for p in curve], [p["median"] for p in curve],
+                yerr=[[p["median"] - p["ci_low"] for p in curve], [p["ci_high"] - p["median"] for p in curve]],
+                fmt="o-", color="#555", capsize=2, label="MetaSchedule from scratch")
+    for (src, s), col in zip(res["sources"].items(), ["#1f5fa0", "#c0392b"]):
         c = s["cells"]["transfer+droplet"]
-        ax.errorbar([s["search_time_s"]], [c["median"]], yerr=[[c["median"] - c["ci_low"]], [c["ci_high"] - c["median"]]],
+        ax.errorbar([s["T_s"]], [c["median"]], yerr=[[c["median"] - c["ci_low"]], [c["ci_high"] - c["median"]]],
                     fmt="*", ms=12, color=col, label=f"transfer + droplet from {src}")
         ax.axhline(c["median"], color=col, lw=0.8, ls="--")
-        e = s["cells"]["MetaSchedule at equal time"]
-        ax.plot([s["search_time_s"]], [e["median"]], "s", color=col, mfc="none", ms=8,
-                label=f"MetaSchedule at the same time as {src}")
+    if res.get("warm"):
+        w = res["warm"]["points"]
+        ax.plot([p["t_s"] for p in w], [p["median"] for p in w], "^-", color="#27ae60", ms=5,
+                label="tune --db warm-started after a transfer (another window)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("search time, s (log)")
     ax.set_ylabel(f"{res['model']} latency, ms (log)")
     ax.set_title(f"{res['model']}: transfer-tuning vs MetaSchedule at equal search time")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return md, fig
 
