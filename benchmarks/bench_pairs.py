@@ -115,18 +115,13 @@ def pair_database(pair: dict, tasks, target, refined: bool):
 
 
 def interleaved(lowered, compiled: dict, rounds: int, with_torch: bool = False) -> dict:
-    """{variant: samples in ms}: one run of every variant per round, round after round,
-    so that load on the machine falls on all variants alike."""
-    from schedb import time_torch, time_vm
+    """schedb.pipeline.evaluate.interleaved_samples, PyTorch named "pytorch eager" as in every
+    benchmark result, with progress on stderr."""
+    from schedb.pipeline.evaluate import interleaved_samples
 
-    samples = {name: [] for name in [*compiled, *(["pytorch eager"] if with_torch else [])]}
-    for i in range(rounds):
-        for name, c in compiled.items():
-            samples[name] += time_vm(c, lowered, repeat=1).samples
-        if with_torch:
-            samples["pytorch eager"] += time_torch(lowered, repeat=1).samples
-        print(f"  {lowered.model.name}: round {i + 1}/{rounds}", file=sys.stderr)
-    return samples
+    samples = interleaved_samples(lowered, compiled, rounds, with_torch,
+                                  lambda i: print(f"  {lowered.model.name}: round {i + 1}/{rounds}", file=sys.stderr))
+    return {("pytorch eager" if k == "pytorch" else k): v for k, v in samples.items()}
 
 
 def measure_target(target_model: str, pairs: list[dict], target, rounds: int) -> dict:

@@ -166,6 +166,22 @@ def compile_variants(lowered: LoweredModel, target, tasks, variants: dict, on_ph
     return compiled
 
 
+def interleaved_samples(lowered: LoweredModel, compiled: dict, rounds: int, with_torch: bool = False,
+                        on_round=None) -> dict[str, list[float]]:
+    """{name: samples in ms}: one run of every compiled variant (and of PyTorch eager as
+    "pytorch") per round, round after round, so that load on the machine falls on all
+    alike. ``on_round(i)`` after each round."""
+    samples: dict = {name: [] for name in [*compiled, *(["pytorch"] if with_torch else [])]}
+    for i in range(rounds):
+        for name, c in compiled.items():
+            samples[name] += time_vm(c, lowered, repeat=1).samples
+        if with_torch:
+            samples["pytorch"] += time_torch(lowered, repeat=1).samples
+        if on_round:
+            on_round(i)
+    return samples
+
+
 def time_interleaved(lowered: LoweredModel, compiled: dict, repeat: int = 10, on_phase=None) -> tuple[dict, dict]:
     """Time every compiled variant and PyTorch eager interleaved, one run of each per round, so
     that load on the machine falls on all alike. (Timed one after the other, PyTorch came last,
@@ -174,14 +190,10 @@ def time_interleaved(lowered: LoweredModel, compiled: dict, repeat: int = 10, on
     -> ({name: Latency dict}, {"before", "after": the load average (1, 5, 15 min) around the
     timing}). ``on_phase``: schedb.pipeline.phases."""
     with_torch = lowered.model.torch_module is not None
-    samples: dict = {name: [] for name in [*compiled, *(["pytorch"] if with_torch else [])]}
+    names = [*compiled, *(["pytorch"] if with_torch else [])]
     load = {"before": list(os.getloadavg())}
-    with phase(on_phase, f"timing {', '.join(samples)} interleaved, {repeat} rounds"):
-        for _ in range(repeat):
-            for name, c in compiled.items():
-                samples[name] += time_vm(c, lowered, repeat=1).samples
-            if with_torch:
-                samples["pytorch"] += time_torch(lowered, repeat=1).samples
+    with phase(on_phase, f"timing {', '.join(names)} interleaved, {repeat} rounds"):
+        samples = interleaved_samples(lowered, compiled, repeat, with_torch)
     load["after"] = list(os.getloadavg())
     e2e = {name: Latency(s).as_dict() for name, s in samples.items()}
     e2e.setdefault("pytorch", None)
