@@ -178,6 +178,12 @@ def droplet_summary(targets: list[dict]) -> dict:
     return {"gain": report.geomean_ci(ratios), "droplet_time_share": shares}
 
 
+def torch_ratio(timed: dict, variant: str) -> dict:
+    """``variant`` over PyTorch eager, round by round, as median_ci."""
+    s = timed["samples_ms"]
+    return report.median_ci([x / y for x, y in zip(s[variant], s["pytorch eager"])])
+
+
 def render(res: dict):
     rows = ["| source -> target | untuned | tuned on its own | transfer | transfer + droplet | droplet gain "
             "| PyTorch eager | search wall time (droplet) | tasks by source |",
@@ -210,7 +216,13 @@ def render(res: dict):
         f"Droplet end to end over {d['gain']['groups']} pairs: geometric mean gain "
         f"**{d['gain']['geomean']:.3f}x [{d['gain']['ci_low']:.3f}, {d['gain']['ci_high']:.3f}]** (95% bootstrap "
         "interval over the per-round ratios); droplet's time over the transfer's without it: "
-        + ", ".join(f"{k} {v:.0%}" for k, v in d["droplet_time_share"].items()) + "."])
+        + ", ".join(f"{k} {v:.0%}" for k, v in d["droplet_time_share"].items()) + ".", "",
+        "Against PyTorch eager in the same rounds (median of the per-round ratios, 95% interval; below 1 is "
+        "faster than PyTorch): " + "; ".join(
+            f"{t['target_model']} from {src} {report.fmt_ci(torch_ratio(t, f'{src}: transfer+droplet'), 'x', 2)}"
+            for t in res["targets"] for src in t["search"]) + "; tuned on its own: " + "; ".join(
+            f"{t['target_model']} {report.fmt_ci(torch_ratio(t, 'tuned on its own'), 'x', 2)}"
+            for t in res["targets"]) + "."])
 
     plt = report.pyplot()
     fig, axes = plt.subplots(1, len(res["targets"]), figsize=(5 * len(res["targets"]), 4.2), squeeze=False)

@@ -64,8 +64,10 @@ def _dirty() -> bool | None:
 
 
 def machine_line(m: dict) -> str:
+    run = ("commit not recorded" if not m.get("schedb_commit") else
+           f"schedb {m['schedb_commit']}" + {True: " (uncommitted changes)", False: "", None: ""}[m.get("dirty")])
     return (f"Machine: {m['cpu']} ({m['cores']} cores, LLVM mcpu {m.get('llvm_mcpu')}), "
-            f"TVM {m['tvm']}, Python {m['python']}; load average at start "
+            f"TVM {m['tvm']}, Python {m['python']}; {run}; load average at start "
             f"{m.get('load_average_at_start')}.")
 
 

@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
 import bench_inference  # noqa: E402
+import bench_pairs  # noqa: E402
 import report  # noqa: E402
 
 
@@ -88,7 +89,7 @@ def test_fmt_ci_formats_and_marks_lower_coverage():
 
 
 MACHINE = {"cpu": "Test CPU", "cores": 2, "llvm_mcpu": "testcpu", "tvm": "0.27", "python": "3.11",
-           "load_average_at_start": [1.0, 0.5, 0.25]}
+           "load_average_at_start": [1.0, 0.5, 0.25], "schedb_commit": "abc1234", "dirty": True}
 
 
 def _table(md: str) -> list[list[str]]:
@@ -120,7 +121,7 @@ def test_inference_table_recomputes_from_the_result():
         ["alexnet", "PyTorch eager", "", f"21.5 [20, 26] ms {note}", "1"],
     ]
     assert md.startswith("Machine: Test CPU (2 cores, LLVM mcpu testcpu), TVM 0.27, Python 3.11; "
-                         "load average at start [1.0, 0.5, 0.25].")
+                         "schedb abc1234 (uncommitted changes); load average at start [1.0, 0.5, 0.25].")
     assert "over 5 interleaved rounds" in md
 
 
@@ -134,3 +135,31 @@ def test_geomean_ci_over_pairs_of_per_round_ratios():
     assert noise["ci_low"] < 1.0 < noise["ci_high"]
     gain = report.geomean_ci([[rng.gauss(1.15, 0.05) for _ in range(15)] for _ in range(6)])
     assert 1.0 < gain["ci_low"] < 1.15 < gain["ci_high"] and gain["groups"] == 6
+
+
+def test_pairs_table_recomputes_from_the_result():
+    """bench_pairs.render: per-pair cells and droplet gain from the samples, the geometric
+    mean over pairs, droplet's time share and the ratio over PyTorch eager round by round."""
+    rounds = 7
+    samples = {"untuned": [2000.0 + i for i in range(rounds)], "tuned on its own": [80.0 + i for i in range(rounds)],
+               "a: transfer": [70.0 + i for i in range(rounds)], "a: transfer+droplet": [63.0 + i for i in range(rounds)],
+               "b: transfer": [90.0] * rounds, "b: transfer+droplet": [90.0] * rounds,
+               "pytorch eager": [60.0 + i for i in range(rounds)]}
+    search = {"search_time_s": 100.0, "measured": 50, "search_wall_s": 150.0, "droplet_wall_s": 50.0,
+              "droplet_trials": 64, "accepted": 1, "tasks": 10, "exact": 1, "neighbor": 5, "anchor": 1,
+              "searched": 1, "untuned": 2}
+    ratios = {s: [x / y for x, y in zip(samples[f"{s}: transfer"], samples[f"{s}: transfer+droplet"])] for s in "ab"}
+    t = {"target_model": "m", "rounds": rounds, "samples_ms": samples, "load_average_before": [1.0],
+         "cells": {k: report.median_ci(v) for k, v in samples.items()}, "droplet_ratios": ratios,
+         "droplet_gain": {s: report.median_ci(r) for s, r in ratios.items()}, "search": {"a": search, "b": search}}
+    res = {"machine": MACHINE, "targets": [t], "droplet": bench_pairs.droplet_summary([t])}
+    md, _ = bench_pairs.render(res)
+    row = _table(md)[0]
+    assert row[0] == "a -> m" and row[3] == "73 [70, 76] ms" and row[4] == "66 [63, 69] ms"
+    assert row[5].startswith("1.10") and row[7] == "150 s (50 s, 1 accepted)"
+    assert row[8] == "1 exact, 5 neighbour, 1 anchor, 1 searched, 2 untuned of 10"
+    # a gains 66/73 per round at the median, b nothing: geomean sqrt(median(a) * 1).
+    g = math.sqrt(statistics.median(ratios["a"]))
+    assert f"geometric mean gain **{g:.3f}x" in md and "a -> m 50%" in md
+    # a + droplet over PyTorch per round: (63 + i) / (60 + i), median at i = 3: 66/63.
+    assert f"m from a {66 / 63:.2f} [" in md
