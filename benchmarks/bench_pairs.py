@@ -168,14 +168,34 @@ def measure_target(target_model: str, pairs: list[dict], target, rounds: int) ->
     return res
 
 
-def droplet_summary(targets: list[dict]) -> dict:
+def droplet_summary(targets: list[dict], pairs: dict | None = None) -> dict:
     """Droplet end to end over every pair timed: the geometric mean of the per-pair median
-    gains with a bootstrap interval over the per-round ratios, and droplet's wall time as
-    a share of the transfer's without it."""
+    gains with a bootstrap interval over the per-round ratios, droplet's wall time as a
+    share of the transfer's without it, and (given the pairs' search reports by name) where
+    droplet could act (droplet_reach)."""
     ratios = [t["droplet_ratios"][src] for t in targets for src in t["search"]]
     shares = {f"{src} -> {t['target_model']}": s["droplet_wall_s"] / (s["search_wall_s"] - s["droplet_wall_s"])
               for t in targets for src, s in t["search"].items()}
-    return {"gain": report.geomean_ci(ratios), "droplet_time_share": shares}
+    reach = {name: droplet_reach(p) for name, p in (pairs or {}).items()}
+    return {"gain": report.geomean_ci(ratios), "droplet_time_share": shares, "reach": reach}
+
+
+def droplet_reach(pair: dict) -> dict:
+    """From one search report, the model's kernel time (weight x the kernel time the search
+    measured, its final pick) split by what droplet did there: searched, and of that
+    accepted; and the end-to-end gain the accepted refinements predict if kernel times add
+    up (transferred / refined kernel sums)."""
+    def best(t):
+        return t["refined_us"] or t["transferred_us"] or t["untuned_us"] or 0.0
+
+    tasks = pair["tasks"]
+    total = sum(t["weight"] * best(t) for t in tasks)
+    before = sum(t["weight"] * (t["transferred_us"] or t["untuned_us"] or 0.0) for t in tasks)
+    searched = [t for t in tasks if t["droplet_trials"]]
+    accepted = [t for t in searched if t["refined_accepted"]]
+    return {"kernel_sum_ms": total / 1e3, "searched_share": sum(t["weight"] * best(t) for t in searched) / total,
+            "accepted_share": sum(t["weight"] * best(t) for t in accepted) / total,
+            "searched": len(searched), "accepted": len(accepted), "predicted_gain": before / total}
 
 
 def torch_ratio(timed: dict, variant: str) -> dict:
@@ -217,6 +237,13 @@ def render(res: dict):
         f"**{d['gain']['geomean']:.3f}x [{d['gain']['ci_low']:.3f}, {d['gain']['ci_high']:.3f}]** (95% bootstrap "
         "interval over the per-round ratios); droplet's time over the transfer's without it: "
         + ", ".join(f"{k} {v:.0%}" for k, v in d["droplet_time_share"].items()) + ".", "",
+        *([] if not d.get("reach") else [
+            "Where droplet could act, from each search's own kernel measurements (weight x kernel time): share "
+            "of the kernel time in the tasks it searched / in those whose refinement was accepted, and the "
+            "gain those refinements predict end to end: " + "; ".join(
+                f"{k.replace('_to_', ' -> ')} {r['searched_share']:.0%} / {r['accepted_share']:.0%} "
+                f"({r['accepted']} of {r['searched']} tasks), {r['predicted_gain']:.3f}x"
+                for k, r in d["reach"].items()) + ".", ""]),
         "Against PyTorch eager in the same rounds (median of the per-round ratios, 95% interval; below 1 is "
         "faster than PyTorch): " + "; ".join(
             f"{t['target_model']} from {src} {report.fmt_ci(torch_ratio(t, f'{src}: transfer+droplet'), 'x', 2)}"
@@ -280,8 +307,9 @@ def main(argv=None):
              if (PAIR_DIR / f"{m}.json").exists()]
     if a.search_only or not timed:
         return
+    pairs = {f.stem: json.loads(f.read_text()) for f in sorted(PAIR_DIR.glob("*_to_*.json"))}
     res = {"machine": report.describe(), "finished": report.now(), "args": vars(a), "targets": timed,
-           "droplet": droplet_summary(timed)}
+           "droplet": droplet_summary(timed, pairs)}
     md, fig = render(res)
     print(md)
     print("->", report.write("pairs", res, md, fig, folder=results))

@@ -163,3 +163,17 @@ def test_pairs_table_recomputes_from_the_result():
     assert f"geometric mean gain **{g:.3f}x" in md and "a -> m 50%" in md
     # a + droplet over PyTorch per round: (63 + i) / (60 + i), median at i = 3: 66/63.
     assert f"m from a {66 / 63:.2f} [" in md
+
+
+def test_droplet_reach_splits_the_kernel_time_by_what_droplet_did():
+    def task(w, untuned, transferred, refined, trials, accepted):
+        return {"weight": w, "untuned_us": untuned, "transferred_us": transferred, "refined_us": refined,
+                "droplet_trials": trials, "refined_accepted": accepted}
+
+    pair = {"tasks": [task(2, 900.0, 100.0, 80.0, 10, True), task(1, 400.0, 50.0, 50.0, 5, False),
+                      task(1, 10.0, None, None, 0, None)]}
+    r = bench_pairs.droplet_reach(pair)
+    # Kernel time after: 2 x 80 + 50 + 10 = 220 us; before droplet: 2 x 100 + 50 + 10 = 260 us.
+    assert r["kernel_sum_ms"] == pytest.approx(0.22) and r["predicted_gain"] == pytest.approx(260 / 220)
+    assert r["searched_share"] == pytest.approx(210 / 220) and r["accepted_share"] == pytest.approx(160 / 220)
+    assert (r["searched"], r["accepted"]) == (2, 1)
