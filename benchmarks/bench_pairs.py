@@ -180,17 +180,22 @@ def droplet_summary(targets: list[dict], pairs: dict | None = None) -> dict:
     return {"gain": report.geomean_ci(ratios), "droplet_time_share": shares, "reach": reach}
 
 
+def pair_reports() -> dict:
+    """The pairs' search reports kept in PAIR_DIR, by name."""
+    return {f.stem: json.loads(f.read_text()) for f in sorted(PAIR_DIR.glob("*_to_*.json"))}
+
+
 def droplet_reach(pair: dict) -> dict:
     """From one search report, the model's kernel time (weight x the kernel time the search
     measured, its final pick) split by what droplet did there: searched, and of that
     accepted; and the end-to-end gain the accepted refinements predict if kernel times add
-    up (transferred / refined kernel sums)."""
+    up (each by its speed-up over its start in the same batch)."""
     def best(t):
         return t["refined_us"] or t["transferred_us"] or t["untuned_us"] or 0.0
 
     tasks = pair["tasks"]
     total = sum(t["weight"] * best(t) for t in tasks)
-    before = sum(t["weight"] * (t["transferred_us"] or t["untuned_us"] or 0.0) for t in tasks)
+    before = sum(t["weight"] * best(t) * (t["droplet_speedup"] if t["refined_accepted"] else 1) for t in tasks)
     searched = [t for t in tasks if t["droplet_trials"]]
     accepted = [t for t in searched if t["refined_accepted"]]
     return {"kernel_sum_ms": total / 1e3, "searched_share": sum(t["weight"] * best(t) for t in searched) / total,
@@ -284,8 +289,11 @@ def main(argv=None):
     global PAIR_DIR
     results = Path(a.results)
     PAIR_DIR = results / "pairs"
-    if a.replot:
-        report.replot(results / "pairs.json", render)
+    if a.replot:  # the droplet summary is recomputed from the raw samples and search reports kept
+        res = json.loads((results / "pairs.json").read_text())
+        res["droplet"] = droplet_summary(res["targets"], pair_reports())
+        res.pop("markdown", None)
+        print("->", report.write("pairs", res, *render(res), folder=results))
         return
 
     from schedb import parse_target
@@ -307,9 +315,8 @@ def main(argv=None):
              if (PAIR_DIR / f"{m}.json").exists()]
     if a.search_only or not timed:
         return
-    pairs = {f.stem: json.loads(f.read_text()) for f in sorted(PAIR_DIR.glob("*_to_*.json"))}
     res = {"machine": report.describe(), "finished": report.now(), "args": vars(a), "targets": timed,
-           "droplet": droplet_summary(timed, pairs)}
+           "droplet": droplet_summary(timed, pair_reports())}
     md, fig = render(res)
     print(md)
     print("->", report.write("pairs", res, md, fig, folder=results))

@@ -166,12 +166,14 @@ def test_pairs_table_recomputes_from_the_result():
 
 
 def test_droplet_reach_splits_the_kernel_time_by_what_droplet_did():
-    def task(w, untuned, transferred, refined, trials, accepted):
+    def task(w, untuned, transferred, refined, trials, accepted, speedup):
         return {"weight": w, "untuned_us": untuned, "transferred_us": transferred, "refined_us": refined,
-                "droplet_trials": trials, "refined_accepted": accepted}
+                "droplet_trials": trials, "refined_accepted": accepted, "droplet_speedup": speedup}
 
-    pair = {"tasks": [task(2, 900.0, 100.0, 80.0, 10, True), task(1, 400.0, 50.0, 50.0, 5, False),
-                      task(1, 10.0, None, None, 0, None)]}
+    # The refined kernel beat its start 1.25x in their head-to-head (start 100 us there), whatever
+    # the transfer measured earlier in another batch (90 us).
+    pair = {"tasks": [task(2, 900.0, 90.0, 80.0, 10, True, 1.25), task(1, 400.0, 50.0, 50.0, 5, False, 1.0),
+                      task(1, 10.0, None, None, 0, None, None)]}
     r = bench_pairs.droplet_reach(pair)
     # Kernel time after: 2 x 80 + 50 + 10 = 220 us; before droplet: 2 x 100 + 50 + 10 = 260 us.
     assert r["kernel_sum_ms"] == pytest.approx(0.22) and r["predicted_gain"] == pytest.approx(260 / 220)
