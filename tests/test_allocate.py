@@ -63,3 +63,13 @@ def test_a_seconds_budget_and_no_budget():
     assert len(_run(alloc, lambda k, n: (None, True, False))) == 3  # each batch charged 1 s
     with pytest.raises(ValueError):
         Allocator()
+
+
+def test_a_seconds_budget_keeps_back_the_time_of_the_final_checks():
+    """Batches of 2 trials in 1 s: a task that improved owes a 2-trial head-to-head, about
+    1 s, so it gets 2 batches of a 3 s budget; one that never improved owes nothing."""
+    improving, flat = Allocator(seconds=3.0, reserve=2), Allocator(seconds=3.0, reserve=2)
+    improving.add("a", 1, 1e-3)
+    flat.add("a", 1, 1e-3)
+    assert len(_run(improving, lambda k, n: (None, True, False), step=2)) == 2
+    assert len(_run(flat, lambda k, n: (None, False, False), step=2)) == 3

@@ -36,7 +36,9 @@ class Allocator:
 
     ``reserve`` trials per task are kept back from the time it could first improve, for
     the final head-to-head that decides acceptance, so the searches and those checks
-    together stay within ``trials``. ``min_step`` is the smallest batch worth giving."""
+    together stay within ``trials``; so are the seconds those trials will take (at the
+    task's cost per trial so far) within ``seconds``. ``min_step`` is the smallest batch
+    worth giving."""
 
     def __init__(self, trials: int | None = None, seconds: float | None = None, decay: float = 0.5,
                  reserve: int = 2, min_step: int = 2):
@@ -56,10 +58,15 @@ class Allocator:
         owed = self.reserve * sum(a.improved for a in self.accounts.values())
         return self.trials - sum(a.trials for a in self.accounts.values()) - owed
 
+    def seconds_spent_or_owed(self) -> float:
+        """Seconds spent, and those the final checks owed will take."""
+        return sum(a.seconds + (self.reserve * a.seconds / a.trials if a.improved and a.trials else 0)
+                   for a in self.accounts.values())
+
     def next(self):
         """(key, trials that task may use now, None: no trial limit) for the next batch;
         None when the budget is spent or no task is open."""
-        if self.seconds is not None and sum(a.seconds for a in self.accounts.values()) >= self.seconds:
+        if self.seconds is not None and self.seconds_spent_or_owed() >= self.seconds:
             return None
         open_ = [(k, a) for k, a in self.accounts.items() if not a.done]
         if not open_:
