@@ -240,6 +240,8 @@ def render(res: dict):
         w = res["warm"]["points"]
         ax.plot([p["t_s"] for p in w], [p["median"] for p in w], "^-", color="#27ae60", ms=5,
                 label="tune --db warm-started after a transfer (another window)")
+        ax.plot([res["warm"]["transfer_wall_s"]], [res["warm"]["transferred"]["median"]], "*", ms=12, mfc="none",
+                color="#27ae60", label="its transfer (no droplet), timed in that window")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("search time, s (log)")
