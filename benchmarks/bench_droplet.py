@@ -278,7 +278,7 @@ def main():
 
     TARGET = parse_target(None)
     load_intrinsics(TARGET)
-    machine = describe()
+    machine, started = describe(), report.now()
     store = Store(":memory:")
     ingest(store, [ROOT / "fixtures" / f for f in SEED_MODELS])
     tasks = pick_tasks(store, args.tasks)
@@ -379,7 +379,7 @@ def main():
     geo = math.exp(mean([math.log(x) for x in ratios])) if ratios else None
     geo_mean = math.exp(mean([math.log(x) for x in ratios_mean])) if ratios_mean else None
     result = {
-        "machine": machine,
+        "machine": machine, "started": started, "finished": report.now(),
         "wall_time_s": round(time.perf_counter() - t_all, 1),
         "settings": {
             "tvm_n_trial": args.trials, "seed": args.seed,

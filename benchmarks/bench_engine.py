@@ -80,7 +80,7 @@ def main():
     target = report.host_target()
     mods = candidates(target, args.batches * args.batch)
     batches = [mods[i * args.batch:(i + 1) * args.batch] for i in range(args.batches)]
-    result = {"machine": describe(), "candidates": len(mods), "batch": args.batch}
+    result = {"machine": describe(), "started": report.now(), "candidates": len(mods), "batch": args.batch}
     for name, fn in (("engine", run_engine), ("localbuilder_localrunner", run_ms)):
         t0 = time.perf_counter()
         ok = fn(target, batches)
@@ -90,6 +90,7 @@ def main():
     result["speedup"] = round(result["engine"]["candidates_per_s"]
                               / result["localbuilder_localrunner"]["candidates_per_s"], 2)
     print(f"engine / LocalBuilder+LocalRunner: {result['speedup']}x")
+    result["finished"] = report.now()
     report.write(out.stem, result, *render(result), folder=out.parent)
 
 

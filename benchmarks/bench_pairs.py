@@ -180,6 +180,13 @@ def droplet_summary(targets: list[dict], pairs: dict | None = None) -> dict:
     return {"gain": report.geomean_ci(ratios), "droplet_time_share": shares, "reach": reach}
 
 
+def runs_at(targets: list[dict], pairs: dict) -> list[str]:
+    """The commits the pairs were searched and the targets timed at (the combined result
+    names only the commit of its final step)."""
+    return sorted({x["machine"]["schedb_commit"] + (" (uncommitted changes)" if x["machine"]["dirty"] else "")
+                   for x in [*targets, *pairs.values()] if "machine" in x})
+
+
 def pair_reports() -> dict:
     """The pairs' search reports kept in PAIR_DIR, by name."""
     return {f.stem: json.loads(f.read_text()) for f in sorted(PAIR_DIR.glob("*_to_*.json"))}
@@ -229,6 +236,8 @@ def render(res: dict):
     n = res["targets"][0]["rounds"]
     md = "\n".join([
         report.machine_line(res["machine"]), "",
+        *([f"Each pair searched and each target timed at schedb {', '.join(res['runs_at'])}.", ""]
+          if res.get("runs_at") else []),
         f"End-to-end latency, median [95% interval] over {n} interleaved rounds per target "
         "(distribution-free interval for the median from binomial order statistics). "
         "Droplet gain: median of per-round ratios transfer / transfer+droplet. "
@@ -292,6 +301,7 @@ def main(argv=None):
     if a.replot:  # the droplet summary is recomputed from the raw samples and search reports kept
         res = json.loads((results / "pairs.json").read_text())
         res["droplet"] = droplet_summary(res["targets"], pair_reports())
+        res["runs_at"] = runs_at(res["targets"], pair_reports())
         res.pop("markdown", None)
         print("->", report.write("pairs", res, *render(res), folder=results))
         return
@@ -316,7 +326,7 @@ def main(argv=None):
     if a.search_only or not timed:
         return
     res = {"machine": report.describe(), "finished": report.now(), "args": vars(a), "targets": timed,
-           "droplet": droplet_summary(timed, pair_reports())}
+           "droplet": droplet_summary(timed, pair_reports()), "runs_at": runs_at(timed, pair_reports())}
     md, fig = render(res)
     print(md)
     print("->", report.write("pairs", res, md, fig, folder=results))
