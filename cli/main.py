@@ -525,7 +525,8 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @params_option
 @handle_errors
 def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
-             droplet_share, trials, budget, e2e_repeat, runner, report_path, same_target_only, params_as_inputs, search_trials):
+             droplet_share, trials, budget, e2e_repeat, runner, report_path, same_target_only, params_as_inputs,
+             search_trials):
     """Transfer-tune a model from the schedules in the database."""
     from schedb.pipeline.phases import phase
 

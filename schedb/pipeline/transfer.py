@@ -219,8 +219,8 @@ class Transfer:
         variants = {"untuned": None, "transferred": transferred}
         if self.opts.droplet:
             variants["refined"] = {**transferred, **refined}
-        return TransferReport(self.model.name, self.tgt, results, search_time_s=search_time, droplet_wall_s=droplet_wall,
-                              measured=self.engine.count - self.baseline, notes=[self.note] if self.note else [],
+        return TransferReport(self.model.name, self.tgt, results, search_time_s=search_time,
+                              droplet_wall_s=droplet_wall, measured=self.engine.count - self.baseline, notes=[self.note] if self.note else [],
                               **self._evaluate(variants))
 
     def _evaluate(self, variants: dict) -> dict:
@@ -393,8 +393,8 @@ class Transfer:
         spends where weight x kernel time is largest; commits and returns the accepted
         improvements by task name."""
         left, trials = self.trials_left(), self.opts.droplet_trials * len(found)
-        caps = [s for s in (self.time_left(), self.opts.droplet_share and self.opts.droplet_share * searched_s)
-                if s is not None]
+        share = self.opts.droplet_share
+        caps = [s for s in (self.time_left(), None if share is None else share * searched_s) if s is not None]
         alloc = Allocator(trials if left is None else min(trials, left), min(caps) if caps else None)
         searches = {}
         for ctx, win in found:
