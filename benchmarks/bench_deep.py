@@ -42,9 +42,9 @@ def others(model: str) -> list[str]:
     return [m for m in SEEDS if m != model]
 
 
-def transfer_to(model: str, work: Path, base: Path, target, keep: Path) -> dict:
+def transfer_to(model: str, base: Path, target, keep: Path) -> dict:
     """The target's transfer from the other two (no droplet, no timing of its own), kept in ``keep``."""
-    return search(others(model), model, work, base, target, droplet_trials=None, pair_dir=keep, e2e_repeat=0)
+    return search(others(model), model, base, target, droplet_trials=None, pair_dir=keep, e2e_repeat=0)
 
 
 def variants(model: str, pair: dict, tasks, target) -> tuple[dict, dict]:
@@ -182,7 +182,7 @@ def main(argv=None):
     res = {"machine": report.describe(), "started": report.now(), "args": vars(a), "goals": GOALS, "models": []}
     for m in models:
         print(f"{m}: transfer from {'+'.join(others(m))}, compile, time", file=sys.stderr)
-        pair = transfer_to(m, work, base, target, report.RESULTS / a.name)
+        pair = transfer_to(m, base, target, report.RESULTS / a.name)
         if not a.search_only:
             res["models"].append(measure(m, pair, target, a))
     if a.search_only:

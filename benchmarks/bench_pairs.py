@@ -38,18 +38,28 @@ PAIR_DIR = report.RESULTS / "pairs"  # --results moves it (smoke runs on tiny mo
 
 
 def base_db(work: Path, models: list[str]) -> Path:
-    """The models' fixtures, ingested once."""
+    """The models' fixtures, ingested once, in a folder of ``work`` named by the fixtures'
+    content: databases derived from it live beside it, and a fixture tuned anew never
+    meets a scratch database built from its old records."""
+    import hashlib
+
     from schedb.ingest import ingest
     from schedb import Store
 
-    path = work / "base.db"
+    digest = hashlib.sha256()
+    for m in models:
+        for f in sorted((ROOT / "fixtures" / m).iterdir()):
+            digest.update(f.name.encode() + f.read_bytes())
+    folder = work / digest.hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "base.db"
     if not path.exists():
-        store = Store(work / "base.tmp.db")
+        store = Store(folder / "base.tmp.db")
         rep = ingest(store, [ROOT / "fixtures" / m for m in models])
         store.close()
         if rep.errors:
             sys.exit(f"ingest of the fixtures failed: {rep.errors}")
-        (work / "base.tmp.db").rename(path)
+        (folder / "base.tmp.db").rename(path)
     return path
 
 
@@ -59,10 +69,10 @@ def copy_db(src: Path, dst: Path):
         a.backup(b)
 
 
-def search(sources: list[str], target_model: str, work: Path, base: Path, target, droplet_trials: int | None,
+def search(sources: list[str], target_model: str, base: Path, target, droplet_trials: int | None,
            pair_dir: Path | None = None, e2e_repeat: int = 0) -> dict:
     """Transfer (+ droplet unless ``droplet_trials`` is None) from ``sources`` to
-    ``target_model`` in a fresh copy of the base database; kept in PAIR_DIR and reused.
+    ``target_model`` in a fresh copy of the base database (beside it); kept in PAIR_DIR and reused.
     ``e2e_repeat``: the transfer's own timing (0: none, only its final model compiled; the
     benchmark times every variant itself, so the wall time is the search's alone)."""
     from schedb import load_model, Options, Store, transfer
@@ -71,7 +81,7 @@ def search(sources: list[str], target_model: str, work: Path, base: Path, target
     out = (pair_dir or PAIR_DIR) / f"{name}.json"
     if out.exists():
         return json.loads(out.read_text())
-    db = work / f"{name}.db"
+    db = base.parent / f"{name}.db"
     copy_db(base, db)
     store = Store(db)
     machine, started = report.describe(), report.now()
@@ -318,7 +328,7 @@ def main(argv=None):
         for s in models:
             if s != t:
                 print(f"search {s} -> {t}", file=sys.stderr)
-                pairs.append(search([s], t, work, base, target, a.droplet_trials))
+                pairs.append(search([s], t, base, target, a.droplet_trials))
         if not a.search_only:
             measure_target(t, pairs, target, a.rounds)
     timed = [json.loads((PAIR_DIR / f"{m}.json").read_text()) for m in models

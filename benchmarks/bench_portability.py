@@ -155,7 +155,7 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     base = base_db(work, SOURCES)
     targets = {"same target": here, "foreign target": foreign_target(here), "same target, again": here}
-    runs = {v: search(v, relabelled(base, work / f"{slug(v)}.db", t), target) for v, t in targets.items()}
+    runs = {v: search(v, relabelled(base, base.parent / f"{slug(v)}.db", t), target) for v, t in targets.items()}
     res = {"machine": report.describe(), "host": here, "targets": targets,
            "search": {v: counts(r) for v, r in runs.items()}, "timing": measure(runs, target, a.rounds),
            "finished": report.now()}
