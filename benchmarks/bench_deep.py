@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import report
-from bench_pairs import base_db, interleaved, pair_database, search
+from bench_pairs import base_db, by_source, interleaved, pair_database, search
 from bench_prepack import Kernel, TorchLayer, fixture_tuning_paused, match_conv, torch_convs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +52,7 @@ def variants(model: str, pair: dict, tasks, target) -> tuple[dict, dict]:
     from schedb import open_workdir
 
     summary = {k: pair.get(k) for k in ("source", "wall_s", "search_wall_s", "search_time_s", "measured", "started")}
-    summary["by_source"] = {s: sum(t["source"] == s for t in pair["tasks"])
-                            for s in ("exact", "neighbor", "anchor", "searched", "untuned")}
+    summary["by_source"] = by_source(pair["tasks"])
     return {OWN: open_workdir(ROOT / "fixtures" / model),
             TRANSFERRED: pair_database(pair, tasks, target, refined=False)}, summary
 

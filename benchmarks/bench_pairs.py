@@ -167,15 +167,15 @@ def measure_target(target_model: str, pairs: list[dict], target, rounds: int) ->
                                      "droplet_wall_s": round(p["droplet_wall_s"], 1),
                                      "droplet_trials": sum(t["droplet_trials"] for t in p["tasks"]),
                                      "accepted": sum(bool(t["refined_accepted"]) for t in p["tasks"]),
-                                     "tasks": len(p["tasks"]),
-                                     "exact": sum(t["source"] == "exact" for t in p["tasks"]),
-                                     "neighbor": sum(t["source"] == "neighbor" for t in p["tasks"]),
-                                     "anchor": sum(t["source"] == "anchor" for t in p["tasks"]),
-                                     "searched": sum(t["source"] == "searched" for t in p["tasks"]),
-                                     "untuned": sum(t["source"] == "untuned" for t in p["tasks"])}
+                                     "tasks": len(p["tasks"]), **by_source(p["tasks"])}
                        for p in pairs}}
     out.write_text(json.dumps(res, indent=1) + "\n")
     return res
+
+
+def by_source(tasks: list[dict]) -> dict:
+    """How many of a transfer report's tasks came from each source."""
+    return {s: sum(t["source"] == s for t in tasks) for s in ("exact", "neighbor", "anchor", "searched", "untuned")}
 
 
 def droplet_summary(targets: list[dict], pairs: dict | None = None) -> dict:
@@ -310,8 +310,8 @@ def main(argv=None):
     PAIR_DIR = results / "pairs"
     if a.replot:  # the droplet summary is recomputed from the raw samples and search reports kept
         res = json.loads((results / "pairs.json").read_text())
-        res["droplet"] = droplet_summary(res["targets"], pair_reports())
-        res["runs_at"] = runs_at(res["targets"], pair_reports())
+        reports = pair_reports()
+        res["droplet"], res["runs_at"] = droplet_summary(res["targets"], reports), runs_at(res["targets"], reports)
         res.pop("markdown", None)
         print("->", report.write("pairs", res, *render(res), folder=results))
         return
@@ -335,8 +335,9 @@ def main(argv=None):
              if (PAIR_DIR / f"{m}.json").exists()]
     if a.search_only or not timed:
         return
+    reports = pair_reports()
     res = {"machine": report.describe(), "finished": report.now(), "args": vars(a), "targets": timed,
-           "droplet": droplet_summary(timed, pair_reports()), "runs_at": runs_at(timed, pair_reports())}
+           "droplet": droplet_summary(timed, reports), "runs_at": runs_at(timed, reports)}
     md, fig = render(res)
     print(md)
     print("->", report.write("pairs", res, md, fig, folder=results))

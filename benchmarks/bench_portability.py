@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import report
-from bench_pairs import base_db, copy_db, interleaved, pair_database
+from bench_pairs import base_db, by_source, copy_db, interleaved, pair_database
 
 SOURCES = ["resnet50", "alexnet"]
 MODEL = "googlenet"
@@ -80,7 +80,7 @@ def search(variant: str, db: Path, target) -> dict:
 
 def counts(rep: dict) -> dict:
     tasks = rep["tasks"]
-    return {s: sum(t["source"] == s for t in tasks) for s in ("exact", "neighbor", "anchor", "searched", "untuned")} | {
+    return by_source(tasks) | {
         "tasks": len(tasks), "search_time_s": round(rep["search_time_s"], 1), "measured": rep["measured"],
         "search_wall_s": round(rep["search_wall_s"], 1),
         "notes": rep.get("notes", [])}
