@@ -247,35 +247,8 @@ def record_json(task, run_secs) -> list:
     return [json.loads(rec["trace"]), run_secs, json.loads(canonical(TARGET)), json.loads(rec["args_info"])]
 
 
-def ours_search(task, engine, n, start, seed, store) -> tuple[dict, object]:
-    """schedb's droplet from the task's start record within ``n`` trials; guided by a cost
-    model taught the task's stored records when ``store`` is given. -> (summary, result)."""
-    from schedb import canonical, droplet
-    from schedb.search.guide import Guide, replayed
-
-    engine.reset()
-    t0 = time.perf_counter()
-    guide = None
-    if store is not None:
-        own = store.top_records(task["workload_id"], canonical(TARGET), TEACH, max_distance=0)
-        guide = Guide(TARGET, seed=seed).fit(replayed(task["mod"], TARGET,
-                                                      [(json.loads(r["trace"]), r["mean_s"]) for r in own]))
-    taught = time.perf_counter() - t0
-    res = droplet(task["mod"], TARGET, json.loads(task["record"]["trace"]), engine, trials=n, seed=seed,
-                  start_samples=start.samples, guide=guide)
-    out = {"start_search_mean": start.mean, "measured": engine.count, "trials": res.trials, "failed": res.failed,
-           "distinct_kernels": len(engine.kernels), "pvalue": res.pvalue, "search_best_ms": res.best_mean * 1e3,
-           "moved": res.accepted, "guided": guide is not None, "teach_seconds": taught,
-           "seconds": time.perf_counter() - t0}
-    print(f"  ours{'' if guide else ' unguided'}: {res.trials} measured ({out['distinct_kernels']} distinct, "
-          f"{res.failed} failed), start {start.mean * 1e3:.4f} ms, search best {res.best_mean * 1e3:.4f} ms, "
-          f"p={res.pvalue}, {out['seconds']:.0f} s", flush=True)
-    return out, res
-
-
 # --------------------------------------------------------------------------- main
 TARGET = None
-TEACH = 64  # stored records the guide learns from
 
 
 def main():
@@ -297,6 +270,7 @@ def main():
     t_all = time.perf_counter()
     from scipy.stats import ttest_ind
 
+    from schedb import droplet
     from schedb.ingest import ingest
     from schedb.search.measure import Engine, make_runner
     from schedb.tir.replay import apply_trace, as_json
@@ -348,8 +322,17 @@ def main():
             tvm, n = {"error": f"{type(e).__name__}: {e}"[:500]}, args.trials
             print(f"  TVM droplet failed: {tvm['error']}", flush=True)
 
-        ours, res = ours_search(task, ours_engine, n, ours_start, args.seed, store)
-        unguided, res_u = ours_search(task, ours_engine, n, ours_start, args.seed, None)
+        ours_engine.reset()
+        t0 = time.perf_counter()
+        res = droplet(task["mod"], TARGET, json.loads(task["record"]["trace"]), ours_engine, trials=n,
+                      seed=args.seed, start_samples=ours_start.samples)
+        ours = {"start_search_mean": ours_start.mean, "measured": ours_engine.count, "trials": res.trials, "failed": res.failed,
+                "distinct_kernels": len(ours_engine.kernels), "pvalue": res.pvalue,
+                "search_best_ms": res.best_mean * 1e3, "moved": res.accepted,
+                "seconds": time.perf_counter() - t0}
+        print(f"  ours: {res.trials} measured ({ours['distinct_kernels']} distinct, {res.failed} failed), "
+              f"start {ours_start.mean * 1e3:.4f} ms, "
+              f"search best {res.best_mean * 1e3:.4f} ms, p={res.pvalue}, {ours['seconds']:.0f} s", flush=True)
 
         # Final: start, TVM's best (applied as TVM deploys a record) and ours, one Engine, interleaved.
         # "start_again" is the start record applied as TVM deploys it: the same kernel as "start"
@@ -359,8 +342,8 @@ def main():
         if "best_record" in tvm:
             names.append("tvm")
             mods.append(deploy_mod(task, tvm["best_record"][1]))
-        names += ["ours", "ours_unguided"]
-        mods += [apply_trace(as_json(r.best_trace), task["mod"], TARGET).mod for r in (res, res_u)]
+        names.append("ours")
+        mods.append(apply_trace(as_json(res.best_trace), task["mod"], TARGET).mod)
         if tvm.get("best_measured_without_postproc"):  # for the record: the kernel TVM actually timed
             names.append("tvm_as_measured")
             mods.append(deploy_mod(task, tvm["best_record"][1], remove_postproc=True))
@@ -368,8 +351,7 @@ def main():
         final = {k: ({"median_ms": median(v) * 1e3, "mean_ms": mean(v) * 1e3, "n": len(v),
                       "samples_us": [round(x * 1e6, 3) for x in v]} if v else None)
                  for k, v in samples.items()}
-        row.update({"tvm": {k: v for k, v in tvm.items() if k != "best_record"}, "ours": ours,
-                    "ours_unguided": unguided, "final": final,
+        row.update({"tvm": {k: v for k, v in tvm.items() if k != "best_record"}, "ours": ours, "final": final,
                     "tvm_best_trace": tvm.get("best_record", [None, [None]])[1][0],
                     "ours_best_trace": as_json(res.best_trace),
                     "start_again_same_kernel": _hash(start_again) == _hash(start.mod),
@@ -383,8 +365,6 @@ def main():
             row["ratio_tvm_over_ours_mean"] = final["tvm"]["mean_ms"] / final["ours"]["mean_ms"]
             row["final_p_ours_faster_than_tvm"] = float(
                 ttest_ind(samples["ours"], samples["tvm"], equal_var=False, alternative="less").pvalue)
-        if samples.get("ours") and samples.get("ours_unguided"):
-            row["ratio_unguided_over_ours"] = final["ours_unguided"]["median_ms"] / final["ours"]["median_ms"]
         if samples.get("start") and samples.get("ours"):
             row["final_p_ours_faster_than_start"] = float(
                 ttest_ind(samples["ours"], samples["start"], equal_var=False, alternative="less").pvalue)
@@ -398,7 +378,6 @@ def main():
     ratios_mean = [r["ratio_tvm_over_ours_mean"] for r in rows if "ratio_tvm_over_ours_mean" in r]
     geo = math.exp(mean([math.log(x) for x in ratios])) if ratios else None
     geo_mean = math.exp(mean([math.log(x) for x in ratios_mean])) if ratios_mean else None
-    guide_gain = [r["ratio_unguided_over_ours"] for r in rows if "ratio_unguided_over_ours" in r]
     result = {
         "machine": machine, "started": started, "finished": report.now(),
         "wall_time_s": round(time.perf_counter() - t_all, 1),
@@ -406,9 +385,7 @@ def main():
             "tvm_n_trial": args.trials, "seed": args.seed,
             "tasks": f"the {args.tasks} heaviest of {', '.join(SEED_MODELS)} by weight x stored best time",
             "ours": {"engine": TIMING, "pvalue": 0.05, "batch": 8,
-                     "trials": "= measurements TVM's droplet made on the task",
-                     "guide": f"schedb.search.guide taught the task's {TEACH} best stored records (this"
-                              " target); ours_unguided: the same search without it"},
+                     "trials": "= measurements TVM's droplet made on the task"},
             "tvm": {"runner": TIMING,
                     "builder": "schedb WarmBuilder shared across batches, swapped in for ms.builder.LocalBuilder"
                                " (as seen by post_optimization/space.py); search quality at equal"
@@ -425,7 +402,6 @@ def main():
             "nice": 10,
         },
         "geomean_tvm_over_ours": geo, "geomean_tvm_over_ours_by_means": geo_mean,
-        "geomean_unguided_over_ours": math.exp(mean([math.log(x) for x in guide_gain])) if guide_gain else None,
         "tasks": rows,
     }
     table, fig = render(result)
@@ -457,15 +433,15 @@ def render(result) -> tuple[str, object]:
         "# Droplet search: schedb vs TVM's PostOpt droplet (`meta_schedule.post_optimization`)", "",
         "Final times in ms: median [95% interval]. TVM / ours > 1: ours is faster.", "",
         "| task | kind | start ms | TVM PostOpt ms | ours ms | trials TVM / ours | ours p (search) "
-        "| TVM / ours | range from the intervals | ours unguided / ours |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| TVM / ours | range from the intervals |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     bars = []  # (label, ratio, low, high, note)
     same = []
     for r in result["tasks"]:
         name = f"{r['fixture']}/{r['task']}"
         if "final" not in r:
-            lines.append(f"| {name} | {r['kind']} | {r.get('error', '')} | | | | | | | |")
+            lines.append(f"| {name} | {r['kind']} | {r.get('error', '')} | | | | | | |")
             continue
         f, tvm, ours = r["final"], r["tvm"], r["ours"]
         ci = {k: _ci_ms(f.get(k)) for k in ("start", "tvm", "ours")}
@@ -487,17 +463,13 @@ def render(result) -> tuple[str, object]:
             elif r.get("tvm_best_same_kernel_as_start"):
                 note = "TVM = start"
             bars.append((f"{r['fixture']}/{_short(r['task'])}", r["ratio_tvm_over_ours"], lo, hi, note))
-        guide = f"{r['ratio_unguided_over_ours']:.3f}" if "ratio_unguided_over_ours" in r else "-"
         lines.append(f"| {name} | {r['kind']} | {cell['start']} | {cell['tvm']} | {cell['ours']} | "
-                     f"{tvm.get('measured', '-')} / {ours['trials']} | {p} | {ratio} | {rng} | {guide} |")
+                     f"{tvm.get('measured', '-')} / {ours['trials']} | {p} | {ratio} | {rng} |")
 
     geo, gm = result["geomean_tvm_over_ours"], result["geomean_tvm_over_ours_by_means"]
     lines.append("")
     lines.append(f"Geometric mean of TVM best / ours best over {len(bars)} tasks: **{geo:.3f}x** by final medians"
                  + (f", {gm:.3f}x by final means." if gm else ".") if geo else "Geometric mean: n/a")
-    if result.get("geomean_unguided_over_ours"):
-        lines.append(f"Geometric mean of ours unguided / ours (what the cost model's order adds at the same "
-                     f"trials): {result['geomean_unguided_over_ours']:.3f}x.")
     if same:
         lines.append(f"TVM's and our best are the same kernel (the start) on {', '.join(same)}: "
                      "that ratio is measurement noise, and it is in the geometric mean.")

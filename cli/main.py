@@ -512,8 +512,6 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
               help="Droplet measurements per task on average: one budget for all, spent where the latency is.")
 @click.option("--droplet-share", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="Droplet's time at most this share of the search time before it.")
-@click.option("--guide/--no-guide", default=True, show_default=True,
-              help="Droplet measures neighbours in a cost model's order (MetaSchedule's XGBoost).")
 @click.option("--search-trials", type=int, default=8, show_default=True,
               help="Schedules sampled from MetaSchedule's design space for a task nothing transfers to (0: none).")
 @click.option("--trials", type=int, default=None, help="Cap on measured candidates in all.")
@@ -527,8 +525,8 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @params_option
 @handle_errors
 def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
-             droplet_share, guide, trials, budget, e2e_repeat, runner, report_path, same_target_only,
-             params_as_inputs, search_trials):
+             droplet_share, trials, budget, e2e_repeat, runner, report_path, same_target_only, params_as_inputs,
+             search_trials):
     """Transfer-tune a model from the schedules in the database."""
     from schedb.pipeline.phases import phase
 
@@ -543,8 +541,7 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     quiet_tvm()
     store = Store(db_path)
     opts = Options(k=k, sources=sources.split(",") if sources else None, exclude=list(exclude_model),
-                   droplet=droplet, droplet_trials=droplet_trials, droplet_share=droplet_share, guide=guide,
-                   trials=trials,
+                   droplet=droplet, droplet_trials=droplet_trials, droplet_share=droplet_share, trials=trials,
                    budget_s=budget * 60 if budget is not None else None, runner=runner,
                    same_target_only=same_target_only, bind_params=not params_as_inputs,
                    search_trials=search_trials, e2e_repeat=e2e_repeat)
@@ -612,16 +609,13 @@ def _print_e2e(rep) -> None:
 @click.option("--pvalue", type=float, default=0.05, show_default=True, help="t-test threshold for a move.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search.")
 @click.option("--save-path", is_flag=True, help="Store every measured point of the search.")
-@click.option("--guide/--no-guide", default=True, show_default=True,
-              help="Measure neighbours in the order of a cost model trained on the stored records.")
 @click.option("--runner", default="local", show_default=True, help="local or rpc://host:port/key")
 @same_target_option
 @handle_errors
-def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, pvalue, seed, save_path, guide,
-            runner, same_target_only):
+def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, pvalue, seed, save_path, runner,
+            same_target_only):
     """Refine stored schedules by droplet search; commit improvements."""
     from schedb.pipeline.refine import refine_stored, workloads_to_refine
-    from schedb.search.guide import Guide
     from schedb.search.measure import Engine
     from schedb.store import Store
     from schedb.tir.target import canonical, load_intrinsics, max_distance, parse_target
@@ -637,7 +631,7 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
     done = refine_stored(store, weights, tgt, Engine(tgt, runner=runner), trials=trials, starts=starts,
                          pvalue=pvalue, seed=seed, save_path=save_path,
                          budget_s=budget * 60 if budget is not None else None,
-                         max_distance=max_distance(same_target_only), guide=Guide(tgt, seed=seed) if guide else None)
+                         max_distance=max_distance(same_target_only))
     if not done:
         raise SchedbError(f"nothing to refine: none of the {len(weights)} workloads has a MetaSchedule record "
                           "usable for this target")

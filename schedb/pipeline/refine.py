@@ -9,7 +9,6 @@ from schedb.errors import SchedbError
 from schedb.search.allocate import Allocator
 from schedb.search.droplet import Droplet, spend
 from schedb.store.records import commit_trace
-from schedb.search.guide import replayed
 from schedb.tir.target import canonical
 
 
@@ -37,7 +36,7 @@ class Refinement:
 
 def refine_stored(store, workloads: dict[int, int | None], target, engine, trials: int = 32, starts: int = 3,
                   pvalue: float = 0.05, seed: int = 0, save_path: bool = False, budget_s: float | None = None,
-                  max_distance: int | None = None, guide=None, teach: int = 64) -> list[Refinement]:
+                  max_distance: int | None = None) -> list[Refinement]:
     """Droplet search from the best stored records of each workload (``{id: weight}``,
     weight the kernel's occurrences in the model, None: 1), multi-start from the ``starts``
     fastest distinct traces, within one budget of ``trials`` per workload on average (and
@@ -47,9 +46,7 @@ def refine_stored(store, workloads: dict[int, int | None], target, engine, trial
     ``droplet`` whose parent is the start record; with ``save_path`` every measured point of
     the search is stored too, so the path is queryable in SQL. Starts may be records of other
     targets (closest first, at most ``max_distance`` away, schedb.tir.target.distance): every
-    point is measured here and committed for ``target``. A ``guide`` (schedb.search.guide)
-    first learns from up to ``teach`` stored records of each workload measured for ``target``,
-    then orders every search's neighbourhoods."""
+    point is measured here and committed for ``target``."""
     from tvm.s_tir.meta_schedule.database import Workload
 
     tgt = canonical(target)
@@ -62,11 +59,7 @@ def refine_stored(store, workloads: dict[int, int | None], target, engine, trial
             continue
         mod = Workload.from_json(json.loads(w["ms_workload"])).mod
         tasks[wid] = (w, top, weight)
-        if guide is not None:
-            own = store.top_records(wid, tgt, teach, max_distance=0)  # times of other CPUs do not compare
-            guide.fit(replayed(mod, target, [(json.loads(r["trace"]), r["mean_s"]) for r in own]))
-        searches[wid] = Droplet([json.loads(r["trace"]) for r in top], mod, target, engine, pvalue, seed=seed,
-                                guide=guide)
+        searches[wid] = Droplet([json.loads(r["trace"]) for r in top], mod, target, engine, pvalue, seed=seed)
         alloc.add(wid, weight, top[0]["mean_s"])  # a prior: the stored time, replaced once measured here
     results = spend(searches, alloc)
     out = []

@@ -28,7 +28,6 @@ from schedb.pipeline.evaluate import compile_variants, time_interleaved
 from schedb.pipeline.phases import phase
 from schedb.search.allocate import Allocator
 from schedb.search.droplet import Droplet, spend
-from schedb.search.guide import Guide
 from schedb.search.index import Index
 from schedb.search.measure import Engine, Measurement
 from schedb.search.sample import sample_schedules
@@ -50,7 +49,6 @@ class Options:
     droplet: bool = False
     droplet_trials: int = 16  # per task on average: the droplet budget is this x the tasks with a winner
     droplet_share: float | None = 0.5  # droplet's seconds at most this x the search's before it (None: no cap)
-    guide: bool = True  # droplet measures neighbours in a cost model's order, learnt from the search's measurements
     trials: int | None = None  # global cap on measured candidates
     budget_s: float | None = None  # global wall-clock cap on the search
     repeat: int = 5  # samples per measured candidate
@@ -178,8 +176,6 @@ class Transfer:
         self.allowed = self._allowed_models()
         with phase(on_phase, "starting the measurement engine"):
             self.engine = Engine(target, runner=opts.runner, repeat=opts.repeat)
-        # Learns from every candidate measured from here on, so droplet starts with a trained order.
-        self.guide = Guide(target, seed=opts.seed) if opts.droplet and opts.guide else None
         with store.transaction():
             self.model_id = store.upsert_model(model.name, model.source, model.input_shapes, self.tgt,
                                                tvm.__version__)
@@ -341,8 +337,6 @@ class Transfer:
         measured = self.engine.measure([ctx.task.func] + mods)
         self.baseline += 1
         untuned = measured[0]
-        if self.guide is not None:
-            self.guide.update(ctx.task.func, mods, [m.samples if m.ok else None for m in measured[1:]])
         ctx.result.failed += sum(not m.ok for m in measured[1:])
         return untuned, sorted(((m, i) for i, m in enumerate(measured[1:]) if m.ok), key=lambda x: x[0].mean)
 
@@ -405,7 +399,7 @@ class Transfer:
         searches = {}
         for ctx, win in found:
             searches[ctx.task.name] = Droplet(ctx.starts, ctx.task.func, self.target, self.engine, self.opts.pvalue,
-                                              seed=self.opts.seed, start_samples=win.samples, guide=self.guide)
+                                              seed=self.opts.seed, start_samples=win.samples)
             alloc.add(ctx.task.name, ctx.task.weight, sum(win.samples) / len(win.samples))
         outcome = spend(searches, alloc)
         refined = {}

@@ -161,26 +161,25 @@ CONFIRM = 2  # trials of the final head-to-head: the start and the end point in 
 
 def droplet(mod, target, start_trace, engine, trials: int = 64, time_budget: float | None = None,
             pvalue: float = 0.05, batch: int = 8, seed: int = 0, start_samples: list[float] | None = None,
-            max_neighbours: int | None = None, max_radius: int = 4, guide=None) -> DropletResult:
+            max_neighbours: int | None = None, max_radius: int = 4) -> DropletResult:
     """Refine ``start_trace`` (Trace or JSON, for ``mod`` or a workload like it) on ``mod``:
     :func:`refine_many` from this one start. ``start_samples`` (the start's repeat times, if
     already measured) saves measuring it again. Raises SchedbError if the start does not
     apply or run."""
     return refine_many([start_trace], mod, target, engine, trials, time_budget, pvalue, batch, seed,
-                       max_neighbours, max_radius, start_samples=start_samples, guide=guide)
+                       max_neighbours, max_radius, start_samples=start_samples)
 
 
 def refine_many(starts: Iterable, mod, target, engine, trials: int = 64, time_budget: float | None = None,
                 pvalue: float = 0.05, batch: int = 8, seed: int = 0, max_neighbours: int | None = None,
-                max_radius: int = 4, patience: int = 2, start_samples: list[float] | None = None,
-                guide=None) -> DropletResult:
+                max_radius: int = 4, patience: int = 2, start_samples: list[float] | None = None) -> DropletResult:
     """A :class:`Droplet` search within ``trials`` candidates measured (the final
     head-to-head included) and ``time_budget`` seconds (the head-to-head after it).
     Starts that do not apply or run are skipped (and counted as failed); SchedbError if
     none does. Deterministic for a given ``seed`` and measurements."""
     deadline = math.inf if time_budget is None else time.perf_counter() + time_budget
     search = Droplet(starts, mod, target, engine, pvalue, batch, seed, max_neighbours, max_radius, patience,
-                     start_samples, guide)
+                     start_samples)
     search.begin()
     while time.perf_counter() < deadline and search.step(trials - CONFIRM - search.trials):
         pass
@@ -211,8 +210,7 @@ class _Run:
     points: list[DecisionPoint]
     done: set  # visited keys of this trace structure (shared by runs of the same structure)
     inc: _Point
-    queue: list  # neighbour keys still to replay
-    ready: list = field(default_factory=list)  # replayed, not yet measured: (key, Replayed), ranked by the guide
+    queue: list
     radius: int = 1
     stale: int = 0  # batches since its last move
 
@@ -230,9 +228,7 @@ class Droplet:
     neighbours remain, the radius grows by one (up to ``max_radius``); after a move it is 1
     again. Starts are searched one after another: the next begins when the current one's
     neighbourhood is exhausted or ``patience`` batches pass without a move. Visited points
-    are shared, so no point is measured twice. With a ``guide`` (schedb.search.guide) each
-    new neighbourhood is replayed whole and measured in the guide's order, and every batch
-    teaches the guide.
+    are shared, so no point is measured twice.
 
     A driver calls :meth:`begin`, :meth:`step` while it has budget (``refine_many`` for one
     task, :func:`spend` for a budget shared by many), then :meth:`finish`, the one place
@@ -240,9 +236,8 @@ class Droplet:
 
     def __init__(self, starts: Iterable, mod, target, engine, pvalue: float = 0.05, batch: int = 8, seed: int = 0,
                  max_neighbours: int | None = None, max_radius: int = 4, patience: int = 2,
-                 start_samples: list[float] | None = None, guide=None):
+                 start_samples: list[float] | None = None):
         self.starts = list(starts)
-        self.guide = guide
         self.mod, self.target, self.engine = mod, target, engine
         self.pvalue, self.batch, self.limit = pvalue, batch, max_neighbours or 4 * batch
         self.max_radius, self.patience = max_radius, patience
@@ -358,18 +353,13 @@ class Droplet:
         """Up to ``n`` replayed neighbours to measure (widening the radius while fewer than a
         batch are queued); [] if none of those popped replayed; None: the start's
         neighbourhood is exhausted."""
-        while len(run.queue) + len(run.ready) < self.batch and run.radius < self.max_radius:  # speculation
+        while len(run.queue) < self.batch and run.radius < self.max_radius:  # speculation
             run.radius += 1
             run.queue += _neighbours(run.points, run.inc, run.radius, self.limit, self.rng,
                                      run.done | set(run.queue))
-        if not run.queue and not run.ready:
+        if not run.queue:
             return None
-        n = min(self.batch, n)
-        if self.guide is not None and self.guide.ready and run.queue:  # rank the whole new neighbourhood
-            ready = run.ready + self._replay_batch(run, len(run.queue))
-            run.ready = [ready[i] for i in self.guide.rank(self.mod, [r.mod for _, r in ready])]
-        chosen, run.ready = run.ready[:n], run.ready[n:]
-        return chosen + self._replay_batch(run, n - len(chosen))
+        return self._replay_batch(run, min(self.batch, n))
 
     def _measure(self, run: _Run, chosen) -> None:
         """Measure a batch beside the incumbent; move to its fastest if significantly faster."""
@@ -385,14 +375,9 @@ class Droplet:
             elif best is None or m.mean < best[2].mean:
                 best = (key, r, m)
         self.trials += len(chosen) + 1
-        if self.guide is not None:
-            self.guide.update(self.mod, [run.inc.mod] + [r.mod for _, r in chosen],
-                              [m.samples if m.ok else None for m in measured])
         if best is not None and significantly_faster(best[2].samples, inc.samples, self.pvalue)[0]:
             run.inc = _Point(best[0], best[1].trace, best[2].samples, best[1].locations, best[1].mod)
             run.radius, run.stale = 1, 0
-            run.done -= {k for k, _ in run.ready}  # replayed for the old incumbent, never measured
-            run.ready = []
             run.queue = _neighbours(run.points, run.inc, 1, self.limit, self.rng, run.done)
             self.moves += 1
             return
