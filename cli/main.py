@@ -286,7 +286,8 @@ def ingest(paths, db_path, model, as_json):
             f"{report.files} files ingested ({report.already} already in the database), "
             f"{report.new_workloads} new workloads, {report.new_records} new records, "
             f"{report.duplicates} duplicates, {report.invalid} invalid measurements, "
-            f"{report.skipped_lines} lines skipped, {len(report.errors)} files rejected -> {path if path.exists() else 'no database written'}"
+            + (f"{report.choices} standing choices, " if report.choices else "")
+            + f"{report.skipped_lines} lines skipped, {len(report.errors)} files rejected -> {path if path.exists() else 'no database written'}"
         )
     if report.rejected:
         sys.exit(1)

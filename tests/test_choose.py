@@ -121,3 +121,30 @@ def test_records_of_another_cpu_compete_and_are_served(db, tasks, target):
     (top,) = _top(db, target, task)
     assert _replayed(dumps(as_json(top.trace)), task, target).script() == \
         _replayed(rows[-1]["trace"], task, target).script()
+
+
+def test_a_merge_carries_the_choices_that_still_hold(tiny_db, tasks, target, tmp_path):
+    """Choices travel with the records they were made among: merged into an empty database
+    they still decide what is served; where the receiving database holds a record that the
+    measurement never met, that workload's choice stays behind and its records are served."""
+    from schedb.ingest import ingest
+
+    chosen = tmp_path / "chosen.db"
+    shutil.copy(tiny_db, chosen)
+    choose(Store(chosen), tasks, target, FakeEngine(lambda i, m: i == 0))  # the untuned kernel everywhere
+
+    rep = ingest(Store(tmp_path / "empty.db"), [chosen])
+    assert rep.errors == [] and rep.choices == len(tasks)
+    assert not any(_top(tmp_path / "empty.db", target, t) for t in tasks)
+
+    other = tmp_path / "other.db"
+    shutil.copy(tiny_db, other)
+    store = Store(other)
+    best = store.best_record(store.workload_id(signature(tasks[0].func)[0]))
+    with store.transaction():  # a record of the first task that the choice never measured
+        store.add_record(**{k: best[k] for k in ("workload_id", "target", "format", "trace", "origin")},
+                         run_secs="[9e-06]", mean_s=9e-6, valid=1, digest=b"n" * 16)
+    rep = ingest(store, [chosen])
+    assert rep.errors == [] and rep.choices == len(tasks) - 1
+    assert _top(other, target, tasks[0])
+    assert not any(_top(other, target, t) for t in tasks[1:])

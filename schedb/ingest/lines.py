@@ -27,6 +27,7 @@ class Report:
     new_records: int = 0
     duplicates: int = 0
     invalid: int = 0  # failed measurements, stored but never chosen
+    choices: int = 0  # standing choices (schedb.pipeline.choose) merged from other schedb files
     skipped_lines: int = 0
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -52,7 +53,7 @@ class Report:
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in (
-            "files", "already", "new_workloads", "new_records", "duplicates", "invalid",
+            "files", "already", "new_workloads", "new_records", "duplicates", "invalid", "choices",
             "skipped_lines", "errors", "warnings")}
 
 

@@ -25,7 +25,7 @@ def ingest(store: Store, paths, model: str | None = None,
            on_file: Callable[[str, Report], None] | None = None) -> Report:
     """Ingest every tuning log under ``paths`` (files or folders, recursively)."""
     report = Report()
-    counters = ("files", "already", "new_workloads", "new_records", "duplicates", "invalid")
+    counters = ("files", "already", "new_workloads", "new_records", "duplicates", "invalid", "choices")
     for source in _discover([Path(p) for p in paths], report):
         before = [getattr(report, c) for c in counters]
         n_errors = len(report.errors)

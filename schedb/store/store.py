@@ -455,10 +455,11 @@ class Store:
 
     def merge_from(self, other: "Store", check=None) -> dict:
         """Copy every row of ``other`` in, ids mapped, duplicates (by digest) skipped:
-        {new_workloads, new_records, duplicates, invalid, skipped: [(record id, why)]}.
+        {new_workloads, new_records, duplicates, invalid, choices, skipped: [(record id, why)]}.
         ``check(row)`` validates a record row (and may correct its validity) or raises
-        ValueError(why): such a row is skipped, as are its descendants' links to it."""
-        out = dict.fromkeys(("new_workloads", "new_records", "duplicates", "invalid"), 0)
+        ValueError(why): such a row is skipped, as are its descendants' links to it.
+        ``other``'s standing choices come along where they still hold (:meth:`_merge_choices`)."""
+        out = dict.fromkeys(("new_workloads", "new_records", "duplicates", "invalid", "choices"), 0)
         out["skipped"] = []
         files = {f["id"]: self._merged_file(f) for f in other.db.query("SELECT * FROM files")}
         models = {m["id"]: self.upsert_model(m["name"], m["source"], m["input_shapes"], m["target"],
@@ -497,7 +498,35 @@ class Store:
             out["invalid"] += new and not r["valid"]
             ids[old] = self.conn.execute("SELECT id FROM records WHERE workload_id = ? AND digest = ?",
                                          (r["workload_id"], r["digest"])).fetchone()[0]
+        if "choices" in other.db.table_names():  # schema 6 on
+            out["choices"] = self._merge_choices(other, workloads, ids)
         return out
+
+    def _merge_choices(self, other: "Store", workloads: dict, ids: dict) -> int:
+        """Copy ``other``'s standing choices whose contenders are still all there is: a choice
+        is kept only where this file has none for the workload and target and every valid
+        record it now holds for them is one the choice saw (a record of ``other`` no newer
+        than the choice), since a record the measurement never met may be faster. -> how many."""
+        n = 0
+        for c in other.db.query("SELECT * FROM choices"):
+            if other.choice(c["workload_id"], c["target"]) is None or c["record_id"] not in ids | {None: None}:
+                continue
+            wid = workloads[c["workload_id"]]
+            seen = {ids[i] for (i,) in other.conn.execute(
+                "SELECT id FROM records WHERE workload_id = ? AND target = ? AND id <= ?",
+                (c["workload_id"], c["target"], c["upto_record_id"])) if i in ids}
+            held = {i for (i,) in self.conn.execute(
+                "SELECT id FROM records WHERE workload_id = ? AND target = ? AND valid = 1", (wid, c["target"]))}
+            if self.conn.execute("SELECT 1 FROM choices WHERE workload_id = ? AND target = ?",
+                                 (wid, c["target"])).fetchone() or not held <= seen:
+                continue
+            contenders = [{**x, "record_id": ids.get(x["record_id"])} for x in json.loads(c["contenders"])]
+            self.conn.execute(
+                "INSERT INTO choices (workload_id, target, record_id, upto_record_id, contenders, chosen_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)", (wid, c["target"], ids.get(c["record_id"]), max(held, default=0),
+                                               dumps(contenders), c["chosen_at"]))
+            n += 1
+        return n
 
     def _merged_file(self, f: dict) -> int:
         row = self.conn.execute("SELECT id FROM files WHERE sha256 = ?", (f["sha256"],)).fetchone()
