@@ -148,3 +148,23 @@ def test_a_merge_carries_the_choices_that_still_hold(tiny_db, tasks, target, tmp
     assert rep.errors == [] and rep.choices == len(tasks) - 1
     assert _top(other, target, tasks[0])
     assert not any(_top(other, target, t) for t in tasks[1:])
+
+
+def test_a_damaged_choice_is_skipped_and_the_rest_merged(tiny_db, tasks, target, tmp_path):
+    """A choice that does not parse is named in a warning; the file's records and its other
+    choices still come in."""
+    import sqlite3
+
+    from schedb.ingest import ingest
+
+    chosen = tmp_path / "chosen.db"
+    shutil.copy(tiny_db, chosen)
+    choose(Store(chosen), tasks, target, FakeEngine(lambda i, m: i == 0))
+    with sqlite3.connect(chosen) as conn:
+        bad = conn.execute("SELECT workload_id FROM choices ORDER BY workload_id LIMIT 1").fetchone()[0]
+        conn.execute("UPDATE choices SET contenders = '[{' WHERE workload_id = ?", (bad,))
+        records = conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    rep = ingest(Store(tmp_path / "b.db"), [chosen])
+    assert rep.errors == [] and rep.new_records == records and rep.choices == len(tasks) - 1
+    assert rep.skipped_lines == 1 and rep.rejected
+    assert rep.warnings == [f"{chosen}:choice of workload {bad}: skipped: malformed (JSONDecodeError)"]

@@ -27,8 +27,8 @@ class SchedbFile(Source):
             if problems != ["ok"]:
                 raise SchedbError(f"{self.path}: damaged database, nothing merged ({'; '.join(problems)})")
             merged = store.merge_from(other, check=_check_merged)
-            for record_id, why in merged.pop("skipped"):
-                report.skip(self.path, f"record {record_id}", why)
+            for what, why in merged.pop("skipped"):
+                report.skip(self.path, what, why)
             for key, n in merged.items():
                 setattr(report, key, getattr(report, key) + n)
         finally:

@@ -455,10 +455,11 @@ class Store:
 
     def merge_from(self, other: "Store", check=None) -> dict:
         """Copy every row of ``other`` in, ids mapped, duplicates (by digest) skipped:
-        {new_workloads, new_records, duplicates, invalid, choices, skipped: [(record id, why)]}.
+        {new_workloads, new_records, duplicates, invalid, choices, skipped: [(what, why)]}.
         ``check(row)`` validates a record row (and may correct its validity) or raises
         ValueError(why): such a row is skipped, as are its descendants' links to it.
-        ``other``'s standing choices come along where they still hold (:meth:`_merge_choices`)."""
+        ``other``'s standing choices come along where they still hold (:meth:`_merge_choices`);
+        a malformed one is skipped."""
         out = dict.fromkeys(("new_workloads", "new_records", "duplicates", "invalid", "choices"), 0)
         out["skipped"] = []
         files = {f["id"]: self._merged_file(f) for f in other.db.query("SELECT * FROM files")}
@@ -483,7 +484,7 @@ class Store:
                 try:
                     check(r)
                 except ValueError as e:
-                    out["skipped"].append((old, str(e)))
+                    out["skipped"].append((f"record {old}", str(e)))
                     continue
             if old_digests:
                 r["digest"] = schema.digest_from_v2(r["digest"])
@@ -499,34 +500,41 @@ class Store:
             ids[old] = self.conn.execute("SELECT id FROM records WHERE workload_id = ? AND digest = ?",
                                          (r["workload_id"], r["digest"])).fetchone()[0]
         if "choices" in other.db.table_names():  # schema 6 on
-            out["choices"] = self._merge_choices(other, workloads, ids)
+            out["choices"] = self._merge_choices(other, workloads, ids, out["skipped"])
         return out
 
-    def _merge_choices(self, other: "Store", workloads: dict, ids: dict) -> int:
+    def _merge_choices(self, other: "Store", workloads: dict, ids: dict, skipped: list) -> int:
         """Copy ``other``'s standing choices whose contenders are still all there is: a choice
         is kept only where this file has none for the workload and target and every valid
         record it now holds for them is one the choice saw (a record of ``other`` no newer
-        than the choice), since a record the measurement never met may be faster. -> how many."""
+        than the choice), since a record the measurement never met may be faster. A choice
+        that does not parse is added to ``skipped``. -> how many were copied."""
         n = 0
         for c in other.db.query("SELECT * FROM choices"):
-            if other.choice(c["workload_id"], c["target"]) is None or c["record_id"] not in ids | {None: None}:
-                continue
-            wid = workloads[c["workload_id"]]
-            seen = {ids[i] for (i,) in other.conn.execute(
-                "SELECT id FROM records WHERE workload_id = ? AND target = ? AND id <= ?",
-                (c["workload_id"], c["target"], c["upto_record_id"])) if i in ids}
-            held = {i for (i,) in self.conn.execute(
-                "SELECT id FROM records WHERE workload_id = ? AND target = ? AND valid = 1", (wid, c["target"]))}
-            if self.conn.execute("SELECT 1 FROM choices WHERE workload_id = ? AND target = ?",
-                                 (wid, c["target"])).fetchone() or not held <= seen:
-                continue
-            contenders = [{**x, "record_id": ids.get(x["record_id"])} for x in json.loads(c["contenders"])]
-            self.conn.execute(
-                "INSERT INTO choices (workload_id, target, record_id, upto_record_id, contenders, chosen_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)", (wid, c["target"], ids.get(c["record_id"]), max(held, default=0),
-                                               dumps(contenders), c["chosen_at"]))
-            n += 1
+            try:
+                n += self._merge_choice(other, c, workloads, ids)
+            except (ValueError, TypeError, KeyError, AttributeError, sqlite3.IntegrityError) as e:  # damaged, forged
+                skipped.append((f"choice of workload {c['workload_id']}", f"malformed ({type(e).__name__})"))
         return n
+
+    def _merge_choice(self, other: "Store", c: dict, workloads: dict, ids: dict) -> bool:
+        if other.choice(c["workload_id"], c["target"]) is None or c["record_id"] not in ids | {None: None}:
+            return False
+        wid = workloads[c["workload_id"]]
+        seen = {ids[i] for (i,) in other.conn.execute(
+            "SELECT id FROM records WHERE workload_id = ? AND target = ? AND id <= ?",
+            (c["workload_id"], c["target"], c["upto_record_id"])) if i in ids}
+        held = {i for (i,) in self.conn.execute(
+            "SELECT id FROM records WHERE workload_id = ? AND target = ? AND valid = 1", (wid, c["target"]))}
+        if self.conn.execute("SELECT 1 FROM choices WHERE workload_id = ? AND target = ?",
+                             (wid, c["target"])).fetchone() or not held <= seen:
+            return False
+        contenders = [{**x, "record_id": ids.get(x["record_id"])} for x in json.loads(c["contenders"])]
+        self.conn.execute(
+            "INSERT INTO choices (workload_id, target, record_id, upto_record_id, contenders, chosen_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)", (wid, c["target"], ids.get(c["record_id"]), max(held, default=0),
+                                           dumps(contenders), c["chosen_at"]))
+        return True
 
     def _merged_file(self, f: dict) -> int:
         row = self.conn.execute("SELECT id FROM files WHERE sha256 = ?", (f["sha256"],)).fetchone()
