@@ -123,15 +123,18 @@ def test_records_of_another_cpu_compete_and_are_served(db, tasks, target):
         _replayed(rows[-1]["trace"], task, target).script()
 
 
-def test_a_merge_carries_the_choices_that_still_hold(tiny_db, tasks, target, tmp_path):
+@pytest.fixture
+def chosen(db, tasks, target):
+    """tiny_cnn's database with a standing choice per task: the untuned kernel everywhere."""
+    choose(Store(db), tasks, target, FakeEngine(lambda i, m: i == 0))
+    return db
+
+
+def test_a_merge_carries_the_choices_that_still_hold(chosen, tiny_db, tasks, target, tmp_path):
     """Choices travel with the records they were made among: merged into an empty database
     they still decide what is served; where the receiving database holds a record that the
     measurement never met, that workload's choice stays behind and its records are served."""
     from schedb.ingest import ingest
-
-    chosen = tmp_path / "chosen.db"
-    shutil.copy(tiny_db, chosen)
-    choose(Store(chosen), tasks, target, FakeEngine(lambda i, m: i == 0))  # the untuned kernel everywhere
 
     rep = ingest(Store(tmp_path / "empty.db"), [chosen])
     assert rep.errors == [] and rep.choices == len(tasks)
@@ -150,16 +153,13 @@ def test_a_merge_carries_the_choices_that_still_hold(tiny_db, tasks, target, tmp
     assert not any(_top(other, target, t) for t in tasks[1:])
 
 
-def test_a_damaged_choice_is_skipped_and_the_rest_merged(tiny_db, tasks, target, tmp_path):
+def test_a_damaged_choice_is_skipped_and_the_rest_merged(chosen, tasks, tmp_path):
     """A choice that does not parse is named in a warning; the file's records and its other
     choices still come in."""
     import sqlite3
 
     from schedb.ingest import ingest
 
-    chosen = tmp_path / "chosen.db"
-    shutil.copy(tiny_db, chosen)
-    choose(Store(chosen), tasks, target, FakeEngine(lambda i, m: i == 0))
     with sqlite3.connect(chosen) as conn:
         bad = conn.execute("SELECT workload_id FROM choices ORDER BY workload_id LIMIT 1").fetchone()[0]
         conn.execute("UPDATE choices SET contenders = '[{' WHERE workload_id = ?", (bad,))

@@ -220,8 +220,8 @@ class Transfer:
         if self.opts.droplet:
             variants["refined"] = {**transferred, **refined}
         return TransferReport(self.model.name, self.tgt, results, search_time_s=search_time,
-                              droplet_wall_s=droplet_wall, measured=self.engine.count - self.baseline, notes=[self.note] if self.note else [],
-                              **self._evaluate(variants))
+                              droplet_wall_s=droplet_wall, measured=self.engine.count - self.baseline,
+                              notes=[self.note] if self.note else [], **self._evaluate(variants))
 
     def _evaluate(self, variants: dict) -> dict:
         """Compile the model the user gets (the last variant), which ends the search's wall time;

@@ -273,14 +273,16 @@ class Store:
                 out.append(r)
         return out
 
-    def record_choice(self, workload_id: int, target: str, record_id: int | None, contenders: list[dict]):
+    def record_choice(self, workload_id: int, target: str, record_id: int | None, contenders: list[dict],
+                      chosen_at: str | None = None):
         """Keep the outcome of one side-by-side measurement (``record_id`` None: the untuned
-        kernel won) until a newer record of the workload for ``target`` arrives."""
+        kernel won), made now or at ``chosen_at``, until a newer record of the workload for
+        ``target`` arrives."""
         upto = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM records WHERE workload_id = ? AND target = ?",
                                  (workload_id, target)).fetchone()[0]
         self.conn.execute(
             "INSERT OR REPLACE INTO choices (workload_id, target, record_id, upto_record_id, contenders, chosen_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)", (workload_id, target, record_id, upto, dumps(contenders), now()))
+            " VALUES (?, ?, ?, ?, ?, ?)", (workload_id, target, record_id, upto, dumps(contenders), chosen_at or now()))
 
     def choice(self, workload_id: int, target: str) -> dict | None:
         """The standing choice for a workload and target: {"record": the chosen record's row,
@@ -513,7 +515,7 @@ class Store:
         for c in other.db.query("SELECT * FROM choices"):
             try:
                 n += self._merge_choice(other, c, workloads, ids)
-            except (ValueError, TypeError, KeyError, AttributeError, sqlite3.IntegrityError) as e:  # damaged, forged
+            except (ValueError, TypeError, KeyError, AttributeError) as e:  # a damaged or forged row
                 skipped.append((f"choice of workload {c['workload_id']}", f"malformed ({type(e).__name__})"))
         return n
 
@@ -529,11 +531,10 @@ class Store:
         if self.conn.execute("SELECT 1 FROM choices WHERE workload_id = ? AND target = ?",
                              (wid, c["target"])).fetchone() or not held <= seen:
             return False
+        if not isinstance(c["chosen_at"], str):
+            raise TypeError("chosen_at is not text")
         contenders = [{**x, "record_id": ids.get(x["record_id"])} for x in json.loads(c["contenders"])]
-        self.conn.execute(
-            "INSERT INTO choices (workload_id, target, record_id, upto_record_id, contenders, chosen_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)", (wid, c["target"], ids.get(c["record_id"]), max(held, default=0),
-                                           dumps(contenders), c["chosen_at"]))
+        self.record_choice(wid, c["target"], ids.get(c["record_id"]), contenders, c["chosen_at"])
         return True
 
     def _merged_file(self, f: dict) -> int:
