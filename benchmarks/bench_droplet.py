@@ -247,6 +247,25 @@ def record_json(task, run_secs) -> list:
     return [json.loads(rec["trace"]), run_secs, json.loads(canonical(TARGET)), json.loads(rec["args_info"])]
 
 
+# --------------------------------------------------------------------------- ours
+def ours_droplet(task, start, trials, engine, seed):
+    """schedb's droplet from the task's start record -> (counts dict, DropletResult)."""
+    from schedb import droplet
+
+    engine.reset()
+    t0 = time.perf_counter()
+    res = droplet(task["mod"], TARGET, json.loads(task["record"]["trace"]), engine, trials=trials,
+                  seed=seed, start_samples=start.samples)
+    ours = {"start_search_mean": start.mean, "measured": engine.count, "trials": res.trials, "failed": res.failed,
+            "distinct_kernels": len(engine.kernels), "pvalue": res.pvalue,
+            "search_best_ms": res.best_mean * 1e3, "moved": res.accepted,
+            "seconds": time.perf_counter() - t0}
+    print(f"  ours ({trials} trials): {res.trials} measured ({ours['distinct_kernels']} distinct, {res.failed} "
+          f"failed), start {start.mean * 1e3:.4f} ms, search best {res.best_mean * 1e3:.4f} ms, p={res.pvalue}, "
+          f"{ours['seconds']:.0f} s", flush=True)
+    return ours, res
+
+
 # --------------------------------------------------------------------------- main
 TARGET = None
 
@@ -259,6 +278,8 @@ def main():
     ap.add_argument("--final-rounds", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tasks", type=int, default=N_TASKS, help="the N heaviest tasks (weight x stored time)")
+    ap.add_argument("--long", type=int, default=0,
+                    help="also run both searches with this many times the trials (the ceiling); 0: not")
     ap.add_argument("--out", default=str(report.RESULTS / "droplet.json"))
     ap.add_argument("--replot", action="store_true", help="re-render md + png from --out; measure nothing")
     args = ap.parse_args()
@@ -270,7 +291,6 @@ def main():
     t_all = time.perf_counter()
     from scipy.stats import ttest_ind
 
-    from schedb import droplet
     from schedb.ingest import ingest
     from schedb.search.measure import Engine, make_runner
     from schedb.tir.replay import apply_trace, as_json
@@ -322,17 +342,17 @@ def main():
             tvm, n = {"error": f"{type(e).__name__}: {e}"[:500]}, args.trials
             print(f"  TVM droplet failed: {tvm['error']}", flush=True)
 
-        ours_engine.reset()
-        t0 = time.perf_counter()
-        res = droplet(task["mod"], TARGET, json.loads(task["record"]["trace"]), ours_engine, trials=n,
-                      seed=args.seed, start_samples=ours_start.samples)
-        ours = {"start_search_mean": ours_start.mean, "measured": ours_engine.count, "trials": res.trials, "failed": res.failed,
-                "distinct_kernels": len(ours_engine.kernels), "pvalue": res.pvalue,
-                "search_best_ms": res.best_mean * 1e3, "moved": res.accepted,
-                "seconds": time.perf_counter() - t0}
-        print(f"  ours: {res.trials} measured ({ours['distinct_kernels']} distinct, {res.failed} failed), "
-              f"start {ours_start.mean * 1e3:.4f} ms, "
-              f"search best {res.best_mean * 1e3:.4f} ms, p={res.pvalue}, {ours['seconds']:.0f} s", flush=True)
+        ours, res = ours_droplet(task, ours_start, n, ours_engine, args.seed)
+        # The ceiling: both searches again from the same start with --long times the trials.
+        long = {}
+        if args.long:
+            try:
+                long["tvm_long"] = tvm_droplet(task, tvm_start, args.long * args.trials, tvm_builder, args.seed,
+                                               log_dir)
+            except Exception as e:
+                print(f"  TVM droplet (long) failed: {type(e).__name__}: {e}"[:500], flush=True)
+            n_long = long["tvm_long"]["measured"] if "tvm_long" in long else args.long * n
+            long["ours_long"] = ours_droplet(task, ours_start, n_long, ours_engine, args.seed)
 
         # Final: start, TVM's best (applied as TVM deploys a record) and ours, one Engine, interleaved.
         # "start_again" is the start record applied as TVM deploys it: the same kernel as "start"
@@ -344,6 +364,12 @@ def main():
             mods.append(deploy_mod(task, tvm["best_record"][1]))
         names.append("ours")
         mods.append(apply_trace(as_json(res.best_trace), task["mod"], TARGET).mod)
+        if "tvm_long" in long:
+            names.append("tvm_long")
+            mods.append(deploy_mod(task, long["tvm_long"]["best_record"][1]))
+        if "ours_long" in long:
+            names.append("ours_long")
+            mods.append(apply_trace(as_json(long["ours_long"][1].best_trace), task["mod"], TARGET).mod)
         if tvm.get("best_measured_without_postproc"):  # for the record: the kernel TVM actually timed
             names.append("tvm_as_measured")
             mods.append(deploy_mod(task, tvm["best_record"][1], remove_postproc=True))
@@ -358,6 +384,10 @@ def main():
                     "tvm_best_same_kernel_as_start": len(mods) > 2 and names[2] == "tvm"
                     and _hash(mods[2]) == _hash(start.mod),
                     "ours_best_same_kernel_as_start": _hash(mods[names.index("ours")]) == _hash(start.mod)})
+        if long:
+            row["long"] = {k: ({kk: vv for kk, vv in v.items() if kk != "best_record"} if k == "tvm_long"
+                               else v[0]) for k, v in long.items()}
+            row["long_same_kernel_as_start"] = {k: _hash(mods[names.index(k)]) == _hash(start.mod) for k in long}
         if samples.get("start") and samples.get("start_again"):
             row["noise_start_again_over_start"] = final["start_again"]["median_ms"] / final["start"]["median_ms"]
         if samples.get("tvm") and samples.get("ours"):
@@ -382,7 +412,7 @@ def main():
         "machine": machine, "started": started, "finished": report.now(),
         "wall_time_s": round(time.perf_counter() - t_all, 1),
         "settings": {
-            "tvm_n_trial": args.trials, "seed": args.seed,
+            "tvm_n_trial": args.trials, "seed": args.seed, "long": args.long,
             "tasks": f"the {args.tasks} heaviest of {', '.join(SEED_MODELS)} by weight x stored best time",
             "ours": {"engine": TIMING, "pvalue": 0.05, "batch": 8,
                      "trials": "= measurements TVM's droplet made on the task"},
@@ -423,6 +453,56 @@ def _digits(x_ms: float) -> int:
 def _short(name: str, width: int = 24) -> str:
     name = name.removeprefix("fused_")
     return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def _rounds(v, n_rounds):
+    """A final entry's samples (us) split into its interleaved rounds."""
+    per = len(v["samples_us"]) // n_rounds
+    return [v["samples_us"][r * per:(r + 1) * per] for r in range(n_rounds)]
+
+
+def ceiling(result) -> list[str]:
+    """Markdown lines: how far past TVM's droplet (at the compared trials) the kernels of the
+    long searches (--long times the trials, both searches) and the best kernel anyone found
+    lie. Geometric means with a bootstrap interval over each task's per-round ratios
+    (every round timed all of a task's kernels, interleaved)."""
+    s = result["settings"]
+    rounds = s["final"]["rounds"]
+    cols = {"ours_long": "ours, long", "tvm_long": "TVM, long", "best": "best found by any"}
+    per_task = {c: [] for c in cols}
+    lines = [f"## Ceiling: both searches again with {s['long']}x the trials", "",
+             "TVM's droplet at the compared trials over each kernel: > 1 means the kernel is faster. "
+             "\"best found by any\" is the fastest final median among the start, both searches and both "
+             "long searches (choosing the fastest favours it: an upper estimate of what these searches can reach).",
+             "", "| task | trials TVM long / ours long | " + " | ".join(cols.values()) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in cols) + " |"]
+    for r in result["tasks"]:
+        f = r.get("final") or {}
+        if not (f.get("tvm") and "long" in r):
+            continue
+        found = {k: v for k, v in f.items() if v and k not in ("start_again", "tvm_as_measured")}
+        best = min(found, key=lambda k: found[k]["median_ms"])
+        tvm = [median(x) for x in _rounds(f["tvm"], rounds)]
+        cells = []
+        for c in cols:
+            k = best if c == "best" else c
+            if not f.get(k):
+                cells.append("-")
+                continue
+            ratios = [t / median(x) for t, x in zip(tvm, _rounds(f[k], rounds))]
+            per_task[c].append(ratios)
+            cells.append(f"{f['tvm']['median_ms'] / f[k]['median_ms']:.3f}" + (f" ({best})" if c == "best" else ""))
+        lg = r["long"]
+        lines.append(f"| {r['fixture']}/{r['task']} | {lg.get('tvm_long', {}).get('measured', '-')} / "
+                     f"{lg['ours_long']['trials']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for c, name in cols.items():
+        if per_task[c]:
+            g = report.geomean_ci(per_task[c])
+            lines.append(f"- TVM (compared trials) over {name}: geometric mean {g['geomean']:.3f}x "
+                         f"[{g['ci_low']:.3f}, {g['ci_high']:.3f}] over {g['groups']} tasks (95% bootstrap "
+                         "over the per-round ratios).")
+    return lines
 
 
 def render(result) -> tuple[str, object]:
@@ -504,6 +584,8 @@ def render(result) -> tuple[str, object]:
                              f"{report.fmt_ci(c, digits=_digits(c['median']))} as timed, deployed with it")
             lines.append(f"- {r['fixture']}/{r['task']}: start again / start = "
                          f"{r['noise_start_again_over_start']:.3f}" + (f" ({'; '.join(extra)})" if extra else ""))
+    if result["settings"].get("long"):
+        lines += ["", *ceiling(result)]
     lines += ["", report.machine_line(result["machine"])
               + f" Wall time of the run: {result.get('wall_time_s', '?')} s."]
 
