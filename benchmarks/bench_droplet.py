@@ -470,7 +470,9 @@ def ceiling(result) -> list[str]:
     rounds = s["final"]["rounds"]
     cols = {"ours_long": "ours, long", "tvm_long": "TVM, long", "best": "best found by any"}
     per_task = {c: [] for c in cols}
-    lines = [f"## Ceiling: both searches again with {s['long']}x the trials", "",
+    lines = [f"## Ceiling: both searches again with up to {s['long']}x the trials", "",
+             "The same searches from the same start, ours given all the trials and TVM's droplet as many "
+             "as it asks for before it stops improving. "
              "TVM's droplet at the compared trials over each kernel: > 1 means the kernel is faster. "
              "\"best found by any\" is the fastest final median among the start, both searches and both "
              "long searches (choosing the fastest favours it: an upper estimate of what these searches can reach).",
