@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from schedb.search.droplet import droplet, refine_many, significantly_faster
+from schedb.search.droplet import Droplet, droplet, refine_many, significantly_faster
 from schedb.search.measure import Measurement
 from schedb.tir.replay import apply_trace, as_json
 
@@ -198,14 +198,28 @@ def test_equal_kernels_are_almost_never_accepted(small):
     """The null: every candidate as fast as the start in truth. Multi-start searches (the
     transfer and ``schedb droplet`` path) accept something in at most 5% of 200 seeds."""
     target, func, traces = small
-    accepted = moved = 0
+    accepted = 0
     for seed in range(200):
         res = refine_many(traces, func, target, NoisyEngine(lambda h: 1e-4, seed), trials=16, batch=4, seed=seed)
         assert res.accepted == (res.pvalue is not None and res.pvalue <= 0.05)
         accepted += res.accepted
-        moved += res.pvalue is not None  # some move was confirmed by a head-to-head
-    assert moved > 20  # the noise does make the search move: the final check is what stops it
     assert accepted <= 10, f"{accepted} of 200 null searches accepted"
+
+
+def test_noise_rarely_moves_the_search(small):
+    """The null again, batch by batch: the fastest of a batch of equal kernels is tested
+    at pvalue over the batch size, so at most ~5% of batches move (untested for the
+    selection, 13% of batches of 4 moved and the search wandered after the noise)."""
+    target, func, traces = small
+    batches = moves = 0
+    for seed in range(100):
+        search = Droplet(traces, func, target, NoisyEngine(lambda h: 1e-4, seed), batch=4, seed=seed)
+        search.begin()
+        while search.trials < 40 and search.step(5):
+            batches += 1
+        moves += search.moves
+    assert batches > 500
+    assert moves <= 0.05 * batches, f"{moves} moves in {batches} null batches"
 
 
 def test_a_truly_faster_neighbour_is_accepted(small):
