@@ -34,10 +34,15 @@ its own postprocessing), ours and the start by ``schedb.tir.replay.apply_trace``
 record is also measured a second time the TVM way ("start_again", the same kernel):
 its gap to "start" is the noise floor of the run. Raw samples are in the JSON.
 
+The ceiling (``--long K``): each task searched again from the same start, ours with K
+times the trials and TVM's with n_trial K times as large (it stops when it stops
+improving); their kernels join the final measurement, and a second table gives TVM's
+equal-effort result over them and over the fastest kernel any search found.
+
 Result: results/droplet.json + droplet.md + droplet.png (report.write); final times as
 medians with distribution-free 95% intervals (report.median_ci).
 
-Usage: nice -n 10 python benchmarks/bench_droplet.py [--trials 32] [--tasks 10] [--final-repeat 10] [--final-rounds 10]
+Usage: nice -n 10 python benchmarks/bench_droplet.py [--trials 32] [--tasks 10] [--long 4] [--final-repeat 10] [--final-rounds 10]
        python benchmarks/bench_droplet.py --replot   # re-render md + png from the JSON, no measuring
 """
 
@@ -470,7 +475,7 @@ def ceiling(result) -> list[str]:
     rounds = s["final"]["rounds"]
     cols = {"ours_long": "ours, long", "tvm_long": "TVM, long", "best": "best found by any"}
     per_task = {c: [] for c in cols}
-    lines = [f"## Ceiling: both searches again with up to {s['long']}x the trials", "",
+    lines = [f"**Ceiling: both searches again with up to {s['long']}x the trials**", "",
              "The same searches from the same start, ours given all the trials and TVM's droplet as many "
              "as it asks for before it stops improving. "
              "TVM's droplet at the compared trials over each kernel: > 1 means the kernel is faster. "
