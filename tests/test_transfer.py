@@ -80,6 +80,7 @@ def assert_transfer_invariants(store, model, rep, target, log: MeasureLog):
       than its untuned kernel (the acceptance rule: untuned stays unless beaten);
     - the winner is committed for the task's own workload, with the samples it won with, and
       its stored trace applies to the task;
+    - the verdict is the task's standing choice, so the database builds this model;
     - every compiled variant computes what the framework computes."""
     tasks = {t.name: t for t in extract_tasks(lower(model, target), target)}
     for r in rep.tasks:
@@ -88,7 +89,9 @@ def assert_transfer_invariants(store, model, rep, target, log: MeasureLog):
         assert r.untuned_us in [b[0].mean * 1e6 for b in batches]
         lost = batches if r.source == "untuned" else batches[:-1]
         assert all(m.mean >= b[0].mean for b in lost for m in b[1:]), r.task  # failed: mean inf
+        choice = store.choice(r.workload_id, canonical(target))
         if r.source == "untuned":
+            assert choice is None or choice["record"] is None, r.task
             assert r.record_id is None and r.transferred_us is None and r.reason
             continue
         untuned, *candidates = batches[-1]
@@ -97,6 +100,7 @@ def assert_transfer_invariants(store, model, rep, target, log: MeasureLog):
         assert best.mean < untuned.mean
         row = store.record(r.record_id)
         assert row["workload_id"] == r.workload_id and row["valid"] == 1
+        assert choice["record"]["id"] == (r.refined_record_id or r.record_id), r.task
         assert row["origin"] == ("tuned" if r.source == "searched" else "transferred")
         assert json.loads(row["run_secs"]) == best.samples
         assert store.workload(r.workload_id)["signature"] == signature(tasks[r.task].func)[0]
@@ -188,6 +192,38 @@ def test_exact_matches_reuse_and_exclude_model(source_db, target, tmp_path, meas
                         Options(exclude=["tiny_cnn"], search_trials=0, e2e_repeat=3))
     assert {r.source for r in excluded.tasks} == {"untuned"}
     assert all("no tuned workload" in r.reason for r in excluded.tasks)
+
+
+def test_the_database_serves_what_transfer_chose(source_db, target, tmp_path, monkeypatch):
+    """Where the untuned kernel beat a task's own records, schedb.Database serves none of
+    them afterwards, as transfer built the model. By construction: the untuned kernel,
+    first in every batch, is timed at a thousandth of its samples, so it wins every task."""
+    from tvm.s_tir.meta_schedule.database import Workload
+
+    from schedb.search.measure import Measurement
+    from schedb.store.database import Database
+
+    db = tmp_path / "t.db"
+    ingest(Store(db), [source_db])
+    measure = Engine.measure
+
+    def untuned_fastest(engine, mods):
+        out = measure(engine, mods)
+        if len(mods) > 1 and out[0].ok:
+            out[0] = Measurement([s / 1000 for s in out[0].samples])
+        return out
+
+    monkeypatch.setattr(Engine, "measure", untuned_fastest)
+    model = load_model("tiny_cnn")
+    rep = transfer(Store(db), model, target, Options(search_trials=0, e2e_repeat=0))
+    store, database = Store(db), Database(db, target)
+    assert all(r.source == "untuned" for r in rep.tasks), [(r.task, r.source, r.reason) for r in rep.tasks]
+    own = {r.task: r for r in rep.tasks if store.top_records(r.workload_id, canonical(target), 1)}
+    assert own and all(r.reason.startswith("untuned kernel fastest") for r in own.values())
+    for task in extract_tasks(lower(model, target), target):
+        if task.name in own:  # its records lost to the untuned kernel
+            assert store.choice(own[task.name].workload_id, canonical(target)) == {"record": None}
+            assert database.get_top_k(Workload(task.func), 1) == [], task.name
 
 
 def test_tasks_nothing_transfers_to_get_a_short_metaschedule_search(target, tmp_path, measure_log):
@@ -321,6 +357,8 @@ def test_transfer_with_droplet_keeps_only_significant_refinements(source_db, tmp
     assert heaviest["droplet_trials"] == max(t["droplet_trials"] for t in found) > 0
     store = Store(db)
     for t in searched:
+        assert store.choice(t["workload_id"], rep["target"])["record"]["id"] == (t["refined_record_id"]
+                                                                                  or t["record_id"])
         assert t["refined_accepted"] == (t["refined_record_id"] is not None)
         if t["refined_accepted"]:
             assert t["refined_pvalue"] <= 0.05 and t["droplet_speedup"] > 1

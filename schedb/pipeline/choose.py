@@ -59,10 +59,12 @@ def choose(store: Store, tasks, target, engine: Engine, top_k: int = 2) -> list[
             continue  # nothing ran: no verdict
         chosen = rows[best - 1]["id"] if best else None  # index 0: the untuned kernel
         with store.transaction():
-            store.record_choice(wid, tgt, chosen, [_contender(row, m) for row, m in zip([None, *rows], measured)])
+            store.record_choice(wid, tgt, chosen, [contender(row and row["id"], m)
+                                                   for row, m in zip([None, *rows], measured)])
         out.append(Choice(task.name, chosen, measured[best].mean * 1e6, len(rows)))
     return out
 
 
-def _contender(row: dict | None, m: Measurement) -> dict:
-    return {"record_id": row and row["id"], "samples": m.samples, "error": m.error}
+def contender(record_id: int | None, m: Measurement) -> dict:
+    """One entry of a choice's contenders (None: the untuned kernel)."""
+    return {"record_id": record_id, "samples": m.samples, "error": m.error}

@@ -13,7 +13,9 @@ from MetaSchedule's own design space (source "searched"), so no kernel ships nai
 Winners can be refined by droplet search, within one budget spent where weight x kernel
 time is largest (schedb.search.allocate), and a refinement is kept only if it is
 significantly faster than the transferred kernel measured beside it. Winners are committed
-as records with their provenance, and the whole model is compiled and timed.
+as records with their provenance, and each task's verdict as its choice (Store.record_choice:
+the winner, or the untuned kernel), so the database builds the model transfer measured;
+then the whole model is compiled and timed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 from schedb.errors import SchedbError
 from schedb.models import Model
+from schedb.pipeline.choose import contender
 from schedb.pipeline.evaluate import compile_variants, time_interleaved
 from schedb.pipeline.phases import phase
 from schedb.search.allocate import Allocator
@@ -140,6 +143,7 @@ class TaskContext:
     desc: dict
     result: TaskResult
     starts: list = field(default_factory=list)  # droplet's multi-start: the best replayed traces
+    contenders: list = field(default_factory=list)  # the batch that decided its schedule (a choice's)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -180,6 +184,7 @@ class Transfer:
             self.model_id = store.upsert_model(model.name, model.source, model.input_shapes, self.tgt,
                                                tvm.__version__)
         self.baseline = 0  # untuned measurements: always made, not charged to the budget
+        self.contexts: list[TaskContext] = []  # every task searched, in order
         self.t_start = time.perf_counter()
 
     def _index(self, partition=None) -> Index:
@@ -215,6 +220,7 @@ class Transfer:
                 with phase(self.on_phase, f"droplet search on {len(found)} tasks"):
                     refined = self._refine(found, t0 - self.t_start)
             droplet_wall = time.perf_counter() - t0
+        self._record_choices()
         search_time = time.perf_counter() - self.t_start
         variants = {"untuned": None, "transferred": transferred}
         if self.opts.droplet:
@@ -249,6 +255,7 @@ class Transfer:
         with phase(self.on_phase, f"searching {len(self.tasks)} tasks"):
             for n, task in enumerate(self.tasks):
                 ctx = self._context(task)
+                self.contexts.append(ctx)
                 win = self._search_task(ctx) or self._sample(ctx)
                 if win is not None:
                     transferred[task.name] = win
@@ -287,6 +294,9 @@ class Transfer:
         untuned, ranked = self._beside_untuned(ctx, [r.mod for _, r in replayed])
         res.untuned_us = _us(untuned)
         ranked = [(m, *replayed[i]) for m, i in ranked]
+        # The task's own records that ran (exact matches), beside its untuned kernel.
+        ctx.contenders = [contender(None, untuned)] + [contender(c.row["id"], m) for m, c, _ in ranked
+                                                         if c.source == "exact"]
         if not ranked:
             res.reason = res.reason or (f"all {res.candidates} candidates failed" if res.candidates
                                         else "no candidates")
@@ -301,6 +311,7 @@ class Transfer:
         res.source_model = self.store.model_name(cand.row["model_id"])
         res.transferred_us = m.mean * 1e6
         res.record_id = self._commit(ctx, r.trace, m, "transferred", cand.row["id"])
+        ctx.contenders.append(contender(res.record_id, m))
         ctx.starts = [x[2].trace for x in ranked[:3]]
         return Winner(r.trace, m.samples, res.record_id)
 
@@ -327,6 +338,7 @@ class Transfer:
         res.untuned_us = _us(untuned)  # measured beside the winner
         res.transferred_us = m.mean * 1e6
         res.record_id = self._commit(ctx, sch.trace, m, "tuned", None)
+        ctx.contenders = [contender(None, untuned), contender(res.record_id, m)]
         ctx.starts = [s.trace for _, s in ranked[:3]]
         return Winner(sch.trace, m.samples, res.record_id)
 
@@ -416,8 +428,22 @@ class Transfer:
             m = Measurement(out.best_samples)
             res.refined_us = m.mean * 1e6
             res.refined_record_id = self._commit(ctx, out.best_trace, m, "droplet", win.record_id, out.elapsed)
+            # Decided by droplet's head-to-head: the transferred kernel against the refined one.
+            ctx.contenders = [contender(win.record_id, Measurement(out.start_samples)),
+                              contender(res.refined_record_id, m)]
             refined[ctx.task.name] = Winner(out.best_trace, m.samples, res.refined_record_id)
         return refined
+
+    def _record_choices(self) -> None:
+        """Each task's verdict as its standing choice for this target: the refined record, else
+        the transferred one, else the untuned kernel (schedb.Database serves it). Only where
+        something ran beside the untuned kernel: a task the budget ran out on has no verdict."""
+        with self.store.transaction():
+            for ctx in self.contexts:
+                if len(ctx.contenders) > 1:
+                    res = ctx.result
+                    self.store.record_choice(ctx.workload_id, self.tgt, res.refined_record_id or res.record_id,
+                                             ctx.contenders)
 
     def _commit(self, ctx: TaskContext, trace, m: Measurement, origin: str, parent: int,
                 search_time: float | None = None) -> int:
