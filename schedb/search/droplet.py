@@ -224,9 +224,9 @@ class Droplet:
 
     Each batch measures neighbours of the incumbent with the incumbent itself, so the
     t-test compares samples taken under the same load; the batch's fastest replaces the
-    incumbent if :func:`significantly_faster` at ``pvalue`` over the batch's size. When fewer than a batch of unvisited
-    neighbours remain, the radius grows by one (up to ``max_radius``); after a move it is 1
-    again. Starts are searched one after another: the next begins when the current one's
+    incumbent if :func:`significantly_faster` at ``pvalue`` over the batch's size. When
+    fewer than a batch of unvisited neighbours remain, the radius grows by one (up to
+    ``max_radius``); after a move it is 1 again. Starts are searched one after another: the next begins when the current one's
     neighbourhood is exhausted or ``patience`` batches pass without a move. Visited points
     are shared, so no point is measured twice.
 
@@ -378,7 +378,7 @@ class Droplet:
                 best = (key, r, m)
         self.trials += len(chosen) + 1
         # The fastest of ``ran`` is tested: Bonferroni keeps a move's false rate at pvalue
-        # (untested, the best of 8 equal kernels moved in 20% of batches, chasing noise).
+        # (untested, 14% of batches of 4 equal kernels moved: the search chased noise).
         if best is not None and significantly_faster(best[2].samples, inc.samples, self.pvalue / ran)[0]:
             run.inc = _Point(best[0], best[1].trace, best[2].samples, best[1].locations, best[1].mod)
             run.radius, run.stale = 1, 0
