@@ -30,10 +30,22 @@ class FakeEngine:
         return [Measurement([1e-6] * 3 if self.fast(i, m) else [5e-6] * 3) for i, m in enumerate(mods)]
 
 
+@pytest.fixture(params=["here", "foreign"])
+def where(request, target):
+    """The CPU the fixture's records claim: this host's, or another's (relabelled by
+    construction), so both paths run whatever CPU the suite runs on."""
+    from helpers import foreign_target
+
+    return canonical(target) if request.param == "here" else foreign_target()
+
+
 @pytest.fixture
-def db(tiny_db, tmp_path):
+def db(tiny_db, tmp_path, where):
+    from helpers import relabel
+
     path = tmp_path / "c.db"
     shutil.copy(tiny_db, path)
+    relabel(path, where)
     return path
 
 
@@ -85,14 +97,15 @@ def test_choice_beats_a_record_whose_stored_time_is_lower(db, tasks, target):
         _replayed(honest_trace, task, target).script()
 
 
-def test_a_newer_record_voids_the_choice_and_a_standing_one_is_not_remeasured(db, tasks, target):
+def test_a_newer_record_voids_the_choice_and_a_standing_one_is_not_remeasured(db, tasks, target, where):
     store, tgt, task = Store(db), canonical(target), tasks[0]
     wid, sig = store.workload_id(signature(task.func)[0]), signature(task.func)[0]
     choose(store, [task], target, FakeEngine(lambda i, m: i == 0))
     engine = FakeEngine(lambda i, m: i == 0)
     assert choose(store, [task], target, engine) == [] and engine.batches == []  # it stands
     trace = json.loads(store.contenders(wid, tgt, 1)[0]["trace"])
-    new = commit_trace(store, wid, sig, tgt, trace, [2e-6, 2e-6], "droplet")
+    # A newer record where the fixture's were tuned (a foreign one contends for this host too):
+    new = commit_trace(store, wid, sig, where, trace, [2e-6, 2e-6], "droplet")
     assert store.choice(wid, tgt) is None  # a newer record: back to the stored times
     assert _top(db, target, task)  # the untuned verdict no longer hides the records
     assert store.top_records(wid, tgt, 1)[0]["id"] != new  # slower than the fixture's best
@@ -130,7 +143,7 @@ def chosen(db, tasks, target):
     return db
 
 
-def test_a_merge_carries_the_choices_that_still_hold(chosen, tiny_db, tasks, target, tmp_path):
+def test_a_merge_carries_the_choices_that_still_hold(chosen, tiny_db, tasks, target, tmp_path, where):
     """Choices travel with the records they were made among: merged into an empty database
     they still decide what is served; where the receiving database holds a record that the
     measurement never met, that workload's choice stays behind and its records are served."""
@@ -140,8 +153,11 @@ def test_a_merge_carries_the_choices_that_still_hold(chosen, tiny_db, tasks, tar
     assert rep.errors == [] and rep.choices == len(tasks)
     assert not any(_top(tmp_path / "empty.db", target, t) for t in tasks)
 
+    from helpers import relabel
+
     other = tmp_path / "other.db"
     shutil.copy(tiny_db, other)
+    relabel(other, where)
     store = Store(other)
     best = store.best_record(store.workload_id(signature(tasks[0].func)[0]))
     with store.transaction():  # a record of the first task that the choice never measured

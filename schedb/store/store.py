@@ -276,10 +276,10 @@ class Store:
     def record_choice(self, workload_id: int, target: str, record_id: int | None, contenders: list[dict],
                       chosen_at: str | None = None):
         """Keep the outcome of one side-by-side measurement (``record_id`` None: the untuned
-        kernel won), made now or at ``chosen_at``, until a newer record of the workload for
-        ``target`` arrives."""
-        upto = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM records WHERE workload_id = ? AND target = ?",
-                                 (workload_id, target)).fetchone()[0]
+        kernel won), made now or at ``chosen_at``, until a newer record of the workload that
+        could contend for ``target`` (any target of its kind: foreign records contend) arrives."""
+        upto = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM records WHERE workload_id = ?"
+                                 " AND target_distance(target, ?) IS NOT NULL", (workload_id, target)).fetchone()[0]
         self.conn.execute(
             "INSERT OR REPLACE INTO choices (workload_id, target, record_id, upto_record_id, contenders, chosen_at)"
             " VALUES (?, ?, ?, ?, ?, ?)", (workload_id, target, record_id, upto, dumps(contenders), chosen_at or now()))
@@ -289,8 +289,8 @@ class Store:
         or None for the untuned kernel}; None when there is none or a newer valid record voids it."""
         row = self.conn.execute(
             "SELECT c.record_id FROM choices c WHERE c.workload_id = ? AND c.target = ? AND NOT EXISTS"
-            " (SELECT 1 FROM records r WHERE r.workload_id = c.workload_id AND r.target = c.target"
-            " AND r.id > c.upto_record_id AND r.valid = 1)", (workload_id, target)).fetchone()
+            " (SELECT 1 FROM records r WHERE r.workload_id = c.workload_id"
+            " AND target_distance(r.target, c.target) IS NOT NULL AND r.id > c.upto_record_id AND r.valid = 1)", (workload_id, target)).fetchone()
         if row is None:
             return None
         record = None if row[0] is None else self.record(row[0])
@@ -523,11 +523,12 @@ class Store:
         if other.choice(c["workload_id"], c["target"]) is None or c["record_id"] not in ids | {None: None}:
             return False
         wid = workloads[c["workload_id"]]
-        seen = {ids[i] for (i,) in other.conn.execute(
-            "SELECT id FROM records WHERE workload_id = ? AND target = ? AND id <= ?",
-            (c["workload_id"], c["target"], c["upto_record_id"])) if i in ids}
-        held = {i for (i,) in self.conn.execute(
-            "SELECT id FROM records WHERE workload_id = ? AND target = ? AND valid = 1", (wid, c["target"]))}
+        contends = "workload_id = ? AND target_distance(target, ?) IS NOT NULL"
+        seen = {ids[i] for (i,) in other.conn.execute(f"SELECT id FROM records WHERE {contends} AND id <= ?",
+                                                      (c["workload_id"], c["target"], c["upto_record_id"]))
+                if i in ids}
+        held = {i for (i,) in self.conn.execute(f"SELECT id FROM records WHERE {contends} AND valid = 1",
+                                                (wid, c["target"]))}
         if self.conn.execute("SELECT 1 FROM choices WHERE workload_id = ? AND target = ?",
                              (wid, c["target"])).fetchone() or not held <= seen:
             return False
