@@ -30,7 +30,7 @@ from pathlib import Path
 
 import report
 from bench_pairs import base_db, by_source, interleaved, pair_database, search
-from bench_prepack import Kernel, TorchLayer, fixture_tuning_paused, match_conv, torch_convs
+from layers import Kernel, TorchLayer, fixture_tuning_paused, match_conv, torch_convs
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN, TRANSFERRED, TORCH = "own fixture", "transferred from the other two", "pytorch eager"

@@ -37,7 +37,7 @@ import numpy as np
 import report
 from bench_deep import others
 from bench_pairs import copy_db, interleaved, pair_database
-from bench_prepack import fixture_tuning_paused
+from layers import fixture_tuning_paused
 
 RUNS = ("cold", "warm")
 
