@@ -1,4 +1,4 @@
-"""The deep source database against PyTorch eager (issue 14's measurement).
+"""The deep source database against PyTorch eager.
 
 Per target model (alexnet, resnet50, googlenet), two builds on today's inference-grade
 pipeline, each checked against PyTorch's output:
@@ -131,7 +131,7 @@ def render(res: dict):
     for m in res["models"]:
         for name, r in m["over_pytorch"].items():
             g = goals[m["model"]].get(name)
-            met = "" if g is None else ("yes" if r["median"] <= g else "**no**")
+            met = "" if g is None else report.verdict(r, g)
             rows.append(f"| {m['model']} | {name} | {report.fmt_ci(m['cells'][name])} "
                         f"| {report.fmt_ci(r, 'x', 2)} | {'' if g is None else f'<= {g}x'} | {met} |")
         rows.append(f"| {m['model']} | PyTorch eager | {report.fmt_ci(m['cells'][TORCH])} | 1 | | |")

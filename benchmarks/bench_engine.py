@@ -31,7 +31,7 @@ def candidates(target, n):
     for task in extract_tasks(lower(load_model("tiny_cnn"), target), target):
         row = store.conn.execute("SELECT id FROM workloads WHERE signature = ?",
                                  (signature(task.func)[0],)).fetchone()
-        for rec in store.top_records(row[0], None, 8) if row else []:
+        for rec in store.records.top(row[0], None, 8) if row else []:
             r = apply_trace(json.loads(rec["trace"]), task.func, target)
             if r.ok:
                 mods.append(r.mod)

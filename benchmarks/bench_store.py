@@ -1,5 +1,5 @@
-"""Store benchmarks: ingest throughput (issue #3) and the database scale experiment
-(issue #6, experiment 4): ingest rate, nearest-neighbour query time and best-record
+"""Store benchmarks: ingest throughput and the database scale experiment
+ingest rate, nearest-neighbour query time and best-record
 lookup time at 10^4, 10^5 and 10^6 records.
 
     nice -n 19 python benchmarks/bench_store.py            # full run (~15 min on 2 busy cores)
@@ -9,7 +9,7 @@ lookup time at 10^4, 10^5 and 10^6 records.
 Measures
   1. ingest of the real seed Ansor logs (../shared/seed-logs/ansor-5000, ~10k lines):
      wall time (TVM already imported; median of --repeats runs, each into a fresh db);
-  2. issue #3: ingest rate (records/s) of one large generated MetaSchedule work dir: the
+  2. ingest rate (records/s) of one large generated MetaSchedule work dir: the
      records of fixtures/tiny_mlp (4 workloads, ~2 KB traces) replicated with perturbed
      run_secs, so every line is a distinct record (goal: >= 20k records/s); when below the
      goal, a cProfile and a stage-by-stage timing of the real code path say where the time goes;
@@ -111,7 +111,7 @@ def bench_seed(tmp: Path, repeats: int) -> dict | None:
             "lines_per_s": round(lines / wall)}
 
 
-# --------------------------------------------------------------------------- 2. issue #3: one work dir
+# --------------------------------------------------------------------------- 2. one work dir
 def make_workdir(folder: Path, n_records: int, seed: int = 0) -> Path:
     """tiny_mlp's workloads and sidecar; its records replicated with perturbed run_secs."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -209,12 +209,12 @@ def breakdown_ms_ingest(tmp: Path, n_records: int) -> dict:
         store.conn.execute("INSERT INTO files (path, sha256, format, ingested_at) VALUES ('f', 'h', 'x', ?)",
                            (stamp,))
         for i in range(4):
-            store.upsert_workload(f"s:{i}", "k", [], [])
+            store.workloads.upsert(f"s:{i}", "k", [], [])
 
     def insert():
         with store.transaction():
             for k in range(0, len(rows), 5000):
-                store.insert_records(rows[k:k + 5000])
+                store.records.insert(rows[k:k + 5000])
     stage(insert_stage, insert)
     store.close()
     rows.clear()
@@ -423,7 +423,7 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups
     builds = []
     for _ in range(3):
         t0 = time.perf_counter()
-        index = Index().fit(store.tuned_workloads(target))
+        index = Index().fit(store.workloads.tuned(target))
         builds.append(time.perf_counter() - t0)
     asked = [(desc, kind) for desc, kind in queries if kind in index.by_kind]
     for desc, kind in asked[:20]:  # warm
@@ -446,7 +446,7 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups
     rng = random.Random(1)
     pick = lambda k: [rng.choice(wids) for _ in range(k)]  # noqa: E731
     for w in pick(200):  # warm SQLite's and the OS page cache, as a long-lived process would be
-        store.best_record(w)
+        store.records.best(w)
     n_view = max(5, min(200, 2_000_000 // n))
     res["lookup"] = {
         "best_record(wid, target)": _time_calls(store.best_record, [(w, target) for w in pick(n_lookups)]),
@@ -456,7 +456,7 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups
             [(w,) for w in pick(n_view)]),
     }
     for w in pick(20):  # sanity: the fastest valid record, as a plain scan finds it
-        best = store.best_record(w, target)
+        best = store.records.best(w, target)
         want = store.conn.execute("SELECT MIN(mean_s) FROM records WHERE workload_id = ? AND target = ?"
                                   " AND valid = 1", (w, target)).fetchone()[0]
         assert (best is None and want is None) or best["mean_s"] == want
@@ -477,7 +477,7 @@ def _written_cell(ing: dict) -> str:
 
 def _ci(t: dict, digits: int = 3) -> str:
     return (f"{t['median_ms']:.{digits}f} [{t['ci_low_ms']:.{digits}f}, {t['ci_high_ms']:.{digits}f}]"
-            + report.coverage_note(t))
+            + report.records.coverage_note(t))
 
 
 def render(res: dict) -> tuple[str, object]:
@@ -495,7 +495,7 @@ def render(res: dict) -> tuple[str, object]:
         out.append(
             f"| {r['records']:,} | {r['workloads']:,} ({r['kinds']}) | {r['db_mb']:,.0f} "
             f"| **{ing['records_per_s']:,}** | {pr['median']:,} [{pr['ci_low']:,}, {pr['ci_high']:,}]"
-            f"{report.coverage_note(pr)}, "
+            f"{report.records.coverage_note(pr)}, "
             f"{pr['first']:,} -> {pr['last']:,} | {_written_cell(ing)} "
             f"| {knn['build_s_median']:.2f} | {_ci(knn['query'])} | {_ci(knn['query_one_thread'])} "
             f"| {_ci(lk['best_record(wid, target)'])} | {_ci(lk['best_record(wid)'])} "
@@ -521,17 +521,17 @@ def render(res: dict) -> tuple[str, object]:
     out += ["| other store benchmark | size | result |", "| --- | --- | --- |"]
     s = res.get("seed_ansor_ingest")
     if s:
-        out.append(f"| ingest the seed's legacy Ansor logs | {s['files']} files, {s['lines']:,} lines "
+        out.append(f"| ingest legacy Ansor logs (shared/seed-logs) | {s['files']} files, {s['lines']:,} lines "
                    f"| {s['wall_s']:.2f} s ({s['lines_per_s']:,} lines/s; median of {len(s['wall_s_all'])}) |")
     for r in res["ms_ingest"]:
-        out.append(f"| issue #3: ingest one generated work dir (tiny_mlp records replicated, "
+        out.append(f"| ingest one large generated work dir at once (tiny_mlp records replicated, "
                    f"{r['workloads']} workloads) | {r['records']:,} records ({r['file_mb']} MB) "
                    f"| {r['wall_s']:.1f} s = **{r['records_per_s']:,} records/s** "
                    f"({r['records_per_cpu_s']:,} per CPU second); goal >= {GOAL_INGEST:,}/s: "
                    f"{'met' if r['meets_goal'] else 'missed'} |")
     st = res.get("ms_ingest_stages")
     if st:
-        out += ["", f"Where issue #3's ingest spends its CPU time ({st['records']:,} records, each stage "
+        out += ["", f"Where the one-work-dir ingest spends its CPU time ({st['records']:,} records, each stage "
                 "run alone; microseconds per record):", "", "| stage | CPU us / record |", "| --- | ---: |"]
         out += [f"| {k} | {v} |" for k, v in st["cpu_us_per_record"].items()]
     busy = max(m.get("load_average_at_end") or [0]) > 1.5  # the benchmark itself is 1
@@ -573,9 +573,9 @@ def render(res: dict) -> tuple[str, object]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="sizes 10^4 and 10^5, 20k-record issue #3 work dir")
+    ap.add_argument("--quick", action="store_true", help="sizes 10^4 and 10^5, a 20k-record work dir")
     ap.add_argument("--sizes", default=None, help="database sizes, comma separated (10000,100000,1000000)")
-    ap.add_argument("--ms-records", type=int, default=None, help="records in the issue #3 work dir (100000)")
+    ap.add_argument("--ms-records", type=int, default=None, help="records in the one large work dir (100000)")
     ap.add_argument("--repeats", type=int, default=3, help="seed-log ingest runs (median reported)")
     ap.add_argument("--lookups", type=int, default=2000)
     ap.add_argument("--profile-records", type=int, default=50_000)
@@ -604,7 +604,7 @@ def main(argv=None):
     try:
         print("1/3 seed Ansor ingest ...", file=sys.stderr)
         res["seed_ansor_ingest"] = bench_seed(tmp, a.repeats)
-        print("2/3 issue #3: MetaSchedule work dir ingest ...", file=sys.stderr)
+        print("2/3 one MetaSchedule work dir ingest ...", file=sys.stderr)
         res["ms_ingest"] = [bench_ms_ingest(tmp, ms_records)]
         if not res["ms_ingest"][0]["meets_goal"]:
             print("    below the goal: profiling ...", file=sys.stderr)
@@ -636,7 +636,7 @@ def main(argv=None):
     path = report.write(out.stem, res, table, fig, folder=out.parent)
     print(table)
     if "ms_ingest_profile" in res:
-        print("\nWhere issue #3's ingest spends its time (cProfile, by own time):\n")
+        print("\nWhere the one-work-dir ingest spends its time (cProfile, by own time):\n")
         print(res["ms_ingest_profile"]["text"])
     print(f"\n-> {path}")
 

@@ -1,4 +1,4 @@
-"""Warm-started tuning against tuning from scratch (issue 14's curve), googlenet.
+"""Warm-started tuning against tuning from scratch, googlenet.
 
 Two MetaSchedule runs of the same model with the same settings and wall budget, one after
 the other, the background fixture tuning stopped:
@@ -185,13 +185,13 @@ def main(argv=None):
 def render(res: dict):
     c, ref = res["cells"], res["cells"]["transferred"]
     rows = ["| run | t (s) | records of the run by t | choosing (s) | latency | kernels scheduled "
-            "| at or below transferred's upper bound |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            "| at or below transferred's upper bound (whole interval) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for run, r in res["runs"].items():
         for i, (t, kept) in enumerate(zip(r["points_s"], r["run_records_at_points"])):
             k = f"{run} {t}"
             choosing = f"{r['choose_s'][i]:.0f}" if "choose_s" in r else "-"
             rows.append(f"| {run} | {t:.0f} | {kept} | {choosing} | {report.fmt_ci(c[k])} | {res['kernels'][k]} "
-                        f"| {'yes' if c[k]['median'] <= ref['ci_high'] else 'no'} |")
+                        f"| {report.verdict(c[k], ref['ci_high'])} |")
     took = ", ".join(f"{run} {r['wall_time_s']:.0f} s" for run, r in res["runs"].items())
     md = "\n".join([
         report.machine_line(res["machine"]), "",

@@ -141,6 +141,12 @@ def fmt_ci(c: dict, unit: str = "ms", digits: int | None = None) -> str:
     return f"{c['median']:{f}} [{c['ci_low']:{f}}, {c['ci_high']:{f}}] {unit}".rstrip() + coverage_note(c)
 
 
+def verdict(c: dict, goal: float) -> str:
+    """A goal 'at most ``goal``' judged on the whole interval of ``c`` (a median_ci dict):
+    met when its upper end meets the goal, missed when its lower end does not, else not shown."""
+    return "met" if c["ci_high"] <= goal else "missed" if c["ci_low"] > goal else "not shown"
+
+
 def write(name: str, result: dict, markdown: str, figure=None, folder: Path = RESULTS) -> Path:
     """results/NAME.json (with the markdown inside), NAME.md and NAME.png."""
     folder.mkdir(parents=True, exist_ok=True)

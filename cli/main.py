@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -32,9 +33,19 @@ def handle_errors(f):
     return wrapper
 
 
+# Library messages name the parameters in backticks (`resume`); here they are the flags.
+FLAGS = {"database": "--db", "resume": "--resume", "model": "--model", "workload_ids": "--workload",
+         "input_shape": "--input-shape", "sources": "--sources", "exclude": "--exclude-model",
+         "same_target_only": "--same-target-only", "force": "--force", "readonly=False": "--write"}
+
+
+def as_flags(text: str) -> str:
+    return re.sub(r"`([\w=]+)`", lambda m: FLAGS.get(m[1], m[0]), text)
+
+
 def error_line(e: Exception) -> str:
     if isinstance(e, SchedbError):
-        return str(e)
+        return as_flags(str(e))
     if isinstance(e, OSError) and e.strerror:
         return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
     # Not foreseen (TVM's errors span many lines): one line, and how to see the rest.
@@ -349,7 +360,7 @@ def show_workload(workload_id, db_path, as_json):
 
     store = Store(db_path, readonly=True)
     if as_json:
-        click.echo(json.dumps(store.workload_summary(workload_id), indent=1))
+        click.echo(json.dumps(store.workloads.summary(workload_id), indent=1))
         return
     w = workload_details(store, workload_id)
     best = w["best"]
@@ -435,7 +446,7 @@ def provenance(record_id, db_path):
     """The chain from a record back to the original log line."""
     from schedb.store import Store
 
-    chain = Store(db_path, readonly=True).lineage(record_id)
+    chain = Store(db_path, readonly=True).records.lineage(record_id)
     if not chain:
         raise SchedbError(f"no record {record_id}")
     cols = ["depth", "id", "origin", "workload_id", "kind", "mean_s", "model", "file", "line",
@@ -488,7 +499,7 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
     note, found = find_neighbors(Store(db_path, readonly=True), load_model(model_spec, input_shape), tgt, k,
                                  list(exclude_model), same_target_only, not params_as_inputs)
     if note:
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {as_flags(note)}", err=True)
     here, rows = canonical(tgt), []
     for t in found:
         if not t.neighbors:
@@ -551,15 +562,15 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
         best = r.refined_us or r.transferred_us
         report.line(f"task {done}/{total} {r.task}: {r.source}"
                     + (f" {r.untuned_us:.1f} -> {best:.1f} us" if best and r.untuned_us else
-                       f" ({r.reason})" if r.reason else ""))
+                       f" ({as_flags(r.reason)})" if r.reason else ""))
 
     with phase(report.phase, "importing the model"):
         model = load_model(model_spec, input_shape)
     rep = run_transfer(store, model, tgt, opts, progress, on_phase=report.phase)
     for note in rep.notes:
-        report.console.print(f"note: {note}", markup=False)
+        report.console.print(f"note: {as_flags(note)}", markup=False)
     cols = ["task", "weight", "source", "from", "distance", "untuned_us", "transferred_us", "refined_us"]
-    rows = [[r.task, r.weight, r.source, _source(r, rep.target) or r.reason or "",
+    rows = [[r.task, r.weight, r.source, _source(r, rep.target) or as_flags(r.reason or ""),
              "" if r.distance is None else f"{r.distance:.2f}",
              _fmt(r.untuned_us), _fmt(r.transferred_us), _fmt(r.refined_us)] for r in rep.tasks]
     if droplet:
@@ -625,9 +636,9 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
     store = Store(db_path)
     weights = workloads_to_refine(store, model_name, workload_ids)
     tgt = parse_target(target)
-    note = store.coverage_note(canonical(tgt), same_target_only)
+    note = store.records.coverage_note(canonical(tgt), same_target_only)
     if note:
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {as_flags(note)}", err=True)
     load_intrinsics(tgt)
     done = refine_stored(store, weights, tgt, Engine(tgt, runner=runner), trials=trials, starts=starts,
                          pvalue=pvalue, seed=seed, save_path=save_path,
@@ -653,7 +664,7 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
 @handle_errors
 def browse(db_path, host, port):
     """Browse the database in a web browser (datasette, read-only): provenance queries and search charts."""
-    from schedb.pipeline.browse import serve
+    from schedb_cli.browse import serve
     from schedb.store import default_path
 
     serve(db_path or default_path(), host=host, port=port)

@@ -32,13 +32,13 @@ def browse_db(tmp_path_factory):
     path = tmp_path_factory.mktemp("browse") / "tiny.db"
     store = Store(path)
     assert not ingest(store, [FIXTURE_CNN, TINY]).errors
-    parent = store.best_record(max(store.task_weights(store.model_id("tiny_cnn"))))
+    parent = store.records.best(max(store.models.task_weights(store.models.id_of("tiny_cnn"))))
     with store.transaction():
-        child = store.add_record(
+        child = store.records.add(
             workload_id=parent["workload_id"], target=foreign_target(parent["target"]), format="ms-trace",
             trace=parent["trace"], run_secs="[1e-05]", mean_s=1e-5, valid=1, origin="transferred",
             parent_id=parent["id"], source_workload_id=parent["workload_id"], distance=0.0,
-            model_id=store.model_id("tiny_mlp"), created_at="2026-12-01T00:00:00+00:00", digest=b"t" * 16)
+            model_id=store.models.id_of("tiny_mlp"), created_at="2026-12-01T00:00:00+00:00", digest=b"t" * 16)
     store.close()
     return path, child, parent["id"]
 
@@ -49,7 +49,7 @@ def server(browse_db):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "browse", "--db", str(path), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "schedb_cli.main", "browse", "--db", str(path), "--port", str(port)],
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -129,7 +129,7 @@ def test_browse_provenance_queries_and_search_chart(server, browse_db):
 def test_browse_errors_are_one_line(browse_db, tmp_path):
     from click.testing import CliRunner
 
-    from cli.main import cli
+    from schedb_cli.main import cli
 
     result = CliRunner().invoke(cli, ["browse", "--db", str(tmp_path / "missing.db")])
     assert result.exit_code == 1 and result.output == f"Error: {tmp_path / 'missing.db'}: no such database\n"

@@ -80,12 +80,12 @@ def test_choice_beats_a_record_whose_stored_time_is_lower(db, tasks, target):
     """A record that claims 10 ns (a lucky or wrong measurement) is the lowest stored time,
     but the side-by-side batch decides: the record that ran fastest there is served first."""
     store, tgt, task = Store(db), canonical(target), tasks[0]
-    wid = store.workload_id(signature(task.func)[0])
-    rows = store.contenders(wid, tgt, 2)
+    wid = store.workloads.id_of(signature(task.func)[0])
+    rows = store.records.contenders(wid, tgt, 2)
     liar = commit_trace(store, wid, signature(task.func)[0], tgt, json.loads(rows[-1]["trace"]), [1e-8], "tuned")
-    assert store.top_records(wid, tgt, 1)[0]["id"] == liar
-    honest = [r["id"] for r in store.contenders(wid, tgt, 2) if r["id"] != liar][0]
-    honest_trace = store.record(honest)["trace"]
+    assert store.records.top(wid, tgt, 1)[0]["id"] == liar
+    honest = [r["id"] for r in store.records.contenders(wid, tgt, 2) if r["id"] != liar][0]
+    honest_trace = store.records.get(honest)["trace"]
 
     def fast(i, mod):  # the honest record's schedule is the fast one
         return i > 0 and mod.script() == _replayed(honest_trace, task, target).script()
@@ -99,18 +99,18 @@ def test_choice_beats_a_record_whose_stored_time_is_lower(db, tasks, target):
 
 def test_a_newer_record_voids_the_choice_and_a_standing_one_is_not_remeasured(db, tasks, target, where):
     store, tgt, task = Store(db), canonical(target), tasks[0]
-    wid, sig = store.workload_id(signature(task.func)[0]), signature(task.func)[0]
+    wid, sig = store.workloads.id_of(signature(task.func)[0]), signature(task.func)[0]
     choose(store, [task], target, FakeEngine(lambda i, m: i == 0))
     engine = FakeEngine(lambda i, m: i == 0)
     assert choose(store, [task], target, engine) == [] and engine.batches == []  # it stands
-    trace = json.loads(store.contenders(wid, tgt, 1)[0]["trace"])
+    trace = json.loads(store.records.contenders(wid, tgt, 1)[0]["trace"])
     # A newer record where the fixture's were tuned (a foreign one contends for this host too):
     new = commit_trace(store, wid, sig, where, trace, [2e-6, 2e-6], "droplet")
-    assert store.choice(wid, tgt) is None  # a newer record: back to the stored times
+    assert store.choices.get(wid, tgt) is None  # a newer record: back to the stored times
     assert _top(db, target, task)  # the untuned verdict no longer hides the records
-    assert store.top_records(wid, tgt, 1)[0]["id"] != new  # slower than the fixture's best
-    chosen = choose(store, [task], target, FakeEngine(lambda i, m: i == len(store.contenders(wid, tgt, 2))))
-    assert chosen[0].record_id == store.contenders(wid, tgt, 2)[-1]["id"]
+    assert store.records.top(wid, tgt, 1)[0]["id"] != new  # slower than the fixture's best
+    chosen = choose(store, [task], target, FakeEngine(lambda i, m: i == len(store.records.contenders(wid, tgt, 2))))
+    assert chosen[0].record_id == store.records.contenders(wid, tgt, 2)[-1]["id"]
 
 
 def _replayed(trace_text, task, target):
@@ -126,8 +126,8 @@ def test_records_of_another_cpu_compete_and_are_served(db, tasks, target):
 
     relabel(db, foreign_target())
     store, tgt, task = Store(db), canonical(target), tasks[0]
-    wid = store.workload_id(signature(task.func)[0])
-    rows = store.contenders(wid, tgt, 2)
+    wid = store.workloads.id_of(signature(task.func)[0])
+    rows = store.records.contenders(wid, tgt, 2)
     assert rows and all(r["target"] != tgt for r in rows)
     chosen = choose(store, [task], target, FakeEngine(lambda i, m: i == len(rows)))
     assert chosen[0].record_id == rows[-1]["id"]
@@ -159,9 +159,9 @@ def test_a_merge_carries_the_choices_that_still_hold(chosen, tiny_db, tasks, tar
     shutil.copy(tiny_db, other)
     relabel(other, where)
     store = Store(other)
-    best = store.best_record(store.workload_id(signature(tasks[0].func)[0]))
+    best = store.records.best(store.workloads.id_of(signature(tasks[0].func)[0]))
     with store.transaction():  # a record of the first task that the choice never measured
-        store.add_record(**{k: best[k] for k in ("workload_id", "target", "format", "trace", "origin")},
+        store.records.add(**{k: best[k] for k in ("workload_id", "target", "format", "trace", "origin")},
                          run_secs="[9e-06]", mean_s=9e-6, valid=1, digest=b"n" * 16)
     rep = ingest(store, [chosen])
     assert rep.errors == [] and rep.choices == len(tasks) - 1

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from helpers import explain
 from ingest_common import ROOT, TINY, TINY_R, cli_ok, clone_db, snapshot
 
-from cli.main import cli
+from schedb_cli.main import cli
 from schedb.errors import SchedbError
 
 
@@ -279,7 +279,7 @@ def test_progress_heartbeat_inside_a_long_phase(capsys, monkeypatch):
     """Off a terminal, a phase that takes long says it is still running, every HEARTBEAT_S."""
     import time
 
-    from cli.main import Reporter
+    from schedb_cli.main import Reporter
     from schedb.pipeline.phases import phase
 
     monkeypatch.setattr(Reporter, "HEARTBEAT_S", 0.05)

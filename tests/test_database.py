@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from helpers import explain
 from ingest_common import RECORDS, TINY, TINY_SIDECAR, WORKLOADS, cli_ok, text_lines
 
-from cli.main import cli
+from schedb_cli.main import cli
 from schedb.errors import SchedbError
 from schedb.ingest import ingest
 from schedb.store import Store

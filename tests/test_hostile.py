@@ -25,7 +25,7 @@ from ingest_common import (
     RECORDS, TINY, TINY_R, TINY_W, WORKLOADS, ansor_line, cli_ok, run_secs_valid, write_ansor, write_workdir,
 )
 
-from cli.main import cli
+from schedb_cli.main import cli
 from schedb.ingest import ingest
 from schedb.store import Store
 

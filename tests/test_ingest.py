@@ -24,9 +24,10 @@ import schedb.ingest.lines as lines_mod
 from helpers import explain
 from ingest_common import RECORDS, SEED, TINY, TINY_R, TINY_SIDECAR, TINY_W, WORKLOADS, ansor_line, cli_ok, needs_seed, run_secs_valid, snapshot, write_ansor, write_workdir
 
-from cli.main import cli
+from schedb_cli.main import cli
 from schedb.ingest import ingest
 from schedb.store import Store
+from schedb.store.tables import Records
 
 
 # --------------------------------------------------------------------------- tiny_mlp work dir
@@ -228,7 +229,7 @@ def test_seed_best_records_are_valid_and_fastest(seed_ingest):
     for (wid,) in store.conn.execute("SELECT id FROM workloads").fetchall():
         means = [m for m, in store.conn.execute(
             "SELECT mean_s FROM records WHERE workload_id = ? AND valid = 1", (wid,))]
-        best = store.best_record(wid)
+        best = store.records.best(wid)
         if not means:
             n_only_invalid += 1
             assert best is None and wid not in best_view
@@ -273,7 +274,7 @@ def test_invalid_measurements_stored_but_never_best(tmp_path):
         "SELECT COUNT(*) FROM records WHERE valid = 0 AND (mean_s IS NOT NULL OR error IS NULL)"
     ).fetchone()[0] == 0
     for (wid,) in store.conn.execute("SELECT id FROM workloads").fetchall():
-        best = store.best_record(wid)
+        best = store.records.best(wid)
         valid_means = [m for m, in store.conn.execute(
             "SELECT mean_s FROM records WHERE workload_id = ? AND valid = 1", (wid,))]
         if valid_means:
@@ -281,10 +282,10 @@ def test_invalid_measurements_stored_but_never_best(tmp_path):
             assert best["format"] != "ms-trace" or best["line"] not in poisoned | {extra + 1}
             assert best["mean_s"] == min(valid_means)
             target = best["target"]
-            assert store.best_record(wid, target)["id"] == best["id"]
+            assert store.records.best(wid, target)["id"] == best["id"]
         else:
             assert best is None
-    ansor_best = store.best_record(store.conn.execute(
+    ansor_best = store.records.best(store.conn.execute(
         "SELECT id FROM workloads WHERE signature LIKE 'ansor:%'").fetchone()[0])
     assert ansor_best["mean_s"] == pytest.approx(2e-5)
     assert store.conn.execute(
@@ -552,7 +553,7 @@ class _Boom(sqlite3.OperationalError):
 
 
 def _fail_on_call(monkeypatch, n: int, exc):
-    real = Store.insert_records
+    real = Records.insert
     calls = {"n": 0}
 
     def insert_records(self, rows):
@@ -561,7 +562,7 @@ def _fail_on_call(monkeypatch, n: int, exc):
             raise exc
         return real(self, rows)
 
-    monkeypatch.setattr(Store, "insert_records", insert_records)
+    monkeypatch.setattr(Records, "insert", insert_records)
     return calls
 
 
@@ -580,7 +581,7 @@ def test_failure_midway_rolls_back_the_whole_file(tmp_path, monkeypatch):
     assert len(report.errors) == 1 and "disk is full" in report.errors[0] and str(wd) in report.errors[0]
     # The file that failed left nothing: no records, workloads, model, tasks or file row.
     assert store.conn.execute("SELECT COUNT(*) FROM workloads WHERE shash IS NOT NULL").fetchone()[0] == 0
-    assert store.model_id("tiny_mlp") is None
+    assert store.models.id_of("tiny_mlp") is None
     assert store.conn.execute("SELECT COUNT(*) FROM files WHERE format = 'metaschedule'").fetchone()[0] == 0
     # ... the report does not claim it did ...
     assert report.files == 1 and report.new_records == 3 and report.new_workloads == 1

@@ -54,3 +54,26 @@ def test_layers_import_one_way():
                 if layer in LAYERS and LAYERS.index(layer) > mine:
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports {node.module}")
     assert not found, "\n".join(found)
+
+
+def test_library_messages_name_parameters_not_flags():
+    """The library is called from Python too: its messages name parameters (in backticks),
+    and the CLI shows them as its flags (schedb_cli.main.as_flags)."""
+    flag = re.compile(r"(?<![\w-])--[a-z][a-z-]+")
+    found = []
+    for path, tree in _modules("schedb"):
+        docs = {id(n.body[0].value) for n in ast.walk(tree)
+                if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs \
+                    and flag.search(node.value):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value.strip()[:60]}")
+    assert not found, "\n".join(found)
+
+
+def test_flags_the_cli_maps_are_its_own():
+    from schedb_cli.main import FLAGS, cli
+
+    flags = {o for c in [cli, *cli.commands.values()] for p in c.params for o in getattr(p, "opts", [])}
+    assert set(FLAGS.values()) <= flags

@@ -14,6 +14,7 @@ from ingest_common import RECORDS, TINY, TINY_R, ansor_line, logical, snapshot, 
 
 from schedb.ingest import ingest
 from schedb.store import Store
+from schedb.store.tables import Workloads
 
 
 # --------------------------------------------------------------------------- merge
@@ -23,11 +24,11 @@ def test_merge_preserves_everything_and_is_idempotent(tmp_path):
     ingest(a, [TINY, write_ansor(tmp_path / "ansor" / "legacy.json",
                                  [ansor_line(i) for i in range(4)] + [ansor_line(9, error_no=2)])])
     # A derived record (as transfer would write): lineage must survive the merge.
-    parent = a.best_record(a.conn.execute("SELECT id FROM workloads WHERE shash IS NOT NULL").fetchone()[0])
+    parent = a.records.best(a.conn.execute("SELECT id FROM workloads WHERE shash IS NOT NULL").fetchone()[0])
     other_wid = a.conn.execute(
         "SELECT id FROM workloads WHERE id != ? AND shash IS NOT NULL", (parent["workload_id"],)).fetchone()[0]
     with a.transaction():
-        child = a.add_record(
+        child = a.records.add(
             workload_id=other_wid, target=parent["target"], format="ms-trace", trace=parent["trace"],
             run_secs="[2e-06]", mean_s=2e-6, valid=1, origin="transferred", parent_id=parent["id"],
             source_workload_id=parent["workload_id"], distance=0.25, digest="d" * 64)
@@ -47,12 +48,12 @@ def test_merge_preserves_everything_and_is_idempotent(tmp_path):
          a_path.stat().st_size, None)}
     # Provenance still leads to the original log lines, through the parent.
     new_child = b.conn.execute("SELECT id FROM records WHERE digest = ?", ("d" * 64,)).fetchone()[0]
-    chain = b.lineage(new_child)
+    chain = b.records.lineage(new_child)
     assert [r["origin"] for r in chain] == ["transferred", "tuned"]
     assert chain[1]["file"] == str((TINY / (RECORDS + ".gz")).resolve()) and chain[1]["line"] == parent["line"]
     assert chain[0]["distance"] == 0.25
     a2 = Store(a_path, readonly=True)
-    assert [(r["origin"], r["file"], r["line"], r["kind"]) for r in a2.lineage(child)] == \
+    assert [(r["origin"], r["file"], r["line"], r["kind"]) for r in a2.records.lineage(child)] == \
         [(r["origin"], r["file"], r["line"], r["kind"]) for r in chain]
     a2.close()
 
@@ -81,10 +82,10 @@ def _schema_2_db(path: Path, monkeypatch, sources) -> Path:
         report = ingest(store, sources)
         assert report.errors == [] and report.new_records > 0
         # A derived record whose lineage must survive the rebuild of the records table.
-        parent = store.best_record(store.conn.execute(
+        parent = store.records.best(store.conn.execute(
             "SELECT id FROM workloads WHERE shash IS NOT NULL").fetchone()[0])
         with store.transaction():
-            store.add_record(workload_id=parent["workload_id"], target=parent["target"], format="ms-trace",
+            store.records.add(workload_id=parent["workload_id"], target=parent["target"], format="ms-trace",
                              trace=parent["trace"], run_secs="[3e-06]", mean_s=3e-6, valid=1,
                              origin="transferred", parent_id=parent["id"], digest="e" * 64)
         assert store.version() == 2
@@ -135,7 +136,7 @@ def test_schema_2_file_migrates_to_16_byte_digests(tmp_path, monkeypatch):
     assert store.conn.execute("PRAGMA foreign_key_check").fetchall() == []
     assert store.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
     child = store.conn.execute("SELECT id FROM records WHERE origin = 'transferred'").fetchone()[0]
-    assert [r["origin"] for r in store.lineage(child)] == ["transferred", "tuned"]
+    assert [r["origin"] for r in store.records.lineage(child)] == ["transferred", "tuned"]
     assert {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'")} == \
         {"best_records", "record_lineage", "model_summary"}
     store.conn.execute("SELECT * FROM model_summary").fetchall()
@@ -170,18 +171,18 @@ def test_merge_reads_one_consistent_snapshot(tmp_path, monkeypatch):
     a = Store(tmp_path / "A.db")
     ingest(a, [write_ansor(tmp_path / "one.json", [ansor_line(i) for i in range(3)])])
     b = Store(tmp_path / "B.db")
-    real = Store.upsert_workload
+    real = Workloads.upsert
     late = write_ansor(tmp_path / "late.json", [ansor_line(i, key_hash="late") for i in range(2)])
     state = {"done": False}
 
     def upsert_workload(self, *args, **kwargs):
         out = real(self, *args, **kwargs)
-        if self is b and not state["done"]:
+        if self.store is b and not state["done"]:
             state["done"] = True
             ingest(a, [late])  # a concurrent writer adds a workload and its records
         return out
 
-    monkeypatch.setattr(Store, "upsert_workload", upsert_workload)
+    monkeypatch.setattr(Workloads, "upsert", upsert_workload)
     report = ingest(b, [a.path])
     assert state["done"]
     assert report.errors == [] and report.new_records in (3, 5)

@@ -226,7 +226,7 @@ def test_factory_returning_non_module(factory_file):
 
 
 def test_factory_without_shape(factory_file):
-    with pytest.raises(SchedbError, match="give --input-shape"):
+    with pytest.raises(SchedbError, match="give `input_shape`"):
         load_model(f"{factory_file}:bare")
 
 
@@ -251,5 +251,5 @@ def test_empty_onnx_file(tmp_path):
 
 
 def test_bad_input_shape_text():
-    with pytest.raises(SchedbError, match="bad --input-shape"):
+    with pytest.raises(SchedbError, match="bad `input_shape`"):
         load_model("tiny_mlp", input_shape="1,x")

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import explain, foreign_target, relabel
 
-from cli.main import cli
+from schedb_cli.main import cli
 from schedb.ingest import ingest
 from schedb.store import SCHEMA_VERSION, Store
 from schedb.tir.target import (SAME, SAME_ARCH, SAME_CPU, SAME_KIND, SAME_VECTOR, canonical, coverage_note,
@@ -43,7 +43,7 @@ def test_coverage_note_says_what_is_used_instead():
     note = coverage_note({other: 5}, here)
     assert "no schedules for llvm rocketlake" in note and "5 for llvm znver4 (avx512)" in note
     assert "used as candidates" in note
-    assert "ignored (--same-target-only)" in coverage_note({other: 5}, here, same_target_only=True)
+    assert "ignored (`same_target_only`)" in coverage_note({other: 5}, here, same_target_only=True)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_top_records_rank_this_target_first_then_the_closest(mixed):
     store = Store(path, readonly=True)
     wid, n = store.conn.execute("SELECT workload_id, COUNT(*) FROM records GROUP BY workload_id"
                                 " HAVING COUNT(*) > 4").fetchone()
-    top = store.top_records(wid, here, n)
+    top = store.records.top(wid, here, n)
     # This host's records first although the foreign ones claim to be faster (another CPU's
     # times do not compare), then the foreign ones; fastest first within a target.
     targets = [r["target"] for r in top]
@@ -72,9 +72,9 @@ def test_top_records_rank_this_target_first_then_the_closest(mixed):
     for t in (here, foreign):
         times = [r["mean_s"] for r in top if r["target"] == t]
         assert times == sorted(times)
-    assert all(r["target"] == here for r in store.top_records(wid, here, 4, max_distance=SAME))
+    assert all(r["target"] == here for r in store.records.top(wid, here, 4, max_distance=SAME))
     # No target: the fastest of any.
-    assert store.top_records(wid, None, 1)[0]["target"] == foreign
+    assert store.records.top(wid, None, 1)[0]["target"] == foreign
 
 
 def test_metaschedule_database_serves_this_target_first(mixed):
@@ -121,7 +121,7 @@ def test_schema_3_file_migrates_to_per_target_views(tmp_path, monkeypatch):
     assert row["tasks_with_schedule"] == row["tasks"]
     assert all(r["target"] for r in store.db.query("SELECT target FROM record_lineage LIMIT 5"))
     assert "choices" in store.db.table_names()  # schema 6: no choice yet, the stored times rank
-    assert store.choice(1, row["target"]) is None
+    assert store.choices.get(1, row["target"]) is None
 
 
 @pytest.fixture(scope="module")
@@ -196,5 +196,5 @@ def test_records_for_a_cpu_this_llvm_does_not_know_are_ingested(tmp_path):
         records.append(json.dumps(r))
     report = ingest(Store(tmp_path / "a.db"), [write_workdir(tmp_path / "wd", records=records)])
     assert report.errors == [] and report.skipped_lines == 0 and report.new_records == len(TINY_R)
-    targets = Store(tmp_path / "a.db", readonly=True).target_counts()
+    targets = Store(tmp_path / "a.db", readonly=True).records.target_counts()
     assert [json.loads(t)["mcpu"] for t in targets] == ["futurecpu9"]

@@ -6,6 +6,7 @@ import pytest
 
 from schedb.errors import SchedbError
 from schedb.store import SCHEMA_VERSION, Store
+from schedb.store.tables import Records
 
 
 def _as_version_1(path, monkeypatch):
@@ -78,14 +79,14 @@ def test_package_root_exports_the_metaschedule_database():
 def test_insert_records_takes_dicts_or_tuples(tmp_path):
     store = Store(tmp_path / "a.db")
     with store.transaction():
-        wid, _ = store.upsert_workload("sig", "kind", [[1]], ["float32"])
+        wid, _ = store.workloads.upsert("sig", "kind", [[1]], ["float32"])
         row = {"workload_id": wid, "target": "t", "format": "ms-trace", "trace": "[]", "valid": 1,
                "mean_s": 1e-3, "origin": "tuned", "created_at": "2026-01-01T00:00:00+00:00", "digest": "a"}
-        as_tuple = tuple({**row, "digest": "b"}.get(c) for c in Store.RECORD_COLUMNS)
-        assert store.insert_records([row]) == 1
-        assert store.insert_records([as_tuple]) == 1
-        assert store.insert_records([row, as_tuple]) == 0  # duplicates by digest
-    cols = ", ".join(c for c in Store.RECORD_COLUMNS if c != "digest")
+        as_tuple = tuple({**row, "digest": "b"}.get(c) for c in Records.COLUMNS)
+        assert store.records.insert([row]) == 1
+        assert store.records.insert([as_tuple]) == 1
+        assert store.records.insert([row, as_tuple]) == 0  # duplicates by digest
+    cols = ", ".join(c for c in Records.COLUMNS if c != "digest")
     a, b = store.conn.execute(f"SELECT {cols} FROM records ORDER BY digest").fetchall()
     assert a == b
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from helpers import explain, foreign_target, relabel
 
-from cli.main import cli
+from schedb_cli.main import cli
 from schedb.search.index import Index, features
 from schedb.ingest import ingest
 from schedb.search.measure import Engine
@@ -89,7 +89,7 @@ def assert_transfer_invariants(store, model, rep, target, log: MeasureLog):
         assert r.untuned_us in [b[0].mean * 1e6 for b in batches]
         lost = batches if r.source == "untuned" else batches[:-1]
         assert all(m.mean >= b[0].mean for b in lost for m in b[1:]), r.task  # failed: mean inf
-        choice = store.choice(r.workload_id, canonical(target))
+        choice = store.choices.get(r.workload_id, canonical(target))
         if r.source == "untuned":
             assert choice is None or choice["record"] is None, r.task
             assert r.record_id is None and r.transferred_us is None and r.reason
@@ -98,12 +98,12 @@ def assert_transfer_invariants(store, model, rep, target, log: MeasureLog):
         best = min(candidates, key=lambda m: m.mean)
         assert (r.transferred_us, r.untuned_us) == (best.mean * 1e6, untuned.mean * 1e6)
         assert best.mean < untuned.mean
-        row = store.record(r.record_id)
+        row = store.records.get(r.record_id)
         assert row["workload_id"] == r.workload_id and row["valid"] == 1
         assert choice["record"]["id"] == (r.refined_record_id or r.record_id), r.task
         assert row["origin"] == ("tuned" if r.source == "searched" else "transferred")
         assert json.loads(row["run_secs"]) == best.samples
-        assert store.workload(r.workload_id)["signature"] == signature(tasks[r.task].func)[0]
+        assert store.workloads.get(r.workload_id)["signature"] == signature(tasks[r.task].func)[0]
         assert apply_trace(json.loads(row["trace"]), tasks[r.task].func, target).ok, r.task
     assert rep.check and all(c["max_abs_err"] < 1e-3 for c in rep.check.values())
 
@@ -118,7 +118,7 @@ def test_features_separate_shapes_and_scale_by_ratio(target):
 
 def test_index_finds_same_kind_nearest_first(source_db, target):
     store = Store(source_db)
-    index = Index().fit(store.tuned_workloads(canonical(target)))
+    index = Index().fit(store.workloads.tuned(canonical(target)))
     assert len(index) > 0
     wide = extract_tasks(lower(load_model("tiny_cnn_wide"), target), target)
     conv = next(t for t in wide if "conv2d" in t.name)
@@ -127,9 +127,9 @@ def test_index_finds_same_kind_nearest_first(source_db, target):
     assert found and all(n.kind == kind for n in found)
     assert [n.distance for n in found] == sorted(n.distance for n in found)
     assert all(n.models == ["tiny_cnn"] and n.target == foreign_target() for n in found)
-    assert len(Index().fit(store.tuned_workloads(canonical(target), max_distance=0))) == 0  # strict: no record of this CPU
+    assert len(Index().fit(store.workloads.tuned(canonical(target), max_distance=0))) == 0  # strict: no record of this CPU
     # Excluding the only source model leaves nothing to transfer from.
-    assert Index(exclude=["tiny_cnn"]).fit(store.tuned_workloads(canonical(target))).neighbors(desc, kind) == []
+    assert Index(exclude=["tiny_cnn"]).fit(store.workloads.tuned(canonical(target))).neighbors(desc, kind) == []
 
 
 def test_transfer_to_new_shapes_is_never_slower_than_untuned(source_db, target, tmp_path, measure_log):
@@ -151,7 +151,7 @@ def test_transfer_to_new_shapes_is_never_slower_than_untuned(source_db, target, 
             assert r.reason  # every untuned task says why
         else:
             # Committed with provenance back to the tiny_cnn fixture's log line.
-            chain = store.lineage(r.record_id)
+            chain = store.records.lineage(r.record_id)
             assert [c["origin"] for c in chain] == ["transferred", "tuned"]
             assert chain[1]["model"] == "tiny_cnn"
             assert chain[1]["file"].endswith("database_tuning_record.json.gz") and chain[1]["line"] >= 1
@@ -180,7 +180,7 @@ def test_exact_matches_reuse_and_exclude_model(source_db, target, tmp_path, meas
     strict = transfer(store, load_model("tiny_cnn"), target,
                       Options(same_target_only=True, search_trials=0, e2e_repeat=3))
     assert {r.source for r in strict.tasks} == {"untuned"}
-    assert "ignored (--same-target-only)" in strict.notes[0]
+    assert "ignored (`same_target_only`)" in strict.notes[0]
     assert all("--same-target-only" in r.reason for r in strict.tasks)
     model = load_model("tiny_cnn")
     measure_log.pending.clear()  # the strict run's batches
@@ -218,11 +218,11 @@ def test_the_database_serves_what_transfer_chose(source_db, target, tmp_path, mo
     rep = transfer(Store(db), model, target, Options(search_trials=0, e2e_repeat=0))
     store, database = Store(db), Database(db, target)
     assert all(r.source == "untuned" for r in rep.tasks), [(r.task, r.source, r.reason) for r in rep.tasks]
-    own = {r.task: r for r in rep.tasks if store.top_records(r.workload_id, canonical(target), 1)}
+    own = {r.task: r for r in rep.tasks if store.records.top(r.workload_id, canonical(target), 1)}
     assert own and all(r.reason.startswith("untuned kernel fastest") for r in own.values())
     for task in extract_tasks(lower(model, target), target):
         if task.name in own:  # its records lost to the untuned kernel
-            assert store.choice(own[task.name].workload_id, canonical(target)) == {"record": None}
+            assert store.choices.get(own[task.name].workload_id, canonical(target)) == {"record": None}
             assert database.get_top_k(Workload(task.func), 1) == [], task.name
 
 
@@ -268,11 +268,11 @@ def test_anchor_fallback_transfers_across_epilogues(source_db, target, tmp_path,
     assert plain.source == "neighbor"  # a workload of its own kind exists: no fallback
     assert relu.candidates > 0 and relu.failed == 0  # every retargeted trace replays
     assert relu.source == "anchor", relu.reason
-    src = store.workload(relu.source_workload_id)
-    assert src["kind"] == "matmul+T_add" != store.workload(relu.workload_id)["kind"]
+    src = store.workloads.get(relu.source_workload_id)
+    assert src["kind"] == "matmul+T_add" != store.workloads.get(relu.workload_id)["kind"]
     # From tiny_cnn's record, or from the one the plain layer just got from it: the
     # chain ends at tiny_cnn's tuned record either way.
-    chain = store.lineage(relu.record_id)
+    chain = store.records.lineage(relu.record_id)
     assert chain[0]["origin"] == "transferred" and chain[-1]["origin"] == "tuned"
     assert chain[-1]["model"] == "tiny_cnn" and relu.source_model in ("tiny_cnn", "tiny_mlp")
     # The anchor kernel is in the model, whose output the invariants checked.
@@ -357,12 +357,12 @@ def test_transfer_with_droplet_keeps_only_significant_refinements(source_db, tmp
     assert heaviest["droplet_trials"] == max(t["droplet_trials"] for t in found) > 0
     store = Store(db)
     for t in searched:
-        assert store.choice(t["workload_id"], rep["target"])["record"]["id"] == (t["refined_record_id"]
+        assert store.choices.get(t["workload_id"], rep["target"])["record"]["id"] == (t["refined_record_id"]
                                                                                   or t["record_id"])
         assert t["refined_accepted"] == (t["refined_record_id"] is not None)
         if t["refined_accepted"]:
             assert t["refined_pvalue"] <= 0.05 and t["droplet_speedup"] > 1
-            assert store.record(t["refined_record_id"])["parent_id"] == t["record_id"]
+            assert store.records.get(t["refined_record_id"])["parent_id"] == t["record_id"]
         else:
             assert t["droplet_speedup"] == 1.0 and t["refined_us"] == t["transferred_us"]
     committed = store.conn.execute("SELECT COUNT(*) FROM records WHERE origin = 'droplet'").fetchone()[0]
@@ -394,7 +394,7 @@ def test_droplet_cli_spends_one_budget_and_commits_only_accepted(source_db, tmp_
     res = CliRunner().invoke(cli, ["droplet", "--model", "tiny_cnn", "--db", str(db), "--trials", "6"])
     assert res.exit_code == 0, explain(res)
     store = Store(db)
-    n = len(store.task_weights(store.model_id("tiny_cnn")))
+    n = len(store.models.task_weights(store.models.id_of("tiny_cnn")))
     assert all(col in res.output for col in ("weight", "gain", "trials", "accepted"))
     summary = res.output.strip().splitlines()[-1]
     improved, total = int(summary.split()[0]), int(summary.split()[2])

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from helpers import explain
 
-from cli.main import cli
+from schedb_cli.main import cli
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -169,7 +169,7 @@ def test_tune_resumes_after_a_real_kill(tmp_path):
 
     out = tmp_path / "work"
     args = ["tune", "--model", "tiny_mlp", "--trials-per-task", "16", "--trials-per-iter", "4", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=Path(__file__).parents[1],
+    proc = subprocess.Popen([sys.executable, "-m", "schedb_cli.main", *args], cwd=Path(__file__).parents[1],
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = out / "database_tuning_record.json"
     deadline = time.time() + 600
@@ -214,7 +214,7 @@ def test_a_kill_in_the_first_pass_loses_at_most_the_batches_in_flight(tmp_path):
     out, per_iter = tmp_path / "work", 4
     args = ["tune", "--model", "tiny_cnn", "--trials-per-task", "8", "--trials-per-iter", str(per_iter),
             "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=Path(__file__).parents[1],
+    proc = subprocess.Popen([sys.executable, "-m", "schedb_cli.main", *args], cwd=Path(__file__).parents[1],
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def log() -> str:
@@ -239,19 +239,20 @@ def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
     search asks it for each workload's best records (transferred ones would be among them)."""
     from schedb.ingest import ingest
     from schedb.store import Store
+    from schedb.store.tables import Records
 
     db = tmp_path / "s.db"
     ingest(Store(db), [FIXTURES / "tiny_mlp"])
-    before = Store(db).count_records()
+    before = Store(db).records.count()
     asked = []
-    top = Store.top_records  # what schedb.Database.get_top_k answers MetaSchedule with
-    monkeypatch.setattr(Store, "top_records", lambda self, *a, **kw: asked.append(a) or top(self, *a, **kw))
+    top = Records.top  # what schedb.Database.get_top_k answers MetaSchedule with
+    monkeypatch.setattr(Records, "top", lambda self, *a, **kw: asked.append(a) or top(self, *a, **kw))
     out = tmp_path / "work"
     res = CliRunner().invoke(cli, ["tune", "--model", "tiny_mlp", "--trials-per-task", "4", "--trials-per-iter", "4",
                                    "--db", str(db), "--out", str(out)])
     assert res.exit_code == 0, explain(res)
     store = Store(db)
-    new = store.count_records() - before
+    new = store.records.count() - before
     assert 8 <= new <= 8 + 4 and not (out / "database_tuning_record.json").exists()
     origins = store.query("SELECT DISTINCT r.origin, m.name FROM records r JOIN models m ON m.id = r.model_id"
                           " WHERE r.id > ?", (before,))[1]
@@ -268,5 +269,5 @@ def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
     tasks = extract_tasks(lower(load_model("tiny_mlp"), target), target)
     assert meta["choices"]["measured_tasks"] == len(tasks) == len(meta["choices"]["tasks"])
     for task, c in zip(tasks, meta["choices"]["tasks"]):
-        standing = store.choice(store.workload_id(signature(task.func)[0]), canonical(target))
+        standing = store.choices.get(store.workloads.id_of(signature(task.func)[0]), canonical(target))
         assert standing is not None and (standing["record"] or {}).get("id") == c["record_id"]

@@ -46,12 +46,12 @@ class AnsorLog(Source):
             return
         classes = _wkl_classes(self.path.parent, report)
         name = model or re.sub(r"(\.best)?\.jsonl?(\.gz)?$", "", self.path.name)
-        model_id = store.upsert_model(name, f"legacy-ansor:{self.path.name}")
+        model_id = store.models.upsert(name, f"legacy-ansor:{self.path.name}")
         ingest_lines(store, self.path, file_id, report, AnsorRecordParser(store, classes, model_id, file_id, report))
 
 
 class AnsorRecordParser:
-    """One line of an Ansor log -> a records row (a tuple in Store.RECORD_COLUMNS order);
+    """One line of an Ansor log -> a records row (a tuple in Records.COLUMNS order);
     the workload row is added when a line names its workload key first."""
 
     def __init__(self, store: Store, classes: dict[str, str], model_id: int, file_id: int, report: Report):
@@ -71,7 +71,7 @@ class AnsorRecordParser:
         self.report.invalid += not valid
         trace_text = dumps(steps)
         secs_text = dumps(samples)
-        # Store.RECORD_COLUMNS order
+        # Records.COLUMNS order
         return (wid, target, "ansor-steps", trace_text,
                 secs_text, mean if valid else None, int(valid),
                 None if valid else f"ansor error_no {error_no}",
@@ -91,10 +91,10 @@ class AnsorRecordParser:
         digest = hashlib.sha256(wkey.encode()).hexdigest()
         kind = self.classes.get(digest, "unknown")
         sig = "ansor:" + digest
-        wid, created = self.store.upsert_workload(sig, kind, shapes, ["float32"] * len(shapes),
+        wid, created = self.store.workloads.upsert(sig, kind, shapes, ["float32"] * len(shapes),
                                                   legacy_key=wkey)
         self.report.new_workloads += created
-        self.store.add_task(self.model_id, wid)
+        self.store.models.add_task(self.model_id, wid)
         return wid, sig
 
 

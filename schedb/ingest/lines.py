@@ -83,7 +83,7 @@ def read_lines(path: Path, report: Report) -> Iterator[tuple[int, bytes]]:
 
 def ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse):
     """Parse every line of ``path`` into a record row (``parse(line, lineno, created_at)``
-    -> a tuple in Store.RECORD_COLUMNS order), insert them in chunks."""
+    -> a tuple in Records.COLUMNS order), insert them in chunks."""
     rows, last = [], 0
     append, stamp = rows.append, now()
     for lineno, line in read_lines(path, report):
@@ -98,11 +98,11 @@ def ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse):
             _flush(store, rows, report)
             stamp = now()
     _flush(store, rows, report)
-    store.set_file_lines(file_id, last)
+    store.files.set_lines(file_id, last)
 
 
 def _flush(store: Store, rows: list, report: Report):
-    new = store.insert_records(rows)
+    new = store.records.insert(rows)
     report.new_records += new
     report.duplicates += len(rows) - new
     rows.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from schedb.errors import SchedbError
 from schedb.store import Store, loads
+from schedb.store.merge import merge
 from schedb.ingest.checks import check_run_secs, check_trace, parse_json
 from schedb.ingest.lines import LINE_ERRORS, Report, Skip
 from schedb.ingest.source import Source, register_file
@@ -26,7 +27,7 @@ class SchedbFile(Source):
             problems = other.check_snapshot()
             if problems != ["ok"]:
                 raise SchedbError(f"{self.path}: damaged database, nothing merged ({'; '.join(problems)})")
-            merged = store.merge_from(other, check=_check_merged)
+            merged = merge(store, other, check=_check_merged)
             for what, why in merged.pop("skipped"):
                 report.skip(self.path, what, why)
             for key, n in merged.items():

@@ -54,7 +54,7 @@ class WorkDir(Source):
             except (ValueError, SchedbError) as e:
                 report.warnings.append(f"{self.folder / SIDECAR}: target ignored ({e})")
         name = meta.get("model") or model or self.folder.name
-        return store.upsert_model(name, meta.get("source"), meta.get("input_shapes"), target,
+        return store.models.upsert(name, meta.get("source"), meta.get("input_shapes"), target,
                                   meta.get("tvm_version"))
 
     def _workloads(self, store, wl_path, report, tvm_version) -> list:
@@ -80,7 +80,7 @@ def _add_tasks(store: Store, model_id: int, workloads: list, sidecar_tasks: list
         if wid is None or (tasks and shash not in tasks):
             continue  # unreadable, or stored but not a task of this model (TVM keeps extra workloads)
         task = tasks.get(shash, {})
-        store.add_task(model_id, wid, task.get("name"), task.get("weight"))
+        store.models.add_task(model_id, wid, task.get("name"), task.get("weight"))
 
 
 # The sidecar's fields and their types: a field of another type is dropped with a warning.
@@ -109,7 +109,7 @@ def _sidecar(folder: Path, report: Report) -> dict:
 
 class MsRecordParser:
     """One line of database_tuning_record.json -> a records row (a tuple in
-    Store.RECORD_COLUMNS order, without a dict per record: this is ingest's hot path)."""
+    Records.COLUMNS order, without a dict per record: this is ingest's hot path)."""
 
     def __init__(self, by_index, targets, model_id, file_id, tvm_version, report):
         self.by_index, self.targets, self.report = by_index, targets, report
@@ -140,7 +140,7 @@ class MsRecordParser:
         trace_text = trace_text or trace.mini.decode()
         secs_text = _dumps(samples).decode()
         args_text = (None if len(rec) < 4 else args_json.decode() if args_json else _dumps(args).decode())
-        # Store.RECORD_COLUMNS order
+        # Records.COLUMNS order
         return (wid, target, "ms-trace", trace_text,
                 secs_text, mean, int(valid), None if valid else "failed measurement",
                 args_text, "tuned", None, None, None, None,

@@ -22,7 +22,7 @@ class Source:
 
 def register_file(store: Store, paths: list[Path], fmt: str, report: Report) -> int | None:
     """Add the file row; None when this exact content was ingested before."""
-    file_id = store.add_file(str(paths[0].resolve()), _sha256_files(*paths), fmt,
+    file_id = store.files.add(str(paths[0].resolve()), _sha256_files(*paths), fmt,
                              sum(p.stat().st_size for p in paths))
     if file_id is None:
         report.already += 1

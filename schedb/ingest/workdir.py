@@ -90,11 +90,11 @@ def export_workdir(store, folder: Path, model: str | None = None, target: str | 
     export leaves nothing and a symlink in the way is never written through. A non-empty
     ``folder`` is replaced only with ``force`` (and then whole: no old sidecar survives)."""
     folder = Path(folder).absolute()
-    rows = store.ms_records(model=model, target=target)  # raises for an unknown model: before any file
+    rows = store.records.ms(model=model, target=target)  # raises for an unknown model: before any file
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise SchedbError(f"{folder}: exists and is not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not force:
-        raise SchedbError(f"{folder}: not empty (--force replaces it)")
+        raise SchedbError(f"{folder}: not empty (`force` replaces it)")
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     except OSError as e:

@@ -57,7 +57,7 @@ def parse_shape(text: str | None) -> list[tuple[int, ...]] | None:
     try:
         return [tuple(int(d) for d in part.split(",")) for part in text.split(";")]
     except ValueError:
-        raise SchedbError(f"bad --input-shape {text!r}: expected e.g. 1,3,224,224") from None
+        raise SchedbError(f"bad `input_shape` {text!r}: expected e.g. 1,3,224,224") from None
 
 
 def example_inputs(shapes, dtypes) -> list[np.ndarray]:
@@ -132,7 +132,7 @@ def _load_onnx(path: Path, input_shape) -> Model:
         if input_shape:
             dims = list(input_shape[k])
         if any(d is None or d <= 0 for d in dims):
-            raise SchedbError(f"{path}: input {inp.name!r} has a dynamic shape; give --input-shape")
+            raise SchedbError(f"{path}: input {inp.name!r} has a dynamic shape; give `input_shape`")
         shapes.append(tuple(dims))
         dtypes.append(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name)
     inputs = example_inputs(shapes, dtypes)
@@ -191,7 +191,7 @@ def _load_factory(spec: str, input_shape) -> Model:
         raise SchedbError(f"{spec}: no factory function {fname!r} in {target}")
     shapes = input_shape or getattr(factory, "input_shape", None)
     if shapes is None:
-        raise SchedbError(f"{spec}: give --input-shape (or set {fname}.input_shape)")
+        raise SchedbError(f"{spec}: give `input_shape` (or set {fname}.input_shape)")
     if shapes and isinstance(shapes[0], int):
         shapes = [tuple(shapes)]
     net = factory()

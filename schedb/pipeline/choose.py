@@ -42,11 +42,11 @@ def choose(store: Store, tasks, target, engine: Engine, top_k: int = 2) -> list[
     tgt = canonical(target)
     out = []
     for task in tasks:
-        wid = store.workload_id(signature(task.func)[0])
-        if wid is None or store.choice(wid, tgt) is not None:
+        wid = store.workloads.id_of(signature(task.func)[0])
+        if wid is None or store.choices.get(wid, tgt) is not None:
             continue
         rows, mods = [], []
-        for row in store.contenders(wid, tgt, top_k):
+        for row in store.records.contenders(wid, tgt, top_k):
             r = apply_trace(json.loads(row["trace"]), task.func, target)
             if r.ok:
                 rows.append(row)
@@ -59,7 +59,7 @@ def choose(store: Store, tasks, target, engine: Engine, top_k: int = 2) -> list[
             continue  # nothing ran: no verdict
         chosen = rows[best - 1]["id"] if best else None  # index 0: the untuned kernel
         with store.transaction():
-            store.record_choice(wid, tgt, chosen, [contender(row and row["id"], m)
+            store.choices.record(wid, tgt, chosen, [contender(row and row["id"], m)
                                                    for row, m in zip([None, *rows], measured)])
         out.append(Choice(task.name, chosen, measured[best].mean * 1e6, len(rows)))
     return out

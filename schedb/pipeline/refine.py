@@ -53,8 +53,8 @@ def refine_stored(store, workloads: dict[int, int | None], target, engine, trial
     tasks, searches = {}, {}
     alloc = Allocator(trials=trials * len(workloads), seconds=budget_s)
     for wid, weight in workloads.items():
-        w = store.workload(wid)
-        top = store.top_records(wid, tgt, starts, max_distance=max_distance)
+        w = store.workloads.get(wid)
+        top = store.records.top(wid, tgt, starts, max_distance=max_distance)
         if w is None or not w["ms_workload"] or not top:
             continue
         mod = Workload.from_json(json.loads(w["ms_workload"])).mod
@@ -92,11 +92,11 @@ def workloads_to_refine(store, model: str | None = None, workload_ids=()) -> dic
     """{workload id: weight} of ``workload_ids`` (weight unknown: None) and of every task of
     ``model`` (its occurrences in the model)."""
     if not model and not workload_ids:
-        raise SchedbError("give --model NAME or --workload ID")
+        raise SchedbError("give a `model` or `workload_ids`")
     ids: dict[int, int | None] = dict.fromkeys(workload_ids)
     if model:
-        mid = store.model_id(model)
+        mid = store.models.id_of(model)
         if mid is None:
             raise SchedbError(f"no model {model!r} in {store.path}")
-        ids.update(store.task_weights(mid))
+        ids.update(store.models.task_weights(mid))
     return ids

@@ -173,7 +173,7 @@ class Transfer:
             self.lowered = lower(model, target, opts.bind_params)
         with phase(on_phase, "extracting tasks"):
             self.tasks = extract_tasks(self.lowered, target)
-        self.note = store.coverage_note(self.tgt, opts.same_target_only)
+        self.note = store.records.coverage_note(self.tgt, opts.same_target_only)
         with phase(on_phase, "building the index"):
             self.index = self._index()
         self._anchor_index: Index | None = None  # built when a task first needs it
@@ -181,14 +181,14 @@ class Transfer:
         with phase(on_phase, "starting the measurement engine"):
             self.engine = Engine(target, runner=opts.runner, repeat=opts.repeat)
         with store.transaction():
-            self.model_id = store.upsert_model(model.name, model.source, model.input_shapes, self.tgt,
+            self.model_id = store.models.upsert(model.name, model.source, model.input_shapes, self.tgt,
                                                tvm.__version__)
         self.baseline = 0  # untuned measurements: always made, not charged to the budget
         self.contexts: list[TaskContext] = []  # every task searched, in order
         self.t_start = time.perf_counter()
 
     def _index(self, partition=None) -> Index:
-        rows = self.store.tuned_workloads(self.tgt, self.opts.max_distance)
+        rows = self.store.workloads.tuned(self.tgt, self.opts.max_distance)
         return Index(partition or kind_of, self.opts.sources, self.opts.exclude).fit(rows)
 
     def anchor_index(self) -> Index:
@@ -199,9 +199,9 @@ class Transfer:
     def _allowed_models(self) -> list[int] | None:
         if not self.opts.sources and not self.opts.exclude:
             return None
-        keep = [n for n in self.store.model_names()
+        keep = [n for n in self.store.models.names()
                 if (not self.opts.sources or n in self.opts.sources) and n not in self.opts.exclude]
-        return [self.store.model_id(n) for n in keep]
+        return [self.store.models.id_of(n) for n in keep]
 
     def trials_left(self) -> int | None:
         return None if self.opts.trials is None else max(self.opts.trials - (self.engine.count - self.baseline), 0)
@@ -269,7 +269,7 @@ class Transfer:
     def _context(self, task: Task) -> TaskContext:
         with self.store.transaction():
             wid, sig, kind, desc = commit_mod(self.store, task.func)
-            self.store.add_task(self.model_id, wid, task.name, task.weight)
+            self.store.models.add_task(self.model_id, wid, task.name, task.weight)
         return TaskContext(task, wid, sig, kind, desc, TaskResult(task.name, task.weight, wid, "untuned"))
 
     def _search_task(self, ctx: TaskContext) -> Winner | None:
@@ -289,7 +289,7 @@ class Transfer:
             else:
                 res.failed += 1
                 if cand.source == "exact":  # its own workload: the record itself is broken
-                    self.store.mark_invalid(cand.row["id"], f"does not replay: {r.error}")
+                    self.store.records.mark_invalid(cand.row["id"], f"does not replay: {r.error}")
         res.candidates = len(candidates)
         untuned, ranked = self._beside_untuned(ctx, [r.mod for _, r in replayed])
         res.untuned_us = _us(untuned)
@@ -308,7 +308,7 @@ class Transfer:
         res.source, res.reason = cand.source, None
         res.source_record_id, res.source_workload_id = cand.row["id"], cand.row["workload_id"]
         res.distance, res.source_target = cand.distance, cand.row["target"]
-        res.source_model = self.store.model_name(cand.row["model_id"])
+        res.source_model = self.store.models.name_of(cand.row["model_id"])
         res.transferred_us = m.mean * 1e6
         res.record_id = self._commit(ctx, r.trace, m, "transferred", cand.row["id"])
         ctx.contenders.append(contender(res.record_id, m))
@@ -356,7 +356,7 @@ class Transfer:
         """Exact matches, else records of the nearest workloads of the same kind, else of
         the nearest with the same anchor (retargeted to the task)."""
         opts, res = self.opts, ctx.result
-        exact = self.store.top_records(ctx.workload_id, self.tgt, opts.k * opts.per_source, self.allowed,
+        exact = self.store.records.top(ctx.workload_id, self.tgt, opts.k * opts.per_source, self.allowed,
                                        opts.max_distance)
         if exact:  # of any target: measured here like every other candidate, never trusted
             return [Candidate(r, 0.0, "exact", json.loads(r["trace"])) for r in exact]
@@ -372,8 +372,8 @@ class Transfer:
             return []
         out = []
         for nb in neighbors:
-            src_desc = json.loads(self.store.workload(nb.workload_id)["description"]) if source == "anchor" else None
-            for r in self.store.top_records(nb.workload_id, self.tgt, opts.per_source, self.allowed,
+            src_desc = json.loads(self.store.workloads.get(nb.workload_id)["description"]) if source == "anchor" else None
+            for r in self.store.records.top(nb.workload_id, self.tgt, opts.per_source, self.allowed,
                                             opts.max_distance):
                 trace = json.loads(r["trace"])
                 if source == "anchor":
@@ -388,14 +388,14 @@ class Transfer:
     def _no_candidates(self, kind: str, anchor: str | None) -> str:
         """Why a task has no candidate: never blame the kind when it is tuned for another target."""
         reason = f"no tuned workload of kind {kind}" + (f" or anchor {anchor}" if anchor else "")
-        tuned_for = self.store.target_counts(kind)
+        tuned_for = self.store.records.target_counts(kind)
         if not tuned_for:
             return reason
         if self.opts.sources or self.opts.exclude:
-            return reason + " from the models allowed (--sources / --exclude-model)"
+            return reason + " from the models allowed (`sources` / `exclude`)"
         where = ", ".join(label(t) for t in tuned_for if t != self.tgt)
         if self.opts.same_target_only:
-            return f"kind {kind} is tuned only for other targets ({where}), left out by --same-target-only"
+            return f"kind {kind} is tuned only for other targets ({where}), left out by `same_target_only`"
         return f"kind {kind} is tuned only for targets of another kind ({where})"
 
     def _refine(self, found: list[tuple[TaskContext, Winner]], searched_s: float) -> dict[str, Winner]:
@@ -442,7 +442,7 @@ class Transfer:
             for ctx in self.contexts:
                 if len(ctx.contenders) > 1:
                     res = ctx.result
-                    self.store.record_choice(ctx.workload_id, self.tgt, res.refined_record_id or res.record_id,
+                    self.store.choices.record(ctx.workload_id, self.tgt, res.refined_record_id or res.record_id,
                                              ctx.contenders)
 
     def _commit(self, ctx: TaskContext, trace, m: Measurement, origin: str, parent: int,

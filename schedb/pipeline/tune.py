@@ -64,7 +64,7 @@ def tune(
     becomes its choice (schedb.pipeline.choose; the sidecar's ``choices``): the model is built
     with what ran fastest side by side, the untuned kernel included."""
     if database is not None and resume:
-        raise SchedbError("--db and --resume do not go together: a database run counts no work dir trials")
+        raise SchedbError("`database` and `resume` do not go together: a database run counts no work dir trials")
     with phase(on_phase, "loading tensor intrinsics"):
         load_intrinsics(target)
     out = Path(out)
@@ -77,7 +77,7 @@ def tune(
         trials = (trials_per_task or 32) * len(tasks)
     spent = spent_trials(out, tasks)
     if any(spent) and not resume:
-        raise SchedbError(f"{out} already holds {sum(spent)} trials of a tuning run: --resume continues it")
+        raise SchedbError(f"{out} already holds {sum(spent)} trials of a tuning run: `resume` continues it")
     if resume:
         for name in (WORKLOADS, RECORDS):
             _drop_partial_line(out / name)

@@ -1,8 +1,11 @@
 """The storage layer: every SQL statement of schedb lives in this package.
 
-``Store`` (store.py) is the SQLite file; schema.py its migrations; records.py what a
-record is (identity, validity, commit); database.py the MetaSchedule ``Database`` adapter
-(imported from there: it needs TVM, the rest does not).
+``Store`` (store.py) is the SQLite file: connection, transactions, migrations (schema.py)
+and the user's SQL; tables/ holds one accessor per table (``store.records``,
+``store.workloads``, ``store.models``, ``store.choices``, ``store.files``); merge.py copies
+another database in; records.py says what a record is (identity, validity, commit);
+database.py is the MetaSchedule ``Database`` adapter (imported from there: it needs TVM,
+the rest does not).
 """
 
 from schedb.store.schema import SCHEMA_VERSION, digest_from_v2

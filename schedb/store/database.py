@@ -34,7 +34,7 @@ class Database(PyDatabase):
         super().__init__()
         self.store = Store(path)
         self.target = canonical(target) if target is not None else None
-        self.model_id = self.store.upsert_model(model) if model else None
+        self.model_id = self.store.models.upsert(model) if model else None
         self.origin = origin
         self._sigs: dict = {}  # structural hash -> (workload id, signature)
 
@@ -45,7 +45,7 @@ class Database(PyDatabase):
         if key not in self._sigs:
             if not create:
                 sig = signature(mod)[0]
-                wid = self.store.workload_id(sig)
+                wid = self.store.workloads.id_of(sig)
                 if wid is None:
                     return None, sig
                 self._sigs[key] = (wid, sig)
@@ -88,26 +88,26 @@ class Database(PyDatabase):
     def _ranked(self, wid: int, top_k: int) -> list[dict]:
         """top_records, after the task's standing choice (schedb.pipeline.choose) if there is
         one for this target: its record first, or nothing when the untuned kernel won."""
-        choice = self.store.choice(wid, self.target) if self.target is not None else None
+        choice = self.store.choices.get(wid, self.target) if self.target is not None else None
         if choice is None:
-            return self.store.top_records(wid, self.target, top_k)
+            return self.store.records.top(wid, self.target, top_k)
         chosen = choice["record"]
         if chosen is None or not chosen["valid"]:
             return []
-        rest = [r for r in self.store.top_records(wid, self.target, top_k) if r["trace"] != chosen["trace"]]
+        rest = [r for r in self.store.records.top(wid, self.target, top_k) if r["trace"] != chosen["trace"]]
         return [chosen, *rest][:top_k]
 
     def get_all_tuning_records(self) -> list[TuningRecord]:
         out = []
         workloads: dict = {}
-        for r in self.store.ms_records(valid_only=True):
+        for r in self.store.records.ms(valid_only=True):
             if r["workload_id"] not in workloads:
                 workloads[r["workload_id"]] = Workload.from_json(json.loads(r["ms_workload"]))
             out.append(self._to_record(r, workloads[r["workload_id"]]))
         return out
 
     def __len__(self) -> int:
-        return self.store.count_ms_records()
+        return self.store.records.count_ms()
 
     @staticmethod
     def _to_record(row: dict, workload: Workload) -> TuningRecord:

@@ -55,7 +55,7 @@ def commit_workload(store: Store, sig: str, kind: str, desc: dict, shash: str, m
     """The workload row of a TIR module given as ``signature`` describes it, created if
     new: (id, created). Its shapes and dtypes are those of its buffer parameters."""
     params = [p for p in desc["params"] if "shape" in p]  # (a scalar parameter has neither)
-    return store.upsert_workload(
+    return store.workloads.upsert(
         sig, kind, [p["shape"] for p in params], [p["dtype"] for p in params],
         shash=shash, description=desc, ms_workload=ms_workload, tvm_version=tvm_version)
 
@@ -68,7 +68,7 @@ def commit_trace(store: Store, wid: int, sig: str, target: str, trace, samples: 
 
     trace_text = dumps(as_json(trace))
     valid = valid_samples(samples)
-    return store.add_record(
+    return store.records.add(
         workload_id=wid, target=target, format="ms-trace", trace=trace_text,
         run_secs=dumps(samples), mean_s=sum(samples) / len(samples) if valid else None,
         valid=int(valid), error=None if valid else "failed measurement", origin=origin,
@@ -92,15 +92,15 @@ def record_details(store: Store, record_id: int, script: bool = True) -> dict | 
     TVM's Python form of the schedule (what ``Trace.show()`` prints), or None with
     ``script_note`` saying why (a legacy Ansor record, a trace this TVM cannot read;
     ``script=False``: not asked for, TVM not imported)."""
-    row = store.record(record_id)
+    row = store.records.get(record_id)
     if row is None:
         return None
     if isinstance(row["digest"], bytes):
         row["digest"] = row["digest"].hex()
-    out = {"row": row, "lineage": store.lineage(record_id)[0], "script": None, "script_note": None}
+    out = {"row": row, "lineage": store.records.lineage(record_id)[0], "script": None, "script_note": None}
     if not script:
         return out
-    ms_workload = store.workload(row["workload_id"])["ms_workload"]
+    ms_workload = store.workloads.get(row["workload_id"])["ms_workload"]
     if row["format"] != "ms-trace" or not ms_workload:
         out["script_note"] = f"a {row['format']} record (legacy Ansor): its steps as stored"
         return out
@@ -121,7 +121,7 @@ def record_details(store: Store, record_id: int, script: bool = True) -> dict | 
 def workload_details(store: Store, workload_id: int) -> dict:
     """``Store.workload_summary`` and ``script``: the workload's TIR as TVM script (None for
     a legacy Ansor workload, which has no TIR stored)."""
-    summary = store.workload_summary(workload_id)
-    ms_workload = store.workload(workload_id)["ms_workload"]
+    summary = store.workloads.summary(workload_id)
+    ms_workload = store.workloads.get(workload_id)["ms_workload"]
     summary["script"] = workload_module(ms_workload).script() if ms_workload else None
     return summary

@@ -222,6 +222,6 @@ def coverage_note(counts: dict[str, int], target: str, same_target_only: bool = 
     listed = ", ".join(f"{n} for {label(t)}" for t, n in sorted(usable.items(), key=lambda x: -x[1]))
     if same_target_only:
         return (f"the database holds no schedules for {label(target)}; {listed} are ignored "
-                f"(--same-target-only)")
+                f"(`same_target_only`)")
     return (f"the database holds no schedules for {label(target)}; {listed} are used as candidates "
             f"and measured here")

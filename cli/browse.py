@@ -53,7 +53,7 @@ async def chart(request, datasette):
     except ValueError:
         return Response.html(_page("Search chart", "<p>Give a workload: ?workload=ID</p>"), status=400)
     path = next(db.path for db in datasette.databases.values() if db.path)
-    rows = Store(path, readonly=True).search_history(workload)
+    rows = Store(path, readonly=True).workloads.search_history(workload)
     return Response.html(_page(f"Search of workload {workload}", chart_svg(rows, workload)))
 
 

@@ -1,0 +1,30 @@
+"""The ``files`` table: every input file, by content hash."""
+
+from __future__ import annotations
+
+from schedb.store.tables.base import Table, now
+
+
+class Files(Table):
+    def add(self, path: str, sha256: str, fmt: str, size: int) -> int | None:
+        """The row of an input file; None when this exact content was ingested before."""
+        if self.conn.execute("SELECT 1 FROM files WHERE sha256 = ?", (sha256,)).fetchone():
+            return None
+        return self.conn.execute(
+            "INSERT INTO files (path, sha256, format, size, ingested_at) VALUES (?, ?, ?, ?, ?)",
+            (path, sha256, fmt, size, now())).lastrowid
+
+    def set_lines(self, file_id: int, lines: int):
+        self.conn.execute("UPDATE files SET lines = ? WHERE id = ?", (lines, file_id))
+
+    def copy(self, f: dict) -> int:
+        """Another database's file row here (the existing one for the same content): its id."""
+        row = self.conn.execute("SELECT id FROM files WHERE sha256 = ?", (f["sha256"],)).fetchone()
+        if row:
+            return row[0]
+        return self.conn.execute(
+            "INSERT INTO files (path, sha256, format, size, lines, ingested_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (f["path"], f["sha256"], f["format"], f["size"], f["lines"], f["ingested_at"])).lastrowid
+
+    def rows(self) -> list[dict]:
+        return list(self.db.query("SELECT * FROM files"))

@@ -1,0 +1,80 @@
+"""The ``workloads`` table: one row per distinct computation."""
+
+from __future__ import annotations
+
+import json
+
+from schedb.errors import SchedbError
+from schedb.store import queries
+from schedb.store.tables.base import Table, as_json, now
+
+
+class Workloads(Table):
+    def upsert(self, signature, kind, shapes, dtypes, shash=None, legacy_key=None,
+               description=None, ms_workload=None, tvm_version=None) -> tuple[int, bool]:
+        """-> (id, created)."""
+        row = self.conn.execute("SELECT id FROM workloads WHERE signature = ?", (signature,)).fetchone()
+        if row:
+            return row[0], False
+        cur = self.conn.execute(
+            "INSERT INTO workloads (signature, kind, shash, legacy_key, shapes, dtypes, description,"
+            " ms_workload, tvm_version, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (signature, kind, shash, legacy_key, json.dumps(shapes), json.dumps(dtypes),
+             as_json(description), ms_workload, tvm_version, now()),
+        )
+        return cur.lastrowid, True
+
+    def get(self, workload_id: int) -> dict | None:
+        return self.one("SELECT * FROM workloads WHERE id = ?", [workload_id])
+
+    def id_of(self, signature: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM workloads WHERE signature = ?", (signature,)).fetchone()
+        return row[0] if row else None
+
+    def models_of(self, workload_id: int) -> list[str]:
+        """The models that have this workload as a task."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT m.name FROM model_tasks t JOIN models m ON m.id = t.model_id WHERE t.workload_id = ?",
+            (workload_id,))]
+
+    def summary(self, workload_id: int) -> dict:
+        """A workload in full for people: description parsed, its models, best record, record count."""
+        w = self.get(workload_id)
+        if w is None:
+            raise SchedbError(f"no workload {workload_id}")
+        w.pop("ms_workload")
+        w["description"] = json.loads(w["description"]) if w["description"] else None
+        w["models"] = self.models_of(workload_id)
+        best = self.store.records.best(workload_id)
+        w["best"] = best and {k: best[k] for k in ("id", "mean_s", "target", "origin")}
+        w["records"] = self.store.records.count(workload_id)
+        return w
+
+    def search_history(self, workload_id: int) -> list[dict]:
+        """Every measurement of a workload in the order made, with the best time so far (us)."""
+        return list(self.db.query(queries.SEARCH_HISTORY, {"workload": workload_id}))
+
+    def tuned(self, target: str, max_distance: int | None = None):
+        """Workloads with valid MetaSchedule records for ``target`` or any target of its kind
+        (at most ``max_distance`` away, schedb.tir.target.distance), each with its
+        description, the models of those records, the closest of their targets and its
+        ``target_distance``: dict rows."""
+        usable = ("r.valid = 1 AND r.format = 'ms-trace' AND target_distance(r.target, :t) IS NOT NULL"
+                  + ("" if max_distance is None else " AND target_distance(r.target, :t) <= :d"))
+        return self.db.query(
+            f"""
+            SELECT *, target_distance(target, :t) AS target_distance FROM (
+            SELECT w.id, w.kind, w.description,
+                   (SELECT group_concat(DISTINCT m.name) FROM records r JOIN models m ON m.id = r.model_id
+                    WHERE r.workload_id = w.id AND {usable}) AS models,
+                   (SELECT r.target FROM records r WHERE r.workload_id = w.id AND {usable}
+                    ORDER BY target_distance(r.target, :t) LIMIT 1) AS target
+            FROM workloads w
+            WHERE w.description IS NOT NULL AND EXISTS (
+                SELECT 1 FROM records r WHERE r.workload_id = w.id AND {usable}))
+            """,
+            {"t": target, "d": max_distance},
+        )
+
+    def rows(self) -> list[dict]:
+        return list(self.db.query("SELECT * FROM workloads"))
