@@ -29,17 +29,11 @@ import time
 from pathlib import Path
 
 import report
-from bench_pairs import base_db, by_source, interleaved, pair_database, search
+from shared import SEEDS, base_db, by_source, interleaved, others, pair_database, scratch, search
 from layers import Kernel, TorchLayer, fixture_tuning_paused, match_conv, torch_convs
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN, TRANSFERRED, TORCH = "own fixture", "transferred from the other two", "pytorch eager"
-SEEDS = ["alexnet", "resnet50", "googlenet"]
-
-
-def others(model: str) -> list[str]:
-    """The seed models a target transfers from, in the order that names its results file."""
-    return [m for m in SEEDS if m != model]
 
 
 def transfer_to(model: str, base: Path, target, keep: Path) -> dict:
@@ -166,7 +160,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--top", type=int, default=5, help="heaviest kernels timed alone")
     ap.add_argument("--min-ms", type=float, default=20.0, help="each kernel sample runs at least this long")
-    ap.add_argument("--work", default="/tmp/schedb-deep", help="scratch folder for the databases")
+    ap.add_argument("--work", default=scratch("deep"), help="scratch folder for the databases")
     ap.add_argument("--search-only", action="store_true", help="run (and keep) the transfers, time nothing")
     report.result_options(ap, "deep")
     a = ap.parse_args(argv)

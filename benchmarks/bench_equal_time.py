@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 import report
-from bench_pairs import interleaved, pair_database
+from shared import interleaved, pair_database
 
 ROOT = Path(__file__).resolve().parents[1]
 

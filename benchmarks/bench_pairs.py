@@ -25,113 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import sys
-import time
 from pathlib import Path
 
 import report
+from shared import base_db, by_source, interleaved, pair_database, scratch, search
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["resnet50", "googlenet", "alexnet"]
 PAIR_DIR = report.RESULTS / "pairs"  # --results moves it (smoke runs on tiny models)
-
-
-def base_db(work: Path, models: list[str]) -> Path:
-    """The models' fixtures, ingested once, in a folder of ``work`` named by the fixtures'
-    content: databases derived from it live beside it, and a fixture tuned anew never
-    meets a scratch database built from its old records."""
-    import hashlib
-
-    from schedb.ingest import ingest
-    from schedb import Store
-
-    digest = hashlib.sha256()
-    for m in models:
-        for f in sorted((ROOT / "fixtures" / m).iterdir()):
-            digest.update(f.name.encode() + f.read_bytes())
-    folder = work / digest.hexdigest()[:12]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "base.db"
-    if not path.exists():
-        store = Store(folder / "base.tmp.db")
-        rep = ingest(store, [ROOT / "fixtures" / m for m in models])
-        store.close()
-        if rep.errors:
-            sys.exit(f"ingest of the fixtures failed: {rep.errors}")
-        (folder / "base.tmp.db").rename(path)
-    return path
-
-
-def copy_db(src: Path, dst: Path):
-    dst.unlink(missing_ok=True)
-    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
-        a.backup(b)
-
-
-def search(sources: list[str], target_model: str, base: Path, target, droplet_trials: int | None,
-           pair_dir: Path | None = None, e2e_repeat: int = 0) -> dict:
-    """Transfer (+ droplet unless ``droplet_trials`` is None) from ``sources`` to
-    ``target_model`` in a fresh copy of the base database (beside it); kept in PAIR_DIR and reused.
-    ``e2e_repeat``: the transfer's own timing (0: none, only its final model compiled; the
-    benchmark times every variant itself, so the wall time is the search's alone)."""
-    from schedb import load_model, Options, Store, transfer
-
-    name = f"{'+'.join(sources)}_to_{target_model}"
-    out = (pair_dir or PAIR_DIR) / f"{name}.json"
-    if out.exists():
-        return json.loads(out.read_text())
-    db = base.parent / f"{name}.db"
-    copy_db(base, db)
-    store = Store(db)
-    machine, started = report.describe(), report.now()
-    t0 = time.perf_counter()
-    opts = Options(sources=sources, exclude=[target_model], droplet=droplet_trials is not None,
-                   droplet_trials=droplet_trials or 0, e2e_repeat=e2e_repeat)
-    rep = transfer(store, load_model(target_model), target, opts,
-                   progress=lambda d, n, r: print(f"  {name} {d}/{n} {r.task}: {r.source}", file=sys.stderr))
-    store.close()
-    res = {"source": "+".join(sources), "target_model": target_model, "db": str(db), "machine": machine,
-           "started": started, "finished": report.now(), "load_average_before": machine["load_average_at_start"],
-           "load_average_after": [round(x, 2) for x in os.getloadavg()],
-           "wall_s": round(time.perf_counter() - t0, 1), **rep.as_dict()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
-    return res
-
-
-def pair_database(pair: dict, tasks, target, refined: bool):
-    """The pair's chosen schedule per task (the droplet one where it won), as a MetaSchedule
-    database: the traces were stored as applied to these very tasks, so they replay as is."""
-    from schedb import apply_trace, Store
-    from schedb.pipeline.evaluate import winners_database
-    from schedb.pipeline.transfer import Winner
-
-    store = Store(pair["db"], readonly=True)
-    by_task = {t["task"]: t for t in pair["tasks"]}
-    winners = {}
-    for task in tasks:
-        t = by_task[task.name]
-        rid = (refined and t["refined_record_id"]) or t["record_id"]
-        if rid is None:
-            continue
-        row = store.conn.execute("SELECT trace, run_secs FROM records WHERE id = ?", (rid,)).fetchone()
-        r = apply_trace(json.loads(row[0]), task.func, target)
-        if not r.ok:
-            sys.exit(f"record {rid} of {pair['db']} no longer applies to {task.name}: {r.error}")
-        winners[task.name] = Winner(r.trace, json.loads(row[1]), rid)
-    store.close()
-    return winners_database(tasks, winners, target)
-
-
-def interleaved(lowered, compiled: dict, rounds: int, with_torch: bool = False) -> dict:
-    """schedb.pipeline.evaluate.interleaved_samples, PyTorch named "pytorch eager" as in every
-    benchmark result, with progress on stderr."""
-    from schedb.pipeline.evaluate import interleaved_samples
-
-    samples = interleaved_samples(lowered, compiled, rounds, with_torch,
-                                  lambda i: print(f"  {lowered.model.name}: round {i + 1}/{rounds}", file=sys.stderr))
-    return {("pytorch eager" if k == "pytorch" else k): v for k, v in samples.items()}
 
 
 def measure_target(target_model: str, pairs: list[dict], target, rounds: int) -> dict:
@@ -171,11 +73,6 @@ def measure_target(target_model: str, pairs: list[dict], target, rounds: int) ->
                        for p in pairs}}
     out.write_text(json.dumps(res, indent=1) + "\n")
     return res
-
-
-def by_source(tasks: list[dict]) -> dict:
-    """How many of a transfer report's tasks came from each source."""
-    return {s: sum(t["source"] == s for t in tasks) for s in ("exact", "neighbor", "anchor", "searched", "untuned")}
 
 
 def droplet_summary(targets: list[dict], pairs: dict | None = None) -> dict:
@@ -300,7 +197,7 @@ def main(argv=None):
     ap.add_argument("--targets", default=None, help="only these targets now (default: all models)")
     ap.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds per target")
     ap.add_argument("--droplet-trials", type=int, default=16, help="per task")
-    ap.add_argument("--work", default="/tmp/schedb-pairs", help="scratch folder for the pair databases")
+    ap.add_argument("--work", default=scratch("pairs"), help="scratch folder for the pair databases")
     ap.add_argument("--search-only", action="store_true", help="run the transfers, do not time")
     ap.add_argument("--replot", action="store_true", help="re-render md/png from results/pairs.json")
     ap.add_argument("--results", default=str(report.RESULTS))
@@ -328,7 +225,7 @@ def main(argv=None):
         for s in models:
             if s != t:
                 print(f"search {s} -> {t}", file=sys.stderr)
-                pairs.append(search([s], t, base, target, a.droplet_trials))
+                pairs.append(search([s], t, base, target, a.droplet_trials, PAIR_DIR))
         if not a.search_only:
             measure_target(t, pairs, target, a.rounds)
     timed = [json.loads((PAIR_DIR / f"{m}.json").read_text()) for m in models

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import report
-from bench_pairs import base_db, by_source, copy_db, interleaved, pair_database
+from shared import base_db, by_source, copy_db, interleaved, pair_database, scratch
 
 SOURCES = ["resnet50", "alexnet"]
 MODEL = "googlenet"
@@ -136,7 +136,7 @@ def render(res: dict):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--work", default="/tmp/schedb-portability")
+    ap.add_argument("--work", default=scratch("portability"))
     ap.add_argument("--replot", action="store_true")
     ap.add_argument("--results", default=str(report.RESULTS))
     a = ap.parse_args(argv)

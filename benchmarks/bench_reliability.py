@@ -30,9 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_store import make_workdir  # noqa: E402  (a work dir of tiny_mlp's records, perturbed)
-from report import describe, machine_line, now, replot, write  # noqa: E402
+from report import describe, machine_line, now, replot, write
+from shared import make_workdir  # a work dir of tiny_mlp's records, perturbed
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "fixtures" / "tiny_mlp"

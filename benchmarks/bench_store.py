@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gzip
 import io
 import json
 import os
@@ -52,38 +51,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report
+from shared import RECORDS, ROOT, WORKLOADS, dump, make_workdir, tiny_records
 
-import report  # noqa: E402
-
-TINY = ROOT / "fixtures" / "tiny_mlp"
 SEED = ROOT.parent / "shared" / "seed-logs" / "ansor-5000"
-WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 GOAL_INGEST = 20_000  # records/s
 GOAL_LOOKUP_MS = 1.0
 SIZES = (10_000, 100_000, 1_000_000)
 RUN_RECORDS, RUN_WORKLOADS = 2_000, 10  # one generated tuning run (work dir): 200 records per workload
 N_QUERIES, K = 200, 3
-
-
-def gz_lines(path: Path) -> list[str]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
-
-
-def _tiny_records() -> list[tuple]:
-    """(workload index, trace, run_secs, target dict, args_info) of tiny_mlp's records."""
-    out = []
-    for line in gz_lines(TINY / (RECORDS + ".gz")):
-        idx, (trace, run_secs, target, *rest) = json.loads(line)
-        out.append((idx, trace, run_secs, target, rest[0] if rest else []))
-    return out
-
-
-def _dump(x) -> str:
-    return json.dumps(x, separators=(",", ":"))
 
 
 # --------------------------------------------------------------------------- 1. seed Ansor logs
@@ -112,22 +88,6 @@ def bench_seed(tmp: Path, repeats: int) -> dict | None:
 
 
 # --------------------------------------------------------------------------- 2. one work dir
-def make_workdir(folder: Path, n_records: int, seed: int = 0) -> Path:
-    """tiny_mlp's workloads and sidecar; its records replicated with perturbed run_secs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / WORKLOADS).write_text("".join(w + "\n" for w in gz_lines(TINY / (WORKLOADS + ".gz"))))
-    shutil.copy(TINY / "schedb.json", folder / "schedb.json")
-    parts = [(idx, _dump(trace), run_secs, _dump(target), _dump(args))
-             for idx, trace, run_secs, target, args in _tiny_records()]
-    rng = random.Random(seed)
-    with open(folder / RECORDS, "w", encoding="utf-8") as f:
-        for i in range(n_records):
-            idx, trace, run_secs, target, args = parts[i % len(parts)]
-            secs = ",".join(repr(s * rng.uniform(0.8, 1.2)) for s in run_secs)
-            f.write(f"[{idx},[{trace},[{secs}],{target},{args}]]\n")
-    return folder
-
-
 def bench_ms_ingest(tmp: Path, n_records: int) -> dict:
     from schedb.ingest import ingest
     from schedb import Store
@@ -315,16 +275,16 @@ def workload_lines(mods) -> list[str]:
     """database_workload.json lines, as MetaSchedule writes them."""
     from tvm.s_tir.meta_schedule.database import Workload
 
-    return [_dump([str(x) for x in Workload(m).as_json()]) for m in mods]
+    return [dump([str(x) for x in Workload(m).as_json()]) for m in mods]
 
 
 def make_runs(folder: Path, wl_lines: list[str], n_records: int, seed: int) -> list[Path]:
     """n_records / RUN_RECORDS work dirs; run j holds workloads [j*RUN_WORKLOADS, ...)."""
-    tiny = _tiny_records()
-    traces = [_dump(t[1]) for t in tiny]
-    args = _dump(tiny[0][4])
+    tiny = tiny_records()
+    traces = [dump(t[1]) for t in tiny]
+    args = dump(tiny[0][4])
     main_target = tiny[0][3]
-    targets = (_dump(main_target), _dump({**main_target, "mcpu": "skylake-avx512"}))
+    targets = (dump(main_target), dump({**main_target, "mcpu": "skylake-avx512"}))
     rng = random.Random(seed)
     runs = []
     for j in range(n_records // RUN_RECORDS):
@@ -477,7 +437,7 @@ def _written_cell(ing: dict) -> str:
 
 def _ci(t: dict, digits: int = 3) -> str:
     return (f"{t['median_ms']:.{digits}f} [{t['ci_low_ms']:.{digits}f}, {t['ci_high_ms']:.{digits}f}]"
-            + report.records.coverage_note(t))
+            + report.coverage_note(t))
 
 
 def render(res: dict) -> tuple[str, object]:
@@ -495,7 +455,7 @@ def render(res: dict) -> tuple[str, object]:
         out.append(
             f"| {r['records']:,} | {r['workloads']:,} ({r['kinds']}) | {r['db_mb']:,.0f} "
             f"| **{ing['records_per_s']:,}** | {pr['median']:,} [{pr['ci_low']:,}, {pr['ci_high']:,}]"
-            f"{report.records.coverage_note(pr)}, "
+            f"{report.coverage_note(pr)}, "
             f"{pr['first']:,} -> {pr['last']:,} | {_written_cell(ing)} "
             f"| {knn['build_s_median']:.2f} | {_ci(knn['query'])} | {_ci(knn['query_one_thread'])} "
             f"| {_ci(lk['best_record(wid, target)'])} | {_ci(lk['best_record(wid)'])} "

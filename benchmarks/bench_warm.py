@@ -35,8 +35,7 @@ from pathlib import Path
 import numpy as np
 
 import report
-from bench_deep import others
-from bench_pairs import copy_db, interleaved, pair_database
+from shared import copy_db, interleaved, others, pair_database, scratch
 from layers import fixture_tuning_paused
 
 RUNS = ("cold", "warm")
@@ -128,7 +127,7 @@ def main(argv=None):
     ap.add_argument("--points", type=int, default=6, help="timed moments per run")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--deep", default=str(report.RESULTS / "deep"), help="bench_deep's transfers")
-    ap.add_argument("--work", default="/tmp/schedb-warm")
+    ap.add_argument("--work", default=scratch("warm"))
     ap.add_argument("--tune-only", action="store_true", help="run (and keep) the two tuning runs, time nothing")
     ap.add_argument("--beside-fixture-tuning", action="store_true",
                     help="do not stop the background fixture tuning during the two runs (only during the timing)")

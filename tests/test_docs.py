@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import readme  # noqa: E402
+import readme
 
 
 def test_cli_reference_is_the_commands_help():

@@ -77,3 +77,20 @@ def test_flags_the_cli_maps_are_its_own():
 
     flags = {o for c in [cli, *cli.commands.values()] for p in c.params for o in getattr(p, "opts", [])}
     assert set(FLAGS.values()) <= flags
+
+
+def test_benchmark_scripts_stand_alone():
+    """A benchmark script imports the shared modules (report, shared, layers, readme), never
+    another script, and edits no import path; no machine's own paths in the code."""
+    found = []
+    for path, tree in _modules("benchmarks"):
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.name}:{node.lineno}: imports {n}" for n in names if n.startswith("bench_")]
+            if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", "") == "sys":
+                found.append(f"{path.name}:{node.lineno}: sys.path")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                    re.match(r"/(work|tmp|root|home)/", node.value):
+                found.append(f"{path.name}:{node.lineno}: machine path {node.value!r}")
+    assert not found, "\n".join(found)

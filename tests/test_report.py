@@ -7,16 +7,12 @@ from __future__ import annotations
 import math
 import random
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-
-import bench_inference  # noqa: E402
-import bench_pairs  # noqa: E402
-import report  # noqa: E402
+import bench_inference
+import bench_pairs
+import report
 
 
 def exact_ranks(n: int, confidence: float = 0.95) -> tuple[int, int, float]:

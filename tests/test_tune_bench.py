@@ -164,7 +164,7 @@ def test_tune_resumes_after_a_real_kill(tmp_path):
     import sys
     import time
 
-    from schedb.pipeline.tune import spent_trials
+    from schedb.ingest.workdir import spent_trials
     from schedb import extract_tasks, load_model, lower, parse_target
 
     out = tmp_path / "work"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,7 +22,7 @@ from schedb.tir.target import canonical, load_intrinsics
 from schedb.tir.tasks import extract_tasks, lower
 
 from schedb.errors import SchedbError
-from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS
+from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, drop_partial_line, previous_run, spent_trials, timeline
 from schedb.pipeline.phases import phase
 
 
@@ -80,8 +79,8 @@ def tune(
         raise SchedbError(f"{out} already holds {sum(spent)} trials of a tuning run: `resume` continues it")
     if resume:
         for name in (WORKLOADS, RECORDS):
-            _drop_partial_line(out / name)
-    before = _previous_run(out) if resume else {}
+            drop_partial_line(out / name)
+    before = previous_run(out) if resume else {}
     started = before.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds")
     budget = _Budget(trials, trials_per_task, trials_per_iter, time_limit)
     with phase(on_phase, f"tuning {len(tasks)} tasks"):
@@ -160,51 +159,6 @@ def _database(out: Path, path, target, model: str):
     return Database(path, target=target, model=model, origin="tuned")
 
 
-def spent_trials(out: Path, tasks) -> list[int]:
-    """Trials each task already has in ``out``'s records file (0s for a new work dir)."""
-    import tvm_ffi
-
-    wl_path, rec_path = out / WORKLOADS, out / RECORDS
-    if not wl_path.is_file() or not rec_path.is_file():
-        return [0] * len(tasks)
-    shashes = [json.loads(line)[0] for line in wl_path.read_text().splitlines() if line.strip()]
-    counts: dict[str, int] = {}
-    for line in rec_path.read_text().splitlines():
-        if line.strip():
-            try:
-                index = json.loads(line)[0]
-            except (json.JSONDecodeError, IndexError, TypeError):
-                continue  # a line cut short by the kill: that trial is lost
-            counts[shashes[index]] = counts.get(shashes[index], 0) + 1
-    return [counts.get(str(tvm_ffi.structural_hash(t.func)), 0) for t in tasks]
-
-
-def _drop_partial_line(path: Path):
-    """A kill can leave a last line half written: MetaSchedule would append to it."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[:data.rfind(b"\n") + 1])
-
-
-def _previous_run(out: Path) -> dict:
-    """What the run so far knew: its sidecar, or for a run killed before it wrote one, its
-    start, duration and timeline read back from MetaSchedule's task-scheduler log."""
-    p = out / SIDECAR
-    if p.is_file():
-        return json.loads(p.read_text())
-    log = next((out / "logs").glob("*task_scheduler.log"), None)
-    stamps = [m[1] for m in map(_STAMP.match, log.read_text(errors="replace").splitlines()) if m] if log else []
-    if not stamps:
-        return {}
-    # Local time, as the log writes it and timeline() reads it.
-    first, last = (datetime.strptime(x, "%Y-%m-%d %H:%M:%S") for x in (stamps[0], stamps[-1]))
-    return {"started": first.astimezone(timezone.utc).isoformat(timespec="seconds"), "wall_time_s": (last - first).total_seconds(),
-            "timeline": timeline(out / "logs", first.timestamp())}
-
-
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
 
 
 def _groups(spent: list[int], trials: int, per_task: int | None):
@@ -307,47 +261,6 @@ def _drop_unnamed_handlers():
         logger.removeHandler(handler)
 
 
-_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) .*?(?:picks Task #(\d+)|"
-                   r"Sending (\d+) sample\(s\) to builder|Sending \d+ valid sample\(s\) to runner)")
-
-
-def timeline(logs: Path, started: float) -> dict:
-    """When each task's candidates were measured: ``{"tasks": [[[seconds, candidates so
-    far], ...] per task index]}``, from the task scheduler's log.
-
-    MetaSchedule commits a batch's records only when it joins that task's batch (the
-    gradient scheduler: when it next picks the task, after a whole round over all tasks),
-    so neither the records file nor measure callbacks tell when a schedule was found; the
-    log does. A task's records in the records file are in
-    batch order, so its first n records are what the search knew at that time."""
-    log = next(Path(logs).glob("*task_scheduler.log"), None)
-    if log is None:
-        return {}
-    tasks: dict[int, list] = {}
-    task, pending, stamp = None, 0, None
-
-    def close():
-        if task is not None and pending:
-            steps = tasks.setdefault(task, [])
-            steps.append([round(stamp - started, 1), (steps[-1][1] if steps else 0) + pending])
-
-    for line in log.read_text(errors="replace").splitlines():
-        m = _LINE.match(line)
-        if not m:
-            continue
-        stamp_now = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S").timestamp()
-        if m[2] is not None:  # a new pick: a batch without valid builds ends here
-            close()
-            task, pending, stamp = int(m[2]), 0, stamp_now
-        elif m[3] is not None:
-            pending, stamp = int(m[3]), stamp_now
-        else:  # sent to the runner: measured now (the runner takes seconds)
-            stamp = stamp_now
-            close()
-            pending = 0
-    close()
-    n = max(tasks, default=-1) + 1
-    return {"clock": "seconds since start when a batch went to the runner", "tasks": [tasks.get(i, []) for i in range(n)]}
 
 
 @derived_object

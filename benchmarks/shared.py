@@ -1,0 +1,169 @@
+"""What the benchmarks share: the fixtures' base database and copies of it, a transfer
+between seed models kept as a result, a pair's winners as a MetaSchedule database,
+interleaved timing, and a generated MetaSchedule work dir. No script imports another."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import report
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = ["alexnet", "resnet50", "googlenet"]  # the order that names the deep results' files
+TINY = ROOT / "fixtures" / "tiny_mlp"
+WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
+
+
+def scratch(name: str) -> str:
+    """The default scratch folder of a resumable benchmark, in this system's temp dir."""
+    return os.path.join(tempfile.gettempdir(), f"schedb-{name}")
+
+
+def base_db(work: Path, models: list[str]) -> Path:
+    """The models' fixtures, ingested once, in a folder of ``work`` named by the fixtures'
+    content: databases derived from it live beside it, and a fixture tuned anew never
+    meets a scratch database built from its old records."""
+    import hashlib
+
+    from schedb.ingest import ingest
+    from schedb import Store
+
+    digest = hashlib.sha256()
+    for m in models:
+        for f in sorted((ROOT / "fixtures" / m).iterdir()):
+            digest.update(f.name.encode() + f.read_bytes())
+    folder = work / digest.hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "base.db"
+    if not path.exists():
+        store = Store(folder / "base.tmp.db")
+        rep = ingest(store, [ROOT / "fixtures" / m for m in models])
+        store.close()
+        if rep.errors:
+            sys.exit(f"ingest of the fixtures failed: {rep.errors}")
+        (folder / "base.tmp.db").rename(path)
+    return path
+
+
+def copy_db(src: Path, dst: Path):
+    dst.unlink(missing_ok=True)
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+
+
+def search(sources: list[str], target_model: str, base: Path, target, droplet_trials: int | None,
+           pair_dir: Path, e2e_repeat: int = 0) -> dict:
+    """Transfer (+ droplet unless ``droplet_trials`` is None) from ``sources`` to
+    ``target_model`` in a fresh copy of the base database (beside it); kept in ``pair_dir`` and reused.
+    ``e2e_repeat``: the transfer's own timing (0: none, only its final model compiled; the
+    benchmark times every variant itself, so the wall time is the search's alone)."""
+    from schedb import load_model, Options, Store, transfer
+
+    name = f"{'+'.join(sources)}_to_{target_model}"
+    out = pair_dir / f"{name}.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    db = base.parent / f"{name}.db"
+    copy_db(base, db)
+    store = Store(db)
+    machine, started = report.describe(), report.now()
+    t0 = time.perf_counter()
+    opts = Options(sources=sources, exclude=[target_model], droplet=droplet_trials is not None,
+                   droplet_trials=droplet_trials or 0, e2e_repeat=e2e_repeat)
+    rep = transfer(store, load_model(target_model), target, opts,
+                   progress=lambda d, n, r: print(f"  {name} {d}/{n} {r.task}: {r.source}", file=sys.stderr))
+    store.close()
+    res = {"source": "+".join(sources), "target_model": target_model, "db": str(db), "machine": machine,
+           "started": started, "finished": report.now(), "load_average_before": machine["load_average_at_start"],
+           "load_average_after": [round(x, 2) for x in os.getloadavg()],
+           "wall_s": round(time.perf_counter() - t0, 1), **rep.as_dict()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def pair_database(pair: dict, tasks, target, refined: bool):
+    """The pair's chosen schedule per task (the droplet one where it won), as a MetaSchedule
+    database: the traces were stored as applied to these very tasks, so they replay as is."""
+    from schedb import apply_trace, Store
+    from schedb.pipeline.evaluate import winners_database
+    from schedb.pipeline.transfer import Winner
+
+    store = Store(pair["db"], readonly=True)
+    by_task = {t["task"]: t for t in pair["tasks"]}
+    winners = {}
+    for task in tasks:
+        t = by_task[task.name]
+        rid = (refined and t["refined_record_id"]) or t["record_id"]
+        if rid is None:
+            continue
+        row = store.records.get(rid)
+        r = apply_trace(json.loads(row["trace"]), task.func, target)
+        if not r.ok:
+            sys.exit(f"record {rid} of {pair['db']} no longer applies to {task.name}: {r.error}")
+        winners[task.name] = Winner(r.trace, json.loads(row["run_secs"]), rid)
+    store.close()
+    return winners_database(tasks, winners, target)
+
+
+def interleaved(lowered, compiled: dict, rounds: int, with_torch: bool = False) -> dict:
+    """schedb.pipeline.evaluate.interleaved_samples, PyTorch named "pytorch eager" as in every
+    benchmark result, with progress on stderr."""
+    from schedb.pipeline.evaluate import interleaved_samples
+
+    samples = interleaved_samples(lowered, compiled, rounds, with_torch,
+                                  lambda i: print(f"  {lowered.model.name}: round {i + 1}/{rounds}", file=sys.stderr))
+    return {("pytorch eager" if k == "pytorch" else k): v for k, v in samples.items()}
+
+
+def by_source(tasks: list[dict]) -> dict:
+    """How many of a transfer report's tasks came from each source."""
+    return {s: sum(t["source"] == s for t in tasks) for s in ("exact", "neighbor", "anchor", "searched", "untuned")}
+
+
+def others(model: str) -> list[str]:
+    """The seed models a target transfers from, in the order that names its results file."""
+    return [m for m in SEEDS if m != model]
+
+
+def gz_lines(path: Path) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def tiny_records() -> list[tuple]:
+    """(workload index, trace, run_secs, target dict, args_info) of tiny_mlp's records."""
+    out = []
+    for line in gz_lines(TINY / (RECORDS + ".gz")):
+        idx, (trace, run_secs, target, *rest) = json.loads(line)
+        out.append((idx, trace, run_secs, target, rest[0] if rest else []))
+    return out
+
+
+def dump(x) -> str:
+    return json.dumps(x, separators=(",", ":"))
+
+
+def make_workdir(folder: Path, n_records: int, seed: int = 0) -> Path:
+    """tiny_mlp's workloads and sidecar; its records replicated with perturbed run_secs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / WORKLOADS).write_text("".join(w + "\n" for w in gz_lines(TINY / (WORKLOADS + ".gz"))))
+    shutil.copy(TINY / "schedb.json", folder / "schedb.json")
+    parts = [(idx, dump(trace), run_secs, dump(target), dump(args))
+             for idx, trace, run_secs, target, args in tiny_records()]
+    rng = random.Random(seed)
+    with open(folder / RECORDS, "w", encoding="utf-8") as f:
+        for i in range(n_records):
+            idx, trace, run_secs, target, args = parts[i % len(parts)]
+            secs = ",".join(repr(s * rng.uniform(0.8, 1.2)) for s in run_secs)
+            f.write(f"[{idx},[{trace},[{secs}],{target},{args}]]\n")
+    return folder
