@@ -3,7 +3,8 @@
 Per target model (alexnet, resnet50, googlenet), two builds on today's inference-grade
 pipeline, each checked against PyTorch's output:
 
-* **own fixture**: the model compiled with its own fixture work dir's schedules;
+* **own fixture**: the model's own fixture as a user gets it from schedb: ingested, each
+  task's best records and its untuned kernel chosen side by side (``schedb.choose``);
 * **transferred from the other two**: ``transfer(..., Options(sources=<the other two>,
   exclude=[target]))`` (no droplet) in a copy of a database that holds the three fixtures,
   then compiled with the chosen schedule per task.
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 
 import report
-from shared import SEEDS, base_db, by_source, interleaved, others, pair_database, scratch, search
+from shared import SEEDS, base_db, by_source, interleaved, others, own_fixture, pair_database, scratch, search
 from layers import Kernel, TorchLayer, fixture_tuning_paused, match_conv, torch_convs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,13 +42,11 @@ def transfer_to(model: str, base: Path, target, keep: Path) -> dict:
     return search(others(model), model, base, target, droplet_trials=None, pair_dir=keep, e2e_repeat=0)
 
 
-def variants(model: str, pair: dict, tasks, target) -> tuple[dict, dict]:
+def variants(model: str, pair: dict, tasks, target, work: Path) -> tuple[dict, dict]:
     """{variant: MetaSchedule database} and the transfer's summary."""
-    from schedb import open_workdir
-
     summary = {k: pair.get(k) for k in ("source", "wall_s", "search_wall_s", "search_time_s", "measured", "started")}
     summary["by_source"] = by_source(pair["tasks"])
-    return {OWN: open_workdir(ROOT / "fixtures" / model),
+    return {OWN: own_fixture(model, tasks, target, work),
             TRANSFERRED: pair_database(pair, tasks, target, refined=False)}, summary
 
 
@@ -96,7 +95,7 @@ def measure(model_name: str, pair: dict, target, a) -> dict:
     model = load_model(model_name)
     lowered = lower(model, target)
     tasks = extract_tasks(lowered, target)
-    dbs, transfer = variants(model_name, pair, tasks, target)
+    dbs, transfer = variants(model_name, pair, tasks, target, Path(a.work))
     compiled = {name: compile_model(lowered, target, db) for name, db in dbs.items()}
     kernels = heaviest(model, tasks, dbs, target, a.top, a.min_ms)
     torch.set_num_threads(2)

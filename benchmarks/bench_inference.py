@@ -80,8 +80,9 @@ def main(argv=None):
         report.replot(report.RESULTS / f"{a.name}.json", render)
         return
     target = report.host_target()
-    res = {"machine": report.describe(), "models": [measure(m, target, a.rounds) for m in a.models.split(",")],
-           "finished": report.now()}
+    res = {"machine": report.describe(), "started": report.now()}
+    res["models"] = [measure(m, target, a.rounds) for m in a.models.split(",")]
+    res["finished"] = report.now()
     md, _ = render(res)
     print(md)
     print("->", report.write(a.name, res, md))

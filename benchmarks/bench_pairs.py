@@ -6,8 +6,9 @@ exclude=[target], droplet=True))``) in a database of its own, built from the bun
 fixtures, so the target never sees its own records nor what another pair derived.
 
 Then, per target, every variant is compiled (and checked against PyTorch) and timed
-**interleaved**, round by round, in one window: untuned, tuned on its own (the fixture
-work dir), transfer alone and transfer + droplet from each source, and PyTorch eager.
+**interleaved**, round by round, in one window: untuned, tuned on its own (the fixture as
+a user gets it from schedb: each task's best records and its untuned kernel chosen side
+by side), transfer alone and transfer + droplet from each source, and PyTorch eager.
 Each cell is the median over the rounds with a distribution-free 95% interval (binomial
 order statistics, ``report.median_ci``); the droplet gain is the median of the per-round
 ratios transfer / transfer+droplet, with its interval.
@@ -29,22 +30,22 @@ import sys
 from pathlib import Path
 
 import report
-from shared import base_db, by_source, interleaved, pair_database, scratch, search
+from shared import base_db, by_source, interleaved, own_fixture, pair_database, scratch, search
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["resnet50", "googlenet", "alexnet"]
 PAIR_DIR = report.RESULTS / "pairs"  # --results moves it (smoke runs on tiny models)
 
 
-def measure_target(target_model: str, pairs: list[dict], target, rounds: int) -> dict:
+def measure_target(target_model: str, pairs: list[dict], target, rounds: int, work: Path) -> dict:
     out = PAIR_DIR / f"{target_model}.json"
     if out.exists():
         return json.loads(out.read_text())
-    from schedb import compile_model, extract_tasks, load_model, lower, open_workdir
+    from schedb import compile_model, extract_tasks, load_model, lower
 
     lowered = lower(load_model(target_model), target)
     tasks = extract_tasks(lowered, target)
-    dbs = {"untuned": None, "tuned on its own": open_workdir(ROOT / "fixtures" / target_model)}
+    dbs = {"untuned": None, "tuned on its own": own_fixture(target_model, tasks, target, work)}
     for p in pairs:
         dbs[f"{p['source']}: transfer"] = pair_database(p, tasks, target, refined=False)
         dbs[f"{p['source']}: transfer+droplet"] = pair_database(p, tasks, target, refined=True)
@@ -227,13 +228,16 @@ def main(argv=None):
                 print(f"search {s} -> {t}", file=sys.stderr)
                 pairs.append(search([s], t, base, target, a.droplet_trials, PAIR_DIR))
         if not a.search_only:
-            measure_target(t, pairs, target, a.rounds)
+            measure_target(t, pairs, target, a.rounds, Path(a.work))
     timed = [json.loads((PAIR_DIR / f"{m}.json").read_text()) for m in models
              if (PAIR_DIR / f"{m}.json").exists()]
     if a.search_only or not timed:
         return
     reports = pair_reports()
-    res = {"machine": report.describe(), "finished": report.now(), "args": vars(a), "targets": timed,
+    # The first target's timing (each search's own times are in results/pairs/).
+    started = min((t["started"] for t in timed if t.get("started")), default=None)
+    res = {"machine": report.describe(), "started": started, "finished": report.now(), "args": vars(a),
+           "targets": timed,
            "droplet": droplet_summary(timed, reports), "runs_at": runs_at(timed, reports)}
     md, fig = render(res)
     print(md)

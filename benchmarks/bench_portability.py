@@ -151,6 +151,7 @@ def main(argv=None):
 
     target = report.host_target()
     here = canonical(target)
+    started = report.now()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     base = base_db(work, SOURCES)
@@ -158,7 +159,7 @@ def main(argv=None):
     runs = {v: search(v, relabelled(base, base.parent / f"{slug(v)}.db", t), target) for v, t in targets.items()}
     res = {"machine": report.describe(), "host": here, "targets": targets,
            "search": {v: counts(r) for v, r in runs.items()}, "timing": measure(runs, target, a.rounds),
-           "finished": report.now()}
+           "started": started, "finished": report.now()}
     md, _ = render(res)
     print(md)
     print("->", report.write("portability", res, md, folder=results))

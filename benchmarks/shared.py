@@ -54,6 +54,25 @@ def base_db(work: Path, models: list[str]) -> Path:
     return path
 
 
+def own_fixture(model: str, tasks, target, work: Path):
+    """A model's own fixture as a user gets it from schedb (what ``tune --db`` ends with):
+    ingested alone, each task's best records and its untuned kernel measured side by side
+    (``schedb.choose``), served by ``schedb.Database``; kept in ``work`` and reused."""
+    from schedb import Database, Engine, Store, choose
+    from schedb.ingest import ingest
+
+    path = Path(work) / f"{model}_own_chosen.db"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.db")
+        tmp.unlink(missing_ok=True)
+        store = Store(tmp)
+        ingest(store, [ROOT / "fixtures" / model])
+        choose(store, tasks, target, Engine(target))
+        store.close()
+        tmp.rename(path)
+    return Database(path, target=target)
+
+
 def copy_db(src: Path, dst: Path):
     dst.unlink(missing_ok=True)
     with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:

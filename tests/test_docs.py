@@ -63,3 +63,40 @@ def test_every_package_is_in_the_distribution():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "schedb").rglob("__init__.py")}
     assert found | {"schedb_cli"} == listed
+
+
+def _result(tmp_path, name, cpu="Xeon", mcpu="rocketlake", **drop):
+    import json
+
+    machine = {"cpu": cpu, "llvm_mcpu": mcpu, "schedb_commit": "abc1234", "dirty": False}
+    res = {"machine": machine, "started": "2026-12-05T10:00:00+00:00", "finished": "2026-12-05T10:05:00+00:00"}
+    for k in drop:
+        (machine if k in machine else res).pop(k)
+    (tmp_path / f"{name}.json").write_text(json.dumps(res))
+    (tmp_path / f"{name}.md").write_text(f"table of {name}\n")
+    return res
+
+
+def test_generator_refuses_results_without_provenance(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(readme, "RESULTS", tmp_path)
+    page = tmp_path / "page.md"
+
+    def block(*names):
+        return "".join(f"<!-- results:{n} -->\n<!-- /results:{n} -->\n" for n in names)
+
+    _result(tmp_path, "good")
+    assert "table of good" in readme.fill(block("good"), page)
+    for name, drop in (("nocommit", {"schedb_commit": 1}), ("nodirty", {"dirty": 1}), ("nostart", {"started": 1})):
+        _result(tmp_path, name, **drop)
+        with pytest.raises(SystemExit, match=f"results:{name} is refused"):
+            readme.fill(block(name), page)
+    mixed = _result(tmp_path, "mixed")
+    mixed["parts"] = [{"machine": {"cpu": "EPYC", "llvm_mcpu": "znver4"}}]
+    (tmp_path / "mixed.json").write_text(json.dumps(mixed))
+    with pytest.raises(SystemExit, match="several CPUs"):
+        readme.fill(block("mixed"), page)
+    _result(tmp_path, "other", cpu="EPYC", mcpu="znver2")
+    with pytest.raises(SystemExit, match="several CPUs"):
+        readme.fill(block("good", "other"), page)

@@ -94,3 +94,14 @@ def test_benchmark_scripts_stand_alone():
                     re.match(r"/(work|tmp|root|home)/", node.value):
                 found.append(f"{path.name}:{node.lineno}: machine path {node.value!r}")
     assert not found, "\n".join(found)
+
+
+def test_no_class_of_more_than_twenty_methods():
+    found = []
+    for path, tree in _modules("schedb"):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                n = sum(isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef)) for b in node.body)
+                if n > 20:
+                    found.append(f"{path.relative_to(ROOT)}: {node.name} has {n} methods")
+    assert not found, "\n".join(found)
