@@ -1,6 +1,6 @@
 """schedb's droplet search vs TVM's own droplet (``meta_schedule.post_optimization``), in one run.
 
-The comparison is fixed in advance (issue 17): the 10 heaviest tasks by weight x stored
+The comparison is fixed in advance: the 10 heaviest tasks by weight x stored
 best time of the three seed models (resnet50, googlenet, alexnet fixtures; a workload
 shared by models counted once), each searched by both from the same start trace (its best
 stored record), with the same number of measurements and the same timing effort per
@@ -78,14 +78,14 @@ def pick_tasks(store, n: int = N_TASKS) -> list[dict]:
                           " JOIN models m ON m.id = t.model_id")
     heaviest: dict[int, tuple[float, dict]] = {}
     for r in rows:
-        best = store.top_records(r["workload_id"], None, 1) if r["model"] in SEED_MODELS else None
+        best = store.records.top(r["workload_id"], None, 1) if r["model"] in SEED_MODELS else None
         if best:
             share = (r["weight"] or 1) * best[0]["mean_s"]
             if share > heaviest.get(r["workload_id"], (0.0,))[0]:
                 heaviest[r["workload_id"]] = (share, {**r, "record": best[0]})
     out = []
     for share, r in sorted(heaviest.values(), key=lambda x: -x[0])[:n]:
-        w = store.workload(r["workload_id"])
+        w = store.workloads.get(r["workload_id"])
         out.append({"fixture": r["model"], "task": r["task_name"], "workload_id": r["workload_id"],
                     "weight": r["weight"], "weighted_ms": share * 1e3, "kind": w["kind"],
                     "mod": Workload.from_json(json.loads(w["ms_workload"])).mod,
@@ -114,9 +114,9 @@ class Counting:
         self._note([b.mod for b in inputs])
         return self.inner.build(inputs)
 
-    def measure(self, mods):
+    def measure(self, mods, rounds=None):
         self._note(mods)
-        return self.inner.measure(mods)
+        return self.inner.measure(mods, rounds)
 
 
 class Draws(random.Random):
@@ -255,12 +255,12 @@ def record_json(task, run_secs) -> list:
 # --------------------------------------------------------------------------- ours
 def ours_droplet(task, start, trials, engine, seed):
     """schedb's droplet from the task's start record -> (counts dict, DropletResult)."""
-    from schedb import droplet
+    from schedb import DropletParams, droplet
 
     engine.reset()
     t0 = time.perf_counter()
     res = droplet(task["mod"], TARGET, json.loads(task["record"]["trace"]), engine, trials=trials,
-                  seed=seed, start_samples=start.samples)
+                  params=DropletParams(seed=seed), start_samples=start.samples)
     ours = {"start_search_mean": start.mean, "measured": engine.count, "trials": res.trials, "failed": res.failed,
             "distinct_kernels": len(engine.kernels), "pvalue": res.pvalue,
             "search_best_ms": res.best_mean * 1e3, "moved": res.accepted,

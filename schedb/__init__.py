@@ -31,6 +31,7 @@ _PUBLIC = {
     "Index": "schedb.search.index", "features": "schedb.search.index",
     "Engine": "schedb.search.measure", "Measurement": "schedb.search.measure",
     "droplet": "schedb.search.droplet", "refine_many": "schedb.search.droplet",
+    "DropletParams": "schedb.search.droplet",
     "tune": "schedb.pipeline.tune", "choose": "schedb.pipeline.choose", "Choice": "schedb.pipeline.choose",
     "transfer": "schedb.pipeline.transfer", "Options": "schedb.pipeline.transfer",
     "TransferReport": "schedb.pipeline.transfer", "Winner": "schedb.pipeline.transfer",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from schedb.errors import SchedbError
 from schedb.search.allocate import Allocator
-from schedb.search.droplet import Droplet, spend
+from schedb.search.droplet import Droplet, DropletParams, spend
 from schedb.store.records import commit_trace
 from schedb.tir.target import canonical
 
@@ -49,17 +49,18 @@ def refine_stored(store, workloads: dict[int, int | None], target, engine, trial
     point is measured here and committed for ``target``."""
     from tvm.s_tir.meta_schedule.database import Workload
 
-    tgt = canonical(target)
+    target_key = canonical(target)
     tasks, searches = {}, {}
     alloc = Allocator(trials=trials * len(workloads), seconds=budget_s)
+    params = DropletParams(pvalue=pvalue, seed=seed)
     for wid, weight in workloads.items():
         w = store.workloads.get(wid)
-        top = store.records.top(wid, tgt, starts, max_distance=max_distance)
+        top = store.records.top(wid, target_key, starts, max_distance=max_distance)
         if w is None or not w["ms_workload"] or not top:
             continue
         mod = Workload.from_json(json.loads(w["ms_workload"])).mod
         tasks[wid] = (w, top, weight)
-        searches[wid] = Droplet([json.loads(r["trace"]) for r in top], mod, target, engine, pvalue, seed=seed)
+        searches[wid] = Droplet([json.loads(r["trace"]) for r in top], mod, target, engine, params)
         alloc.add(wid, weight, top[0]["mean_s"])  # a prior: the stored time, replaced once measured here
     results = spend(searches, alloc)
     out = []
@@ -68,21 +69,21 @@ def refine_stored(store, workloads: dict[int, int | None], target, engine, trial
         if res is None:  # never given a batch
             out.append(Refinement(wid, w["kind"], weight or 1, top[0]["id"], None, None, 0, 0, None, False, None, 0.0))
         else:
-            out.append(_commit(store, wid, w, tgt, top[res.start], weight or 1, res, save_path))
+            out.append(_commit(store, wid, w, target_key, top[res.start], weight or 1, res, save_path))
     return out
 
 
-def _commit(store, wid, w, tgt, parent, weight, res, save_path) -> Refinement:
+def _commit(store, wid, w, target_key, parent, weight, res, save_path) -> Refinement:
     """Store the accepted improvement (and with ``save_path`` the path) of one workload."""
     record_id = None
     with store.transaction():
         if save_path:
             for v in res.visited:
                 if v.mean is not None:
-                    commit_trace(store, wid, w["signature"], tgt, v.trace, [v.mean], "droplet",
+                    commit_trace(store, wid, w["signature"], target_key, v.trace, [v.mean], "droplet",
                                  parent_id=parent["id"])
         if res.accepted:
-            record_id = commit_trace(store, wid, w["signature"], tgt, res.best_trace, res.best_samples,
+            record_id = commit_trace(store, wid, w["signature"], target_key, res.best_trace, res.best_samples,
                                      "droplet", parent_id=parent["id"], search_time_s=round(res.elapsed, 3))
     return Refinement(wid, w["kind"], weight, parent["id"], res.start_mean * 1e6, res.best_mean * 1e6,
                       res.trials, res.failed, res.pvalue, res.accepted, record_id, res.elapsed)

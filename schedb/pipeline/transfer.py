@@ -30,7 +30,7 @@ from schedb.pipeline.choose import contender
 from schedb.pipeline.evaluate import compile_variants, time_interleaved
 from schedb.pipeline.phases import phase
 from schedb.search.allocate import Allocator
-from schedb.search.droplet import Droplet, spend
+from schedb.search.droplet import Droplet, DropletParams, spend
 from schedb.search.index import Index
 from schedb.search.measure import Engine, Measurement
 from schedb.search.sample import sample_schedules
@@ -168,12 +168,12 @@ class Transfer:
             load_intrinsics(target)
         self.t_begin = time.perf_counter()  # search_wall_s: once per process, the intrinsics are not the search's
         self.store, self.model, self.target, self.opts = store, model, target, opts
-        self.tgt = canonical(target)
+        self.target_key = canonical(target)
         with phase(on_phase, "lowering"):
             self.lowered = lower(model, target, opts.bind_params)
         with phase(on_phase, "extracting tasks"):
             self.tasks = extract_tasks(self.lowered, target)
-        self.note = store.records.coverage_note(self.tgt, opts.same_target_only)
+        self.note = store.records.coverage_note(self.target_key, opts.same_target_only)
         with phase(on_phase, "building the index"):
             self.index = self._index()
         self._anchor_index: Index | None = None  # built when a task first needs it
@@ -181,14 +181,14 @@ class Transfer:
         with phase(on_phase, "starting the measurement engine"):
             self.engine = Engine(target, runner=opts.runner, repeat=opts.repeat)
         with store.transaction():
-            self.model_id = store.models.upsert(model.name, model.source, model.input_shapes, self.tgt,
+            self.model_id = store.models.upsert(model.name, model.source, model.input_shapes, self.target_key,
                                                tvm.__version__)
         self.baseline = 0  # untuned measurements: always made, not charged to the budget
         self.contexts: list[TaskContext] = []  # every task searched, in order
         self.t_start = time.perf_counter()
 
     def _index(self, partition=None) -> Index:
-        rows = self.store.workloads.tuned(self.tgt, self.opts.max_distance)
+        rows = self.store.workloads.tuned(self.target_key, self.opts.max_distance)
         return Index(partition or kind_of, self.opts.sources, self.opts.exclude).fit(rows)
 
     def anchor_index(self) -> Index:
@@ -225,7 +225,7 @@ class Transfer:
         variants = {"untuned": None, "transferred": transferred}
         if self.opts.droplet:
             variants["refined"] = {**transferred, **refined}
-        return TransferReport(self.model.name, self.tgt, results, search_time_s=search_time,
+        return TransferReport(self.model.name, self.target_key, results, search_time_s=search_time,
                               droplet_wall_s=droplet_wall, measured=self.engine.count - self.baseline,
                               notes=[self.note] if self.note else [], **self._evaluate(variants))
 
@@ -356,7 +356,7 @@ class Transfer:
         """Exact matches, else records of the nearest workloads of the same kind, else of
         the nearest with the same anchor (retargeted to the task)."""
         opts, res = self.opts, ctx.result
-        exact = self.store.records.top(ctx.workload_id, self.tgt, opts.k * opts.per_source, self.allowed,
+        exact = self.store.records.top(ctx.workload_id, self.target_key, opts.k * opts.per_source, self.allowed,
                                        opts.max_distance)
         if exact:  # of any target: measured here like every other candidate, never trusted
             return [Candidate(r, 0.0, "exact", json.loads(r["trace"])) for r in exact]
@@ -372,8 +372,9 @@ class Transfer:
             return []
         out = []
         for nb in neighbors:
-            src_desc = json.loads(self.store.workloads.get(nb.workload_id)["description"]) if source == "anchor" else None
-            for r in self.store.records.top(nb.workload_id, self.tgt, opts.per_source, self.allowed,
+            src = self.store.workloads.get(nb.workload_id) if source == "anchor" else None
+            src_desc = json.loads(src["description"]) if src else None
+            for r in self.store.records.top(nb.workload_id, self.target_key, opts.per_source, self.allowed,
                                             opts.max_distance):
                 trace = json.loads(r["trace"])
                 if source == "anchor":
@@ -393,7 +394,7 @@ class Transfer:
             return reason
         if self.opts.sources or self.opts.exclude:
             return reason + " from the models allowed (`sources` / `exclude`)"
-        where = ", ".join(label(t) for t in tuned_for if t != self.tgt)
+        where = ", ".join(label(t) for t in tuned_for if t != self.target_key)
         if self.opts.same_target_only:
             return f"kind {kind} is tuned only for other targets ({where}), left out by `same_target_only`"
         return f"kind {kind} is tuned only for targets of another kind ({where})"
@@ -408,10 +409,10 @@ class Transfer:
         share = self.opts.droplet_share
         caps = [s for s in (self.time_left(), None if share is None else share * searched_s) if s is not None]
         alloc = Allocator(trials if left is None else min(trials, left), min(caps) if caps else None)
-        searches = {}
+        searches, params = {}, DropletParams(pvalue=self.opts.pvalue, seed=self.opts.seed)
         for ctx, win in found:
-            searches[ctx.task.name] = Droplet(ctx.starts, ctx.task.func, self.target, self.engine, self.opts.pvalue,
-                                              seed=self.opts.seed, start_samples=win.samples)
+            searches[ctx.task.name] = Droplet(ctx.starts, ctx.task.func, self.target, self.engine, params,
+                                              start_samples=win.samples)
             alloc.add(ctx.task.name, ctx.task.weight, sum(win.samples) / len(win.samples))
         outcome = spend(searches, alloc)
         refined = {}
@@ -442,7 +443,7 @@ class Transfer:
             for ctx in self.contexts:
                 if len(ctx.contenders) > 1:
                     res = ctx.result
-                    self.store.choices.record(ctx.workload_id, self.tgt, res.refined_record_id or res.record_id,
+                    self.store.choices.record(ctx.workload_id, self.target_key, res.refined_record_id or res.record_id,
                                              ctx.contenders)
 
     def _commit(self, ctx: TaskContext, trace, m: Measurement, origin: str, parent: int,
@@ -451,7 +452,7 @@ class Transfer:
         res = ctx.result
         spent = time.perf_counter() - ctx.started if search_time is None else search_time
         with self.store.transaction():
-            return commit_trace(self.store, ctx.workload_id, ctx.signature, self.tgt, trace, m.samples, origin,
+            return commit_trace(self.store, ctx.workload_id, ctx.signature, self.target_key, trace, m.samples, origin,
                                 parent_id=parent, source_workload_id=res.source_workload_id,
                                 distance=res.distance, search_time_s=round(spent, 3), model_id=self.model_id)
 

@@ -11,10 +11,14 @@ and compute-at locations (a step is the next valid index either way). The trace'
 instructions stay fixed; every candidate is the start trace with other decisions,
 replayed by :func:`schedb.tir.replay.apply_trace`.
 
-Acceptance is decided in one place, :meth:`Droplet.finish`: the search's best end point is
-measured once more beside the start it is judged against, and kept only if a one-sided
-Welch t-test on those two gives p <= ``pvalue``; ``DropletResult.accepted`` says so, and
-callers use nothing else.
+Every comparison is paired: the kernels compared are measured in one call, one sample
+of each per round in a rotating order (``Engine.measure(..., rounds=)``), so load drift
+during the call hits all of them alike, and the test is a one-sided t-test on the
+per-round log ratios (:func:`significantly_faster`). Acceptance is decided in one place,
+:meth:`Droplet.finish`: the search's best end point and the start it is judged against,
+``FINAL_ROUNDS`` rounds, kept only if p <= ``pvalue``; ``DropletResult.accepted`` says
+so, and callers use nothing else. The gain of an accepted end point is measured afresh
+after that decision, so the samples that won the test do not also report their win.
 """
 
 from __future__ import annotations
@@ -30,6 +34,27 @@ from schedb.errors import SchedbError
 from schedb.tir.replay import (
     LOCATION, TILE, DecisionPoint, Replayed, apply_trace, as_json, decision_points, schedule_part, tile_moves,
 )
+
+
+@dataclass(frozen=True)
+class DropletParams:
+    """How a droplet search moves and decides, checked on construction."""
+
+    pvalue: float = 0.05  # of every paired test (a move's is divided by the neighbours tested)
+    batch: int = 8  # neighbours measured per batch, beside the incumbent
+    seed: int = 0
+    max_neighbours: int | None = None  # points queued per radius (None: 4 x batch)
+    max_radius: int = 4  # steps per coordinate the neighbourhood may widen to
+    patience: int = 2  # batches without a move before the next start is searched
+
+    def __post_init__(self):
+        if not 0 < self.pvalue < 1:
+            raise SchedbError(f"`pvalue` must lie between 0 and 1, not {self.pvalue}")
+        for name in ("batch", "max_radius", "patience"):
+            if getattr(self, name) < 1:
+                raise SchedbError(f"`{name}` must be at least 1, not {getattr(self, name)}")
+        if self.max_neighbours is not None and self.max_neighbours < 1:
+            raise SchedbError(f"`max_neighbours` must be at least 1, not {self.max_neighbours}")
 
 
 @dataclass
@@ -49,7 +74,7 @@ class DropletResult:
     best_samples: list[float]
     trials: int  # candidates measured, the start included when it was measured here
     failed: int  # candidates that did not replay, build or run
-    pvalue: float | None  # Welch one-sided p of the final head-to-head; None: there was none
+    pvalue: float | None  # one-sided paired p of the final head-to-head; None: there was none
     visited: list[Visit] = field(default_factory=list)
     elapsed: float = 0.0
     start_samples: list[float] = field(default_factory=list)
@@ -61,19 +86,27 @@ class DropletResult:
         return self.start_mean / self.best_mean
 
 
-def significantly_faster(candidate: list[float], incumbent: list[float], pvalue: float) -> tuple[bool, float]:
-    """(accept, p): the candidate's mean is lower and Welch's one-sided t-test
-    (alternative "less": candidate < incumbent) over the repeat samples gives p <= pvalue.
-    With fewer than two samples on a side no test is possible: never accepted (p is nan)."""
-    from scipy.stats import ttest_ind
+def log_ratios(candidate: list[float], incumbent: list[float]) -> list[float]:
+    """log(candidate / incumbent) round by round (samples taken in the same rounds)."""
+    if len(candidate) != len(incumbent):
+        raise ValueError(f"unpaired samples: {len(candidate)} and {len(incumbent)} rounds")
+    return [math.log(c / i) for c, i in zip(candidate, incumbent)]
 
-    mean_c, mean_i = sum(candidate) / len(candidate), sum(incumbent) / len(incumbent)
-    if mean_c >= mean_i:
+
+def significantly_faster(candidate: list[float], incumbent: list[float], pvalue: float) -> tuple[bool, float]:
+    """(accept, p) for samples paired by round: the mean log ratio candidate / incumbent is
+    below 0 and a one-sided one-sample t-test on the log ratios gives p <= pvalue. With
+    fewer than two rounds no test is possible: never accepted (p is nan)."""
+    from scipy.stats import ttest_1samp
+
+    d = log_ratios(candidate, incumbent)
+    if sum(d) >= 0:
         return False, 1.0
-    if len(candidate) < 2 or len(incumbent) < 2:
+    if len(d) < 2:
         return False, math.nan
-    # Two constant sample sets with different means give p = 0, so p is never nan here.
-    p = float(ttest_ind(candidate, incumbent, equal_var=False, alternative="less").pvalue)
+    if max(d) == min(d):  # no spread at all (synthetic samples): the sign decides
+        return True, 0.0
+    p = float(ttest_1samp(d, 0.0, alternative="less").pvalue)
     return p <= pvalue, p
 
 
@@ -156,30 +189,30 @@ def _with_decisions(trace, points: list[DecisionPoint], key: tuple) -> list:
     return [insts, [[i, new.get(i, d)] for i, d in decisions]]
 
 
-CONFIRM = 2  # trials of the final head-to-head: the start and the end point in one batch
+CONFIRM = 2  # trials of the final head-to-head: the start and the end point in one call
+# Rounds of a batch (each kernel one sample per round) and of the final head-to-head.
+# The final test's rounds give it power: with the per-round log-ratio spread measured here
+# (benchmarks/results/noise.json) a 10% faster kernel passes in most head-to-heads.
+MOVE_ROUNDS, FINAL_ROUNDS = 5, 14
 
 
 def droplet(mod, target, start_trace, engine, trials: int = 64, time_budget: float | None = None,
-            pvalue: float = 0.05, batch: int = 8, seed: int = 0, start_samples: list[float] | None = None,
-            max_neighbours: int | None = None, max_radius: int = 4) -> DropletResult:
+            params: DropletParams = DropletParams(), start_samples: list[float] | None = None) -> DropletResult:
     """Refine ``start_trace`` (Trace or JSON, for ``mod`` or a workload like it) on ``mod``:
     :func:`refine_many` from this one start. ``start_samples`` (the start's repeat times, if
     already measured) saves measuring it again. Raises SchedbError if the start does not
     apply or run."""
-    return refine_many([start_trace], mod, target, engine, trials, time_budget, pvalue, batch, seed,
-                       max_neighbours, max_radius, start_samples=start_samples)
+    return refine_many([start_trace], mod, target, engine, trials, time_budget, params, start_samples)
 
 
 def refine_many(starts: Iterable, mod, target, engine, trials: int = 64, time_budget: float | None = None,
-                pvalue: float = 0.05, batch: int = 8, seed: int = 0, max_neighbours: int | None = None,
-                max_radius: int = 4, patience: int = 2, start_samples: list[float] | None = None) -> DropletResult:
+                params: DropletParams = DropletParams(), start_samples: list[float] | None = None) -> DropletResult:
     """A :class:`Droplet` search within ``trials`` candidates measured (the final
     head-to-head included) and ``time_budget`` seconds (the head-to-head after it).
     Starts that do not apply or run are skipped (and counted as failed); SchedbError if
     none does. Deterministic for a given ``seed`` and measurements."""
     deadline = math.inf if time_budget is None else time.perf_counter() + time_budget
-    search = Droplet(starts, mod, target, engine, pvalue, batch, seed, max_neighbours, max_radius, patience,
-                     start_samples)
+    search = Droplet(starts, mod, target, engine, params, start_samples)
     search.begin()
     while time.perf_counter() < deadline and search.step(trials - CONFIRM - search.trials):
         pass
@@ -222,27 +255,27 @@ class _Run:
 class Droplet:
     """One task's droplet search from one or more start traces, measured a batch at a time.
 
-    Each batch measures neighbours of the incumbent with the incumbent itself, so the
-    t-test compares samples taken under the same load; the batch's fastest replaces the
-    incumbent if :func:`significantly_faster` at ``pvalue`` over the batch's size. When
-    fewer than a batch of unvisited neighbours remain, the radius grows by one (up to
-    ``max_radius``); after a move it is 1 again. Starts are searched one after another: the next begins when the current one's
-    neighbourhood is exhausted or ``patience`` batches pass without a move. Visited points
-    are shared, so no point is measured twice.
+    Each batch measures neighbours of the incumbent with the incumbent itself, paired by
+    round (``MOVE_ROUNDS``), so the test compares samples taken under the same load; the
+    batch's fastest replaces the incumbent if :func:`significantly_faster` at ``pvalue``
+    over the batch's size. When fewer than a batch of unvisited neighbours remain, the
+    radius grows by one (up to ``max_radius``); after a move it is 1 again. Starts are
+    searched one after another: the next begins when the current one's neighbourhood is
+    exhausted or ``patience`` batches pass without a move. Visited points are shared, so no
+    point is measured twice. ``params`` (:class:`DropletParams`) holds these settings.
 
     A driver calls :meth:`begin`, :meth:`step` while it has budget (``refine_many`` for one
     task, :func:`spend` for a budget shared by many), then :meth:`finish`, the one place
     that decides acceptance."""
 
-    def __init__(self, starts: Iterable, mod, target, engine, pvalue: float = 0.05, batch: int = 8, seed: int = 0,
-                 max_neighbours: int | None = None, max_radius: int = 4, patience: int = 2,
+    def __init__(self, starts: Iterable, mod, target, engine, params: DropletParams = DropletParams(),
                  start_samples: list[float] | None = None):
         self.starts = list(starts)
         self.mod, self.target, self.engine = mod, target, engine
-        self.pvalue, self.batch, self.limit = pvalue, batch, max_neighbours or 4 * batch
-        self.max_radius, self.patience = max_radius, patience
+        self.pvalue, self.batch, self.limit = params.pvalue, params.batch, params.max_neighbours or 4 * params.batch
+        self.max_radius, self.patience = params.max_radius, params.patience
         self.start_samples = start_samples  # of starts[0], if already measured
-        self.rng = random.Random(seed)
+        self.rng = random.Random(params.seed)
         self.visited: dict[str, set] = {}  # per trace structure, so other instructions never collide
         self.trials = self.failed = self.moves = 0
         self.visits: list[Visit] = []
@@ -292,9 +325,11 @@ class Droplet:
 
     def finish(self) -> DropletResult:
         """Accept the fastest end point of the runs that moved only if it is
-        significantly faster than the first start measured beside it in one more batch: a
-        chain of moves, each judged against a fresh incumbent, can drift under changing
-        load, and start times of other batches do not compare."""
+        significantly faster than the first start measured beside it, round by round, in
+        one more call: a chain of moves, each judged against a fresh incumbent, can drift
+        under changing load, and start times of other calls do not compare. An accepted
+        end point's times (and so its speed-up) come from one further paired call; that
+        call is not counted in ``trials``, the search's budget."""
         if self.base is None:
             raise SchedbError("no start has run: call begin() or step() first")
         t0 = time.perf_counter()
@@ -304,11 +339,14 @@ class Droplet:
         best, start_samples, p, accepted = base, base.samples, None, False
         end = min((r.inc for r in self.ends), key=lambda x: x.mean, default=None)
         if end is not None:
-            final = self.engine.measure([base.mod, end.mod])
+            final = self.engine.measure([base.mod, end.mod], rounds=FINAL_ROUNDS)
             self.trials += CONFIRM
             self.failed += sum(not m.ok for m in final)
             if final[0].ok and final[1].ok:
                 accepted, p = significantly_faster(final[1].samples, final[0].samples, self.pvalue)
+                if accepted:  # the gain from a measurement that did not decide (no winner's curse)
+                    again = self.engine.measure([base.mod, end.mod], rounds=FINAL_ROUNDS)
+                    final = again if again[0].ok and again[1].ok else final
                 start_samples = final[0].samples
                 best = end if accepted else base
                 best = _Point(best.key, best.trace, final[1 if accepted else 0].samples, best.locations, best.mod)
@@ -363,9 +401,10 @@ class Droplet:
 
     def _measure(self, run: _Run, chosen) -> None:
         """Measure a batch beside the incumbent; move to its fastest if significantly faster."""
-        measured = self.engine.measure([run.inc.mod] + [r.mod for _, r in chosen])
+        measured = self.engine.measure([run.inc.mod] + [r.mod for _, r in chosen], rounds=MOVE_ROUNDS)
         inc = run.inc
-        if measured[0].ok:
+        paired = measured[0].ok  # the batch's own incumbent samples: otherwise nothing to pair with
+        if paired:
             inc = run.inc = _Point(inc.key, inc.trace, measured[0].samples, inc.locations, inc.mod)
         best, ran = None, 0
         for (key, r), m in zip(chosen, measured[1:]):
@@ -374,8 +413,10 @@ class Droplet:
                 self.failed += 1
                 continue
             ran += 1
-            if best is None or m.mean < best[2].mean:
-                best = (key, r, m)
+            if paired:
+                gain = sum(log_ratios(m.samples, inc.samples))
+                if best is None or gain < best[3]:
+                    best = (key, r, m, gain)
         self.trials += len(chosen) + 1
         # The fastest of ``ran`` is tested: Bonferroni keeps a move's false rate at pvalue
         # (untested, 14% of batches of 4 equal kernels moved: the search chased noise).

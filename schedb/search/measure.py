@@ -103,16 +103,19 @@ class Engine:
     """Measure scheduled kernels: warm parallel builds, then the runner, every sample kept.
 
     The one measurement path of schedb: transfer, droplet search and the benchmarks all
-    call :meth:`measure`."""
+    call :meth:`measure`. With ``rounds``, the kernels are measured interleaved: one sample
+    of each per round, the order rotating from round to round, so that drift during the
+    call affects all of them alike and round r's samples pair up (droplet's tests)."""
 
     def __init__(self, target, runner: str = "local", repeat: int = 5, number: int = 3,
                  build_timeout: float = 30.0, run_timeout: float = 30.0):
         self.target = target
         self.builder = WarmBuilder(timeout_sec=build_timeout)
         self.runner = make_runner(runner, number=number, repeat=repeat, timeout_sec=run_timeout)
+        self.runner_for_rounds = make_runner(runner, number=number, repeat=1, timeout_sec=run_timeout)
         self.count = 0
 
-    def measure(self, mods: list) -> list[Measurement]:
+    def measure(self, mods: list, rounds: int | None = None) -> list[Measurement]:
         from tvm.s_tir.meta_schedule.arg_info import ArgInfo
         from tvm.s_tir.meta_schedule.builder import BuilderInput
         from tvm.s_tir.meta_schedule.runner import RunnerInput
@@ -130,15 +133,27 @@ class Engine:
                 out[i] = Measurement(None, _short(b.error_msg))
             else:
                 todo.append((i, RunnerInput(b.artifact_path, "cpu", ArgInfo.from_prim_func(prim_func(m)))))
-        futures = self.runner.run([r for _, r in todo])
-        for (i, r), fut in zip(todo, futures):
-            res = fut.result()
+        if rounds is None:
+            results = {i: [f.result()] for (i, _), f in zip(todo, self.runner.run([r for _, r in todo]))}
+        else:
+            results = self._interleaved(todo, rounds)
+        for i, r in todo:
             shutil.rmtree(os.path.dirname(r.artifact_path), ignore_errors=True)
-            if res.error_msg is not None:
-                out[i] = Measurement(None, _short(res.error_msg))
-            else:
-                out[i] = Measurement([float(s) for s in res.run_secs])
+            err = next((x.error_msg for x in results[i] if x.error_msg is not None), None)
+            out[i] = Measurement(None, _short(err)) if err is not None else \
+                Measurement([float(s) for x in results[i] for s in x.run_secs])
         return out
+
+    def _interleaved(self, todo: list, rounds: int) -> dict:
+        """{index: [one runner result per round]}: round r runs the kernels in ``todo``'s
+        order rotated by r, all rounds in one runner call."""
+        k = len(todo)
+        order = [todo[(r + j) % k] for r in range(rounds) for j in range(k)]
+        futures = self.runner_for_rounds.run([inp for _, inp in order])
+        results: dict = {i: [] for i, _ in todo}
+        for (i, _), fut in zip(order, futures):
+            results[i].append(fut.result())
+        return results
 
 
 def _short(msg: str, limit: int = 500) -> str:
