@@ -182,7 +182,7 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
         from schedb.pipeline.tune import tune as run_tune
         from schedb.tir.target import parse_target
 
-        tgt = parse_target(target)
+        target = parse_target(target)
     quiet_tvm()
     with phase(report.phase, "importing the model"):
         model = load_model(model_spec, input_shape)
@@ -196,7 +196,7 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
         best_s = f"{best * 1e6:.1f} us" if best != float("inf") else "-"
         report.line(f"tasks {finished}/{n}  trials {done}/{total}  {task}: best {best_s}")
 
-    meta = run_tune(model, tgt, out, trials=trials, trials_per_task=trials_per_task,
+    meta = run_tune(model, target, out, trials=trials, trials_per_task=trials_per_task,
                     trials_per_iter=trials_per_iter, seed=seed, progress=progress, time_limit=time_limit,
                     bind_params=not params_as_inputs, resume=resume, database=db_path, on_phase=report.phase)
     click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['measured']} of {meta['trials']} trials, "
@@ -228,20 +228,20 @@ def bench(model_spec, input_shape, target, logs, repeat, as_json, params_as_inpu
     from schedb.tir.tasks import lower
 
     quiet_tvm()
-    tgt = parse_target(target)
+    target = parse_target(target)
     bind = not params_as_inputs
     if bind and logs and tuned_with_bound_params(Path(logs)) is False:
         # The work dir's kernels take the weights as inputs: compile the same way, or few match.
         click.echo(f"note: {logs} was tuned with the weights as runtime inputs: compiling the same way", err=True)
         bind = False
-    lowered = lower(load_model(model_spec, input_shape), tgt, bind_params=bind)
-    database = open_schedules(logs, tgt) if logs else None
-    compiled = compile_model(lowered, tgt, database)
+    lowered = lower(load_model(model_spec, input_shape), target, bind_params=bind)
+    database = open_schedules(logs, target) if logs else None
+    compiled = compile_model(lowered, target, database)
     tvm_lat = time_vm(compiled, lowered, repeat=repeat)
     torch_lat = time_torch(lowered, repeat=repeat)
     result = {
         "model": lowered.model.name,
-        "target": json.loads(canonical(tgt)),
+        "target": json.loads(canonical(target)),
         "schedules": logs,
         **compiled.as_dict(),
         "tvm": tvm_lat.as_dict(),
@@ -469,8 +469,8 @@ def export(folder, db_path, fmt, model, target, force):
     from schedb.tir.target import canonical, parse_target
     from schedb.ingest.workdir import export_workdir
 
-    tgt = canonical(parse_target(target)) if target else None
-    n_wl, n_rec, bad = export_workdir(Store(db_path, readonly=True), folder, model=model, target=tgt,
+    target_key = canonical(parse_target(target)) if target else None
+    n_wl, n_rec, bad = export_workdir(Store(db_path, readonly=True), folder, model=model, target=target_key,
                                       force=force)
     click.echo(f"wrote {n_wl} workloads, {n_rec} records -> {folder}")
     if bad:
@@ -495,19 +495,19 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
     from schedb.store import Store
     from schedb.tir.target import canonical, label, parse_target
 
-    tgt = parse_target(target)
-    note, found = find_neighbors(Store(db_path, readonly=True), load_model(model_spec, input_shape), tgt, k,
+    target = parse_target(target)
+    note, found = find_neighbors(Store(db_path, readonly=True), load_model(model_spec, input_shape), target, k,
                                  list(exclude_model), same_target_only, not params_as_inputs)
     if note:
         click.echo(f"note: {as_flags(note)}", err=True)
-    here, rows = canonical(tgt), []
+    target_key, rows = canonical(target), []
     for t in found:
         if not t.neighbors:
             rows.append([t.task, t.kind, "-", "-", "-", "-", "-"])
         for i, (nb, exact) in enumerate(zip(t.neighbors, t.exact)):
             rows.append([t.task if i == 0 else "", t.kind if i == 0 else "", nb.workload_id,
                          f"{nb.distance:.3f}" + (" (exact)" if exact else ""), ",".join(nb.models),
-                         "this" if nb.target == here else label(nb.target), i + 1])
+                         "this" if nb.target == target_key else label(nb.target), i + 1])
     print_table(["task", "kind", "workload", "distance", "models", "tuned for", "rank"], rows)
 
 
@@ -549,7 +549,7 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
         from schedb.store import Store
         from schedb.tir.target import parse_target
 
-        tgt = parse_target(target)
+        target = parse_target(target)
     quiet_tvm()
     store = Store(db_path)
     opts = Options(k=k, sources=sources.split(",") if sources else None, exclude=list(exclude_model),
@@ -566,7 +566,7 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
 
     with phase(report.phase, "importing the model"):
         model = load_model(model_spec, input_shape)
-    rep = run_transfer(store, model, tgt, opts, progress, on_phase=report.phase)
+    rep = run_transfer(store, model, target, opts, progress, on_phase=report.phase)
     for note in rep.notes:
         report.console.print(f"note: {as_flags(note)}", markup=False)
     cols = ["task", "weight", "source", "from", "distance", "untuned_us", "transferred_us", "refined_us"]
@@ -635,12 +635,12 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
     quiet_tvm()
     store = Store(db_path)
     weights = workloads_to_refine(store, model_name, workload_ids)
-    tgt = parse_target(target)
-    note = store.records.coverage_note(canonical(tgt), same_target_only)
+    target = parse_target(target)
+    note = store.records.coverage_note(canonical(target), same_target_only)
     if note:
         click.echo(f"note: {as_flags(note)}", err=True)
-    load_intrinsics(tgt)
-    done = refine_stored(store, weights, tgt, Engine(tgt, runner=runner), trials=trials, starts=starts,
+    load_intrinsics(target)
+    done = refine_stored(store, weights, target, Engine(target, runner=runner), trials=trials, starts=starts,
                          pvalue=pvalue, seed=seed, save_path=save_path,
                          budget_s=budget * 60 if budget is not None else None,
                          max_distance=max_distance(same_target_only))
@@ -670,11 +670,11 @@ def browse(db_path, host, port):
     serve(db_path or default_path(), host=host, port=port)
 
 
-def _source(r, here):
+def _source(r, target_key):
     """The source model, with the CPU its schedule was tuned for when that is not this one."""
     from schedb.tir.target import label
 
-    if r.source_model is None or r.source_target in (None, here):
+    if r.source_model is None or r.source_target in (None, target_key):
         return r.source_model
     return f"{r.source_model} ({label(r.source_target)})"
 

@@ -39,14 +39,14 @@ def choose(store: Store, tasks, target, engine: Engine, top_k: int = 2) -> list[
     """Measure, for every task with records and no standing choice, the untuned kernel and
     its contenders (Store.contenders) in one batch, and record the fastest
     (Store.record_choice). Tasks whose choice stands are not measured again."""
-    tgt = canonical(target)
+    target_key = canonical(target)
     out = []
     for task in tasks:
         wid = store.workloads.id_of(signature(task.func)[0])
-        if wid is None or store.choices.get(wid, tgt) is not None:
+        if wid is None or store.choices.get(wid, target_key) is not None:
             continue
         rows, mods = [], []
-        for row in store.records.contenders(wid, tgt, top_k):
+        for row in store.records.contenders(wid, target_key, top_k):
             r = apply_trace(json.loads(row["trace"]), task.func, target)
             if r.ok:
                 rows.append(row)
@@ -59,7 +59,7 @@ def choose(store: Store, tasks, target, engine: Engine, top_k: int = 2) -> list[
             continue  # nothing ran: no verdict
         chosen = rows[best - 1]["id"] if best else None  # index 0: the untuned kernel
         with store.transaction():
-            store.choices.record(wid, tgt, chosen, [contender(row and row["id"], m)
+            store.choices.record(wid, target_key, chosen, [contender(row and row["id"], m)
                                                    for row, m in zip([None, *rows], measured)])
         out.append(Choice(task.name, chosen, measured[best].mean * 1e6, len(rows)))
     return out

@@ -23,12 +23,12 @@ class TaskNeighbors:
 def neighbors(store: Store, model: Model, target, k: int = 5, exclude: list[str] | None = None,
               same_target_only: bool = False, bind_params: bool = True) -> tuple[str | None, list[TaskNeighbors]]:
     """(a note when the database holds nothing for ``target``, the neighbours of every task)."""
-    here = canonical(target)
-    index = Index(exclude=exclude).fit(store.workloads.tuned(here, max_distance(same_target_only)))
+    target_key = canonical(target)
+    index = Index(exclude=exclude).fit(store.workloads.tuned(target_key, max_distance(same_target_only)))
     out = []
     for task in extract_tasks(lower(model, target, bind_params), target):
         sig, kind, desc = signature(task.func)
         found = index.neighbors(desc, kind, k)
         own = store.workloads.id_of(sig)
         out.append(TaskNeighbors(task.name, kind, found, [nb.workload_id == own for nb in found]))
-    return store.records.coverage_note(here, same_target_only), out
+    return store.records.coverage_note(target_key, same_target_only), out

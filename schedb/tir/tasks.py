@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from schedb.models import Model
+if TYPE_CHECKING:  # a type hint only: importing models imports torch
+    from schedb.models import Model
 
 
 @dataclass
