@@ -37,19 +37,17 @@ stopped while kernels are timed and resumed afterwards, always.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import signal
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 import report
-from layers import Kernel, TorchLayer, fixture_tuning_paused, match_conv, select, torch_convs, tune_one
+from layers import (TorchLayer, fixture_tuning_paused, match_conv, plain_kernel, prepacked_kernel, select, torch_convs,
+                    tune_one)
 
 
 
@@ -57,18 +55,12 @@ from layers import Kernel, TorchLayer, fixture_tuning_paused, match_conv, select
 def build(k: dict, target, min_ms: float) -> dict:
     """plain, prepacked (rewrite block removed, weight pre-laid-out) and prepacked +
     transform; checks prepacked + transform against plain on the same inputs."""
-    import tvm
     import tvm_ffi
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-    plain = Kernel(k["_sch_plain"].mod, target, ms.arg_info.ArgInfo.from_prim_func(k["_sch_plain"].mod["main"]),
-                   min_ms)
+    plain = plain_kernel(k["_sch_plain"].mod, target, min_ms)
     full_mod = k["_sch_marked"].mod
-    full = Kernel(full_mod, target, ms.arg_info.ArgInfo.from_prim_func(full_mod["main"]), min_ms)
-    compute_mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(full_mod)
-    packed_info = ms.arg_info.ArgInfo.from_entry_func(full_mod, remove_preproc=True)
-    prepacked = Kernel(compute_mod, target, packed_info, min_ms)
+    full = plain_kernel(full_mod, target, min_ms)
+    prepacked = prepacked_kernel(full_mod, target, min_ms)
     # Same inputs (the arrays are drawn from the same seed and shapes): the schedules agree?
     for a, b in zip(plain.args[:-1], full.args[:-1]):
         b.copyfrom(a.numpy())
@@ -78,7 +70,7 @@ def build(k: dict, target, min_ms: float) -> dict:
     k["weight_shape_plain"] = [int(d) for d in plain.args[w].shape]
     k["weight_shape_prepacked"] = [int(d) for d in prepacked.args[w].shape]
     k["layout_rewritten"] = k["weight_shape_plain"] != k["weight_shape_prepacked"] or not tvm_ffi.structural_equal(
-        compute_mod, full_mod)
+        prepacked.mod, full_mod)
     return {"plain": plain, "prepacked": prepacked, "prepacked + transform": full}
 
 

@@ -22,7 +22,6 @@ PAUSE_ENV = "SCHEDB_BENCH_PAUSE"
 def select(model: str, target, top: int) -> list[dict]:
     """The ``top`` heaviest kernels by weight x FLOPs, each with its plain task and the
     same kernel extracted after AttachAttrLayoutFreeBuffers (matched by structure)."""
-    import tvm
     import tvm_ffi
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
@@ -96,6 +95,7 @@ class Kernel:
         import tvm
         from tvm.driver import build as tvm_build
 
+        self.mod = mod
         self.lib = tvm_build(mod, target=target)
         rng = np.random.default_rng(0)
         self.args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in a.shape]).astype(str(a.dtype)))
@@ -108,6 +108,23 @@ class Kernel:
 
     def sample_us(self) -> float:
         return float(self.f(*self.args).mean) * 1e6
+
+
+def plain_kernel(mod, target, min_ms: float) -> Kernel:
+    from tvm.s_tir import meta_schedule as ms
+
+    return Kernel(mod, target, ms.arg_info.ArgInfo.from_prim_func(mod["main"]), min_ms)
+
+
+def prepacked_kernel(mod, target, min_ms: float) -> Kernel:
+    """A kernel tuned with layout-free weights, without its weight-rewrite block, called
+    on the weight already in the new layout: its per-inference cost once the rewrite runs
+    at load (what ``SplitLayoutRewritePreproc`` leaves in the model)."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    compute = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return Kernel(compute, target, ms.arg_info.ArgInfo.from_entry_func(mod, remove_preproc=True), min_ms)
 
 
 class TorchLayer:

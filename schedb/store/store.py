@@ -146,7 +146,8 @@ class Store:
         except sqlite3.Error as e:
             # The hint only for what the read-only connection refused: a write, ATTACH (authorizer).
             refused = "readonly" in str(e) or "authoriz" in str(e)
-            hint = " (the database is open read-only; `readonly=False` allows changes)" if self.readonly and refused else ""
+            hint = (" (the database is open read-only; `readonly=False` allows changes)"
+                    if self.readonly and refused else "")
             raise SchedbError(f"SQL error: {e}{hint}") from None
         finally:
             self.conn.text_factory = str
