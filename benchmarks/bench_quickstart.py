@@ -62,7 +62,8 @@ def render(res: dict):
     md = "\n".join([
         report.machine_line(res["machine"]), "",
         "| step | wall time |", "| --- | --- |",
-        f"| `pip install -e .` (fresh venv, {r['venv_mb']:,} MB installed) | {r['install_s']:.0f} s |",
+        f"| `pip install -e .` (fresh venv, {r['venv_mb']:,} MB installed; packages from pip's cache, "
+        "a first install downloads them too) | " f"{r['install_s']:.0f} s |",
         f"| `schedb {' '.join(INGEST)}` | {r['ingest_s']:.0f} s |",
         f"| `schedb {' '.join(TRANSFER)}` | {r['transfer_s']:.0f} s (search {r['search_wall_s']:.0f} s, "
         f"timing {r['e2e_wall_s'] or 0:.0f} s) |", "",
