@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import report
+from layers import fixture_tuning_paused
 from report import describe
 
 ROOT = Path(__file__).parents[1]
@@ -82,9 +83,10 @@ def main():
     batches = [mods[i * args.batch:(i + 1) * args.batch] for i in range(args.batches)]
     result = {"machine": describe(), "started": report.now(), "candidates": len(mods), "batch": args.batch}
     for name, fn in (("engine", run_engine), ("localbuilder_localrunner", run_ms)):
-        t0 = time.perf_counter()
-        ok = fn(target, batches)
-        dt = time.perf_counter() - t0
+        with fixture_tuning_paused():  # background tuning named by $SCHEDB_BENCH_PAUSE
+            t0 = time.perf_counter()
+            ok = fn(target, batches)
+            dt = time.perf_counter() - t0
         result[name] = {"seconds": round(dt, 2), "measured_ok": ok, "candidates_per_s": round(len(mods) / dt, 3)}
         print(f"{name:26s} {len(mods)} candidates in {dt:7.1f} s  ({len(mods) / dt:.2f}/s, {ok} ok)")
     result["speedup"] = round(result["engine"]["candidates_per_s"]

@@ -52,6 +52,7 @@ import time
 from pathlib import Path
 
 import report
+from layers import fixture_tuning_paused
 from shared import RECORDS, ROOT, WORKLOADS, dump, make_workdir, tiny_records
 
 SEED = ROOT.parent / "shared" / "seed-logs" / "ansor-5000"
@@ -561,33 +562,34 @@ def main(argv=None):
     machine = report.describe()
     machine["nice"] = os.nice(0)
     res = {"machine": machine, "started": now(), "args": vars(a)}
-    try:
-        print("1/3 seed Ansor ingest ...", file=sys.stderr)
-        res["seed_ansor_ingest"] = bench_seed(tmp, a.repeats)
-        print("2/3 one MetaSchedule work dir ingest ...", file=sys.stderr)
-        res["ms_ingest"] = [bench_ms_ingest(tmp, ms_records)]
-        if not res["ms_ingest"][0]["meets_goal"]:
-            print("    below the goal: profiling ...", file=sys.stderr)
-            res["ms_ingest_profile"] = profile_ms_ingest(tmp, min(a.profile_records, ms_records))
-            res["ms_ingest_stages"] = breakdown_ms_ingest(tmp, min(a.profile_records, ms_records))
-        n_wl = max(sizes) // RUN_RECORDS * RUN_WORKLOADS
-        print(f"3/3 scale: generating {n_wl + N_QUERIES:,} TVM workloads ...", file=sys.stderr)
-        mods = make_workloads(n_wl + N_QUERIES)
-        wl_lines = workload_lines(mods[:n_wl])
-        queries = []
-        for mod in mods[n_wl:]:
-            _sig, kind, desc = signature(mod)
-            queries.append((desc, kind))
-        del mods
-        res["scale"] = []
-        for n in sizes:
-            print(f"    {n:,} records ...", file=sys.stderr)
-            res["scale"].append(bench_scale(tmp, n, wl_lines, queries, a.lookups))
-            print("    " + json.dumps({k: v for k, v in res["scale"][-1].items() if k != "lookup"})[:400],
-                  file=sys.stderr)
-    finally:
-        if a.tmp is None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with fixture_tuning_paused():  # background tuning named by $SCHEDB_BENCH_PAUSE
+        try:
+            print("1/3 seed Ansor ingest ...", file=sys.stderr)
+            res["seed_ansor_ingest"] = bench_seed(tmp, a.repeats)
+            print("2/3 one MetaSchedule work dir ingest ...", file=sys.stderr)
+            res["ms_ingest"] = [bench_ms_ingest(tmp, ms_records)]
+            if not res["ms_ingest"][0]["meets_goal"]:
+                print("    below the goal: profiling ...", file=sys.stderr)
+                res["ms_ingest_profile"] = profile_ms_ingest(tmp, min(a.profile_records, ms_records))
+                res["ms_ingest_stages"] = breakdown_ms_ingest(tmp, min(a.profile_records, ms_records))
+            n_wl = max(sizes) // RUN_RECORDS * RUN_WORKLOADS
+            print(f"3/3 scale: generating {n_wl + N_QUERIES:,} TVM workloads ...", file=sys.stderr)
+            mods = make_workloads(n_wl + N_QUERIES)
+            wl_lines = workload_lines(mods[:n_wl])
+            queries = []
+            for mod in mods[n_wl:]:
+                _sig, kind, desc = signature(mod)
+                queries.append((desc, kind))
+            del mods
+            res["scale"] = []
+            for n in sizes:
+                print(f"    {n:,} records ...", file=sys.stderr)
+                res["scale"].append(bench_scale(tmp, n, wl_lines, queries, a.lookups))
+                print("    " + json.dumps({k: v for k, v in res["scale"][-1].items() if k != "lookup"})[:400],
+                      file=sys.stderr)
+        finally:
+            if a.tmp is None:
+                shutil.rmtree(tmp, ignore_errors=True)
     res["finished"] = now()
     res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out.parent.mkdir(parents=True, exist_ok=True)
