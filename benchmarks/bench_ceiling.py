@@ -205,9 +205,7 @@ def time_phase(a) -> None:
                       for i, b in enumerate(built)]
     res["pytorch"] = [{"model": m, "rank": r, "samples_us": samples[(m, r)]} for m, r in layers]
     res["finished"] = report.now()
-    md, fig = render(res)
-    print(md)
-    print("->", report.write(a.name, res, md, fig))
+    report.publish(a.name, res, render)
 
 
 def gflops(flops: float, samples_us: list[float]) -> dict:

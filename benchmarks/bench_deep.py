@@ -180,9 +180,7 @@ def main(argv=None):
     if a.search_only:
         return
     res["finished"] = report.now()
-    md, _ = render(res)
-    print(md)
-    print("->", report.write(a.name, res, md))
+    report.publish(a.name, res, render)
 
 
 if __name__ == "__main__":

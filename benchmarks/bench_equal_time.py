@@ -164,9 +164,7 @@ def main(argv=None):
     res["warm"] = warm_curve(results)
     res["finished"] = report.now()
     res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    md, fig = render(res)
-    print(md)
-    print("->", report.write("equal_time", res, md, fig, folder=results))
+    report.publish("equal_time", res, render, results)
 
 
 def match(src: str, v: dict, first: dict, points: list, curve: list, ev: list, window, ms_at) -> dict:

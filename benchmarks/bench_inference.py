@@ -83,9 +83,7 @@ def main(argv=None):
     res = {"machine": report.describe(), "started": report.now()}
     res["models"] = [measure(m, target, a.rounds) for m in a.models.split(",")]
     res["finished"] = report.now()
-    md, _ = render(res)
-    print(md)
-    print("->", report.write(a.name, res, md))
+    report.publish(a.name, res, render)
 
 
 if __name__ == "__main__":

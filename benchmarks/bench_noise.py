@@ -130,9 +130,7 @@ def main(argv=None):
         res["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     res["finished"] = report.now()
     summarize(res)
-    md, _ = render(res)
-    print(md)
-    print("->", report.write(a.name, res, md))
+    report.publish(a.name, res, render)
 
 
 if __name__ == "__main__":

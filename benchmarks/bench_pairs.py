@@ -239,9 +239,7 @@ def main(argv=None):
     res = {"machine": report.describe(), "started": started, "finished": report.now(), "args": vars(a),
            "targets": timed,
            "droplet": droplet_summary(timed, reports), "runs_at": runs_at(timed, reports)}
-    md, fig = render(res)
-    print(md)
-    print("->", report.write("pairs", res, md, fig, folder=results))
+    report.publish("pairs", res, render, results)
 
 
 if __name__ == "__main__":

@@ -160,9 +160,7 @@ def main(argv=None):
     res = {"machine": report.describe(), "host": here, "targets": targets,
            "search": {v: counts(r) for v, r in runs.items()}, "timing": measure(runs, target, a.rounds),
            "started": started, "finished": report.now()}
-    md, _ = render(res)
-    print(md)
-    print("->", report.write("portability", res, md, folder=results))
+    report.publish("portability", res, render, results)
 
 
 if __name__ == "__main__":

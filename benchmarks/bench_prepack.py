@@ -241,9 +241,7 @@ def main(argv=None):
     res["kernels"] = [{x: v for x, v in k.items() if not x.startswith("_")} for k in timed]
     res["failed"] = [{x: v for x, v in k.items() if not x.startswith("_")} for k in kernels if "errors" in k]
     summarize(res)
-    md, _ = render(res)
-    print(md)
-    print("->", report.write(a.name, res, md))
+    report.publish(a.name, res, render)
 
 
 if __name__ == "__main__":

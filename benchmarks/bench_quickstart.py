@@ -87,9 +87,7 @@ def main(argv=None):
     with fixture_tuning_paused():
         res["run"] = run(work)
     res["finished"], res["load_average_at_end"] = report.now(), [round(x, 2) for x in os.getloadavg()]
-    md, _ = render(res)
-    print(md)
-    print("->", report.write(a.name, res, md))
+    report.publish(a.name, res, render)
 
 
 if __name__ == "__main__":

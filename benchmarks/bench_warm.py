@@ -176,9 +176,7 @@ def main(argv=None):
         res["load_average_end_of_timing"] = [round(x, 2) for x in os.getloadavg()]
     res.update(load_average_timing=load, samples_ms=samples, cells={k: report.median_ci(s) for k, s in samples.items()},
                kernels={k: c.tuned_tasks for k, c in compiled.items()}, finished=report.now())
-    md, fig = render(res)
-    print(md)
-    print("->", report.write(a.name, res, md, fig))
+    report.publish(a.name, res, render)
 
 
 def render(res: dict):

@@ -158,6 +158,15 @@ def write(name: str, result: dict, markdown: str, figure=None, folder: Path = RE
     return folder / f"{name}.json"
 
 
+def publish(name: str, result: dict, render, folder: Path = RESULTS) -> Path:
+    """Render a finished result, print its markdown and write it (``write``)."""
+    md, fig = render(result)
+    print(md)
+    path = write(name, result, md, fig, folder)
+    print("->", path)
+    return path
+
+
 def replot(path: Path, render) -> Path:
     """Re-render NAME.md and NAME.png from the saved NAME.json; measures nothing."""
     result = json.loads(Path(path).read_text())

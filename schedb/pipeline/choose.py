@@ -37,8 +37,8 @@ class Choice:
 
 def choose(store: Store, tasks, target, engine: Engine, top_k: int = 2) -> list[Choice]:
     """Measure, for every task with records and no standing choice, the untuned kernel and
-    its contenders (Store.contenders) in one batch, and record the fastest
-    (Store.record_choice). Tasks whose choice stands are not measured again."""
+    its contenders (store.records.contenders) in one batch, and record the fastest
+    (store.choices.record). Tasks whose choice stands are not measured again."""
     target_key = canonical(target)
     out = []
     for task in tasks:

@@ -13,7 +13,7 @@ from MetaSchedule's own design space (source "searched"), so no kernel ships nai
 Winners can be refined by droplet search, within one budget spent where weight x kernel
 time is largest (schedb.search.allocate), and a refinement is kept only if it is
 significantly faster than the transferred kernel measured beside it. Winners are committed
-as records with their provenance, and each task's verdict as its choice (Store.record_choice:
+as records with their provenance, and each task's verdict as its choice (store.choices.record:
 the winner, or the untuned kernel), so the database builds the model transfer measured;
 then the whole model is compiled and timed.
 """

@@ -98,8 +98,8 @@ class Index:
     """Nearest neighbours over tuned workloads, within the groups ``partition(description)``
     makes (None: in no group), optionally only workloads of ``sources`` models and never
     those only ``exclude`` models tuned. ``fit`` takes the rows of
-    ``Store.tuned_workloads``: which target a neighbour's records came from does not change
-    its distance; a record is ranked by target when it is taken (Store.top_records)."""
+    ``store.workloads.tuned``: which target a neighbour's records came from does not change
+    its distance; a record is ranked by target when it is taken (store.records.top)."""
 
     def __init__(self, partition=kind_of, sources: list[str] | None = None, exclude: list[str] | None = None):
         self.partition = partition
