@@ -595,6 +595,54 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
             json.dump(rep.as_dict(), f, indent=1)
 
 
+@cli.command()
+@model_option
+@shape_option
+@target_option
+@db_option
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="Minutes for the whole step: transfer, tuning and the final timing.")
+@click.option("--transfer-share", type=click.FloatRange(0, 1, min_open=True), default=0.4, show_default=True,
+              help="Share of the budget the transfer (droplet included) may take.")
+@click.option("--latency-share", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
+              help="Tune the heaviest tasks until they cover this share of the estimated latency.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
+@params_option
+@handle_errors
+def fast(model_spec, input_shape, target, db_path, budget, transfer_share, latency_share, report_path,
+         params_as_inputs):
+    """The fastest model a time budget buys: transfer, tune the heaviest tasks, choose, time."""
+    from schedb.pipeline.phases import phase
+
+    report = Reporter()
+    with phase(report.phase, "loading TVM and PyTorch"):
+        from schedb.models import load_model
+        from schedb.pipeline.fast import FastOptions, fast as run_fast
+        from schedb.store import Store
+        from schedb.tir.target import parse_target
+
+        target = parse_target(target)
+    quiet_tvm()
+    opts = FastOptions(budget * 60, transfer_share, latency_share, bind_params=not params_as_inputs)
+    with phase(report.phase, "importing the model"):
+        model = load_model(model_spec, input_shape)
+    rep = run_fast(Store(db_path), model, target, opts,
+                   lambda done, total, r: report.line(f"task {done}/{total} {r.task}: {r.source}"), report.phase)
+    for note in rep.notes:
+        report.console.print(f"note: {as_flags(note)}", markup=False)
+    counts = {s: sum(r.source == s for r in rep.transfer.tasks) for s in ("exact", "neighbor", "anchor", "untuned")}
+    click.echo(f"transfer: {counts['exact']} exact, {counts['neighbor']} neighbour, {counts['anchor']} anchor, "
+               f"{counts['untuned']} untuned of {len(rep.transfer.tasks)} tasks, {rep.transfer.search_wall_s:.0f} s")
+    click.echo(f"tuned {len(rep.tuned_tasks)} heaviest tasks for {rep.tune_wall_s:.0f} s; {rep.wall_s:.0f} s in all")
+    for name in ("final", "pytorch"):
+        lat = rep.e2e.get(name)
+        if lat:
+            click.echo(f"{name:8s} {lat['median_ms']:9.2f} ms  (IQR {lat['p25_ms']:.2f}-{lat['p75_ms']:.2f})")
+    if report_path:
+        with open(report_path, "w") as f:
+            json.dump(rep.as_dict(), f, indent=1)
+
+
 def _print_e2e(rep) -> None:
     """The end-to-end timing of a transfer report: latencies, speed-up, load around it."""
     click.echo(f"end-to-end timing {rep.e2e_wall_s:.1f} s (the other variants compiled, all timed)")

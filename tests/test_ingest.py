@@ -612,3 +612,50 @@ def test_interrupt_midway_rolls_back_and_propagates(tmp_path, monkeypatch):
     assert not store.conn.in_transaction
     monkeypatch.undo()
     assert ingest(store, [tmp_path / "wd"]).new_records == len(TINY_R)
+
+
+def test_a_file_with_lines_it_could_not_store_is_read_again(tmp_path, monkeypatch):
+    """A line this schedb cannot read (here: refused by construction) does not make its file
+    count as ingested: the next ingest, by a schedb that can read it, stores that record
+    once, and only a file read whole is 'already in the database'."""
+    from schedb.ingest.lines import Skip
+    from schedb.ingest.metaschedule import MsRecordParser
+
+    store = Store(tmp_path / "a.db")
+    real = MsRecordParser.__call__
+
+    def refuses_line_2(self, raw, lineno, stamp):
+        if lineno == 2:
+            raise Skip("not readable by this schedb")
+        return real(self, raw, lineno, stamp)
+
+    monkeypatch.setattr(MsRecordParser, "__call__", refuses_line_2)
+    first = ingest(store, [TINY])
+    assert first.skipped_lines == 1 and first.new_records == len(TINY_R) - 1
+    monkeypatch.undo()
+    again = ingest(store, [TINY])
+    assert again.already == 0 and again.new_records == 1 and again.duplicates == len(TINY_R) - 1
+    third = ingest(store, [TINY])
+    assert third.already == 1 and third.new_records == third.duplicates == 0
+    assert store.counts()["files"] == 1 and store.counts()["records"] == len(TINY_R)
+
+
+def test_ingesting_the_folder_that_holds_the_database(tmp_path, monkeypatch):
+    """`cd logs && schedb ingest .`: the default ./schedb.db lies in the walked folder; the
+    walk passes over the database it writes to, and the logs beside it go in. Named
+    explicitly, the database itself is still refused."""
+    write_workdir(tmp_path / "logs" / "run")
+    monkeypatch.chdir(tmp_path / "logs")
+    res = CliRunner().invoke(cli, ["ingest", "."])
+    assert res.exit_code == 0, res.output
+    assert Store(tmp_path / "logs" / "schedb.db").counts()["records"] == len(TINY_R)
+    again = CliRunner().invoke(cli, ["ingest", "schedb.db"])
+    assert again.exit_code == 1 and "is the database being written to" in again.output
+
+
+def test_a_folder_without_logs_is_an_error_and_leaves_no_database(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no logs here\n")
+    res = CliRunner().invoke(cli, ["ingest", str(tmp_path / "empty"), "--db", str(tmp_path / "x.db")])
+    assert res.exit_code == 1 and "no tuning logs found" in res.output, res.output
+    assert not (tmp_path / "x.db").exists()

@@ -45,7 +45,7 @@ def test_merge_preserves_everything_and_is_idempotent(tmp_path):
         assert got[k] == want[k], k
     assert got["files"] - want["files"] == {
         (str(a_path.resolve()), hashlib.sha256(a_path.read_bytes()).hexdigest(), "schedb",
-         a_path.stat().st_size, None)}
+         a_path.stat().st_size, n_records)}  # merged whole: its record count
     # Provenance still leads to the original log lines, through the parent.
     new_child = b.conn.execute("SELECT id FROM records WHERE digest = ?", ("d" * 64,)).fetchone()[0]
     chain = b.records.lineage(new_child)

@@ -175,7 +175,9 @@ def test_export_target_filter(foreign_db, tmp_path):
     n = int(res.output.split(" workloads, ")[1].split()[0])
     assert n > 0
     mine = CliRunner().invoke(cli, ["export", str(tmp_path / "mine"), "--db", str(foreign_db), "--target", "host"])
-    assert mine.exit_code == 0 and "wrote 0 workloads, 0 records" in mine.output, explain(mine)
+    # Nothing for this host: said in one line, a failure, and no empty work dir left behind.
+    assert mine.exit_code == 1 and "0 MetaSchedule records match" in mine.output, explain(mine)
+    assert not (tmp_path / "mine").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".mine")]
     theirs = CliRunner().invoke(cli, ["export", str(tmp_path / "theirs"), "--db", str(foreign_db),
                                       "--target", foreign_target()])
     assert theirs.exit_code == 0 and f", {n} records" in theirs.output, explain(theirs)

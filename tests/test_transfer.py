@@ -181,7 +181,7 @@ def test_exact_matches_reuse_and_exclude_model(source_db, target, tmp_path, meas
                       Options(same_target_only=True, search_trials=0, e2e_repeat=3))
     assert {r.source for r in strict.tasks} == {"untuned"}
     assert "ignored (`same_target_only`)" in strict.notes[0]
-    assert all("--same-target-only" in r.reason for r in strict.tasks)
+    assert all("`same_target_only`" in r.reason for r in strict.tasks)
     model = load_model("tiny_cnn")
     measure_log.pending.clear()  # the strict run's batches
     same = transfer(store, model, target, Options(e2e_repeat=3), progress=measure_log.progress)

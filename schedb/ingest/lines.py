@@ -84,7 +84,7 @@ def read_lines(path: Path, report: Report) -> Iterator[tuple[int, bytes]]:
 def ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse):
     """Parse every line of ``path`` into a record row (``parse(line, lineno, created_at)``
     -> a tuple in Records.COLUMNS order), insert them in chunks."""
-    rows, last = [], 0
+    rows, last, skipped = [], 0, report.skipped_lines
     append, stamp = rows.append, now()
     for lineno, line in read_lines(path, report):
         last = lineno
@@ -98,7 +98,7 @@ def ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse):
             _flush(store, rows, report)
             stamp = now()
     _flush(store, rows, report)
-    store.files.set_lines(file_id, last)
+    store.files.set_lines(file_id, last if report.skipped_lines == skipped else None)
 
 
 def _flush(store: Store, rows: list, report: Report):

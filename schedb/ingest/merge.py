@@ -28,8 +28,10 @@ class SchedbFile(Source):
             if problems != ["ok"]:
                 raise SchedbError(f"{self.path}: damaged database, nothing merged ({'; '.join(problems)})")
             merged = merge(store, other, check=_check_merged)
-            for what, why in merged.pop("skipped"):
+            skipped = merged.pop("skipped")
+            for what, why in skipped:
                 report.skip(self.path, what, why)
+            store.files.set_lines(file_id, None if skipped else other.records.count())
             for key, n in merged.items():
                 setattr(report, key, getattr(report, key) + n)
         finally:

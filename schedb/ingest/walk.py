@@ -26,7 +26,9 @@ def ingest(store: Store, paths, model: str | None = None,
     """Ingest every tuning log under ``paths`` (files or folders, recursively)."""
     report = Report()
     counters = ("files", "already", "new_workloads", "new_records", "duplicates", "invalid", "choices")
-    for source in _discover([Path(p) for p in paths], report):
+    found = 0
+    for source in _discover([Path(p) for p in paths], report, store.path):
+        found += 1
         before = [getattr(report, c) for c in counters]
         n_errors = len(report.errors)
         try:
@@ -45,6 +47,9 @@ def ingest(store: Store, paths, model: str | None = None,
         report.end_source()
         if on_file:
             on_file(str(source.path), report)
+    if not found and not report.errors:
+        report.errors.append(f"{', '.join(map(str, paths))}: no tuning logs found (MetaSchedule work dirs, "
+                             "Ansor JSON lines or schedb databases)")
     return report
 
 
@@ -66,13 +71,14 @@ def ingest_into(db_path, paths, model: str | None = None,
     return report, path
 
 
-def _discover(paths: list[Path], report: Report) -> Iterator[Source]:
+def _discover(paths: list[Path], report: Report, own: Path) -> Iterator[Source]:
     seen: set[tuple[int, int]] = set()  # real directories walked: symlink loops end here
+    own = own.resolve()  # the database written to: passed over where a folder walk meets it
     for path in paths:
         if not path.exists():
             report.errors.append(f"{path}: no such file or directory")
         elif path.is_dir():
-            yield from _walk(path, seen)
+            yield from _walk(path, seen, own)
         else:
             source = _classify(path, explicit=True)
             if isinstance(source, str):
@@ -81,7 +87,7 @@ def _discover(paths: list[Path], report: Report) -> Iterator[Source]:
                 yield source
 
 
-def _walk(folder: Path, seen: set) -> Iterator[Source]:
+def _walk(folder: Path, seen: set, own: Path) -> Iterator[Source]:
     try:
         st = folder.stat()
         if (st.st_dev, st.st_ino) in seen:
@@ -96,8 +102,8 @@ def _walk(folder: Path, seen: set) -> Iterator[Source]:
         return
     for child in children:
         if child.is_dir():
-            yield from _walk(child, seen)
-        elif child.name.endswith(_LOG_SUFFIXES) and child.name not in _SIDE_FILES:
+            yield from _walk(child, seen, own)
+        elif child.name.endswith(_LOG_SUFFIXES) and child.name not in _SIDE_FILES and child.resolve() != own:
             source = _classify(child, explicit=False)
             if isinstance(source, str):
                 yield _Failing(child, source)

@@ -106,6 +106,8 @@ def export_workdir(store, folder: Path, model: str | None = None, target: str | 
         raise SchedbError(f"{folder}: cannot write there ({e.strerror})") from None
     try:
         counts = _write_workdir(tmp, rows)
+        if counts[1] == 0:
+            raise SchedbError(_nothing_to_export(store, model, target))
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
             folder.rename(old / folder.name)
@@ -120,6 +122,13 @@ def export_workdir(store, folder: Path, model: str | None = None, target: str | 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return counts
+
+
+def _nothing_to_export(store, model: str | None, target: str | None) -> str:
+    legacy = store.records.count() - store.records.count_ms()
+    return ("0 MetaSchedule records match" + (f" model {model}" if model else "") + (" and" if model and target else "")
+            + (f" target {target}" if target else "") + ": nothing exported"
+            + (f" ({legacy} legacy Ansor records cannot be exported)" if legacy else ""))
 
 
 def _write_workdir(folder: Path, rows) -> tuple[int, int, list[int]]:

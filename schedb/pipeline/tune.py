@@ -40,6 +40,7 @@ def tune(
     resume: bool = False,
     database: str | Path | None = None,
     on_phase=None,
+    only: set[str] | None = None,
 ) -> dict:
     """Tune ``model`` on ``target``; returns the sidecar dict (also written to ``out``).
 
@@ -61,7 +62,9 @@ def tune(
     goes on from the transferred schedules rather than from random samples. At the end,
     each task's records and its untuned kernel are measured side by side and the fastest
     becomes its choice (schedb.pipeline.choose; the sidecar's ``choices``): the model is built
-    with what ran fastest side by side, the untuned kernel included."""
+    with what ran fastest side by side, the untuned kernel included.
+
+    ``only``: tune just the tasks of these names (the others keep what they have)."""
     if database is not None and resume:
         raise SchedbError("`database` and `resume` do not go together: a database run counts no work dir trials")
     with phase(on_phase, "loading tensor intrinsics"):
@@ -71,7 +74,9 @@ def tune(
     with phase(on_phase, "lowering"):
         lowered = lower(model, target, bind_params)
     with phase(on_phase, "extracting tasks"):
-        tasks = extract_tasks(lowered, target)
+        tasks = [t for t in extract_tasks(lowered, target) if only is None or t.name in only]
+    if not tasks:
+        raise SchedbError(f"none of the tasks in `only` ({', '.join(sorted(only))}) is a task of {model.name}")
     if trials is None:
         trials = (trials_per_task or 32) * len(tasks)
     spent = spent_trials(out, tasks)

@@ -7,14 +7,19 @@ from schedb.store.tables.base import Table, now
 
 class Files(Table):
     def add(self, path: str, sha256: str, fmt: str, size: int) -> int | None:
-        """The row of an input file; None when this exact content was ingested before."""
-        if self.conn.execute("SELECT 1 FROM files WHERE sha256 = ?", (sha256,)).fetchone():
-            return None
+        """The row of an input file; None when this exact content was read whole before. A
+        file read before with lines it could not store (``lines`` NULL: see :meth:`set_lines`)
+        is read again, under its old row, so that what a later schedb can read is not lost."""
+        row = self.conn.execute("SELECT id, lines FROM files WHERE sha256 = ?", (sha256,)).fetchone()
+        if row is not None:
+            return None if row[1] is not None else row[0]
         return self.conn.execute(
             "INSERT INTO files (path, sha256, format, size, ingested_at) VALUES (?, ?, ?, ?, ?)",
             (path, sha256, fmt, size, now())).lastrowid
 
-    def set_lines(self, file_id: int, lines: int):
+    def set_lines(self, file_id: int, lines: int | None):
+        """How many lines (records, for a database) the file had, all of them stored; None
+        when some could not be, so that the next ingest of it reads it again."""
         self.conn.execute("UPDATE files SET lines = ? WHERE id = ?", (lines, file_id))
 
     def copy(self, f: dict) -> int:

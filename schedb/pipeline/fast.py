@@ -1,0 +1,108 @@
+"""The fastest model a time budget buys from a database, in one step.
+
+1. **transfer** (with droplet) from everything the database holds, within a share of the
+   budget; every task gets its chosen kernel (a transferred or refined schedule, or the
+   untuned kernel);
+2. **tune** the tasks that carry most of the model's estimated latency (weight x chosen
+   kernel time; the heaviest first, until ``latency_share`` of it is covered) with
+   MetaSchedule, warm-started from the database's records (``tune(database=...)``),
+   round-robin until the budget's time is spent, then each tuned task's records and its
+   untuned kernel side by side (the choice);
+3. compile the model from the database's choices and time it against PyTorch eager.
+
+Everything is written to the database as it goes, so running again with the same
+database goes on from there: the next transfer finds the earlier run's schedules as
+exact matches.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from schedb.errors import SchedbError
+from schedb.models import Model
+from schedb.pipeline.evaluate import compile_model, time_interleaved
+from schedb.pipeline.phases import phase
+from schedb.pipeline.transfer import Options, TransferReport, transfer
+from schedb.pipeline.tune import tune
+from schedb.store import Store
+from schedb.store.database import Database
+from schedb.tir.target import canonical
+from schedb.tir.tasks import lower
+
+# Seconds kept back for compiling and timing the final model, and the least worth tuning.
+FINAL_S, MIN_TUNE_S = 60.0, 30.0
+
+
+@dataclass
+class FastOptions:
+    budget_s: float  # the whole step: transfer, tuning and the final timing
+    transfer_share: float = 0.4  # of the budget, at most, for the transfer (droplet included)
+    latency_share: float = 0.8  # tune the heaviest tasks until they cover this share of the latency
+    trials_per_iter: int = 8  # candidates per tuning batch: small, so the time limit bites soon
+    e2e_repeat: int = 10  # rounds of the final timing
+    bind_params: bool = True
+
+    def __post_init__(self):
+        if self.budget_s <= 0:
+            raise SchedbError(f"`budget_s` must be positive, not {self.budget_s}")
+        for name in ("transfer_share", "latency_share"):
+            if not 0 < getattr(self, name) <= 1:
+                raise SchedbError(f"`{name}` must lie in (0, 1], not {getattr(self, name)}")
+
+
+@dataclass
+class FastReport:
+    model: str
+    target: str
+    budget_s: float
+    transfer: TransferReport
+    tuned_tasks: list[str]  # the heaviest tasks the tuning phase worked on ([]: no time was left)
+    tune_wall_s: float
+    e2e: dict  # "final" and "pytorch": Latency dicts of the model as the database now builds it
+    wall_s: float
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def heaviest(tasks, share: float) -> list[str]:
+    """Names of the tasks with the largest weight x chosen kernel time, the largest first,
+    until they cover ``share`` of the sum (tasks with no kernel time are left out)."""
+    cost = {t.task: t.weight * (t.refined_us or t.transferred_us or t.untuned_us)
+            for t in tasks if (t.refined_us or t.transferred_us or t.untuned_us)}
+    total, out, covered = sum(cost.values()), [], 0.0
+    for name, c in sorted(cost.items(), key=lambda x: -x[1]):
+        if covered >= share * total:
+            break
+        out.append(name)
+        covered += c
+    return out
+
+
+def fast(store: Store, model: Model, target, opts: FastOptions, progress=None, on_phase=None) -> FastReport:
+    """Transfer, tune the heaviest tasks, choose, and time the model: see the module doc.
+    ``progress`` is transfer's per-task callback; ``on_phase`` marks every phase."""
+    t0 = time.perf_counter()
+    rep = transfer(store, model, target, Options(droplet=True, budget_s=opts.transfer_share * opts.budget_s,
+                                                 e2e_repeat=0, bind_params=opts.bind_params), progress, on_phase)
+    heavy = heaviest(rep.tasks, opts.latency_share)
+    left = opts.budget_s - (time.perf_counter() - t0) - FINAL_S
+    notes, t_tune = [], time.perf_counter()
+    if heavy and left >= MIN_TUNE_S:
+        with tempfile.TemporaryDirectory(prefix="schedb-fast-") as logs:  # the records go to the database
+            tune(model, target, logs, trials_per_task=10**6, trials_per_iter=opts.trials_per_iter, time_limit=left,
+                 bind_params=opts.bind_params, database=store.path, only=set(heavy), on_phase=on_phase)
+    else:
+        notes.append(f"no tuning: {max(left, 0):.0f} s left after the transfer" if heavy else "no task to tune")
+        heavy = []
+    tune_wall = time.perf_counter() - t_tune
+    lowered = lower(model, target, opts.bind_params)
+    with phase(on_phase, "compiling the model from the database's choices"):
+        compiled = compile_model(lowered, target, Database(store.path, target=target))
+    e2e, _ = time_interleaved(lowered, {"final": compiled}, opts.e2e_repeat, on_phase)
+    return FastReport(model.name, canonical(target), opts.budget_s, rep, heavy, round(tune_wall, 1), e2e,
+                      round(time.perf_counter() - t0, 1), rep.notes + notes)
