@@ -161,10 +161,8 @@ def main(argv=None):
     ap.add_argument("--min-ms", type=float, default=20.0, help="each kernel sample runs at least this long")
     ap.add_argument("--work", default=scratch("deep"), help="scratch folder for the databases")
     ap.add_argument("--search-only", action="store_true", help="run (and keep) the transfers, time nothing")
-    report.result_options(ap, "deep")
-    a = ap.parse_args(argv)
-    if a.replot:
-        report.replot(report.RESULTS / f"{a.name}.json", render)
+    a = report.parse(ap, argv, "deep", render)
+    if a is None:
         return
     target = report.host_target()
     work = Path(a.work)

@@ -74,10 +74,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="alexnet,resnet50,googlenet")
     ap.add_argument("--rounds", type=int, default=15)
-    report.result_options(ap, "inference")
-    a = ap.parse_args(argv)
-    if a.replot:
-        report.replot(report.RESULTS / f"{a.name}.json", render)
+    a = report.parse(ap, argv, "inference", render)
+    if a is None:
         return
     target = report.host_target()
     res = {"machine": report.describe(), "started": report.now()}

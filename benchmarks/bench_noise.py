@@ -116,10 +116,8 @@ def main(argv=None):
     ap.add_argument("--calls", type=int, default=34, help="final-test calls per kernel")
     ap.add_argument("--tasks", type=int, default=2, help="heaviest tasks per seed model")
     ap.add_argument("--batch", type=int, default=8, help="neighbours per search batch (droplet's default)")
-    report.result_options(ap, "noise")
-    a = ap.parse_args(argv)
-    if a.replot:
-        report.replot(report.RESULTS / f"{a.name}.json", render)
+    a = report.parse(ap, argv, "noise", render)
+    if a is None:
         return
     target = report.host_target()
     res = {"machine": report.describe(), "started": report.now()}

@@ -182,10 +182,8 @@ def main(argv=None):
     ap.add_argument("--min-ms", type=float, default=50.0, help="each sample runs the kernel for at least this long")
     ap.add_argument("--max-pause", type=float, default=600.0, help="seconds the fixture tuning may stay stopped")
     ap.add_argument("--scratch", default=None, help="MetaSchedule work dirs (default: a new temp dir)")
-    report.result_options(ap, "prepack")
-    a = ap.parse_args(argv)
-    if a.replot:
-        report.replot(report.RESULTS / f"{a.name}.json", render)
+    a = report.parse(ap, argv, "prepack", render)
+    if a is None:
         return
     from schedb.search.measure import WarmBuilder
 

@@ -77,10 +77,8 @@ def render(res: dict):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keep", default=None, help="work in this folder and keep it (default: a temp dir)")
-    report.result_options(ap, "quickstart")
-    a = ap.parse_args(argv)
-    if a.replot:
-        report.replot(report.RESULTS / f"{a.name}.json", render)
+    a = report.parse(ap, argv, "quickstart", render)
+    if a is None:
         return
     work = Path(a.keep or tempfile.mkdtemp(prefix="schedb-quickstart-"))
     res = {"machine": report.describe(), "started": report.now()}

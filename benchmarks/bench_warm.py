@@ -131,10 +131,8 @@ def main(argv=None):
     ap.add_argument("--tune-only", action="store_true", help="run (and keep) the two tuning runs, time nothing")
     ap.add_argument("--beside-fixture-tuning", action="store_true",
                     help="do not stop the background fixture tuning during the two runs (only during the timing)")
-    report.result_options(ap, "warm")
-    a = ap.parse_args(argv)
-    if a.replot:
-        report.replot(report.RESULTS / f"{a.name}.json", render)
+    a = report.parse(ap, argv, "warm", render)
+    if a is None:
         return
     from schedb import Engine, compile_model, extract_tasks, load_model, lower
 

@@ -180,6 +180,17 @@ def result_options(ap, name: str) -> None:
     ap.add_argument("--replot", action="store_true", help="re-render NAME.md from NAME.json; measure nothing")
 
 
+def parse(ap, argv, name: str, render):
+    """Parse a benchmark's arguments (with --name and --replot); a --replot is done here and
+    gives None: the caller then has nothing to measure."""
+    result_options(ap, name)
+    a = ap.parse_args(argv)
+    if a.replot:
+        replot(RESULTS / f"{a.name}.json", render)
+        return None
+    return a
+
+
 def host_target():
     """This host's TVM target, its tensor intrinsics loaded: what the benchmarks tune and time for."""
     from schedb import load_intrinsics, parse_target
