@@ -62,14 +62,14 @@ def prepare(run: str, work: Path, pair: dict, model: str) -> Path:
 
 
 def tune_run(run: str, model, target, work: Path, db: Path, a) -> dict:
-    from schedb.pipeline.tune import tune
+    from schedb.pipeline.tune import TuneBudget, tune
 
     out = work / run
     if (out / "schedb.json").exists():
         return json.loads((out / "schedb.json").read_text())
     print(f"tuning {run} for {a.minutes} min", file=sys.stderr)
-    return tune(model, target, out, trials_per_task=a.trials_per_task, trials_per_iter=16,
-                time_limit=a.minutes * 60, database=db)
+    return tune(model, target, out, TuneBudget(trials_per_task=a.trials_per_task, trials_per_iter=16,
+                                               time_limit=a.minutes * 60), database=db)
 
 
 def at(db: Path, before: int, meta: dict, tasks, t: float, scratch: Path, previous: Path | None):

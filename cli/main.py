@@ -36,7 +36,9 @@ def handle_errors(f):
 # Library messages name the parameters in backticks (`resume`); here they are the flags.
 FLAGS = {"database": "--db", "resume": "--resume", "model": "--model", "workload_ids": "--workload",
          "input_shape": "--input-shape", "sources": "--sources", "exclude": "--exclude-model",
-         "same_target_only": "--same-target-only", "force": "--force", "readonly=False": "--write"}
+         "same_target_only": "--same-target-only", "force": "--force", "readonly=False": "--write",
+         "trials": "--trials", "trials_per_task": "--trials-per-task", "trials_per_iter": "--trials-per-iter",
+         "time_limit": "--time-limit", "pvalue": "--pvalue"}
 
 
 def as_flags(text: str) -> str:
@@ -179,7 +181,7 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
     report = Reporter()
     with phase(report.phase, "loading TVM and PyTorch"):  # seconds of imports, the first thing a user waits for
         from schedb.models import load_model
-        from schedb.pipeline.tune import tune as run_tune
+        from schedb.pipeline.tune import TuneBudget, tune as run_tune
         from schedb.tir.target import parse_target
 
         target = parse_target(target)
@@ -196,9 +198,9 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
         best_s = f"{best * 1e6:.1f} us" if best != float("inf") else "-"
         report.line(f"tasks {finished}/{n}  trials {done}/{total}  {task}: best {best_s}")
 
-    meta = run_tune(model, target, out, trials=trials, trials_per_task=trials_per_task,
-                    trials_per_iter=trials_per_iter, seed=seed, progress=progress, time_limit=time_limit,
-                    bind_params=not params_as_inputs, resume=resume, database=db_path, on_phase=report.phase)
+    budget = TuneBudget(trials, trials_per_task, trials_per_iter, time_limit)
+    meta = run_tune(model, target, out, budget, seed=seed, progress=progress, bind_params=not params_as_inputs,
+                    resume=resume, database=db_path, on_phase=report.phase)
     click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['measured']} of {meta['trials']} trials, "
                f"{meta['wall_time_s']} s -> {out}")
     if "choices" in meta:

@@ -271,3 +271,14 @@ def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
     for task, c in zip(tasks, meta["choices"]["tasks"]):
         standing = store.choices.get(store.workloads.id_of(signature(task.func)[0]), canonical(target))
         assert standing is not None and (standing["record"] or {}).get("id") == c["record_id"]
+
+
+def test_a_budget_is_checked_before_any_tuning(tmp_path):
+    from schedb.errors import SchedbError
+    from schedb.pipeline.tune import TuneBudget
+
+    with pytest.raises(SchedbError, match="`time_limit` must be positive"):
+        TuneBudget(time_limit=0)
+    assert TuneBudget(trials_per_task=8).resolved(5).trials == 40
+    res = CliRunner().invoke(cli, ["tune", "--model", "tiny_mlp", "--trials-per-iter", "0", "--out", str(tmp_path / "w")])
+    assert res.exit_code == 1 and "--trials-per-iter must be positive" in res.output

@@ -26,7 +26,7 @@ from schedb.models import Model
 from schedb.pipeline.evaluate import compile_model, time_interleaved
 from schedb.pipeline.phases import phase
 from schedb.pipeline.transfer import Options, TransferReport, transfer
-from schedb.pipeline.tune import tune
+from schedb.pipeline.tune import TuneBudget, tune
 from schedb.store import Store
 from schedb.store.database import Database
 from schedb.tir.target import canonical
@@ -94,8 +94,9 @@ def fast(store: Store, model: Model, target, opts: FastOptions, progress=None, o
     notes, t_tune = [], time.perf_counter()
     if heavy and left >= MIN_TUNE_S:
         with tempfile.TemporaryDirectory(prefix="schedb-fast-") as logs:  # the records go to the database
-            tune(model, target, logs, trials_per_task=10**6, trials_per_iter=opts.trials_per_iter, time_limit=left,
-                 bind_params=opts.bind_params, database=store.path, only=set(heavy), on_phase=on_phase)
+            budget = TuneBudget(trials_per_task=10**6, trials_per_iter=opts.trials_per_iter, time_limit=left)
+            tune(model, target, logs, budget, bind_params=opts.bind_params, database=store.path, only=set(heavy),
+                 on_phase=on_phase)
     else:
         notes.append(f"no tuning: {max(left, 0):.0f} s left after the transfer" if heavy else "no task to tune")
         heavy = []

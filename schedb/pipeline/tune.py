@@ -26,16 +26,34 @@ from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, drop_partial_line
 from schedb.pipeline.phases import phase
 
 
+@dataclass(frozen=True)
+class TuneBudget:
+    """How much a tuning run may spend, checked on construction."""
+
+    trials: int | None = None  # global (None: trials_per_task x the tasks)
+    trials_per_task: int | None = 32  # None: the global budget, shared by MetaSchedule's gradient scheduler
+    trials_per_iter: int = 32  # candidates per batch
+    time_limit: float | None = None  # seconds; the batches in flight are measured and kept
+
+    def __post_init__(self):
+        for name in ("trials", "trials_per_task", "trials_per_iter", "time_limit"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise SchedbError(f"`{name}` must be positive, not {value}")
+
+    def resolved(self, n_tasks: int) -> "TuneBudget":
+        """The same budget with its global trials worked out for ``n_tasks`` tasks."""
+        trials = self.trials if self.trials is not None else (self.trials_per_task or 32) * n_tasks
+        return TuneBudget(trials, self.trials_per_task, self.trials_per_iter, self.time_limit)
+
+
 def tune(
     model: Model,
     target,
     out: str | Path,
-    trials: int | None = None,
-    trials_per_task: int | None = 32,
-    trials_per_iter: int = 32,
+    budget: TuneBudget = TuneBudget(),
     seed: int = 0,
     progress=None,
-    time_limit: float | None = None,
     bind_params: bool = True,
     resume: bool = False,
     database: str | Path | None = None,
@@ -44,12 +62,12 @@ def tune(
 ) -> dict:
     """Tune ``model`` on ``target``; returns the sidecar dict (also written to ``out``).
 
-    ``trials`` is the global budget (default: ``trials_per_task`` x number of tasks).
+    ``budget`` (:class:`TuneBudget`): the trials, globally and per task, and a time limit
+    that ends the search at the first batch measured past it (batches in flight are
+    measured and kept); the work dir and sidecar are complete as usual.
     ``progress(task_name, trials_done, trials_total, best_seconds, tasks_done, n_tasks)``
     is called after every measured batch; ``on_phase`` at the start and end of every phase
-    (schedb.pipeline.phases). ``time_limit`` (seconds) ends the search at the
-    first batch measured past it (batches in flight are measured and kept); the work dir
-    and sidecar are complete as usual. ``bind_params``: see schedb.tir.tasks.lower.
+    (schedb.pipeline.phases). ``bind_params``: see schedb.tir.tasks.lower.
 
     ``resume``: ``out`` holds an interrupted (or finished) run of this model; the trials
     its records file already holds count against each task's budget, MetaSchedule's
@@ -77,8 +95,7 @@ def tune(
         tasks = [t for t in extract_tasks(lowered, target) if only is None or t.name in only]
     if not tasks:
         raise SchedbError(f"none of the tasks in `only` ({', '.join(sorted(only))}) is a task of {model.name}")
-    if trials is None:
-        trials = (trials_per_task or 32) * len(tasks)
+    budget = budget.resolved(len(tasks))
     spent = spent_trials(out, tasks)
     if any(spent) and not resume:
         raise SchedbError(f"{out} already holds {sum(spent)} trials of a tuning run: `resume` continues it")
@@ -87,12 +104,11 @@ def tune(
             drop_partial_line(out / name)
     before = previous_run(out) if resume else {}
     started = before.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds")
-    budget = _Budget(trials, trials_per_task, trials_per_iter, time_limit)
     with phase(on_phase, f"tuning {len(tasks)} tasks"):
         steps, offset = _tune_parts(out, tasks, spent, budget, before, seed, progress,
                                     lambda: _database(out, database, target, model.name))
-    meta = _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, seed, started, offset,
-                    time_limit, {"clock": "seconds of tuning when a batch went to the runner", "tasks": steps})
+    meta = _sidecar(model, target, tasks, budget, seed, started, offset,
+                    {"clock": "seconds of tuning when a batch went to the runner", "tasks": steps})
     if database is not None:
         meta["database"] = str(database)
         with phase(on_phase, "choosing each task's schedule"):
@@ -121,21 +137,13 @@ def _choose(path, tasks, target) -> dict:
             "untuned": sum(c.record_id is None for c in chosen), "tasks": [c.as_json() for c in chosen]}
 
 
-@dataclass
-class _Budget:
-    trials: int  # global
-    per_task: int | None
-    per_iter: int
-    time_limit: float | None
-
-
-def _tune_parts(out: Path, tasks, spent: list[int], budget: _Budget, before: dict, seed, progress, database):
+def _tune_parts(out: Path, tasks, spent: list[int], budget: TuneBudget, before: dict, seed, progress, database):
     """Tune the tasks with trials left, one MetaSchedule call per group of equal budget, the
     timeline going on from ``before`` (the run so far): -> (timeline per task, seconds)."""
     t0 = time.perf_counter()
     offset = before.get("wall_time_s", 0.0)
     steps = [list(s) for s in before.get("timeline", {}).get("tasks", [])] + [[] for _ in tasks]
-    for group, per_task in _groups(spent, budget.trials, budget.per_task):
+    for group, per_task in _groups(spent, budget.trials, budget.trials_per_task):
         done = sum(spent_trials(out, tasks))
         if done >= budget.trials:
             break
@@ -143,7 +151,7 @@ def _tune_parts(out: Path, tasks, spent: list[int], budget: _Budget, before: dic
         run = _Run(tasks, group, out if not done else out / f"resume-{done}", seed, progress, database())
         limit = None if budget.time_limit is None else max(budget.time_limit - (time.perf_counter() - t0), 0)
         total = budget.trials - done if per_task is None else min(per_task * len(group), budget.trials - done)
-        elapsed = run.tune(total, per_task, budget.per_iter, limit)
+        elapsed = run.tune(total, per_task, budget.trials_per_iter, limit)
         for local, global_id in enumerate(group):
             base = steps[global_id][-1][1] if steps[global_id] else 0
             steps[global_id] += [[round(offset + t, 1), base + n] for t, n in elapsed.get(local, [])]
@@ -229,8 +237,7 @@ def _scheduler(total: int, per_task: int | None, n_tasks: int) -> str:
     return "round-robin" if per_task is not None and total >= per_task * n_tasks else "gradient"
 
 
-def _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, seed, started, wall_s,
-             time_limit, steps) -> dict:
+def _sidecar(model, target, tasks, budget: TuneBudget, seed, started, wall_s, steps) -> dict:
     """What the work dir's own files lack: the model, target, budget and timeline."""
     import tvm
     import tvm_ffi
@@ -241,14 +248,14 @@ def _sidecar(model, target, tasks, trials, trials_per_task, trials_per_iter, see
         "input_shapes": model.input_shapes,
         "target": canonical(target),
         "tvm_version": tvm.__version__,
-        "trials": trials,  # the budget
+        "trials": budget.trials,  # the budget
         "measured": sum(s[-1][1] for s in steps["tasks"] if s),  # candidates sent to the runner
-        "trials_per_task": trials_per_task,
-        "trials_per_iter": trials_per_iter,
+        "trials_per_task": budget.trials_per_task,
+        "trials_per_iter": budget.trials_per_iter,
         "seed": seed,
         "started": started,
         "wall_time_s": round(wall_s, 1),
-        "time_limit_s": time_limit,
+        "time_limit_s": budget.time_limit,
         "timeline": steps,
         "tasks": [
             {"name": t.name, "weight": t.weight, "shash": str(tvm_ffi.structural_hash(t.func))}
