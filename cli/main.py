@@ -454,6 +454,9 @@ def provenance(record_id, db_path):
     cols = ["depth", "id", "origin", "workload_id", "kind", "mean_s", "model", "file", "line",
             "source_workload_id", "distance", "created_at"]
     print_table(cols, [[r[c] for c in cols] for r in chain], overflow="fold")  # never cut the file path
+    if chain[-1]["parent_id"] is not None:
+        click.echo(f"note: record {chain[-1]['id']}'s parent {chain[-1]['parent_id']} is already in the chain: "
+                   "the lineage loops (a damaged database); stopped there", err=True)
 
 
 @cli.command()

@@ -189,3 +189,26 @@ def test_merge_reads_one_consistent_snapshot(tmp_path, monkeypatch):
     monkeypatch.undo()
     ingest(b, [a.path])
     assert b.counts()["records"] == 5
+
+
+def test_a_lineage_that_loops_ends(tmp_path):
+    """A parent_id cycle (a damaged or forged database) ends the walk instead of hanging
+    provenance and show record; the CLI says where it loops."""
+    from click.testing import CliRunner
+
+    from schedb_cli.main import cli
+
+    db = tmp_path / "a.db"
+    ingest(Store(db), [TINY])
+    with sqlite3.connect(db) as conn:
+        a, b = [r[0] for r in conn.execute("SELECT id FROM records ORDER BY id LIMIT 2")]
+        conn.execute("UPDATE records SET parent_id = ? WHERE id = ?", (b, a))
+        conn.execute("UPDATE records SET parent_id = ? WHERE id = ?", (a, b))
+        conn.execute("UPDATE records SET parent_id = id WHERE id = ?", (b + 1,))
+    store = Store(db, readonly=True)
+    assert [r["id"] for r in store.records.lineage(a)] == [a, b]
+    assert [r["id"] for r in store.records.lineage(b + 1)] == [b + 1]
+    res = CliRunner().invoke(cli, ["provenance", str(a), "--db", str(db)])
+    assert res.exit_code == 0 and f"parent {a} is already in the chain" in res.output
+    shown = CliRunner().invoke(cli, ["show", "record", str(b + 1), "--db", str(db)])
+    assert shown.exit_code == 0, shown.output

@@ -4,15 +4,17 @@ left empty in the browser means "any"."""
 
 from __future__ import annotations
 
-# A record and its ancestors back to the original log line, nearest first.
+# A record and its ancestors back to the original log line, nearest first. The walk stops
+# where a parent is already in the chain (a damaged or forged file may hold a cycle): the
+# last row's parent_id then names a record above it.
 LINEAGE = """
-WITH RECURSIVE chain(id, depth) AS (
-    SELECT CAST(:record AS INTEGER), 0
+WITH RECURSIVE chain(id, depth, seen) AS (
+    SELECT CAST(:record AS INTEGER), 0, ',' || CAST(:record AS INTEGER) || ','
     UNION ALL
-    SELECT r.parent_id, c.depth + 1 FROM chain c JOIN records r ON r.id = c.id
-    WHERE r.parent_id IS NOT NULL
+    SELECT r.parent_id, c.depth + 1, c.seen || r.parent_id || ',' FROM chain c JOIN records r ON r.id = c.id
+    WHERE r.parent_id IS NOT NULL AND instr(c.seen, ',' || r.parent_id || ',') = 0
 )
-SELECT c.depth, r.id, r.origin, r.workload_id, w.kind, r.mean_s, r.valid,
+SELECT c.depth, r.id, r.parent_id, r.origin, r.workload_id, w.kind, r.mean_s, r.valid,
        r.source_workload_id, r.distance, r.search_time_s,
        m.name AS model, f.path AS file, f.format AS file_format, r.line, r.target,
        r.tvm_version, r.created_at

@@ -94,7 +94,8 @@ class Records(Table):
         return distinct_traces(self.db.query(sql, [target, workload_id, n]))
 
     def lineage(self, record_id: int) -> list[dict]:
-        """The chain from a record back through its parents to the original log line."""
+        """The chain from a record back through its parents to the original log line; it
+        stops at a parent already in the chain (then the last row's ``parent_id`` is set)."""
         return list(self.db.query(queries.LINEAGE, {"record": record_id}))
 
     def count(self, workload_id: int | None = None) -> int:
