@@ -38,7 +38,7 @@ FLAGS = {"database": "--db", "resume": "--resume", "model": "--model", "workload
          "input_shape": "--input-shape", "sources": "--sources", "exclude": "--exclude-model",
          "same_target_only": "--same-target-only", "force": "--force", "readonly=False": "--write",
          "trials": "--trials", "trials_per_task": "--trials-per-task", "trials_per_iter": "--trials-per-iter",
-         "time_limit": "--time-limit", "pvalue": "--pvalue"}
+         "time_limit": "--time-limit", "pvalue": "--pvalue", "timeout": "--timeout"}
 
 
 def as_flags(text: str) -> str:
@@ -312,8 +312,10 @@ def ingest(paths, db_path, model, as_json):
 @click.option("--csv", "as_csv", is_flag=True, help="CSV output.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.option("--write", is_flag=True, help="Allow statements that change the database.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="Stop the query after this many seconds (0: never).")
 @handle_errors
-def sql(query, db_path, as_csv, as_json, write):
+def sql(query, db_path, as_csv, as_json, write, timeout):
     """Run SQL against the database (read-only unless --write)."""
     import csv
 
@@ -322,7 +324,7 @@ def sql(query, db_path, as_csv, as_json, write):
     if as_csv and as_json:
         raise click.UsageError("--csv and --json exclude each other")
     fmt = "csv" if as_csv else "json" if as_json else None
-    cols, rows = Store(db_path, readonly=not write).query(query)
+    cols, rows = Store(db_path, readonly=not write).query(query, timeout=timeout or None)
     # BLOBs (records.digest) as hex, in every output format.
     rows = [tuple(v.hex() if isinstance(v, bytes) else v for v in r) for r in rows]
     if fmt == "json":

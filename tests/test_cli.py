@@ -301,3 +301,15 @@ def test_progress_heartbeat_inside_a_long_phase(capsys, monkeypatch):
     assert lines[0].endswith("] timing ...") and all("still running" in x for x in lines[1:3]) and len(lines) <= 3
     time.sleep(0.15)
     assert capsys.readouterr().err == ""
+
+
+def test_sql_stops_a_query_that_runs_too_long(tiny_db):
+    import time
+
+    endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT COUNT(*) FROM n"
+    t0 = time.perf_counter()
+    res = CliRunner().invoke(cli, ["sql", endless, "--db", str(tiny_db), "--timeout", "1"])
+    assert res.exit_code == 1 and "SQL stopped: took longer than 1 s (--timeout)" in res.output, res.output
+    assert time.perf_counter() - t0 < 15
+    ok = CliRunner().invoke(cli, ["sql", "SELECT COUNT(*) FROM records", "--db", str(tiny_db)])
+    assert ok.exit_code == 0

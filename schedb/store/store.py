@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import sqlite_utils
@@ -135,21 +136,27 @@ class Store:
     def close(self):
         self.conn.close()
 
-    def query(self, sql: str, params=()) -> tuple[list[str], list[tuple]]:
-        """Run one statement of the user's: (column names, rows)."""
+    def query(self, sql: str, params=(), timeout: float | None = None) -> tuple[list[str], list[tuple]]:
+        """Run one statement of the user's: (column names, rows). It is stopped after
+        ``timeout`` seconds (None: never) or on Ctrl-C, with a SchedbError either way."""
         # What the user selects need not be UTF-8 (another tool's text, a cast blob): shown
         # with replacement characters. Only here: decoding in Python slows every other read.
         self.conn.text_factory = _lenient_text
+        stop = _Stop(timeout)
+        self.conn.set_progress_handler(stop, 10_000)  # SQLite calls it every 10k instructions
         try:
             cur = self.conn.execute(sql, params)
             return [d[0] for d in cur.description or []], cur.fetchall()
         except sqlite3.Error as e:
+            if stop.why:
+                raise SchedbError(f"SQL stopped: {stop.why}") from None
             # The hint only for what the read-only connection refused: a write, ATTACH (authorizer).
             refused = "readonly" in str(e) or "authoriz" in str(e)
             hint = (" (the database is open read-only; `readonly=False` allows changes)"
                     if self.readonly and refused else "")
             raise SchedbError(f"SQL error: {e}{hint}") from None
         finally:
+            self.conn.set_progress_handler(None, 0)
             self.conn.text_factory = str
 
     def check_snapshot(self) -> list[str]:
@@ -175,6 +182,23 @@ class _Transaction:
     def __exit__(self, exc_type, exc, tb):
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         return False
+
+
+class _Stop:
+    """SQLite's progress handler for a user's query: non-zero (stop) once the time limit is
+    past or Ctrl-C was pressed (Python runs signal handlers inside this callback)."""
+
+    def __init__(self, timeout: float | None):
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.timeout, self.why = timeout, None
+
+    def __call__(self) -> int:
+        try:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                self.why = f"took longer than {self.timeout:g} s (`timeout`)"
+        except KeyboardInterrupt:
+            self.why = "interrupted"
+        return 1 if self.why else 0
 
 
 def _lenient_text(b: bytes) -> str:
