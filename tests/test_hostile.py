@@ -438,3 +438,26 @@ def test_sigkill_during_ingest_loses_nothing_committed_and_a_rerun_completes(tmp
     report = ingest(Store(db), [wd])
     assert report.errors == []
     assert Store(db, readonly=True).counts()["records"] == len(recs)
+
+
+def test_export_force_replaces_only_a_work_dir_and_never_the_database(tmp_path, tiny_db):
+    import os
+
+    home = tmp_path / "home"
+    home.mkdir()
+    db = home / "mine.db"
+    with sqlite3.connect(tiny_db) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    res = run("export", home, "--db", db, "--force")
+    assert res.exit_code == 1 and "holds the database being exported" in res.output
+    assert db.is_file()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.tex").write_text("years of work")
+    res = run("export", other, "--db", tiny_db, "--force")
+    assert res.exit_code == 1 and "holds more than a MetaSchedule work dir (thesis.tex)" in res.output
+    assert (other / "thesis.tex").read_text() == "years of work"
+    old = write_workdir(tmp_path / "out", workloads=TINY_W[:1], records=TINY_R[:1])
+    os.chmod(old, 0o750)
+    assert run("export", old, "--db", tiny_db, "--force").exit_code == 0
+    assert (old.stat().st_mode & 0o777) == 0o750

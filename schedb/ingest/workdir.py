@@ -98,8 +98,10 @@ def export_workdir(store, folder: Path, model: str | None = None, target: str | 
     rows = store.records.ms(model=model, target=target)  # raises for an unknown model: before any file
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise SchedbError(f"{folder}: exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not force:
-        raise SchedbError(f"{folder}: not empty (`force` replaces it)")
+    if folder.is_dir() and any(folder.iterdir()):
+        if not force:
+            raise SchedbError(f"{folder}: not empty (`force` replaces it)")
+        _check_replaceable(folder, Path(store.path))
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     except OSError as e:
@@ -109,6 +111,7 @@ def export_workdir(store, folder: Path, model: str | None = None, target: str | 
         if counts[1] == 0:
             raise SchedbError(_nothing_to_export(store, model, target))
         if folder.exists():
+            tmp.chmod(folder.stat().st_mode & 0o7777)  # the folder keeps its mode
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
             folder.rename(old / folder.name)
             tmp.rename(folder)
@@ -122,6 +125,18 @@ def export_workdir(store, folder: Path, model: str | None = None, target: str | 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return counts
+
+
+def _check_replaceable(folder: Path, database: Path) -> None:
+    """``force`` replaces a MetaSchedule work dir, nothing else: not a folder holding other
+    files, and never the database being exported."""
+    if database.resolve().parent == folder.resolve() or folder.resolve() in database.resolve().parents:
+        raise SchedbError(f"{folder}: holds the database being exported ({database.name}); not replaced")
+    work_dir = {WORKLOADS, RECORDS, WORKLOADS + ".gz", RECORDS + ".gz", SIDECAR, "logs"}
+    others = sorted(p.name for p in folder.iterdir() if p.name not in work_dir)
+    if others:
+        raise SchedbError(f"{folder}: holds more than a MetaSchedule work dir ({', '.join(others[:3])}"
+                          + (", ..." if len(others) > 3 else "") + "); not replaced")
 
 
 def _nothing_to_export(store, model: str | None, target: str | None) -> str:
