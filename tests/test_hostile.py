@@ -461,3 +461,25 @@ def test_export_force_replaces_only_a_work_dir_and_never_the_database(tmp_path, 
     os.chmod(old, 0o750)
     assert run("export", old, "--db", tiny_db, "--force").exit_code == 0
     assert (old.stat().st_mode & 0o777) == 0o750
+
+
+def test_a_fifo_among_the_logs_is_skipped_not_read(tmp_path):
+    """A FIFO with a log's suffix would block ingest forever once opened: it is passed over
+    with a warning naming it, the logs beside it go in, and named explicitly it is refused."""
+    import os
+    import threading
+
+    folder = tmp_path / "logs"
+    write_workdir(folder / "run")
+    os.mkfifo(folder / "pipe.json")
+    box = {}
+    worker = threading.Thread(target=lambda: box.setdefault("report", ingest(Store(tmp_path / "a.db"), [folder])),
+                              daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "ingest blocked on the FIFO"
+    report = box["report"]
+    assert report.new_records == len(TINY_R)
+    assert any("pipe.json: skipped: not a regular file" in w for w in report.warnings)
+    named = ingest(Store(tmp_path / "b.db"), [folder / "pipe.json"])
+    assert any("not a regular file" in e for e in named.errors)

@@ -79,6 +79,8 @@ def _discover(paths: list[Path], report: Report, own: Path) -> Iterator[Source]:
             report.errors.append(f"{path}: no such file or directory")
         elif path.is_dir():
             yield from _walk(path, seen, own)
+        elif not path.is_file():
+            report.errors.append(f"{path}: not a regular file (a FIFO, socket or device is never read)")
         else:
             source = _classify(path, explicit=True)
             if isinstance(source, str):
@@ -104,6 +106,9 @@ def _walk(folder: Path, seen: set, own: Path) -> Iterator[Source]:
         if child.is_dir():
             yield from _walk(child, seen, own)
         elif child.name.endswith(_LOG_SUFFIXES) and child.name not in _SIDE_FILES and child.resolve() != own:
+            if not child.is_file():  # a FIFO, socket or device: reading it could block forever
+                yield _Passed(child, "not a regular file")
+                continue
             source = _classify(child, explicit=False)
             if isinstance(source, str):
                 yield _Failing(child, source)
@@ -130,6 +135,17 @@ def _classify(path: Path, explicit: bool):
     if path.name in _SIDE_FILES:
         return None
     return f"{path}:1: not a tuning log (expected a MetaSchedule work dir, Ansor JSON lines or a schedb database)"
+
+
+class _Passed(Source):
+    """A file met during a folder walk that is not read: a warning naming it."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(path)
+        self.why = why
+
+    def __call__(self, store, report, model):
+        report.warnings.append(f"{self.path}: skipped: {self.why}")
 
 
 class _Failing(Source):
