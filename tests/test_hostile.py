@@ -483,3 +483,37 @@ def test_a_fifo_among_the_logs_is_skipped_not_read(tmp_path):
     assert any("pipe.json: skipped: not a regular file" in w for w in report.warnings)
     named = ingest(Store(tmp_path / "b.db"), [folder / "pipe.json"])
     assert any("not a regular file" in e for e in named.errors)
+
+
+def test_the_decoding_child_dies_with_a_killed_ingest(tmp_path):
+    """SIGKILL to ingest while its workload-decoding child runs: the child goes too (it was
+    left blocked on its pipe, holding the database open, for minutes)."""
+    import psutil
+
+    wd = write_workdir(tmp_path / "wd")
+    script = (
+        "import sys, time\n"
+        "from schedb.ingest import sandbox\n"
+        "real = sandbox._child\n"
+        "def slow(*args):\n"
+        "    time.sleep(120)  # a decode that takes long\n"
+        "    real(*args)\n"
+        "sandbox._child = slow\n"
+        "from schedb.ingest import ingest\n"
+        "from schedb.store import Store\n"
+        f"ingest(Store({str(tmp_path / 'a.db')!r}), [{str(wd)!r}])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline, kids = time.time() + 120, []
+        while time.time() < deadline and not kids:
+            kids = psutil.Process(proc.pid).children()
+            time.sleep(0.2)
+        assert kids, "ingest never started its decoding child"
+        proc.kill()
+        proc.wait()
+        gone, alive = psutil.wait_procs(kids, timeout=10)
+        assert not alive, f"decoding child {[p.pid for p in alive]} outlived its parent"
+    finally:
+        proc.kill()

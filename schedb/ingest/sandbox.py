@@ -32,7 +32,7 @@ def load_workloads(path: Path, lines: Iterator[tuple[int, bytes]]) -> Iterator[t
     while pending:
         ctx = multiprocessing.get_context("fork")  # the parent has TVM loaded already: no re-import
         recv, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_child, args=(send, [line for _, line in pending]), daemon=True)
+        child = ctx.Process(target=_guarded, args=(send, [line for _, line in pending], os.getpid()), daemon=True)
         child.start()
         send.close()
         done = 0
@@ -70,6 +70,25 @@ def _death(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         return f"crashed TVM's workload loader ({signal.Signals(-exitcode).name})"
     return f"TVM's workload loader exited ({exitcode})"
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this child when its parent dies (an ingest killed while the
+    child decodes would otherwise leave it blocked on its pipe, holding memory and files)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's own cleanup is all there is
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _guarded(send, lines: list[bytes], parent: int):
+    """The child's entry: bound to its parent's life, then decoding."""
+    _die_with_parent(parent)
+    _child(send, lines)
 
 
 def _child(send, lines: list[bytes]):
