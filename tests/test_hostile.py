@@ -505,8 +505,9 @@ def test_the_decoding_child_dies_with_a_killed_ingest(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    kids = []
     try:
-        deadline, kids = time.time() + 120, []
+        deadline = time.time() + 120
         while time.time() < deadline and not kids:
             kids = psutil.Process(proc.pid).children()
             time.sleep(0.2)
@@ -517,3 +518,8 @@ def test_the_decoding_child_dies_with_a_killed_ingest(tmp_path):
         assert not alive, f"decoding child {[p.pid for p in alive]} outlived its parent"
     finally:
         proc.kill()
+        for kid in kids:  # whatever the outcome, no process is left behind
+            try:
+                kid.kill()
+            except psutil.NoSuchProcess:
+                pass
