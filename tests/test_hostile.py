@@ -523,3 +523,16 @@ def test_the_decoding_child_dies_with_a_killed_ingest(tmp_path):
                 kid.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def test_a_record_for_an_impossible_target_is_not_stored_as_valid(tmp_path):
+    """num-cores = -5 parses in TVM; no machine has it: the record is skipped with the reason."""
+    records = []
+    for i, line in enumerate(TINY_R):
+        r = json.loads(line)
+        if i == 0:
+            r[1][2]["num-cores"] = -5
+        records.append(json.dumps(r))
+    report = ingest(Store(tmp_path / "a.db"), [write_workdir(tmp_path / "wd", records=records)])
+    assert report.new_records == len(TINY_R) - 1 and report.skipped_lines == 1
+    assert any("num-cores -5 is not a positive count" in w for w in report.warnings), report.warnings

@@ -45,9 +45,13 @@ def parse_target(spec: str | dict | None, check_cpu: bool = True):
             raise SchedbError(f"unknown mcpu {cfg['mcpu']!r} for LLVM ({_llvm_triple(cfg.get('mtriple'))}); "
                               f"it knows: {', '.join(sorted(known))}")
     try:
-        return tvm.target.Target(cfg)
+        target = tvm.target.Target(cfg)
     except Exception as e:  # TVM raises its own error types for bad keys
         raise SchedbError(f"bad target {spec!r}: {e}") from None
+    cores = target.attrs.get("num-cores")
+    if cores is not None and int(cores) < 1:  # TVM takes any integer; no machine has that
+        raise SchedbError(f"bad target {spec!r}: num-cores {int(cores)} is not a positive count")
+    return target
 
 
 @functools.lru_cache(maxsize=None)
