@@ -212,3 +212,23 @@ def test_a_lineage_that_loops_ends(tmp_path):
     assert res.exit_code == 0 and f"parent {a} is already in the chain" in res.output
     shown = CliRunner().invoke(cli, ["show", "record", str(b + 1), "--db", str(db)])
     assert shown.exit_code == 0, shown.output
+
+
+def test_one_bad_row_does_not_reject_the_good_ones(tmp_path):
+    """A merged database with a workload whose shapes are not JSON and a task naming a
+    workload that is not there: those rows (and the broken workload's records) are skipped
+    and named; every other record comes in."""
+    src = tmp_path / "src.db"
+    ingest(Store(src), [TINY])
+    with sqlite3.connect(src) as conn:
+        conn.execute("PRAGMA foreign_keys = OFF")
+        bad = conn.execute("SELECT id FROM workloads ORDER BY id LIMIT 1").fetchone()[0]
+        lost = conn.execute("SELECT COUNT(*) FROM records WHERE workload_id = ?", (bad,)).fetchone()[0]
+        conn.execute("UPDATE workloads SET shapes = '[[1,' WHERE id = ?", (bad,))
+        model = conn.execute("SELECT id FROM models LIMIT 1").fetchone()[0]
+        conn.execute("INSERT INTO model_tasks (model_id, workload_id, task_name, weight) VALUES (?, 9999, 'x', 1)",
+                     (model,))
+    report = ingest(Store(tmp_path / "b.db"), [src])
+    assert report.errors == [] and report.new_records == len(TINY_R) - lost > 0
+    assert any(f"workload {bad}: skipped: malformed (JSONDecodeError)" in w for w in report.warnings), report.warnings
+    assert any("workload 9999" in w and "not there" in w for w in report.warnings)

@@ -6,6 +6,9 @@ import json
 
 from schedb.store import schema
 
+# What a damaged or forged row of another database raises when it is read.
+ROW_ERRORS = (ValueError, TypeError, KeyError, AttributeError)
+
 
 def merge(into, other, check=None) -> dict:
     """Copy every row of ``other`` into ``into`` (both Stores), ids mapped, duplicates (by
@@ -21,12 +24,20 @@ def merge(into, other, check=None) -> dict:
               for m in other.models.rows()}
     workloads = {}
     for w in other.workloads.rows():
-        wid, created = into.workloads.upsert(
-            w["signature"], w["kind"], json.loads(w["shapes"]), json.loads(w["dtypes"]),
-            w["shash"], w["legacy_key"], w["description"], w["ms_workload"], w["tvm_version"])
+        try:
+            wid, created = into.workloads.upsert(
+                w["signature"], w["kind"], json.loads(w["shapes"]), json.loads(w["dtypes"]),
+                w["shash"], w["legacy_key"], w["description"], w["ms_workload"], w["tvm_version"])
+        except ROW_ERRORS as e:  # a damaged row: skipped, every other one still comes in
+            out["skipped"].append((f"workload {w['id']}", f"malformed ({type(e).__name__})"))
+            continue
         workloads[w["id"]] = wid
         out["new_workloads"] += created
     for t in other.models.task_rows():
+        if t["model_id"] not in models or t["workload_id"] not in workloads:
+            out["skipped"].append((f"task of model {t['model_id']}, workload {t['workload_id']}",
+                                   "names a model or workload that is not there"))
+            continue
         into.models.add_task(models[t["model_id"]], workloads[t["workload_id"]], t["task_name"], t["weight"])
     ids = merge_records(into, other, check, {"workload_id": workloads, "source_workload_id": workloads,
                                              "model_id": models, "file_id": files}, out)
@@ -49,6 +60,9 @@ def merge_records(into, other, check, maps: dict, out: dict) -> dict:
                 continue
         if old_digests:
             r["digest"] = schema.digest_from_v2(r["digest"])
+        if r["workload_id"] not in maps["workload_id"]:
+            out["skipped"].append((f"record {old}", "its workload is not there"))
+            continue
         for col, m in maps.items():
             r[col] = m[r[col]] if col == "workload_id" else m.get(r[col])
         r["parent_id"] = ids.get(r["parent_id"])
@@ -70,7 +84,7 @@ def merge_choices(into, other, workloads: dict, ids: dict, skipped: list) -> int
     for c in other.choices.rows():
         try:
             n += merge_choice(into, other, c, workloads, ids)
-        except (ValueError, TypeError, KeyError, AttributeError) as e:  # a damaged or forged row
+        except ROW_ERRORS as e:  # a damaged or forged row
             skipped.append((f"choice of workload {c['workload_id']}", f"malformed ({type(e).__name__})"))
     return n
 
