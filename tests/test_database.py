@@ -117,7 +117,9 @@ def test_export_opens_in_tvm_and_compiles(mixed_db, tmp_path, target, lowered):
 
     # Per model; an unknown model is a clean error.
     assert export_workdir(store, tmp_path / "m", model="tiny_mlp") == (n_ms_wl, n_ms, [])
-    assert export_workdir(store, tmp_path / "l", model="legacy") == (0, 0, [])
+    with pytest.raises(SchedbError, match=r"0 MetaSchedule records match model legacy.*legacy Ansor records"):
+        export_workdir(store, tmp_path / "l", model="legacy")  # only Ansor records: nothing to export
+    assert not (tmp_path / "l").exists()
     with pytest.raises(SchedbError, match="no model"):
         export_workdir(store, tmp_path / "x", model="nope")
     result = CliRunner().invoke(cli, ["export", str(tmp_path / "c"), "--db", str(mixed_db)])

@@ -277,8 +277,8 @@ def test_a_budget_is_checked_before_any_tuning(tmp_path):
     from schedb.errors import SchedbError
     from schedb.pipeline.tune import TuneBudget
 
-    with pytest.raises(SchedbError, match="`time_limit` must be positive"):
-        TuneBudget(time_limit=0)
+    with pytest.raises(SchedbError, match="`time_limit` must not be negative"):
+        TuneBudget(time_limit=-1)
     assert TuneBudget(trials_per_task=8).resolved(5).trials == 40
     res = CliRunner().invoke(cli, ["tune", "--model", "tiny_mlp", "--trials-per-iter", "0", "--out", str(tmp_path / "w")])
     assert res.exit_code == 1 and "--trials-per-iter must be positive" in res.output

@@ -36,10 +36,12 @@ class TuneBudget:
     time_limit: float | None = None  # seconds; the batches in flight are measured and kept
 
     def __post_init__(self):
-        for name in ("trials", "trials_per_task", "trials_per_iter", "time_limit"):
+        for name in ("trials", "trials_per_task", "trials_per_iter"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise SchedbError(f"`{name}` must be positive, not {value}")
+        if self.time_limit is not None and self.time_limit < 0:  # 0: stop after the first batches
+            raise SchedbError(f"`time_limit` must not be negative, not {self.time_limit}")
 
     def resolved(self, n_tasks: int) -> "TuneBudget":
         """The same budget with its global trials worked out for ``n_tasks`` tasks."""
