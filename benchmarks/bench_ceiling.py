@@ -252,9 +252,9 @@ def plot(res: dict):
             if (m, job["rank"]) in torch_at and job["variant"] == "plain":
                 ax.axhline(job["flops"] / np.median(torch_at[(m, job["rank"])]) / 1e3, color=f"C{job['rank']}",
                            lw=0.8, ls=":")
-        ax.set(title=f"{m}: best GFLOP/s found (search's own timing); dotted: PyTorch", xlabel="records",
-               ylabel="GFLOP/s")
+        ax.set(title=m, xlabel="records", ylabel="GFLOP/s")
         ax.legend(fontsize=7, ncol=2)
+    fig.suptitle("Best GFLOP/s the search found (its own timing); dotted: the same layer in PyTorch eager")
     return fig
 
 
