@@ -74,8 +74,8 @@ def pick_tasks(store, n: int = N_TASKS) -> list[dict]:
     record}]."""
     from tvm.s_tir.meta_schedule.database import Workload
 
-    rows = store.db.query("SELECT m.name AS model, t.task_name, t.workload_id, t.weight FROM model_tasks t"
-                          " JOIN models m ON m.id = t.model_id")
+    rows = [{"model": store.models.name_of(r["model_id"]), "task_name": r["task_name"],
+             "workload_id": r["workload_id"], "weight": r["weight"]} for r in store.models.task_rows()]
     heaviest: dict[int, tuple[float, dict]] = {}
     for r in rows:
         best = store.records.top(r["workload_id"], None, 1) if r["model"] in SEED_MODELS else None

@@ -30,9 +30,8 @@ def candidates(target, n):
     ingest(store, [ROOT / "fixtures" / "tiny_cnn"])
     mods = []
     for task in extract_tasks(lower(load_model("tiny_cnn"), target), target):
-        row = store.conn.execute("SELECT id FROM workloads WHERE signature = ?",
-                                 (signature(task.func)[0],)).fetchone()
-        for rec in store.records.top(row[0], None, 8) if row else []:
+        wid = store.workloads.id_of(signature(task.func)[0])
+        for rec in store.records.top(wid, None, 8) if wid is not None else []:
             r = apply_trace(json.loads(rec["trace"]), task.func, target)
             if r.ok:
                 mods.append(r.mod)

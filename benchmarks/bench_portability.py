@@ -24,11 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import sys
 import time
 from pathlib import Path
 
+import queries
 import report
 from shared import base_db, by_source, copy_db, interleaved, pair_database, scratch
 
@@ -54,8 +54,7 @@ def relabelled(base: Path, dst: Path, target: str) -> Path:
     """A copy of ``base`` whose records all claim ``target``."""
     if not dst.exists():
         copy_db(base, dst)
-        with sqlite3.connect(dst) as conn:
-            conn.execute("UPDATE records SET target = ?", (target,))
+        queries.relabel(dst, target)
     return dst
 
 

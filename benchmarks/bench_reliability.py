@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import queries
 from report import describe, machine_line, now, replot, write
 from shared import make_workdir  # a work dir of tiny_mlp's records, perturbed
 
@@ -83,16 +84,6 @@ def python(script: str, *args, tree: Path = ROOT, **kw) -> subprocess.Popen:
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
-def count(db: Path) -> int:
-    with sqlite3.connect(db) as c:
-        return c.execute("SELECT COUNT(*) FROM records").fetchone()[0]
-
-
-def integrity(db: Path) -> str:
-    with sqlite3.connect(db) as c:
-        return c.execute("PRAGMA integrity_check").fetchone()[0]
-
-
 # --------------------------------------------------------------------------- 1. writers
 def concurrent_writers(tmp: Path, n_ingest: int, n_commit: int, n_tune: int) -> dict:
     from schedb.ingest import ingest
@@ -101,9 +92,7 @@ def concurrent_writers(tmp: Path, n_ingest: int, n_commit: int, n_tune: int) -> 
     db = tmp / "shared.db"
     store = Store(db)
     ingest(store, [TINY])  # a workload for the committer to write to
-    wid, sig, target, trace = store.conn.execute(
-        "SELECT r.workload_id, w.signature, r.target, r.trace FROM records r"
-        " JOIN workloads w ON w.id = r.workload_id LIMIT 1").fetchone()
+    wid, sig, target, trace = queries.a_record(store)
     before = store.counts()["records"]
     store.close()
     dirs = [make_workdir(tmp / f"w{i}", n_ingest, seed=100 + i) for i in range(2)]
@@ -118,8 +107,7 @@ def concurrent_writers(tmp: Path, n_ingest: int, n_commit: int, n_tune: int) -> 
     while any(p.poll() is None for p in procs.values()):
         q0 = time.perf_counter()
         try:
-            reader.execute("SELECT COUNT(*) FROM records").fetchone()
-            reader.execute("SELECT * FROM best_records LIMIT 50").fetchall()
+            queries.read_while_written(reader)
             reads += 1
         except sqlite3.Error as e:
             read_errors.append(str(e))
@@ -132,12 +120,12 @@ def concurrent_writers(tmp: Path, n_ingest: int, n_commit: int, n_tune: int) -> 
         out, err = p.communicate()
         outcomes[name] = {"exit": p.returncode, "stderr_tail": err.strip().splitlines()[-1:] if p.returncode else []}
     expected = before + 2 * n_ingest + n_commit + n_tune
-    got = count(db)
+    got = queries.record_count(db)
     stderr = " ".join(" ".join(o["stderr_tail"]) for o in outcomes.values())
     return {"writers": outcomes, "expected_records": expected, "records": got, "exact": got == expected,
             "lock_failures": stderr.count("locked") + sum("locked" in e for e in read_errors),
             "reads": reads, "read_errors": read_errors, "slowest_read_s": round(slowest, 3),
-            "wall_s": round(wall, 1), "integrity": integrity(db)}
+            "wall_s": round(wall, 1), "integrity": queries.integrity(db)}
 
 
 # --------------------------------------------------------------------------- 2. SIGKILL
@@ -148,7 +136,7 @@ def kills(tmp: Path, n_records: int, n_kills: int, seed: int = 0) -> dict:
     p = python(INGEST, clean_db, folder)
     p.communicate()
     clean_wall = time.perf_counter() - t0
-    clean = count(clean_db)
+    clean = queries.record_count(clean_db)
     t0 = time.perf_counter()
     python(INGEST, tmp / "startup.db", tmp / "empty").communicate()  # imports only: no kill before
     startup = time.perf_counter() - t0
@@ -162,13 +150,13 @@ def kills(tmp: Path, n_records: int, n_kills: int, seed: int = 0) -> dict:
         p.send_signal(signal.SIGKILL)
         p.communicate()
         killed = p.returncode == -signal.SIGKILL  # (else it had finished before the signal)
-        stored_at_kill = count(db) if db.exists() and integrity(db) == "ok" else None
-        ok = integrity(db) if db.exists() else "no file yet"
+        stored_at_kill = queries.record_count(db) if db.exists() and queries.integrity(db) == "ok" else None
+        ok = queries.integrity(db) if db.exists() else "no file yet"
         r = python(INGEST, db, folder)
         r.communicate()
         runs.append({"kill_at_s": round(at, 2), "killed": killed, "records_at_kill": stored_at_kill, "integrity": ok,
-                     "rerun_exit": r.returncode, "records_after_rerun": count(db),
-                     "exact": count(db) == clean})
+                     "rerun_exit": r.returncode, "records_after_rerun": queries.record_count(db),
+                     "exact": queries.record_count(db) == clean})
         for f in tmp.glob(f"kill{k}.db*"):
             f.unlink()
     return {"records": n_records, "clean_count": clean, "clean_wall_s": round(clean_wall, 1),

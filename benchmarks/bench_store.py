@@ -51,6 +51,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import queries
 import report
 from layers import fixture_tuning_paused
 from shared import RECORDS, ROOT, WORKLOADS, dump, make_workdir, tiny_records
@@ -166,9 +167,7 @@ def breakdown_ms_ingest(tmp: Path, n_records: int) -> dict:
                  lambda: [parse(line, n, stamp) for n, line in read_lines(folder / RECORDS, rep)])
     store = Store(tmp / f"stages{n_records}.db")
     with store.transaction():
-        store.conn.execute("INSERT INTO models (name, created_at) VALUES ('m', ?)", (stamp,))
-        store.conn.execute("INSERT INTO files (path, sha256, format, ingested_at) VALUES ('f', 'h', 'x', ?)",
-                           (stamp,))
+        queries.seed_parents(store, stamp)
         for i in range(4):
             store.workloads.upsert(f"s:{i}", "k", [], [])
 
@@ -358,7 +357,7 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups
     rep = ingest(store, [tmp / f"runs{n}"], on_file=on_file)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert not rep.errors and rep.skipped_lines == 0 and rep.new_records == n, rep.as_dict()
-    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    queries.checkpoint(store)
     store.close()
     rates = [RUN_RECORDS / t for t in per_run]
     rate_ci = report.median_ci(rates)
@@ -377,9 +376,8 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups
     shutil.rmtree(tmp / f"runs{n}")
 
     store = Store(path, readonly=True)
-    target, = store.conn.execute(
-        "SELECT target FROM records GROUP BY target ORDER BY COUNT(*) DESC LIMIT 1").fetchone()
-    res["kinds"] = store.conn.execute("SELECT COUNT(DISTINCT kind) FROM workloads").fetchone()[0]
+    target = queries.commonest_target(store)
+    res["kinds"] = queries.kind_count(store)
     # b. nearest neighbours
     builds = []
     for _ in range(3):
@@ -403,7 +401,7 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups
                   "build_s_median": round(statistics.median(builds), 3), "query": knn,
                   "query_one_thread": knn1}
     # c. best-record lookups
-    wids = [w for w, in store.conn.execute("SELECT id FROM workloads")]
+    wids = queries.workload_ids(store)
     rng = random.Random(1)
     pick = lambda k: [rng.choice(wids) for _ in range(k)]  # noqa: E731
     for w in pick(200):  # warm SQLite's and the OS page cache, as a long-lived process would be
@@ -413,17 +411,14 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups
         "best_record(wid, target)": _time_calls(store.records.best, [(w, target) for w in pick(n_lookups)]),
         "best_record(wid)": _time_calls(store.records.best, [(w,) for w in pick(n_lookups)]),
         "best_records view, one workload": _time_calls(
-            lambda w: list(store.db.query("SELECT * FROM best_records WHERE workload_id = ?", [w])),
+            lambda w: queries.best_records_view(store, w),
             [(w,) for w in pick(n_view)]),
     }
     for w in pick(20):  # sanity: the fastest valid record, as a plain scan finds it
         best = store.records.best(w, target)
-        want = store.conn.execute("SELECT MIN(mean_s) FROM records WHERE workload_id = ? AND target = ?"
-                                  " AND valid = 1", (w, target)).fetchone()[0]
+        want = queries.fastest_valid(store, w, target)
         assert (best is None and want is None) or best["mean_s"] == want
-    res["lookup"]["plan best_record(wid)"] = [row[-1] for row in store.conn.execute(
-        "EXPLAIN QUERY PLAN SELECT * FROM records WHERE workload_id = ? AND valid = 1"
-        " ORDER BY mean_s, id LIMIT 1", (1,))]
+    res["lookup"]["plan best_record(wid)"] = queries.best_record_plan(store)
     store.close()
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)

@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 
+import queries
 import report
 from shared import copy_db, interleaved, others, pair_database, scratch
 from layers import fixture_tuning_paused
@@ -50,12 +49,9 @@ def prepare(run: str, work: Path, pair: dict, model: str) -> Path:
         tmp = work / f"{run}.tmp.db"
         if run == "warm":
             copy_db(Path(pair["db"]), tmp)
-            with closing(sqlite3.connect(tmp)) as c, c:  # the model's own tuning: not a warm start but a leak
-                c.execute("DELETE FROM records WHERE origin = 'tuned' AND model_id IN "
-                          "(SELECT id FROM models WHERE name = ?)", (model,))
+            queries.drop_tuning_of(tmp, model)  # the model's own tuning: not a warm start but a leak
         Store(tmp).close()  # cold: a new, empty database
-        with closing(sqlite3.connect(tmp)) as c:  # closed before the rename: nothing left in a WAL
-            top = c.execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()[0]
+        top = queries.max_record_id(tmp)  # its connection closed before the rename: nothing left in a WAL
         (work / f"{run}.before").write_text(str(top))
         tmp.rename(db)
     return db
@@ -83,22 +79,9 @@ def at(db: Path, before: int, meta: dict, tasks, t: float, scratch: Path, previo
     snap = scratch / f"snap-{db.stem}-{t:.0f}.db"
     copy_db(db, snap)
     Store(snap).close()  # a run tuned by an older schedb: its schema migrated first
-    with closing(sqlite3.connect(snap, isolation_level=None)) as c:
-        c.execute("ATTACH DATABASE ? AS previous", (str(previous or snap),))  # outside a transaction
-        c.execute("BEGIN")
-        for task, steps in zip(tasks, meta["timeline"]["tasks"]):
-            n = max((k for s, k in steps if s <= t), default=0)
-            row = c.execute("SELECT id FROM workloads WHERE signature = ?", (signature(task.func)[0],)).fetchone()
-            if row is not None:  # drop the run's records of this task past its first n
-                c.execute("DELETE FROM main.records WHERE workload_id = ? AND id > ? AND id NOT IN (SELECT id FROM "
-                          "main.records WHERE workload_id = ? AND id > ? ORDER BY id LIMIT ?)",
-                          (row[0], before, row[0], before, n))
-        c.execute("DELETE FROM main.choices")
-        if previous is not None:
-            c.execute("INSERT INTO main.choices SELECT * FROM previous.choices")
-        kept = c.execute("SELECT COUNT(*) FROM main.records WHERE id > ?", (before,)).fetchone()[0]
-        c.execute("COMMIT")
-    return snap, kept
+    cuts = [(signature(task.func)[0], max((k for s, k in steps if s <= t), default=0))
+            for task, steps in zip(tasks, meta["timeline"]["tasks"])]
+    return snap, queries.cut_run(snap, previous or snap, before, cuts)
 
 
 def chosen_at(snap: Path, tasks, target, engine):
