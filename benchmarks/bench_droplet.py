@@ -275,8 +275,7 @@ def ours_droplet(task, start, trials, engine, seed):
 TARGET = None
 
 
-def main():
-    global TARGET
+def parse(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=32, help="TVM droplet's n_trial; ours gets what it measured")
     ap.add_argument("--final-repeat", type=int, default=10)
@@ -287,18 +286,28 @@ def main():
                     help="also run both searches with this many times the trials (the ceiling); 0: not")
     ap.add_argument("--out", default=str(report.RESULTS / "droplet.json"))
     ap.add_argument("--replot", action="store_true", help="re-render md + png from --out; measure nothing")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(argv)
     out = Path(args.out)
     if args.replot:
         report.replot(out, render)
         return
+    result = run(args)
+    table, fig = render(result)
+    print()
+    print(table)
+    report.write(out.stem, result, table, fig, folder=out.parent)
 
+
+def run(args) -> dict:
+    """Both searches on each of the heaviest tasks, then the final interleaved timing."""
+    global TARGET
     t_all = time.perf_counter()
-    from scipy.stats import ttest_ind
-
     from schedb.ingest import ingest
     from schedb.search.measure import Engine, make_runner
-    from schedb.tir.replay import apply_trace, as_json
     from schedb import load_intrinsics, parse_target, Store
 
     TARGET = parse_target(None)
@@ -307,142 +316,170 @@ def main():
     store = Store(":memory:")
     ingest(store, [ROOT / "fixtures" / f for f in SEED_MODELS])
     tasks = pick_tasks(store, args.tasks)
-
     engine = Engine(TARGET, repeat=TIMING["repeat"], number=TIMING["number"])  # make_runner's min_repeat_ms: 20
-    ours_engine = Counting(engine)
-    tvm_builder = Counting(engine.builder)
-    tvm_runner = make_runner("local", **TIMING)
-    final_runner = make_runner("local", number=3, repeat=args.final_repeat)
-    log_dir = tempfile.mkdtemp(prefix="bench-droplet-")
-
+    ctx = types.SimpleNamespace(
+        engine=engine, ours_engine=Counting(engine), tvm_builder=Counting(engine.builder),
+        tvm_runner=make_runner("local", **TIMING), final_runner=make_runner("local", number=3, repeat=args.final_repeat),
+        log_dir=tempfile.mkdtemp(prefix="bench-droplet-"))
     rows = []
     for k, task in enumerate(tasks):
-        label = f"{task['fixture']}/{task['task']}"
-        print(f"[{k + 1}/{len(tasks)}] {label} ({task['kind']}, stored best "
+        print(f"[{k + 1}/{len(tasks)}] {task['fixture']}/{task['task']} ({task['kind']}, stored best "
               f"{task['record']['mean_s'] * 1e3:.3f} ms)", flush=True)
-        row = {"fixture": task["fixture"], "task": task["task"], "kind": task["kind"],
-               "workload_id": task["workload_id"], "weight": task["weight"], "weighted_ms": task["weighted_ms"],
-               "start_record_id": task["record"]["id"],
-               "stored_start_ms": task["record"]["mean_s"] * 1e3}
-        start = apply_trace(json.loads(task["record"]["trace"]), task["mod"], TARGET)
-        if not start.ok:
-            print(f"  start does not replay: {start.error}")
-            rows.append({**row, "error": f"start does not replay: {start.error}"})
-            continue
-        # Each method's incumbent, measured with its own measurement settings (not trials).
-        ours_start = engine.measure([start.mod])[0]
-        tvm_start = run_samples(engine.builder, tvm_runner, [deploy_mod(task, record_json(task, [1.0]))], 1)[0]
-        if not ours_start.ok or not tvm_start:
-            rows.append({**row, "error": f"start does not run: {ours_start.error}"})
-            continue
+        rows.append(compare(task, ctx, args))
+    return {"machine": machine, "started": started, "finished": report.now(),
+            "wall_time_s": round(time.perf_counter() - t_all, 1), "settings": settings(args),
+            **geomeans(rows), "tasks": rows}
 
-        try:
-            tvm = tvm_droplet(task, tvm_start, args.trials, tvm_builder, args.seed, log_dir)
-            n = tvm["measured"]
-            print(f"  TVM droplet: {n} measured ({tvm['distinct_kernels']} distinct kernels, "
-                  f"{tvm['ran_ok']} ran, {tvm['no_postproc_draws']} without postproc), start "
-                  f"{tvm['start_search_mean'] * 1e3:.4f} ms, search best {tvm['best_search_mean'] * 1e3:.4f} ms "
-                  f"(without postproc: {tvm['best_measured_without_postproc']}), {tvm['seconds']:.0f} s", flush=True)
-        except Exception as e:  # TVM's droplet failing is a result too
-            tvm, n = {"error": f"{type(e).__name__}: {e}"[:500]}, args.trials
-            print(f"  TVM droplet failed: {tvm['error']}", flush=True)
 
-        ours, res = ours_droplet(task, ours_start, n, ours_engine, args.seed)
-        # The ceiling: both searches again from the same start with --long times the trials.
-        long = {}
-        if args.long:
-            try:
-                long["tvm_long"] = tvm_droplet(task, tvm_start, args.long * args.trials, tvm_builder, args.seed,
-                                               log_dir)
-            except Exception as e:
-                print(f"  TVM droplet (long) failed: {type(e).__name__}: {e}"[:500], flush=True)
-            # TVM's droplet ends by itself when it stops improving; ours gets all the trials.
-            long["ours_long"] = ours_droplet(task, ours_start, args.long * n, ours_engine, args.seed)
+def compare(task: dict, ctx, args) -> dict:
+    """One task: both searches from its stored best, the optional long searches, the final timing."""
+    from schedb.tir.replay import apply_trace
 
-        # Final: start, TVM's best (applied as TVM deploys a record) and ours, one Engine, interleaved.
-        # "start_again" is the start record applied as TVM deploys it: the same kernel as "start"
-        # (structural hash checked), so the gap between the two is the noise floor of this run.
-        start_again = deploy_mod(task, record_json(task, [1.0]))
-        names, mods = ["start", "start_again"], [start.mod, start_again]
-        if "best_record" in tvm:
-            names.append("tvm")
-            mods.append(deploy_mod(task, tvm["best_record"][1]))
-        names.append("ours")
-        mods.append(apply_trace(as_json(res.best_trace), task["mod"], TARGET).mod)
-        if "tvm_long" in long:
-            names.append("tvm_long")
-            mods.append(deploy_mod(task, long["tvm_long"]["best_record"][1]))
-        if "ours_long" in long:
-            names.append("ours_long")
-            mods.append(apply_trace(as_json(long["ours_long"][1].best_trace), task["mod"], TARGET).mod)
-        if tvm.get("best_measured_without_postproc"):  # for the record: the kernel TVM actually timed
-            names.append("tvm_as_measured")
-            mods.append(deploy_mod(task, tvm["best_record"][1], remove_postproc=True))
-        samples = dict(zip(names, run_samples(engine.builder, final_runner, mods, args.final_rounds)))
-        final = {k: ({"median_ms": median(v) * 1e3, "mean_ms": mean(v) * 1e3, "n": len(v),
-                      "samples_us": [round(x * 1e6, 3) for x in v]} if v else None)
-                 for k, v in samples.items()}
-        row.update({"tvm": {k: v for k, v in tvm.items() if k != "best_record"}, "ours": ours, "final": final,
-                    "tvm_best_trace": tvm.get("best_record", [None, [None]])[1][0],
-                    "ours_best_trace": as_json(res.best_trace),
-                    "start_again_same_kernel": _hash(start_again) == _hash(start.mod),
-                    "tvm_best_same_kernel_as_start": len(mods) > 2 and names[2] == "tvm"
-                    and _hash(mods[2]) == _hash(start.mod),
-                    "ours_best_same_kernel_as_start": _hash(mods[names.index("ours")]) == _hash(start.mod)})
-        if long:
-            row["long"] = {k: ({kk: vv for kk, vv in v.items() if kk != "best_record"} if k == "tvm_long"
-                               else v[0]) for k, v in long.items()}
-            row["long_same_kernel_as_start"] = {k: _hash(mods[names.index(k)]) == _hash(start.mod) for k in long}
-        if samples.get("start") and samples.get("start_again"):
-            row["noise_start_again_over_start"] = final["start_again"]["median_ms"] / final["start"]["median_ms"]
-        if samples.get("tvm") and samples.get("ours"):
-            row["ratio_tvm_over_ours"] = final["tvm"]["median_ms"] / final["ours"]["median_ms"]
-            row["ratio_tvm_over_ours_mean"] = final["tvm"]["mean_ms"] / final["ours"]["mean_ms"]
-            row["final_p_ours_faster_than_tvm"] = float(
-                ttest_ind(samples["ours"], samples["tvm"], equal_var=False, alternative="less").pvalue)
-        if samples.get("start") and samples.get("ours"):
-            row["final_p_ours_faster_than_start"] = float(
-                ttest_ind(samples["ours"], samples["start"], equal_var=False, alternative="less").pvalue)
-        print("  final (median): " + ", ".join(f"{k} {v['median_ms']:.4f} ms" if v else f"{k} failed"
-                                      for k, v in final.items())
-              + (f", TVM/ours {row['ratio_tvm_over_ours']:.3f}" if "ratio_tvm_over_ours" in row else ""),
-              flush=True)
-        rows.append(row)
+    row = {"fixture": task["fixture"], "task": task["task"], "kind": task["kind"],
+           "workload_id": task["workload_id"], "weight": task["weight"], "weighted_ms": task["weighted_ms"],
+           "start_record_id": task["record"]["id"],
+           "stored_start_ms": task["record"]["mean_s"] * 1e3}
+    start = apply_trace(json.loads(task["record"]["trace"]), task["mod"], TARGET)
+    if not start.ok:
+        print(f"  start does not replay: {start.error}")
+        return {**row, "error": f"start does not replay: {start.error}"}
+    # Each method's incumbent, measured with its own measurement settings (not trials).
+    ours_start = ctx.engine.measure([start.mod])[0]
+    tvm_start = run_samples(ctx.engine.builder, ctx.tvm_runner, [deploy_mod(task, record_json(task, [1.0]))], 1)[0]
+    if not ours_start.ok or not tvm_start:
+        return {**row, "error": f"start does not run: {ours_start.error}"}
+    tvm, n = tvm_search(task, tvm_start, args.trials, ctx, args)
+    ours, res = ours_droplet(task, ours_start, n, ctx.ours_engine, args.seed)
+    long = long_searches(task, tvm_start, ours_start, n, ctx, args) if args.long else {}
+    row.update(final_timing(task, start, tvm, ours, res, long, ctx, args))
+    print("  final (median): " + ", ".join(f"{k} {v['median_ms']:.4f} ms" if v else f"{k} failed"
+                                  for k, v in row["final"].items())
+          + (f", TVM/ours {row['ratio_tvm_over_ours']:.3f}" if "ratio_tvm_over_ours" in row else ""),
+          flush=True)
+    return row
 
-    ratios = [r["ratio_tvm_over_ours"] for r in rows if "ratio_tvm_over_ours" in r]
-    ratios_mean = [r["ratio_tvm_over_ours_mean"] for r in rows if "ratio_tvm_over_ours_mean" in r]
-    geo = math.exp(mean([math.log(x) for x in ratios])) if ratios else None
-    geo_mean = math.exp(mean([math.log(x) for x in ratios_mean])) if ratios_mean else None
-    result = {
-        "machine": machine, "started": started, "finished": report.now(),
-        "wall_time_s": round(time.perf_counter() - t_all, 1),
-        "settings": {
-            "tvm_n_trial": args.trials, "seed": args.seed, "long": args.long,
-            "tasks": f"the {args.tasks} heaviest of {', '.join(SEED_MODELS)} by weight x stored best time",
-            "ours": {"engine": TIMING, "pvalue": 0.05, "batch": 8,
-                     "trials": "= measurements TVM's droplet made on the task"},
-            "tvm": {"runner": TIMING,
-                    "builder": "schedb WarmBuilder shared across batches, swapped in for ms.builder.LocalBuilder"
-                               " (as seen by post_optimization/space.py); search quality at equal"
-                               " measurement counts is compared, not wall time",
-                    "start_time": "start measured afresh with its runner (not a trial), replacing"
-                                  " the fixture's stored run_secs",
-                    "random": f"space.py's random seeded with {args.seed}"},
-            "final": {"engine": "schedb Engine builder + LocalRunner", "number": 3, "repeat": args.final_repeat,
-                      "statistic": "median of all samples (the machine runs other jobs: load spikes skew means);"
-                                   " means are kept too",
-                      "rounds": args.final_rounds, "interleaved": True,
-                      "tvm_best_applied_as": "TuningRecord trace applied with its postproc (as a database record)",
-                      "ours_and_start_applied_as": "schedb.tir.replay.apply_trace (postprocessors rerun)"},
-            "nice": 10,
-        },
-        "geomean_tvm_over_ours": geo, "geomean_tvm_over_ours_by_means": geo_mean,
-        "tasks": rows,
+
+def tvm_search(task, tvm_start, trials, ctx, args) -> tuple[dict, int]:
+    """TVM's droplet and how many measurements it made (TVM's droplet failing is a result too)."""
+    try:
+        tvm = tvm_droplet(task, tvm_start, trials, ctx.tvm_builder, args.seed, ctx.log_dir)
+    except Exception as e:
+        tvm = {"error": f"{type(e).__name__}: {e}"[:500]}
+        print(f"  TVM droplet failed: {tvm['error']}", flush=True)
+        return tvm, trials
+    print(f"  TVM droplet: {tvm['measured']} measured ({tvm['distinct_kernels']} distinct kernels, "
+          f"{tvm['ran_ok']} ran, {tvm['no_postproc_draws']} without postproc), start "
+          f"{tvm['start_search_mean'] * 1e3:.4f} ms, search best {tvm['best_search_mean'] * 1e3:.4f} ms "
+          f"(without postproc: {tvm['best_measured_without_postproc']}), {tvm['seconds']:.0f} s", flush=True)
+    return tvm, tvm["measured"]
+
+
+def long_searches(task, tvm_start, ours_start, n, ctx, args) -> dict:
+    """The ceiling: both searches again from the same start with --long times the trials."""
+    long = {}
+    try:
+        long["tvm_long"] = tvm_droplet(task, tvm_start, args.long * args.trials, ctx.tvm_builder, args.seed,
+                                       ctx.log_dir)
+    except Exception as e:
+        print(f"  TVM droplet (long) failed: {type(e).__name__}: {e}"[:500], flush=True)
+    # TVM's droplet ends by itself when it stops improving; ours gets all the trials.
+    long["ours_long"] = ours_droplet(task, ours_start, args.long * n, ctx.ours_engine, args.seed)
+    return long
+
+
+def final_kernels(task, start, tvm, res, long) -> tuple[list[str], list]:
+    """Start, TVM's best (applied as TVM deploys a record) and ours, to be timed side by side.
+    "start_again" is the start record applied as TVM deploys it: the same kernel as "start"
+    (structural hash checked), so the gap between the two is the noise floor of this run."""
+    from schedb.tir.replay import apply_trace, as_json
+
+    names, mods = ["start", "start_again"], [start.mod, deploy_mod(task, record_json(task, [1.0]))]
+    if "best_record" in tvm:
+        names.append("tvm")
+        mods.append(deploy_mod(task, tvm["best_record"][1]))
+    names.append("ours")
+    mods.append(apply_trace(as_json(res.best_trace), task["mod"], TARGET).mod)
+    if "tvm_long" in long:
+        names.append("tvm_long")
+        mods.append(deploy_mod(task, long["tvm_long"]["best_record"][1]))
+    if "ours_long" in long:
+        names.append("ours_long")
+        mods.append(apply_trace(as_json(long["ours_long"][1].best_trace), task["mod"], TARGET).mod)
+    if tvm.get("best_measured_without_postproc"):  # for the record: the kernel TVM actually timed
+        names.append("tvm_as_measured")
+        mods.append(deploy_mod(task, tvm["best_record"][1], remove_postproc=True))
+    return names, mods
+
+
+def final_timing(task, start, tvm, ours, res, long, ctx, args) -> dict:
+    """The row's final entries: every kernel timed interleaved with one Engine, and what they show."""
+    from schedb.tir.replay import as_json
+
+    names, mods = final_kernels(task, start, tvm, res, long)
+    samples = dict(zip(names, run_samples(ctx.engine.builder, ctx.final_runner, mods, args.final_rounds)))
+    final = {k: ({"median_ms": median(v) * 1e3, "mean_ms": mean(v) * 1e3, "n": len(v),
+                  "samples_us": [round(x * 1e6, 3) for x in v]} if v else None)
+             for k, v in samples.items()}
+    same = lambda k: _hash(mods[names.index(k)]) == _hash(start.mod)  # noqa: E731
+    row = {"tvm": {k: v for k, v in tvm.items() if k != "best_record"}, "ours": ours, "final": final,
+           "tvm_best_trace": tvm.get("best_record", [None, [None]])[1][0],
+           "ours_best_trace": as_json(res.best_trace),
+           "start_again_same_kernel": same("start_again"),
+           "tvm_best_same_kernel_as_start": len(mods) > 2 and names[2] == "tvm" and same("tvm"),
+           "ours_best_same_kernel_as_start": same("ours")}
+    if long:
+        row["long"] = {k: ({kk: vv for kk, vv in v.items() if kk != "best_record"} if k == "tvm_long"
+                           else v[0]) for k, v in long.items()}
+        row["long_same_kernel_as_start"] = {k: same(k) for k in long}
+    return {**row, **final_verdicts(samples, final)}
+
+
+def final_verdicts(samples: dict, final: dict) -> dict:
+    """Noise floor, TVM over ours, and the one-sided Welch tests on the final samples."""
+    from scipy.stats import ttest_ind
+
+    out = {}
+    if samples.get("start") and samples.get("start_again"):
+        out["noise_start_again_over_start"] = final["start_again"]["median_ms"] / final["start"]["median_ms"]
+    if samples.get("tvm") and samples.get("ours"):
+        out["ratio_tvm_over_ours"] = final["tvm"]["median_ms"] / final["ours"]["median_ms"]
+        out["ratio_tvm_over_ours_mean"] = final["tvm"]["mean_ms"] / final["ours"]["mean_ms"]
+        out["final_p_ours_faster_than_tvm"] = float(
+            ttest_ind(samples["ours"], samples["tvm"], equal_var=False, alternative="less").pvalue)
+    if samples.get("start") and samples.get("ours"):
+        out["final_p_ours_faster_than_start"] = float(
+            ttest_ind(samples["ours"], samples["start"], equal_var=False, alternative="less").pvalue)
+    return out
+
+
+def geomeans(rows) -> dict:
+    geo = lambda xs: math.exp(mean([math.log(x) for x in xs])) if xs else None  # noqa: E731
+    return {"geomean_tvm_over_ours": geo([r["ratio_tvm_over_ours"] for r in rows if "ratio_tvm_over_ours" in r]),
+            "geomean_tvm_over_ours_by_means": geo([r["ratio_tvm_over_ours_mean"] for r in rows
+                                                   if "ratio_tvm_over_ours_mean" in r])}
+
+
+def settings(args) -> dict:
+    return {
+        "tvm_n_trial": args.trials, "seed": args.seed, "long": args.long,
+        "tasks": f"the {args.tasks} heaviest of {', '.join(SEED_MODELS)} by weight x stored best time",
+        "ours": {"engine": TIMING, "pvalue": 0.05, "batch": 8,
+                 "trials": "= measurements TVM's droplet made on the task"},
+        "tvm": {"runner": TIMING,
+                "builder": "schedb WarmBuilder shared across batches, swapped in for ms.builder.LocalBuilder"
+                           " (as seen by post_optimization/space.py); search quality at equal"
+                           " measurement counts is compared, not wall time",
+                "start_time": "start measured afresh with its runner (not a trial), replacing"
+                              " the fixture's stored run_secs",
+                "random": f"space.py's random seeded with {args.seed}"},
+        "final": {"engine": "schedb Engine builder + LocalRunner", "number": 3, "repeat": args.final_repeat,
+                  "statistic": "median of all samples (the machine runs other jobs: load spikes skew means);"
+                               " means are kept too",
+                  "rounds": args.final_rounds, "interleaved": True,
+                  "tvm_best_applied_as": "TuningRecord trace applied with its postproc (as a database record)",
+                  "ours_and_start_applied_as": "schedb.tir.replay.apply_trace (postprocessors rerun)"},
+        "nice": 10,
     }
-    table, fig = render(result)
-    print()
-    print(table)
-    report.write(out.stem, result, table, fig, folder=out.parent)
 
 
 def _ci_ms(v):
@@ -515,7 +552,27 @@ def ceiling(result) -> list[str]:
 def render(result) -> tuple[str, object]:
     """(markdown, matplotlib figure) from a result dict: every number comes from it (the
     intervals from the raw final samples in it)."""
-    conf = 0.95
+    lines, bars, same = task_table(result)
+    geo, gm = result["geomean_tvm_over_ours"], result["geomean_tvm_over_ours_by_means"]
+    lines.append("")
+    lines.append(f"Geometric mean of TVM best / ours best over {len(bars)} tasks: **{geo:.3f}x** by final medians"
+                 + (f", {gm:.3f}x by final means." if gm else ".") if geo else "Geometric mean: n/a")
+    if same:
+        lines.append(f"TVM's and our best are the same kernel (the start) on {', '.join(same)}: "
+                     "that ratio is measurement noise, and it is in the geometric mean.")
+    s = result["settings"]["final"]
+    n = s["rounds"] * s["repeat"]
+    lines += ["", protocol(s, n), "", *noise_floor(result)]
+    if result["settings"].get("long"):
+        lines += ["", *ceiling(result)]
+    lines += ["", report.machine_line(result["machine"])
+              + f" Wall time of the run: {result.get('wall_time_s', '?')} s."]
+    return "\n".join(lines), figure(bars, result["machine"], geo, n)
+
+
+def task_table(result) -> tuple[list[str], list[tuple], list[str]]:
+    """The per-task table's lines, the figure's bars (label, ratio, low, high, note) and the tasks
+    where both searches ended on the start kernel."""
     lines = [
         "# Droplet search: schedb vs TVM's PostOpt droplet (`meta_schedule.post_optimization`)", "",
         "Final times in ms: median [95% interval]. TVM / ours > 1: ours is faster.", "",
@@ -523,8 +580,7 @@ def render(result) -> tuple[str, object]:
         "| TVM / ours | range from the intervals |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    bars = []  # (label, ratio, low, high, note)
-    same = []
+    bars, same = [], []
     for r in result["tasks"]:
         name = f"{r['fixture']}/{r['task']}"
         if "final" not in r:
@@ -541,29 +597,27 @@ def render(result) -> tuple[str, object]:
             lo = ci["tvm"]["ci_low"] / ci["ours"]["ci_high"]
             hi = ci["tvm"]["ci_high"] / ci["ours"]["ci_low"]
             ratio, rng = f"{r['ratio_tvm_over_ours']:.3f}", f"[{lo:.3f}, {hi:.3f}]"
-            note = ""
-            if r.get("tvm_best_same_kernel_as_start") and r.get("ours_best_same_kernel_as_start"):
-                note = "same kernel"
+            note = _same_note(r)
+            if note == "same kernel":
                 same.append(name)
-            elif r.get("ours_best_same_kernel_as_start"):
-                note = "ours = start"
-            elif r.get("tvm_best_same_kernel_as_start"):
-                note = "TVM = start"
             bars.append((f"{r['fixture']}/{_short(r['task'])}", r["ratio_tvm_over_ours"], lo, hi, note))
         lines.append(f"| {name} | {r['kind']} | {cell['start']} | {cell['tvm']} | {cell['ours']} | "
                      f"{tvm.get('measured', '-')} / {ours['trials']} | {p} | {ratio} | {rng} |")
+    return lines, bars, same
 
-    geo, gm = result["geomean_tvm_over_ours"], result["geomean_tvm_over_ours_by_means"]
-    lines.append("")
-    lines.append(f"Geometric mean of TVM best / ours best over {len(bars)} tasks: **{geo:.3f}x** by final medians"
-                 + (f", {gm:.3f}x by final means." if gm else ".") if geo else "Geometric mean: n/a")
-    if same:
-        lines.append(f"TVM's and our best are the same kernel (the start) on {', '.join(same)}: "
-                     "that ratio is measurement noise, and it is in the geometric mean.")
-    s = result["settings"]["final"]
-    n = s["rounds"] * s["repeat"]
-    lines += [
-        "",
+
+def _same_note(r) -> str:
+    if r.get("tvm_best_same_kernel_as_start") and r.get("ours_best_same_kernel_as_start"):
+        return "same kernel"
+    if r.get("ours_best_same_kernel_as_start"):
+        return "ours = start"
+    if r.get("tvm_best_same_kernel_as_start"):
+        return "TVM = start"
+    return ""
+
+
+def protocol(s: dict, n: int, conf: float = 0.95) -> str:
+    return (
         f"Final times: every kernel built once and run in {s['rounds']} interleaved rounds (order rotated "
         f"each round) x {s['repeat']} repeats (each the mean of number={s['number']} runs) with one schedb "
         f"Engine: n = {n} samples per kernel, all kept in the JSON. Median with a distribution-free "
@@ -573,11 +627,12 @@ def render(result) -> tuple[str, object]:
         "compare them with the noise floor below. \"range from the intervals\" is TVM's interval over "
         "ours, end to end (low / high, high / low): it contains the true ratio of medians whenever both intervals "
         "contain their medians (probability >= 90%), and it contains 1.0 exactly when the two intervals overlap. \"ours p\" is the one-sided Welch "
-        "test with which our search accepted its end point (- = it kept the start).",
-        "",
-        "Noise floor: the start kernel measured twice in the same rotation (second copy applied as TVM "
-        "applies a record):",
-    ]
+        "test with which our search accepted its end point (- = it kept the start).")
+
+
+def noise_floor(result) -> list[str]:
+    lines = ["Noise floor: the start kernel measured twice in the same rotation (second copy applied as TVM "
+             "applies a record):"]
     for r in result["tasks"]:
         if "noise_start_again_over_start" in r:
             extra = []
@@ -591,11 +646,10 @@ def render(result) -> tuple[str, object]:
                              f"{report.fmt_ci(c, digits=_digits(c['median']))} as timed, deployed with it")
             lines.append(f"- {r['fixture']}/{r['task']}: start again / start = "
                          f"{r['noise_start_again_over_start']:.3f}" + (f" ({'; '.join(extra)})" if extra else ""))
-    if result["settings"].get("long"):
-        lines += ["", *ceiling(result)]
-    lines += ["", report.machine_line(result["machine"])
-              + f" Wall time of the run: {result.get('wall_time_s', '?')} s."]
+    return lines
 
+
+def figure(bars, m: dict, geo, n: int):
     plt = report.pyplot()
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(bars) + 1.8))
     y = list(range(len(bars)))[::-1]
@@ -614,13 +668,11 @@ def render(result) -> tuple[str, object]:
     ax.set_xlim(min(0.9, min(b[2] for b in bars) - 0.05) if bars else 0.9,
                 (max(b[3] for b in bars) + 0.35) if bars else 2)
     ax.legend(loc="lower right", fontsize=8)
-    m = result["machine"]
     ax.set_title(f"Droplet: ours vs TVM PostOpt, geomean {f'{geo:.3f}x' if geo else 'n/a'} "
                  f"(final medians, n={n} each)\n"
                  f"TVM {m['tvm']}, {m['cpu']}, {m['cores']} cores", fontsize=10)
     fig.tight_layout()
-    return "\n".join(lines), fig
-
+    return fig
 
 if __name__ == "__main__":
     main()

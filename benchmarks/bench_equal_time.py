@@ -93,7 +93,7 @@ def at_or_below(ms: dict, goal: dict) -> bool:
     return ms["ci_low"] <= goal["ci_low"] and ms["ci_high"] <= goal["ci_high"]
 
 
-def main(argv=None):
+def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="googlenet")
     ap.add_argument("--sources", default="resnet50,alexnet")
@@ -103,55 +103,74 @@ def main(argv=None):
     ap.add_argument("--run", default=None,
                     help="MetaSchedule's tuning run (a work dir with a timeline; default: fixtures/MODEL)")
     ap.add_argument("--results", default=str(report.RESULTS))
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse(argv)
     results = Path(a.results)
     if a.replot:
         report.replot(results / "equal_time.json", render)
         return
+    report.publish("equal_time", run(a, results), render, results)
 
-    from schedb import compile_model, extract_tasks, load_model, lower, parse_target
+
+class Windows:
+    """Models compiled by name, timed interleaved in windows whose samples go into the result."""
+
+    def __init__(self, lowered, target, search, rounds: int, res: dict):
+        self.lowered, self.target, self.search, self.rounds, self.res = lowered, target, search, rounds, res
+        self.compiled = {}
+
+    def add(self, name: str, database):
+        from schedb import compile_model
+
+        self.compiled[name] = compile_model(self.lowered, self.target, database)
+
+    def ms_at(self, t: float) -> str:
+        name = f"MetaSchedule {t:.1f} s"
+        if name not in self.compiled:
+            self.add(name, self.search.at(t))
+        return name
+
+    def window(self, names: list[str]) -> dict:
+        load = [round(x, 2) for x in os.getloadavg()]
+        samples = interleaved(self.lowered, {n: self.compiled[n] for n in names}, self.rounds)
+        self.res["windows"].append({"load_average_before": load, "samples_ms": samples,
+                                    "cells": {n: report.median_ci(s) for n, s in samples.items()},
+                                    "kernels": {n: self.compiled[n].tuned_tasks for n in names}})
+        return self.res["windows"][-1]["cells"]
+
+
+def run(a, results: Path) -> dict:
+    from schedb import extract_tasks, load_model, lower, parse_target
 
     target = parse_target(None)
     lowered = lower(load_model(a.model), target)
     tasks = extract_tasks(lowered, target)
-    run = Path(a.run or ROOT / "fixtures" / a.model)
-    search = Search(run, tasks)
+    run_dir = Path(a.run or ROOT / "fixtures" / a.model)
+    search = Search(run_dir, tasks)
     pairs = {s: json.loads((results / "pairs" / f"{s}_to_{a.model}.json").read_text())
              for s in a.sources.split(",")}
     res = {"machine": report.describe(), "started": report.now(), "args": vars(a), "model": a.model,
            "metaschedule": {"wall_time_s": search.wall_s, "tasks": len(search.steps),
                             "trials_per_task": search.per_task, "last_batch_s": search.events[-1],
-                            "run": str(run.resolve().relative_to(ROOT))},
+                            "run": str(run_dir.resolve().relative_to(ROOT))},
            "sources": {s: {"T_s": p["search_wall_s"], "droplet_wall_s": p["droplet_wall_s"]}
                        for s, p in pairs.items()},
            "windows": []}
-    compiled = {}
-
-    def ms_at(t: float) -> str:
-        name = f"MetaSchedule {t:.1f} s"
-        if name not in compiled:
-            compiled[name] = compile_model(lowered, target, search.at(t))
-        return name
-
-    def window(names: list[str]) -> dict:
-        load = [round(x, 2) for x in os.getloadavg()]
-        samples = interleaved(lowered, {n: compiled[n] for n in names}, a.rounds)
-        res["windows"].append({"load_average_before": load, "samples_ms": samples,
-                               "cells": {n: report.median_ci(s) for n, s in samples.items()},
-                               "kernels": {n: compiled[n].tuned_tasks for n in names}})
-        return res["windows"][-1]["cells"]
-
+    w = Windows(lowered, target, search, a.rounds, res)
     # 1. The curve, MetaSchedule at each T and the models it is compared with, in one window.
     ev = search.events
     points = [ev[i] for i in log_points(ev, a.points)]
-    curve = [ms_at(t) for t in points]
-    at_T = {s: ms_at(v["T_s"]) for s, v in res["sources"].items()}
-    compiled["untuned"] = compile_model(lowered, target, None)
+    curve = [w.ms_at(t) for t in points]
+    at_T = {s: w.ms_at(v["T_s"]) for s, v in res["sources"].items()}
+    w.add("untuned", None)
     for s, p in pairs.items():
         for v, refined in (("transfer", False), ("transfer+droplet", True)):
-            compiled[f"{s}: {v}"] = compile_model(lowered, target, pair_database(p, tasks, target, refined))
-    first = window(list(dict.fromkeys([*curve, *at_T.values(), "untuned",
-                                       *(f"{s}: {v}" for s in pairs for v in ("transfer", "transfer+droplet"))])))
+            w.add(f"{s}: {v}", pair_database(p, tasks, target, refined))
+    first = w.window(list(dict.fromkeys([*curve, *at_T.values(), "untuned",
+                                         *(f"{s}: {v}" for s in pairs for v in ("transfer", "transfer+droplet"))])))
     res["curve"] = [{"t_s": t, **first[n]} for t, n in zip(points, curve)]
     res["untuned"], res["end"] = first["untuned"], first[curve[-1]]
     for s, v in res["sources"].items():
@@ -160,11 +179,11 @@ def main(argv=None):
         v["share_of_full_speedup"] = {k: (res["untuned"]["median"] / c["median"] - 1)
                                       / (res["untuned"]["median"] / res["end"]["median"] - 1)
                                       for k, c in v["cells"].items()}
-        v.update(match(s, v, first, points, curve, ev, window, ms_at))
+        v.update(match(s, v, first, points, curve, ev, w.window, w.ms_at))
     res["warm"] = warm_curve(results)
     res["finished"] = report.now()
     res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    report.publish("equal_time", res, render, results)
+    return res
 
 
 def match(src: str, v: dict, first: dict, points: list, curve: list, ev: list, window, ms_at) -> dict:

@@ -172,10 +172,13 @@ def render(res: dict):
             for t in res["targets"] for src in t["search"]) + "; tuned on its own: " + "; ".join(
             f"{t['target_model']} {report.fmt_ci(torch_ratio(t, 'tuned on its own'), 'x', 2)}"
             for t in res["targets"]) + "."])
+    return md, figure(res["targets"])
 
+
+def figure(targets: list[dict]):
     plt = report.pyplot()
-    fig, axes = plt.subplots(1, len(res["targets"]), figsize=(5 * len(res["targets"]), 4.2), squeeze=False)
-    for ax, t in zip(axes[0], res["targets"]):
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4.2), squeeze=False)
+    for ax, t in zip(axes[0], targets):
         names = list(t["cells"])
         med = [t["cells"][k]["median"] for k in names]
         err = [[m - t["cells"][k]["ci_low"] for k, m in zip(names, med)],
@@ -189,10 +192,10 @@ def render(res: dict):
         ax.set_ylabel("latency, ms (log)")
     fig.suptitle("Transfer-tuning between the seed's models (median, 95% interval)")
     fig.tight_layout()
-    return md, fig
+    return fig
 
 
-def main(argv=None):
+def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS), help="the models (each has a fixture)")
     ap.add_argument("--targets", default=None, help="only these targets now (default: all models)")
@@ -202,18 +205,34 @@ def main(argv=None):
     ap.add_argument("--search-only", action="store_true", help="run the transfers, do not time")
     ap.add_argument("--replot", action="store_true", help="re-render md/png from results/pairs.json")
     ap.add_argument("--results", default=str(report.RESULTS))
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
     global PAIR_DIR
+    a = parse(argv)
     results = Path(a.results)
     PAIR_DIR = results / "pairs"
-    if a.replot:  # the droplet summary is recomputed from the raw samples and search reports kept
-        res = json.loads((results / "pairs.json").read_text())
-        reports = pair_reports()
-        res["droplet"], res["runs_at"] = droplet_summary(res["targets"], reports), runs_at(res["targets"], reports)
-        res.pop("markdown", None)
-        print("->", report.write("pairs", res, *render(res), folder=results))
+    if a.replot:
+        replot(results)
         return
+    run(a)
+    res = None if a.search_only else summary(a)
+    if res is not None:
+        report.publish("pairs", res, render, results)
 
+
+def replot(results: Path):
+    """The droplet summary is recomputed from the raw samples and search reports kept."""
+    res = json.loads((results / "pairs.json").read_text())
+    reports = pair_reports()
+    res["droplet"], res["runs_at"] = droplet_summary(res["targets"], reports), runs_at(res["targets"], reports)
+    res.pop("markdown", None)
+    print("->", report.write("pairs", res, *render(res), folder=results))
+
+
+def run(a):
+    """Every pair searched, and each target timed against its pairs (unless --search-only)."""
     from schedb import parse_target
 
     target = parse_target(None)
@@ -229,18 +248,19 @@ def main(argv=None):
                 pairs.append(search([s], t, base, target, a.droplet_trials, PAIR_DIR))
         if not a.search_only:
             measure_target(t, pairs, target, a.rounds, Path(a.work))
-    timed = [json.loads((PAIR_DIR / f"{m}.json").read_text()) for m in models
-             if (PAIR_DIR / f"{m}.json").exists()]
-    if a.search_only or not timed:
-        return
-    reports = pair_reports()
-    # The first target's timing (each search's own times are in results/pairs/).
-    started = min((t["started"] for t in timed if t.get("started")), default=None)
-    res = {"machine": report.describe(), "started": started, "finished": report.now(), "args": vars(a),
-           "targets": timed,
-           "droplet": droplet_summary(timed, reports), "runs_at": runs_at(timed, reports)}
-    report.publish("pairs", res, render, results)
 
+
+def summary(a) -> dict | None:
+    """The result over every target timed so far (each search's own times are in results/pairs/)."""
+    timed = [json.loads((PAIR_DIR / f"{m}.json").read_text()) for m in a.models.split(",")
+             if (PAIR_DIR / f"{m}.json").exists()]
+    if not timed:
+        return None
+    reports = pair_reports()
+    started = min((t["started"] for t in timed if t.get("started")), default=None)
+    return {"machine": report.describe(), "started": started, "finished": report.now(), "args": vars(a),
+            "targets": timed,
+            "droplet": droplet_summary(timed, reports), "runs_at": runs_at(timed, reports)}
 
 if __name__ == "__main__":
     main()

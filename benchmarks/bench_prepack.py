@@ -168,7 +168,7 @@ def _wall(k: dict, variant: str) -> str:
     return f"{w:.0f}" if w is not None else "?"
 
 
-def main(argv=None):
+def arguments() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="resnet50,googlenet")
     ap.add_argument("--top", type=int, default=5)
@@ -182,11 +182,17 @@ def main(argv=None):
     ap.add_argument("--min-ms", type=float, default=50.0, help="each sample runs the kernel for at least this long")
     ap.add_argument("--max-pause", type=float, default=600.0, help="seconds the fixture tuning may stay stopped")
     ap.add_argument("--scratch", default=None, help="MetaSchedule work dirs (default: a new temp dir)")
-    a = report.parse(ap, argv, "prepack", render)
+    return ap
+
+
+def main(argv=None):
+    a = report.parse(arguments(), argv, "prepack", render)
     if a is None:
         return
-    from schedb.search.measure import WarmBuilder
+    report.publish(a.name, run(a), render)
 
+
+def run(a) -> dict:
     target = report.host_target()
     scratch = Path(a.scratch or tempfile.mkdtemp(prefix="schedb-prepack-"))
     res = {"machine": report.describe(), "started": report.now(),
@@ -194,6 +200,27 @@ def main(argv=None):
                         "seed": a.seed, "rounds": a.rounds, "tune_budget_s": a.tune_budget, "min_ms": a.min_ms, "scratch": str(scratch),
                         "selection": "weight x estimate_tir_flops of the plain task, before tuning",
                         "runner": "LocalRunner number=3 repeat=1 min_repeat_ms=50, schedb WarmBuilder"}}
+    kernels = pick_kernels(a, target)
+    tune_all(kernels, a, scratch)
+    timed = [k for k in kernels if "errors" not in k]
+    for k in timed:
+        k["_built"] = build(k, target, a.min_ms)
+        k["_torch_layer"] = TorchLayer(k, a.min_ms) if k["_conv"] is not None else None
+    import torch
+
+    torch.set_num_threads(2)
+    res["timing"] = time_all(timed, a.rounds, a.max_pause)
+    res["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    res["finished"] = report.now()
+    res["kernels"] = [{x: v for x, v in k.items() if not x.startswith("_")} for k in timed]
+    res["failed"] = [{x: v for x, v in k.items() if not x.startswith("_")} for k in kernels if "errors" in k]
+    summarize(res)
+    return res
+
+
+def pick_kernels(a, target) -> list[dict]:
+    """The heaviest kernels of each model with their PyTorch layer, rank by rank across the
+    models, so a time budget that runs out cuts both alike."""
     kernels = []
     for model in a.models.split(","):
         chosen = select(model, target, a.top)
@@ -203,8 +230,13 @@ def main(argv=None):
             k["torch_layer"] = k["_conv"]  # None: PyTorch has no layer of these shapes alone
         print(model, "->", [(k["task"], k["weight"]) for k in chosen], flush=True)
         kernels += chosen
-    # Rank by rank across the models, so a time budget that runs out cuts both alike.
-    kernels = sorted(kernels, key=lambda k: (k["rank"], a.models.split(",").index(k["model"])))
+    return sorted(kernels, key=lambda k: (k["rank"], a.models.split(",").index(k["model"])))
+
+
+def tune_all(kernels: list[dict], a, scratch: Path):
+    """Each kernel tuned plain and prepacked; failures and skips recorded on the kernel."""
+    from schedb.search.measure import WarmBuilder
+
     builder = WarmBuilder()
     t_tune = time.perf_counter()
     for i, k in enumerate(kernels):
@@ -226,21 +258,6 @@ def main(argv=None):
                                                   "work_dir": str(wd)}
             print(f"[{i + 1}/{len(kernels)}] {k['model']} {k['task']} {variant}: {wall or 0:.0f} s, "
                   f"MetaSchedule best {np.mean(secs) * 1e6:.1f} us ({valid} valid)", flush=True)
-    timed = [k for k in kernels if "errors" not in k]
-    for k in timed:
-        k["_built"] = build(k, target, a.min_ms)
-        k["_torch_layer"] = TorchLayer(k, a.min_ms) if k["_conv"] is not None else None
-    import torch
-
-    torch.set_num_threads(2)
-    res["timing"] = time_all(timed, a.rounds, a.max_pause)
-    res["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    res["finished"] = report.now()
-    res["kernels"] = [{x: v for x, v in k.items() if not x.startswith("_")} for k in timed]
-    res["failed"] = [{x: v for x, v in k.items() if not x.startswith("_")} for k in kernels if "errors" in k]
-    summarize(res)
-    report.publish(a.name, res, render)
-
 
 if __name__ == "__main__":
     main()

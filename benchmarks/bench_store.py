@@ -187,90 +187,6 @@ def breakdown_ms_ingest(tmp: Path, n_records: int) -> dict:
 
 
 # --------------------------------------------------------------------------- 3. scale
-def make_workloads(n: int, seed: int = 0) -> list:
-    """``n`` distinct TE workloads (IRModules) of 10 kinds, shapes drawn from CNN and
-    transformer layer ranges."""
-    import tvm
-    from tvm import te
-
-    zero = lambda: te.const(0.0, "float32")  # noqa: E731
-
-    def pad(x, p):
-        if p == 0:
-            return x
-        b, c, h, w = x.shape
-        return te.compute((b, c, h + 2 * p, w + 2 * p), lambda a, f, i, j: te.if_then_else(
-            te.all(i >= p, i < h + p, j >= p, j < w + p), x[a, f, i - p, j - p], zero()), name="pad")
-
-    def conv2d(b, c, hw, o, k, s, bias_relu):
-        x, w = te.placeholder((b, c, hw, hw), name="X"), te.placeholder((o, c, k, k), name="W")
-        xp, oh = pad(x, k // 2), (hw + 2 * (k // 2) - k) // s + 1
-        rc, ry, rx = te.reduce_axis((0, c)), te.reduce_axis((0, k)), te.reduce_axis((0, k))
-        y = te.compute((b, o, oh, oh), lambda n, f, i, j: te.sum(
-            xp[n, rc, i * s + ry, j * s + rx] * w[f, rc, ry, rx], axis=[rc, ry, rx]), name="conv2d")
-        if not bias_relu:
-            return [x, w, y]
-        bias = te.placeholder((o,), name="B")
-        return [x, w, bias, te.compute(y.shape, lambda n, f, i, j: te.max(y[n, f, i, j] + bias[f], zero()),
-                                       name="bias_relu")]
-
-    def dense(m, n, k, bias_relu):
-        a, w = te.placeholder((m, k), name="A"), te.placeholder((n, k), name="W")
-        r = te.reduce_axis((0, k))
-        y = te.compute((m, n), lambda i, j: te.sum(a[i, r] * w[j, r], axis=r), name="dense")
-        if not bias_relu:
-            return [a, w, y]
-        bias = te.placeholder((n,), name="B")
-        return [a, w, bias, te.compute((m, n), lambda i, j: te.max(y[i, j] + bias[j], zero()), name="bias_relu")]
-
-    def depthwise(c, hw, k, s):
-        x, w = te.placeholder((1, c, hw, hw), name="X"), te.placeholder((c, 1, k, k), name="W")
-        xp, oh = pad(x, k // 2), (hw + 2 * (k // 2) - k) // s + 1
-        ry, rx = te.reduce_axis((0, k)), te.reduce_axis((0, k))
-        return [x, w, te.compute((1, c, oh, oh), lambda n, f, i, j: te.sum(
-            xp[n, f, i * s + ry, j * s + rx] * w[f, 0, ry, rx], axis=[ry, rx]), name="depthwise_conv2d")]
-
-    def batch_matmul(b, m, n, k):
-        a, w = te.placeholder((b, m, k), name="A"), te.placeholder((b, n, k), name="B")
-        r = te.reduce_axis((0, k))
-        return [a, w, te.compute((b, m, n), lambda x, i, j: te.sum(a[x, i, r] * w[x, j, r], axis=r),
-                                 name="batch_matmul")]
-
-    def max_pool(c, hw, k, s):
-        x, oh = te.placeholder((1, c, hw, hw), name="X"), (hw - k) // s + 1
-        ry, rx = te.reduce_axis((0, k)), te.reduce_axis((0, k))
-        return [x, te.compute((1, c, oh, oh), lambda n, f, i, j: te.max(x[n, f, i * s + ry, j * s + rx],
-                                                                        axis=[ry, rx]), name="max_pool")]
-
-    def add_relu(c, hw):
-        x, y = te.placeholder((1, c, hw, hw), name="X"), te.placeholder((1, c, hw, hw), name="Y")
-        return [x, y, te.compute(x.shape, lambda n, f, i, j: te.max(x[n, f, i, j] + y[n, f, i, j], zero()),
-                                 name="add_relu")]
-
-    ch, hw, feat = [16, 32, 64, 96, 128, 192, 256, 384, 512], [7, 14, 28, 56, 112], \
-        [64, 128, 256, 512, 768, 1024, 2048, 3072, 4096]
-    kinds = [  # (weight, generator, parameters)
-        (40, conv2d, lambda r: (r.choice([1, 1, 4]), r.choice(ch), r.choice(hw), r.choice(ch),
-                                r.choice([1, 3, 3, 5, 7]), r.choice([1, 1, 2]), r.random() < 0.6)),
-        (25, dense, lambda r: (r.choice([1, 8, 16, 32, 64, 128, 256, 512]), r.choice(feat), r.choice(feat),
-                               r.random() < 0.5)),
-        (10, depthwise, lambda r: (r.choice(ch + [576, 960]), r.choice(hw), r.choice([3, 5]), r.choice([1, 2]))),
-        (10, batch_matmul, lambda r: (r.choice([8, 12, 16]), r.choice([64, 128, 256, 512]),
-                                      r.choice([64, 128, 256, 512]), r.choice([32, 64, 128]))),
-        (8, max_pool, lambda r: (r.choice(ch), r.choice(hw), r.choice([2, 3]), 2)),
-        (7, add_relu, lambda r: (r.choice(ch), r.choice(hw))),
-    ]
-    rng = random.Random(seed)
-    seen, out = set(), []
-    while len(out) < n:
-        _, gen, params = rng.choices(kinds, [k[0] for k in kinds])[0]
-        p = params(rng)
-        if (gen.__name__, p) not in seen:
-            seen.add((gen.__name__, p))
-            out.append(tvm.IRModule({"main": te.create_prim_func(gen(*p))}))
-    return out
-
-
 def workload_lines(mods) -> list[str]:
     """database_workload.json lines, as MetaSchedule writes them."""
     from tvm.s_tir.meta_schedule.database import Workload
@@ -336,14 +252,35 @@ def _time_calls(fn, args_list) -> dict:
             "cpu_median_ms": statistics.median(cpu)}
 
 
-def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups: int) -> dict:
-    from schedb import Index
-    from schedb.ingest import ingest
+def bench_scale(tmp: Path, n: int, wl_lines: list[str], probes: list, n_lookups: int) -> dict:
+    """A database of ``n`` records built by ingesting generated work dirs one after another,
+    then its k-NN queries and best-record lookups."""
     from schedb import Store
 
     runs = make_runs(tmp / f"runs{n}", wl_lines, n, seed=n)
     path = tmp / f"scale{n}.db"
     store = Store(path)
+    res = ingest_runs(store, tmp / f"runs{n}", n)
+    store.close()
+    res["ingest"]["records_mb_per_run"] = round(sum(p.stat().st_size for p in runs[0].iterdir()) / 2**20, 1)
+    res.update(runs=len(runs), db_mb=round(path.stat().st_size / 2**20, 1))
+    shutil.rmtree(tmp / f"runs{n}")
+
+    store = Store(path, readonly=True)
+    target = queries.commonest_target(store)
+    res["kinds"] = queries.kind_count(store)
+    res["knn"] = knn_stats(store, target, probes)
+    res["lookup"] = lookup_stats(store, target, n, n_lookups)
+    store.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    return res
+
+
+def ingest_runs(store, folder: Path, n: int) -> dict:
+    """Ingest the work dirs under ``folder``: the rate overall and per work dir, bytes written."""
+    from schedb.ingest import ingest
+
     per_run, written, last = [], [], [time.perf_counter(), _written()]
 
     def on_file(_path, _report):
@@ -354,60 +291,59 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups
 
     c0, t0 = time.process_time(), time.perf_counter()
     last[:] = [t0, _written()]
-    rep = ingest(store, [tmp / f"runs{n}"], on_file=on_file)
+    rep = ingest(store, [folder], on_file=on_file)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert not rep.errors and rep.skipped_lines == 0 and rep.new_records == n, rep.as_dict()
     queries.checkpoint(store)
-    store.close()
     rates = [RUN_RECORDS / t for t in per_run]
     rate_ci = report.median_ci(rates)
-    res = {"records": n, "workloads": rep.new_workloads, "runs": len(runs),
-           "ingest": {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "records_per_s": round(n / wall),
-                      "records_per_cpu_s": round(n / cpu), "invalid": rep.invalid,
-                      "per_run_records_per_s": {k: round(rate_ci[k]) for k in ("median", "ci_low", "ci_high")} | {
-                          "n": rate_ci["n"], "coverage": rate_ci["coverage"], "first": round(rates[0]),
-                          "last": round(rates[-1])},
-                      # bytes handed to write() per work dir (WAL + checkpoints): None without /proc
-                      "written_mb_per_run": None if written[0] is None else {
-                          "first": round(written[0] / 2**20, 1), "last": round(written[-1] / 2**20, 1),
-                          "median": round(statistics.median(written) / 2**20, 1)},
-                      "records_mb_per_run": round(sum(p.stat().st_size for p in runs[0].iterdir()) / 2**20, 1)},
-           "db_mb": round(path.stat().st_size / 2**20, 1)}
-    shutil.rmtree(tmp / f"runs{n}")
+    return {"records": n, "workloads": rep.new_workloads,
+            "ingest": {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "records_per_s": round(n / wall),
+                       "records_per_cpu_s": round(n / cpu), "invalid": rep.invalid,
+                       "per_run_records_per_s": {k: round(rate_ci[k]) for k in ("median", "ci_low", "ci_high")} | {
+                           "n": rate_ci["n"], "coverage": rate_ci["coverage"], "first": round(rates[0]),
+                           "last": round(rates[-1])},
+                       # bytes handed to write() per work dir (WAL + checkpoints): None without /proc
+                       "written_mb_per_run": None if written[0] is None else {
+                           "first": round(written[0] / 2**20, 1), "last": round(written[-1] / 2**20, 1),
+                           "median": round(statistics.median(written) / 2**20, 1)}}}
 
-    store = Store(path, readonly=True)
-    target = queries.commonest_target(store)
-    res["kinds"] = queries.kind_count(store)
-    # b. nearest neighbours
+
+def knn_stats(store, target: str, probes: list) -> dict:
+    """Index build time and k-NN query latency, as transfer calls it and on one thread."""
+    from schedb import Index
+    from threadpoolctl import threadpool_limits
+
     builds = []
     for _ in range(3):
         t0 = time.perf_counter()
         index = Index().fit(store.workloads.tuned(target))
         builds.append(time.perf_counter() - t0)
-    asked = [(desc, kind) for desc, kind in queries if kind in index.groups_]
+    asked = [(desc, kind) for desc, kind in probes if kind in index.groups_]
     for desc, kind in asked[:20]:  # warm
         index.neighbors(desc, kind, K)
     knn = _time_calls(lambda d, k: index.neighbors(d, k, K), asked)
     # scikit-learn answers even a one-row query with OpenMP threads: on a busy machine a
     # thread waiting for a core stalls the call. The same queries on one thread:
-    from threadpoolctl import threadpool_limits
-
     with threadpool_limits(1):
         knn1 = _time_calls(lambda d, k: index.neighbors(d, k, K), asked)
     found = [len(index.neighbors(d, k, K)) for d, k in asked]
-    res["knn"] = {"indexed_workloads": len(index), "kinds": len(index.groups_), "k": K,
-                  "queries": len(asked), "queries_of_a_kind_not_indexed": len(queries) - len(asked),
-                  "neighbors_returned_min": min(found), "build_s": [round(b, 3) for b in builds],
-                  "build_s_median": round(statistics.median(builds), 3), "query": knn,
-                  "query_one_thread": knn1}
-    # c. best-record lookups
+    return {"indexed_workloads": len(index), "kinds": len(index.groups_), "k": K,
+            "queries": len(asked), "queries_of_a_kind_not_indexed": len(probes) - len(asked),
+            "neighbors_returned_min": min(found), "build_s": [round(b, 3) for b in builds],
+            "build_s_median": round(statistics.median(builds), 3), "query": knn,
+            "query_one_thread": knn1}
+
+
+def lookup_stats(store, target: str, n: int, n_lookups: int) -> dict:
+    """Best-record lookups for random workloads, checked against a plain scan, and their plan."""
     wids = queries.workload_ids(store)
     rng = random.Random(1)
     pick = lambda k: [rng.choice(wids) for _ in range(k)]  # noqa: E731
     for w in pick(200):  # warm SQLite's and the OS page cache, as a long-lived process would be
         store.records.best(w)
     n_view = max(5, min(200, 2_000_000 // n))
-    res["lookup"] = {
+    res = {
         "best_record(wid, target)": _time_calls(store.records.best, [(w, target) for w in pick(n_lookups)]),
         "best_record(wid)": _time_calls(store.records.best, [(w,) for w in pick(n_lookups)]),
         "best_records view, one workload": _time_calls(
@@ -418,10 +354,7 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], queries: list, n_lookups
         best = store.records.best(w, target)
         want = queries.fastest_valid(store, w, target)
         assert (best is None and want is None) or best["mean_s"] == want
-    res["lookup"]["plan best_record(wid)"] = queries.best_record_plan(store)
-    store.close()
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
+    res["plan best_record(wid)"] = queries.best_record_plan(store)
     return res
 
 
@@ -438,7 +371,11 @@ def _ci(t: dict, digits: int = 3) -> str:
 
 def render(res: dict) -> tuple[str, object]:
     """(markdown, figure) from a result dict: every number comes from it."""
-    m = res["machine"]
+    out = scale_table(res) + other_table(res)
+    return "\n".join(out), figure(res)
+
+
+def scale_table(res: dict) -> list[str]:
     out = ["# Store: ingest rate, nearest-neighbour query and best-record lookup vs database size", ""]
     out += ["| records | workloads (kinds) | DB MB | ingest records/s | per work dir: median [95% CI], "
             "first -> last | MB written per work dir, first -> last "
@@ -474,7 +411,12 @@ def render(res: dict) -> tuple[str, object]:
             "per workload (10 kinds: conv2d, dense, depthwise, batch matmul, pooling, residual add, "
             "with and without fused bias+ReLU). k-NN: Index over the workloads with valid records for "
             "the main target, queried with generated workloads that are not in the database.", ""]
-    out += ["| other store benchmark | size | result |", "| --- | --- | --- |"]
+    return out
+
+
+def other_table(res: dict) -> list[str]:
+    m = res["machine"]
+    out = ["| other store benchmark | size | result |", "| --- | --- | --- |"]
     s = res.get("seed_ansor_ingest")
     if s:
         out.append(f"| ingest legacy Ansor logs (shared/seed-logs) | {s['files']} files, {s['lines']:,} lines "
@@ -494,7 +436,11 @@ def render(res: dict) -> tuple[str, object]:
     out += ["", report.machine_line(m) + f" Run under nice {m.get('nice')}, load average at end "
             f"{m.get('load_average_at_end')}" + (": other jobs shared the 2 cores, so compare within "
                                                  "the table." if busy else ".")]
+    return out
 
+
+def figure(res: dict):
+    m = res["machine"]
     plt = report.pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     xs = [r["records"] for r in res["scale"]]
@@ -524,10 +470,10 @@ def render(res: dict) -> tuple[str, object]:
     ax.set_title(f"schedb store vs database size (medians, 95% intervals)\n{m['cpu']}, {m['cores']} cores, "
                  f"TVM {m['tvm']}; shared machine", fontsize=9)
     fig.tight_layout()
-    return "\n".join(out), fig
+    return fig
 
 
-def main(argv=None):
+def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="sizes 10^4 and 10^5, a 20k-record work dir")
     ap.add_argument("--sizes", default=None, help="database sizes, comma separated (10000,100000,1000000)")
@@ -538,18 +484,32 @@ def main(argv=None):
     ap.add_argument("--out", default=str(report.RESULTS / "store.json"))
     ap.add_argument("--tmp", default=None, help="scratch folder (default: a new temp dir, removed after)")
     ap.add_argument("--replot", action="store_true", help="re-render md + png from --out; measure nothing")
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse(argv)
     out = Path(a.out)
     if a.replot:
         report.replot(out, render)
         return
+    res = run(a)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")  # the measurements are safe before rendering
+    table, fig = render(res)
+    path = report.write(out.stem, res, table, fig, folder=out.parent)
+    print(table)
+    if "ms_ingest_profile" in res:
+        print("\nWhere the one-work-dir ingest spends its time (cProfile, by own time):\n")
+        print(res["ms_ingest_profile"]["text"])
+    print(f"\n-> {path}")
+
+
+def run(a) -> dict:
     ms_records = a.ms_records or (20_000 if a.quick else 100_000)
     sizes = [int(x) for x in (a.sizes or ("10000,100000" if a.quick else ",".join(map(str, SIZES)))).split(",")]
     assert all(n % RUN_RECORDS == 0 for n in sizes), f"sizes must be multiples of {RUN_RECORDS}"
-
-    import tvm  # noqa: F401  (imported up front: the timings below exclude TVM's import)
-
-    from schedb import signature
+    from synthetic import make_workloads  # imports TVM up front: the timings below exclude its import
     from schedb.store import now
 
     tmp = Path(a.tmp or tempfile.mkdtemp(prefix="schedb-bench-"))
@@ -567,36 +527,35 @@ def main(argv=None):
                 print("    below the goal: profiling ...", file=sys.stderr)
                 res["ms_ingest_profile"] = profile_ms_ingest(tmp, min(a.profile_records, ms_records))
                 res["ms_ingest_stages"] = breakdown_ms_ingest(tmp, min(a.profile_records, ms_records))
-            n_wl = max(sizes) // RUN_RECORDS * RUN_WORKLOADS
-            print(f"3/3 scale: generating {n_wl + N_QUERIES:,} TVM workloads ...", file=sys.stderr)
-            mods = make_workloads(n_wl + N_QUERIES)
-            wl_lines = workload_lines(mods[:n_wl])
-            queries = []
-            for mod in mods[n_wl:]:
-                _sig, kind, desc = signature(mod)
-                queries.append((desc, kind))
-            del mods
-            res["scale"] = []
-            for n in sizes:
-                print(f"    {n:,} records ...", file=sys.stderr)
-                res["scale"].append(bench_scale(tmp, n, wl_lines, queries, a.lookups))
-                print("    " + json.dumps({k: v for k, v in res["scale"][-1].items() if k != "lookup"})[:400],
-                      file=sys.stderr)
+            res["scale"] = scale(tmp, sizes, a.lookups, make_workloads)
         finally:
             if a.tmp is None:
                 shutil.rmtree(tmp, ignore_errors=True)
     res["finished"] = now()
     res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")  # the measurements are safe before rendering
-    table, fig = render(res)
-    path = report.write(out.stem, res, table, fig, folder=out.parent)
-    print(table)
-    if "ms_ingest_profile" in res:
-        print("\nWhere the one-work-dir ingest spends its time (cProfile, by own time):\n")
-        print(res["ms_ingest_profile"]["text"])
-    print(f"\n-> {path}")
+    return res
 
+
+def scale(tmp: Path, sizes: list[int], n_lookups: int, make_workloads) -> list[dict]:
+    """bench_scale at each size, over workloads generated once (the largest size's, and the
+    k-NN probes that are never ingested)."""
+    from schedb import signature
+
+    n_wl = max(sizes) // RUN_RECORDS * RUN_WORKLOADS
+    print(f"3/3 scale: generating {n_wl + N_QUERIES:,} TVM workloads ...", file=sys.stderr)
+    mods = make_workloads(n_wl + N_QUERIES)
+    wl_lines = workload_lines(mods[:n_wl])
+    probes = []
+    for mod in mods[n_wl:]:
+        _sig, kind, desc = signature(mod)
+        probes.append((desc, kind))
+    del mods
+    out = []
+    for n in sizes:
+        print(f"    {n:,} records ...", file=sys.stderr)
+        out.append(bench_scale(tmp, n, wl_lines, probes, n_lookups))
+        print("    " + json.dumps({k: v for k, v in out[-1].items() if k != "lookup"})[:400], file=sys.stderr)
+    return out
 
 if __name__ == "__main__":
     main()

@@ -102,7 +102,7 @@ def points(meta: dict, n: int) -> list[float]:
     return [round(float(t), 1) for t in np.geomspace(max(first, 1.0), meta["wall_time_s"], n)]
 
 
-def main(argv=None):
+def arguments() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="googlenet")
     ap.add_argument("--minutes", type=float, default=20.0, help="wall budget of each run")
@@ -114,10 +114,21 @@ def main(argv=None):
     ap.add_argument("--tune-only", action="store_true", help="run (and keep) the two tuning runs, time nothing")
     ap.add_argument("--beside-fixture-tuning", action="store_true",
                     help="do not stop the background fixture tuning during the two runs (only during the timing)")
-    a = report.parse(ap, argv, "warm", render)
+    return ap
+
+
+def main(argv=None):
+    a = report.parse(arguments(), argv, "warm", render)
     if a is None:
         return
-    from schedb import Engine, compile_model, extract_tasks, load_model, lower
+    res = run(a)
+    if res is not None:
+        report.publish(a.name, res, render)
+
+
+def run(a) -> dict | None:
+    """Both tuning runs, then each at its points against the transferred model, interleaved."""
+    from schedb import compile_model, extract_tasks, load_model, lower
 
     target = report.host_target()
     work = Path(a.work)
@@ -132,24 +143,10 @@ def main(argv=None):
     with fixture_tuning_paused(not a.beside_fixture_tuning):
         metas = {run: tune_run(run, model, target, work, dbs[run], a) for run in RUNS}
     if a.tune_only:
-        return
+        return None
     compiled = {"transferred": compile_model(lowered, target, pair_database(pair, tasks, target, refined=False))}
     with fixture_tuning_paused():
-        engine = Engine(target)
-        for run in RUNS:
-            before = int((work / f"{run}.before").read_text())
-            ts = ([0.0] if run == "warm" else []) + points(metas[run], a.points)
-            res["runs"][run] = r = {"wall_time_s": metas[run]["wall_time_s"], "records_before": before,
-                                    "trials": metas[run]["trials"], "points_s": ts, "run_records_at_points": [],
-                                    "choose_s": []}
-            snap = None
-            for t in ts:
-                print(f"  choose and compile {run} at {t:.0f} s", file=sys.stderr)
-                snap, kept = at(dbs[run], before, metas[run], tasks, t, work, snap)
-                db, seconds = chosen_at(snap, tasks, target, engine)
-                r["run_records_at_points"].append(kept)
-                r["choose_s"].append(seconds)
-                compiled[f"{run} {t}"] = compile_model(lowered, target, db)
+        compiled.update(compile_points(res, dbs, metas, lowered, tasks, target, a))
     with fixture_tuning_paused():
         time.sleep(2)
         load = [round(x, 2) for x in os.getloadavg()]
@@ -157,8 +154,29 @@ def main(argv=None):
         res["load_average_end_of_timing"] = [round(x, 2) for x in os.getloadavg()]
     res.update(load_average_timing=load, samples_ms=samples, cells={k: report.median_ci(s) for k, s in samples.items()},
                kernels={k: c.tuned_tasks for k, c in compiled.items()}, finished=report.now())
-    report.publish(a.name, res, render)
+    return res
 
+
+def compile_points(res: dict, dbs: dict, metas: dict, lowered, tasks, target, a) -> dict:
+    """Each run's database at each of its points, chosen and compiled: {"RUN T": compiled}."""
+    from schedb import Engine, compile_model
+
+    work, engine, compiled = Path(a.work), Engine(target), {}
+    for run in RUNS:
+        before = int((work / f"{run}.before").read_text())
+        ts = ([0.0] if run == "warm" else []) + points(metas[run], a.points)
+        res["runs"][run] = r = {"wall_time_s": metas[run]["wall_time_s"], "records_before": before,
+                                "trials": metas[run]["trials"], "points_s": ts, "run_records_at_points": [],
+                                "choose_s": []}
+        snap = None
+        for t in ts:
+            print(f"  choose and compile {run} at {t:.0f} s", file=sys.stderr)
+            snap, kept = at(dbs[run], before, metas[run], tasks, t, work, snap)
+            db, seconds = chosen_at(snap, tasks, target, engine)
+            r["run_records_at_points"].append(kept)
+            r["choose_s"].append(seconds)
+            compiled[f"{run} {t}"] = compile_model(lowered, target, db)
+    return compiled
 
 def render(res: dict):
     c, ref = res["cells"], res["cells"]["transferred"]

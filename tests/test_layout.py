@@ -107,3 +107,14 @@ def test_no_class_of_more_than_twenty_methods():
                     found.append(f"{path.relative_to(ROOT)}: {node.name} has {n} methods")
     assert not found, "\n".join(found)
 
+
+def test_benchmark_functions_read_without_scrolling():
+    """No benchmark function over 60 lines; each script's main parses, runs and writes in 40."""
+    found = []
+    for path, tree in _modules("benchmarks"):
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > (40 if node.name == "main" else 60):
+                    found.append(f"{path.name}:{node.lineno}: {node.name} has {lines} lines")
+    assert not found, "\n".join(found)
