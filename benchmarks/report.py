@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parents[1]
 
 
 def describe() -> dict:
@@ -150,12 +151,28 @@ def verdict(c: dict, goal: float) -> str:
 def write(name: str, result: dict, markdown: str, figure=None, folder: Path = RESULTS) -> Path:
     """results/NAME.json (with the markdown inside), NAME.md and NAME.png."""
     folder.mkdir(parents=True, exist_ok=True)
-    result = {**result, "markdown": markdown}
+    result = portable({**result, "markdown": markdown})
     (folder / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     (folder / f"{name}.md").write_text(markdown.rstrip() + "\n")
     if figure is not None:
         figure.savefig(folder / f"{name}.png", dpi=120, bbox_inches="tight")
     return folder / f"{name}.json"
+
+
+def portable(x):
+    """``x`` with this checkout's absolute paths made relative to it, and other absolute paths
+    (scratch folders) reduced to "<scratch>/" and their last two parts: a result names no
+    machine's folders."""
+    if isinstance(x, dict):
+        return {k: portable(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [portable(v) for v in x]
+    if isinstance(x, str) and x.startswith("/") and "\n" not in x and " " not in x:
+        path = Path(x)
+        if path == ROOT or ROOT in path.parents:
+            return str(path.relative_to(ROOT))
+        return "/".join(["<scratch>", *path.parts[-2:]])
+    return x
 
 
 def publish(name: str, result: dict, render, folder: Path = RESULTS) -> Path:

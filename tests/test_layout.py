@@ -118,3 +118,11 @@ def test_benchmark_functions_read_without_scrolling():
                 if lines > (40 if node.name == "main" else 60):
                     found.append(f"{path.name}:{node.lineno}: {node.name} has {lines} lines")
     assert not found, "\n".join(found)
+
+
+def test_results_name_no_machine_folders():
+    """A committed result names no folder of the machine that ran it (report.portable)."""
+    machine = re.compile(r'"/(work|tmp|root|home)/')
+    found = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+             for m in [machine.search(p.read_text())] if m]
+    assert not found, "\n".join(found)
