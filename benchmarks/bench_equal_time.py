@@ -3,7 +3,9 @@
 MetaSchedule from scratch is a tuning run of googlenet by ``schedb tune`` (by default the
 bundled fixture's: 32 trials per task from an empty database on today's pipeline); its
 sidecar's timeline (from the task scheduler log) says when each task's candidates were
-measured, so the database *as it stood at any moment t* is the first records of each task.
+measured, so the database *as it stood at any moment t* is the first records of each task;
+as a user gets it from schedb, each task's records and its untuned kernel are then measured
+side by side and the faster kept (``schedb.choose``, as ``tune --db`` ends).
 T is the wall time of ``schedb transfer`` with droplet for each source (resnet50, alexnet),
 from ``bench_pairs.py`` (``search_wall_s``: lowering to the final model compiled; its own
 end-to-end timing skipped). Then, all compiled and checked against PyTorch:
@@ -33,7 +35,7 @@ import sys
 from pathlib import Path
 
 import report
-from shared import interleaved, pair_database
+from shared import interleaved, pair_database, scratch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,19 +67,33 @@ class Search:
         self.events = sorted({t for s in self.steps for t, _ in s})
         names = {t.name for t in tasks}
         self.covered = sum(1 for t in meta["tasks"] if t["name"] in names)
+        self.name = folder.name
 
-    def at(self, t: float):
-        """A MetaSchedule database with what the search had measured by ``t`` seconds."""
-        from tvm.s_tir.meta_schedule.database import MemoryDatabase, TuningRecord
+    def at(self, t: float, work: Path, tasks, target, engine):
+        """What the search had measured by ``t`` seconds, as a user gets it from schedb (as
+        ``tune --db`` ends): each task's best records and its untuned kernel measured side by
+        side (``schedb.choose``), served by ``schedb.Database``; kept in ``work`` and reused."""
+        from tvm.s_tir.meta_schedule.database import TuningRecord
 
-        db = MemoryDatabase()
-        for i, steps in enumerate(self.steps):
-            n = max((c for s, c in steps if s <= t), default=0)
-            if n:
-                w = db.commit_workload(self.workloads[i].mod)
-                for rec in self.records.get(i, [])[:n]:
-                    db.commit_tuning_record(TuningRecord.from_json(rec, w))
-        return db
+        from schedb import Database, Store, choose
+
+        path = work / f"{self.name}-at-{t:.1f}s.db"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp.db")
+            tmp.unlink(missing_ok=True)
+            db = Database(tmp, target=target)
+            for i, steps in enumerate(self.steps):
+                n = max((c for s, c in steps if s <= t), default=0)
+                if n:
+                    w = db.commit_workload(self.workloads[i].mod)
+                    for rec in self.records.get(i, [])[:n]:
+                        db.commit_tuning_record(TuningRecord.from_json(rec, w))
+            del db
+            store = Store(tmp)
+            choose(store, tasks, target, engine)
+            store.close()
+            tmp.rename(path)
+        return Database(path, target=target)
 
 
 def log_points(events: list[float], n: int) -> list[int]:
@@ -103,6 +119,7 @@ def parse(argv=None):
     ap.add_argument("--run", default=None,
                     help="MetaSchedule's tuning run (a work dir with a timeline; default: fixtures/MODEL)")
     ap.add_argument("--results", default=str(report.RESULTS))
+    ap.add_argument("--work", default=scratch("equal_time"), help="the chosen databases at each point (reused)")
     return ap.parse_args(argv)
 
 
@@ -118,9 +135,12 @@ def main(argv=None):
 class Windows:
     """Models compiled by name, timed interleaved in windows whose samples go into the result."""
 
-    def __init__(self, lowered, target, search, rounds: int, res: dict):
-        self.lowered, self.target, self.search, self.rounds, self.res = lowered, target, search, rounds, res
-        self.compiled = {}
+    def __init__(self, lowered, tasks, target, search, rounds: int, res: dict, work: Path):
+        from schedb import Engine
+
+        self.lowered, self.tasks, self.target, self.search, self.rounds, self.res = \
+            lowered, tasks, target, search, rounds, res
+        self.work, self.engine, self.compiled = work, Engine(target), {}
 
     def add(self, name: str, database):
         from schedb import compile_model
@@ -130,7 +150,7 @@ class Windows:
     def ms_at(self, t: float) -> str:
         name = f"MetaSchedule {t:.1f} s"
         if name not in self.compiled:
-            self.add(name, self.search.at(t))
+            self.add(name, self.search.at(t, self.work, self.tasks, self.target, self.engine))
         return name
 
     def window(self, names: list[str]) -> dict:
@@ -155,11 +175,13 @@ def run(a, results: Path) -> dict:
     res = {"machine": report.describe(), "started": report.now(), "args": vars(a), "model": a.model,
            "metaschedule": {"wall_time_s": search.wall_s, "tasks": len(search.steps),
                             "trials_per_task": search.per_task, "last_batch_s": search.events[-1],
-                            "run": str(run_dir.resolve().relative_to(ROOT))},
+                            "run": str(run_dir.resolve().relative_to(ROOT)), "chosen": True},
            "sources": {s: {"T_s": p["search_wall_s"], "droplet_wall_s": p["droplet_wall_s"]}
                        for s, p in pairs.items()},
            "windows": []}
-    w = Windows(lowered, target, search, a.rounds, res)
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    w = Windows(lowered, tasks, target, search, a.rounds, res, work)
     # 1. The curve, MetaSchedule at each T and the models it is compared with, in one window.
     ev = search.events
     points = [ev[i] for i in log_points(ev, a.points)]
@@ -234,7 +256,9 @@ def render(res: dict):
         report.machine_line(res["machine"]), "",
         f"Target {res['model']}. MetaSchedule from scratch = `schedb tune` run `{m['run']}` "
         f"({m['tasks']} tasks, at most {m['trials_per_task']} trials per task, last batch at "
-        f"{m['last_batch_s']:.0f} s), replayed from its timeline: {len(res['curve'])} log-spaced points, "
+        f"{m['last_batch_s']:.0f} s), replayed from its timeline: {len(res['curve'])} log-spaced points"
+        + (", at each the records measured by then and the untuned kernel chosen side by side as `tune --db` "
+           "ends" if m.get("chosen") else "") + ", "
         f"untuned {report.fmt_ci(res['untuned'])}, at its end {report.fmt_ci(res['end'])}. T: the wall time of "
         "`schedb transfer --droplet` (lowering to the final model compiled; its end-to-end timing skipped), "
         f"from the pairs run. Latencies: median [95% interval] over {res['args']['rounds']} interleaved rounds, "
