@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 import report
+from shared import load_state, save_state
 from layers import (TorchLayer, fixture_tuning_paused, match_conv, plain_kernel, prepacked_kernel, select,
                     torch_convs, tune_one)
 
@@ -44,17 +45,6 @@ LEVELS = (128, 256, 512, 1024)
 PACKED = report.RESULTS.parent / "runs" / "ceiling"
 FILES = ("database_workload.json", "database_tuning_record.json")
 VARIANTS = (("plain", "_plain"), ("prepacked", "_marked"))
-
-
-def load_state(scratch: Path) -> dict:
-    p = scratch / "state.json"
-    return json.loads(p.read_text()) if p.is_file() else {"jobs": {}}
-
-
-def save_state(scratch: Path, state: dict) -> None:
-    tmp = scratch / "state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, scratch / "state.json")
 
 
 def record_lines(work_dir: Path) -> int:

@@ -31,77 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import report
-from shared import interleaved, pair_database, scratch
+from shared import Search, interleaved, log_points, pair_database, scratch
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Search:
-    """A tuning work dir replayed over time."""
-
-    def __init__(self, folder: Path, tasks):
-        import tvm_ffi
-        from tvm.s_tir.meta_schedule.database import Workload
-
-        from schedb.ingest.workdir import RECORDS, WORKLOADS, find, open_text, read_sidecar
-
-        meta = read_sidecar(folder)
-        self.wall_s, self.per_task = meta["wall_time_s"], meta.get("trials_per_task")
-        self.steps = meta["timeline"]["tasks"]
-        with open_text(find(folder, WORKLOADS)) as f:
-            self.workloads = [Workload.from_json(json.loads(line)) for line in f if line.strip()]
-        # The timeline is per task index; make sure workload i is task i.
-        for i, (w, t) in enumerate(zip(self.workloads, meta["tasks"])):
-            if str(tvm_ffi.structural_hash(w.mod)) != t["shash"]:
-                sys.exit(f"{folder}: workload {i} is not task {i} ({t['name']})")
-        self.records: dict[int, list] = {}
-        with open_text(find(folder, RECORDS)) as f:
-            for line in f:
-                if line.strip():
-                    widx, rec = json.loads(line)
-                    self.records.setdefault(widx, []).append(rec)
-        self.events = sorted({t for s in self.steps for t, _ in s})
-        names = {t.name for t in tasks}
-        self.covered = sum(1 for t in meta["tasks"] if t["name"] in names)
-        self.name = folder.name
-
-    def at(self, t: float, work: Path, tasks, target, engine):
-        """What the search had measured by ``t`` seconds, as a user gets it from schedb (as
-        ``tune --db`` ends): each task's best records and its untuned kernel measured side by
-        side (``schedb.choose``), served by ``schedb.Database``; kept in ``work`` and reused."""
-        from tvm.s_tir.meta_schedule.database import TuningRecord
-
-        from schedb import Database, Store, choose
-
-        path = work / f"{self.name}-at-{t:.1f}s.db"
-        if not path.exists():
-            tmp = path.with_suffix(".tmp.db")
-            tmp.unlink(missing_ok=True)
-            db = Database(tmp, target=target)
-            for i, steps in enumerate(self.steps):
-                n = max((c for s, c in steps if s <= t), default=0)
-                if n:
-                    w = db.commit_workload(self.workloads[i].mod)
-                    for rec in self.records.get(i, [])[:n]:
-                        db.commit_tuning_record(TuningRecord.from_json(rec, w))
-            del db
-            store = Store(tmp)
-            choose(store, tasks, target, engine)
-            store.close()
-            tmp.rename(path)
-        return Database(path, target=target)
-
-
-def log_points(events: list[float], n: int) -> list[int]:
-    """Indices of ``events`` nearest ``n`` log-spaced times from the first to the last."""
-    import numpy as np
-
-    ts = np.geomspace(max(events[0], 1.0), events[-1], n)
-    return sorted({min(int(np.searchsorted(events, t)), len(events) - 1) for t in ts} | {len(events) - 1})
 
 
 def at_or_below(ms: dict, goal: dict) -> bool:

@@ -1,0 +1,185 @@
+"""Time to latency: how fast a model gets, against schedb's wall time, beside what a CPU user
+runs instead.
+
+For each model (resnet50, alexnet, googlenet), schedb starts from a database of the other two
+models' fixtures and runs ``schedb fast`` in steps (by default to 5, 10, 20, 40 and 60 minutes
+of schedb's wall time in all, on the same database, so each step goes on from the last); after
+each step the database is copied as it stands. ``run`` is resumable (SCRATCH/state.json) and
+is meant for the background.
+
+``time`` (on a quiet machine) compiles each model from each copy and times them interleaved,
+one run of each per round, with the untuned model, PyTorch eager, ONNX Runtime and OpenVINO
+(the ``bench`` extra), and with MetaSchedule from scratch: the model's own fixture (a tuning
+run from an empty database) at log-spaced points of its timeline, each task's records by then
+and its untuned kernel chosen side by side, as ``tune --db`` ends. Goals, each on its whole
+95% interval: the model at or below PyTorch eager within 60 minutes.
+
+    python benchmarks/bench_time_to_latency.py run --scratch DIR [--models ...] [--steps 5,10,20,40,60]
+    python benchmarks/bench_time_to_latency.py time --scratch DIR [--rounds 15]
+    python benchmarks/bench_time_to_latency.py --replot
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import report
+from layers import fixture_tuning_paused
+from peers import peers, time_once
+from shared import Search, base_db, copy_db, load_state, log_points, others, save_state
+
+MODELS = ("resnet50", "alexnet", "googlenet")
+GOAL = 1.0  # x PyTorch eager
+
+
+def run(a) -> None:
+    """Every model's steps of ``fast``, each followed by a copy of its database."""
+    from schedb import FastOptions, Store, fast, load_model
+
+    scratch = Path(a.scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "pgid").write_text(str(os.getpgid(0)))  # what the timing stops (layers.PAUSE_ENV)
+    target = report.host_target()
+    state = load_state(scratch)
+    state.setdefault("machine", report.describe())
+    for model in a.models.split(","):
+        live = scratch / model / "live.db"
+        if not live.exists():
+            live.parent.mkdir(parents=True, exist_ok=True)
+            copy_db(base_db(scratch, others(model)), live)
+        steps = state["jobs"].setdefault(model, [])
+        for minutes in map(float, a.steps.split(",")):
+            spent = steps[-1]["cumulative_s"] if steps else 0.0
+            if minutes * 60 <= spent:
+                continue
+            t0, store = time.perf_counter(), Store(live)
+            rep = fast(store, load_model(model), target, FastOptions(budget_s=minutes * 60 - spent))
+            store.close()
+            wall = time.perf_counter() - t0
+            snap = live.with_name(f"at-{minutes:g}min.db")
+            copy_db(live, snap)
+            steps.append({"minutes": minutes, "wall_s": round(wall, 1), "cumulative_s": round(spent + wall, 1),
+                          "db": snap.name, "tuned_tasks": rep.tuned_tasks, "own_timing": rep.e2e,
+                          "ended": report.now(), "load_average": [round(x, 2) for x in os.getloadavg()]})
+            save_state(scratch, state)
+            print(f"{model}: {spent + wall:.0f} s of schedb, own timing {rep.e2e['final']}", flush=True)
+
+
+def compiled_variants(model: str, steps: list[dict], scratch: Path, a, target):
+    """{name: compiled model}: schedb after each step, untuned, MetaSchedule from scratch."""
+    from schedb import Database, Engine, compile_model, extract_tasks, load_model, lower
+
+    lowered = lower(load_model(model), target)
+    compiled = {"untuned": compile_model(lowered, target, None)}
+    for s in steps:
+        compiled[f"schedb {s['cumulative_s']:.0f} s"] = compile_model(
+            lowered, target, Database(scratch / model / s["db"], target=target))
+    tasks = extract_tasks(lowered, target)
+    search = Search(report.RESULTS.parents[1] / "fixtures" / model, tasks)
+    engine, work = Engine(target), scratch / model
+    for t in (search.events[i] for i in log_points(search.events, a.scratch_points)):
+        compiled[f"metaschedule {t:.0f} s"] = compile_model(lowered, target, search.at(t, work, tasks, target, engine))
+    return lowered, compiled
+
+
+def time_model(lowered, compiled: dict, runtimes: list, rounds: int) -> dict:
+    """{name: samples in ms}, one run of each per round: TVM's variants, PyTorch, the peers."""
+    from schedb.pipeline.evaluate import interleaved_samples
+
+    samples = {}
+    for _ in range(rounds):
+        for name, xs in interleaved_samples(lowered, compiled, 1, with_torch=True).items():
+            samples.setdefault("pytorch eager" if name == "pytorch" else name, []).extend(xs)
+        for p in runtimes:
+            samples.setdefault(p.name, []).append(time_once(p))
+    return samples
+
+
+def time_phase(a) -> None:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    scratch = Path(a.scratch)
+    state, target = load_state(scratch), report.host_target()
+    res = {"machine": report.describe(), "started": report.now(), "tuning_machine": state.get("machine"),
+           "settings": {"rounds": a.rounds, "scratch_points": a.scratch_points, "goal_x_pytorch": GOAL},
+           "models": {}}
+    for model in a.models.split(","):
+        steps = state["jobs"].get(model, [])
+        if not steps:
+            continue
+        lowered, compiled = compiled_variants(model, steps, scratch, a, target)
+        with fixture_tuning_paused():
+            load = [round(x, 2) for x in os.getloadavg()]
+            samples = time_model(lowered, compiled, peers(lowered.model, scratch / "onnx"), a.rounds)
+        res["models"][model] = {"steps": steps, "load_average_before": load, "samples_ms": samples,
+                                "cells": {k: report.median_ci(v) for k, v in samples.items()},
+                                "x_pytorch": {k: ratio(samples, k) for k in samples if k != "pytorch eager"}}
+    res["finished"] = report.now()
+    report.publish(a.name, res, render)
+
+
+def ratio(samples: dict, name: str) -> dict:
+    """``name`` over PyTorch eager, round by round, as median_ci."""
+    return report.median_ci([x / y for x, y in zip(samples[name], samples["pytorch eager"])])
+
+
+def render(res: dict):
+    lines = [report.machine_line(res["machine"]), "",
+             f"Latency, median [95% interval] over {res['settings']['rounds']} interleaved rounds, and over PyTorch "
+             "eager (median of the per-round ratios). schedb N s: the model as `schedb fast` left the database "
+             "after N seconds of its wall time in all, from the other two models' fixtures; MetaSchedule N s: the "
+             "model's own fixture tuned from scratch, by N s of its run. Goal: at or below PyTorch eager "
+             f"({GOAL:g}x), judged on the whole interval.", ""]
+    for model, m in res["models"].items():
+        lines += [f"**{model}**", "", "| variant | latency, ms | x PyTorch eager | goal |", "| --- | --- | --- | --- |"]
+        for name, c in m["cells"].items():
+            x = m["x_pytorch"].get(name)
+            lines.append(f"| {name} | {report.fmt_ci(c)} | {report.fmt_ci(x, 'x', 2) if x else '1'} | "
+                         f"{report.verdict(x, GOAL) if x and name.startswith('schedb') else ''} |")
+        lines.append("")
+    return "\n".join(lines), figure(res)
+
+
+def figure(res: dict):
+    plt = report.pyplot()
+    models = list(res["models"])
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5.5 * max(1, len(models)), 4.2), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        cells = res["models"][model]["cells"]
+        for prefix, col in (("schedb", "#1f5fa0"), ("metaschedule", "#555")):
+            pts = sorted((float(k.split()[1]), c) for k, c in cells.items() if k.startswith(prefix + " "))
+            if pts:
+                ax.errorbar([t for t, _ in pts], [c["median"] for _, c in pts],
+                            yerr=[[c["median"] - c["ci_low"] for _, c in pts], [c["ci_high"] - c["median"] for _, c in pts]],
+                            fmt="o-", color=col, capsize=2, label=prefix)
+        for name, col in (("pytorch eager", "#c0392b"), ("onnx runtime", "#8e44ad"), ("openvino", "#27ae60")):
+            if name in cells:
+                ax.axhspan(cells[name]["ci_low"], cells[name]["ci_high"], color=col, alpha=0.25, label=name)
+        ax.set(xscale="log", yscale="log", title=model, xlabel="wall time, s (log)", ylabel="latency, ms (log)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("phase", nargs="?", choices=("run", "time"))
+    ap.add_argument("--scratch", help="databases and progress (run resumes from it)")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--steps", default="5,10,20,40,60", help="schedb's wall time in all after each step, minutes")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--scratch-points", type=int, default=6, help="points of MetaSchedule's run from scratch")
+    a = report.parse(ap, argv, "time_to_latency", render)
+    if a is None:
+        return
+    if not a.phase or not a.scratch:
+        ap.error("a phase (run or time) and --scratch are needed")
+    (run if a.phase == "run" else time_phase)(a)
+
+
+if __name__ == "__main__":
+    main()
