@@ -379,6 +379,33 @@ def test_damaged_gzip_stream_keeps_every_line_before_the_damage(tmp_path):
     assert intact <= {r for r, in store.conn.execute("SELECT line FROM records")}
 
 
+def test_file_names_that_are_not_utf8(tmp_path):
+    """Linux file names are any bytes: a work dir (without sidecar: the model is named after
+    it) and an Ansor log whose names are not UTF-8 are ingested, their paths stored as the OS
+    gives them, and shown with the odd bytes escaped."""
+    import os
+
+    logs = tmp_path / "logs"
+    wd = Path(os.fsdecode(os.fsencode(logs) + b"/wd\xff\xfe"))  # Python holds the bytes as surrogates
+    write_workdir(wd, sidecar=False)
+    write_ansor(Path(os.fsdecode(os.fsencode(logs) + b"/r\xe9seau.json")), [ansor_line(i) for i in range(3)])
+    (wd / RECORDS).write_text((wd / RECORDS).read_text() + "{broken\n")  # a bad line names the file
+    db = tmp_path / "a.db"
+    result = CliRunner().invoke(cli, ["ingest", str(logs), "--db", str(db)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), explain(result)
+    assert "2 files ingested" in result.output and "1 lines skipped" in result.output, result.output
+    assert f"{logs}/wd\\xff\\xfe/{RECORDS}:{len(TINY_R) + 1}: skipped" in result.output, result.output
+    store = Store(db, readonly=True)
+    paths = {p for p, in store.conn.execute("SELECT path FROM files")}
+    assert paths == {os.fsencode(wd / RECORDS), os.fsencode(logs) + b"/r\xe9seau.json"}
+    assert store.counts()["records"] == len(TINY_R) + 3
+    assert {m for m, in store.conn.execute("SELECT name FROM models")} == {"wd\\xff\\xfe", "r\\xe9seau"}
+    first = store.conn.execute("SELECT MIN(id) FROM records").fetchone()[0]
+    shown = CliRunner().invoke(cli, ["show", "record", str(first), "--db", str(db)])
+    assert shown.exit_code == 0, explain(shown)
+    assert f"{logs}/r\\xe9seau.json:1" in re.sub(r"\s*\n\s*", "", shown.output), shown.output
+
+
 def test_not_a_tuning_log_among_good_ones(tmp_path):
     folder = tmp_path / "logs"
     write_workdir(folder / "tiny")
