@@ -177,7 +177,8 @@ class Store:
             cur = self.conn.execute(sql, params)
             return [d[0] for d in cur.description or []], cur.fetchall()
         except sqlite3.Error as e:
-            if mapped := storage_error(self.path, e):
+            # (A connection schedb opened read-only refuses writes itself: the hint below says so.)
+            if not self.readonly and (mapped := storage_error(self.path, e)):
                 raise mapped from None
             if stop.why:
                 raise SchedbError(f"SQL stopped: {stop.why}") from None
