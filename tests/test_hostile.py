@@ -185,6 +185,21 @@ def test_merge_revalidates_records(tmp_path):
     assert store.conn.execute("SELECT MIN(mean_s) FROM records").fetchone()[0] > 0
 
 
+def test_merge_stores_an_empty_trace_invalid(tmp_path):
+    """A merged record whose trace has no instructions, valid and fastest in its own file,
+    is stored invalid with the reason, as from a work dir."""
+    src = Store(tmp_path / "src.db")
+    ingest(src, [TINY])
+    rid, line = src.conn.execute("SELECT id, line FROM records WHERE valid = 1 ORDER BY id LIMIT 1").fetchone()
+    src.conn.execute("UPDATE records SET trace = '[[],[]]', mean_s = 1e-9 WHERE id = ?", (rid,))
+    src.close()
+    store = Store(tmp_path / "a.db")
+    report = ingest(store, [tmp_path / "src.db"])
+    assert report.new_records == len(TINY_R) and report.errors == []
+    valid, error = store.conn.execute("SELECT valid, error FROM records WHERE line = ?", (line,)).fetchone()
+    assert valid == 0 and error.startswith("empty trace"), error
+
+
 # --------------------------------------------------------------------------- 4. concurrent writers
 _WRITER = """
 import sys
