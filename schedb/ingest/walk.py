@@ -35,7 +35,7 @@ def ingest(store: Store, paths, model: str | None = None,
             with store.transaction():
                 source(store, report, model)
         except StorageError as e:  # a full disk or a read-only file: every further input would fail alike
-            report.errors.append(str(e))
+            report.errors.append(f"{source.path}: not stored: {e}")
             stop = True
         except SchedbError as e:
             report.errors.append(str(e))
