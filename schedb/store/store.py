@@ -22,6 +22,8 @@ from schedb.tir.target import distance as target_distance
 
 DEFAULT_DB = "schedb.db"
 WRITE_CACHE_KIB = 64 * 1024  # page cache of a writing connection
+# SQLite's primary result codes (Python has them as sqlite3.SQLITE_* from 3.11 only).
+SQLITE_READONLY, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 8, 13, 14, 26
 # How long a writer waits for another's transaction (an ingest holds one per input file,
 # ~4 s per 10^5 records) before giving up with "database is locked".
 BUSY_TIMEOUT_S = 300.0
@@ -51,7 +53,7 @@ class Store:
         try:
             conn = self._open(memory)
         except sqlite3.Error as e:
-            what = "not a schedb database" if _code(e) == sqlite3.SQLITE_NOTADB else "cannot open database"
+            what = "not a schedb database" if _code(e) == SQLITE_NOTADB else "cannot open database"
             raise storage_error(self.path, e) or SchedbError(f"{self.path}: {what} ({e})") from None
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
@@ -98,7 +100,7 @@ class Store:
             return conn
         except sqlite3.OperationalError as e:
             conn.close()
-            if _code(e) != sqlite3.SQLITE_CANTOPEN or os.access(self.path.parent, os.W_OK):
+            if not _cannot_open(e) or os.access(self.path.parent, os.W_OK):
                 raise
         if wal_size:  # immutable would read the file without the changes its WAL holds
             raise SchedbError(f"{self.path}: cannot be read in this read-only folder: its {wal.name} holds "
@@ -250,11 +252,11 @@ def storage_error(path, e: sqlite3.Error) -> StorageError | None:
     """A full disk or a read-only file as one line that says so (SQLite's own words, or the
     "cannot rollback" that followed them, do not), or None for any other error."""
     code, text = _code(e), str(e)
-    if code == sqlite3.SQLITE_FULL or "disk is full" in text:
+    if code == SQLITE_FULL or "disk is full" in text:
         return StorageError(f"{path}: the disk is full: nothing of this write was stored ({text})")
     # (A file SQLite cannot open for writing is opened read-only: its WAL then cannot be opened.)
-    read_only_folder = code == sqlite3.SQLITE_CANTOPEN and not os.access(Path(path).parent, os.W_OK)
-    if code == sqlite3.SQLITE_READONLY or "readonly database" in text or read_only_folder:
+    read_only_folder = _cannot_open(e) and not os.access(Path(path).parent, os.W_OK)
+    if code == SQLITE_READONLY or "readonly database" in text or read_only_folder:
         return StorageError(f"{path}: the database or its folder is read-only: nothing can be written "
                             f"({text})")
     return None
@@ -264,6 +266,11 @@ def _code(e: sqlite3.Error) -> int | None:
     """SQLite's primary result code of an error (extended codes carry it in the low byte)."""
     code = getattr(e, "sqlite_errorcode", None)  # Python 3.11 on
     return None if code is None else code & 0xFF
+
+
+def _cannot_open(e: sqlite3.Error) -> bool:
+    code = _code(e)
+    return code == SQLITE_CANTOPEN or (code is None and "unable to open database file" in str(e))
 
 
 def _connect(uri: str) -> sqlite3.Connection:
