@@ -12,7 +12,7 @@ import time
 
 import click
 
-from schedb.errors import SchedbError
+from schedb.errors import SchedbError, printable
 
 
 def handle_errors(f):
@@ -47,9 +47,9 @@ def as_flags(text: str) -> str:
 
 def error_line(e: Exception) -> str:
     if isinstance(e, SchedbError):
-        return as_flags(str(e))
+        return printable(as_flags(str(e)))
     if isinstance(e, OSError) and e.strerror:
-        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+        return printable(f"{e.filename}: {e.strerror}" if e.filename else e.strerror)
     # Not foreseen (TVM's errors span many lines): one line, and how to see the rest.
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text[:300]} (SCHEDB_DEBUG=1 shows the traceback)"
@@ -287,7 +287,9 @@ def ingest(paths, db_path, model, as_json):
 
         quiet_tvm()
         report, path = ingest_into(db_path, paths, model=model, on_file=lambda f, r: progress.line(
-            f"{f}: {r.files} files, {r.new_records} new records so far"))
+            printable(f"{f}: {r.files} files, {r.new_records} new records so far")))
+    report.warnings = [printable(w) for w in report.warnings]  # file names of any bytes
+    report.errors = [printable(e) for e in report.errors]
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     for e in report.errors:
@@ -406,7 +408,7 @@ def show_record(record_id, db_path, as_json, full):
         ("origin", r["origin"], "mean", f"{r['mean_s'] * 1e6:.2f} us over {len(samples)} run{'s' * (len(samples) != 1)}"
          if r["valid"] else f"invalid: {r['error']}"),
         ("target", label(r["target"]), "model", lin["model"] or "-"),
-        ("file", f"{lin['file']}:{r['line']}" if lin["file"] else "-", "parent", r["parent_id"] or "-"),
+        ("file", f"{printable(lin['file'])}:{r['line']}" if lin["file"] else "-", "parent", r["parent_id"] or "-"),
         ("from workload", "-" if r["source_workload_id"] is None else
          f"{r['source_workload_id']} (distance {r['distance']:.3f})", "created", r["created_at"]),
         ("tvm", r["tvm_version"], "digest", r["digest"]),
@@ -455,7 +457,8 @@ def provenance(record_id, db_path):
         raise SchedbError(f"no record {record_id}")
     cols = ["depth", "id", "origin", "workload_id", "kind", "mean_s", "model", "file", "line",
             "source_workload_id", "distance", "created_at"]
-    print_table(cols, [[r[c] for c in cols] for r in chain], overflow="fold")  # never cut the file path
+    rows = [[printable(r[c]) if c == "file" and r[c] is not None else r[c] for c in cols] for r in chain]
+    print_table(cols, rows, overflow="fold")  # never cut the file path
     if chain[-1]["parent_id"] is not None:
         click.echo(f"note: record {chain[-1]['id']}'s parent {chain[-1]['parent_id']} is already in the chain: "
                    "the lineage loops (a damaged database); stopped there", err=True)

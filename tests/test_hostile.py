@@ -185,6 +185,21 @@ def test_merge_revalidates_records(tmp_path):
     assert store.conn.execute("SELECT MIN(mean_s) FROM records").fetchone()[0] > 0
 
 
+def test_merge_stores_an_empty_trace_invalid(tmp_path):
+    """A merged record whose trace has no instructions, valid and fastest in its own file,
+    is stored invalid with the reason, as from a work dir."""
+    src = Store(tmp_path / "src.db")
+    ingest(src, [TINY])
+    rid, line = src.conn.execute("SELECT id, line FROM records WHERE valid = 1 ORDER BY id LIMIT 1").fetchone()
+    src.conn.execute("UPDATE records SET trace = '[[],[]]', mean_s = 1e-9 WHERE id = ?", (rid,))
+    src.close()
+    store = Store(tmp_path / "a.db")
+    report = ingest(store, [tmp_path / "src.db"])
+    assert report.new_records == len(TINY_R) and report.errors == []
+    valid, error = store.conn.execute("SELECT valid, error FROM records WHERE line = ?", (line,)).fetchone()
+    assert valid == 0 and error.startswith("empty trace"), error
+
+
 # --------------------------------------------------------------------------- 4. concurrent writers
 _WRITER = """
 import sys
@@ -536,3 +551,38 @@ def test_a_record_for_an_impossible_target_is_not_stored_as_valid(tmp_path):
     report = ingest(Store(tmp_path / "a.db"), [write_workdir(tmp_path / "wd", records=records)])
     assert report.new_records == len(TINY_R) - 1 and report.skipped_lines == 1
     assert any("num-cores -5 is not a positive count" in w for w in report.warnings), report.warnings
+
+
+def test_an_empty_trace_is_stored_invalid_with_the_reason(tmp_path):
+    """A trace with no instructions, measured fast, became its workload's best record: it
+    schedules nothing (the untuned kernel). Stored invalid, named; the others stay valid."""
+    r = json.loads(TINY_R[0])
+    r[1][0] = [[], []]
+    r[1][1] = [1e-9]  # faster than anything: it would be the best record
+    store = Store(tmp_path / "a.db")
+    report = ingest(store, [write_workdir(tmp_path / "wd", records=[json.dumps(r)] + TINY_R[1:])])
+    assert report.new_records == len(TINY_R) and report.errors == []
+    valid, error = store.conn.execute("SELECT valid, error FROM records WHERE line = 1").fetchone()
+    assert valid == 0 and error.startswith("empty trace"), error
+    assert store.conn.execute("SELECT COUNT(*) FROM best_records WHERE line = 1").fetchone() == (0,)
+    assert store.conn.execute("SELECT COUNT(*) FROM records WHERE valid = 1 AND line > 1").fetchone()[0] == \
+        sum(run_secs_valid(json.loads(line)[1][1]) for line in TINY_R[1:])
+
+
+def test_records_of_a_work_dir_with_workload_lines_out_of_order_are_invalid(tmp_path):
+    """tiny_cnn's workload lines reversed: every record names a workload it was not tuned
+    for. Those whose trace gets a block the workload has not are stored invalid with the
+    reason, and one warning names the file; the work dir in order stores them valid."""
+    from ingest_common import text_lines
+
+    cnn = TINY.parent / "tiny_cnn"
+    workloads, records = text_lines(cnn / (WORKLOADS + ".gz")), text_lines(cnn / (RECORDS + ".gz"))
+    store = Store(tmp_path / "a.db")
+    report = ingest(store, [write_workdir(tmp_path / "swapped", workloads=workloads[::-1], records=records)])
+    assert report.new_records == len(records) and report.invalid >= len(records) - 1, report
+    misfit = store.conn.execute("SELECT COUNT(*) FROM records WHERE error LIKE 'trace gets block %'").fetchone()[0]
+    assert misfit >= len(records) - 2
+    warned = [w for w in report.warnings if "not a schedule of the workload they name" in w]
+    assert len(warned) == 1 and str(tmp_path / "swapped" / RECORDS) in warned[0], report.warnings
+    good = ingest(Store(tmp_path / "b.db"), [write_workdir(tmp_path / "ordered", workloads=workloads, records=records)])
+    assert good.invalid == sum(not run_secs_valid(json.loads(line)[1][1]) for line in records) and not good.warnings

@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import sqlite3
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -339,6 +340,70 @@ def test_truncated_gzip_stream_keeps_what_came_before(tmp_path):
     n = store.counts()["records"]
     assert 0 < n < len(TINY_R)
     assert {r for r, in store.conn.execute("SELECT line FROM records")} == set(range(1, n + 1))
+
+
+def _damaged_gzip(data: bytes) -> tuple[bytes, bytes]:
+    """(``data`` with one bit flipped where zlib reports damage mid-stream, what a byte-by-byte
+    decompression yields before it)."""
+    for pos in range(len(data) // 2, len(data) - 16):
+        for bit in range(8):
+            bad = bytearray(data)
+            bad[pos] ^= 1 << bit
+            d, out = zlib.decompressobj(16 + zlib.MAX_WBITS), []
+            for i in range(len(bad)):
+                try:
+                    out.append(d.decompress(bytes(bad[i:i + 1])))
+                except zlib.error as e:
+                    if "incorrect data check" not in str(e):  # not merely a wrong checksum at the end
+                        return bytes(bad), b"".join(out)
+                    break
+    raise AssertionError("no damaging bit flip found")
+
+
+def test_damaged_gzip_stream_keeps_every_line_before_the_damage(tmp_path):
+    """A .gz damaged mid-way: every line that decompresses whole before the damage is
+    stored, one warning names the file and the line where reading stopped. (Python's gzip
+    module dropped the output of its last step before the damage: here lines 21 to 26.)"""
+    wd = write_workdir(tmp_path / "wd")
+    bad, before = _damaged_gzip(gzip.compress((wd / RECORDS).read_bytes()))
+    (wd / RECORDS).unlink()
+    (wd / (RECORDS + ".gz")).write_bytes(bad)
+    whole = before.split(b"\n")[:-1]  # the last piece is cut by the damage
+    intact = {n for n, line in enumerate(whole, 1) if line.decode(errors="replace") == TINY_R[n - 1]}
+    assert len(intact) >= 2
+    store = Store(tmp_path / "a.db")
+    report = ingest(store, [wd])
+    assert report.errors == []
+    stopped = [w for w in report.warnings if "read stopped early" in w]
+    assert len(stopped) == 1 and f"{wd / (RECORDS + '.gz')}:{len(whole) + 1}:" in stopped[0], report.warnings
+    assert intact <= {r for r, in store.conn.execute("SELECT line FROM records")}
+
+
+def test_file_names_that_are_not_utf8(tmp_path):
+    """Linux file names are any bytes: a work dir (without sidecar: the model is named after
+    it) and an Ansor log whose names are not UTF-8 are ingested, their paths stored as the OS
+    gives them, and shown with the odd bytes escaped."""
+    import os
+
+    logs = tmp_path / "logs"
+    wd = Path(os.fsdecode(os.fsencode(logs) + b"/wd\xff\xfe"))  # Python holds the bytes as surrogates
+    write_workdir(wd, sidecar=False)
+    write_ansor(Path(os.fsdecode(os.fsencode(logs) + b"/r\xe9seau.json")), [ansor_line(i) for i in range(3)])
+    (wd / RECORDS).write_text((wd / RECORDS).read_text() + "{broken\n")  # a bad line names the file
+    db = tmp_path / "a.db"
+    result = CliRunner().invoke(cli, ["ingest", str(logs), "--db", str(db)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), explain(result)
+    assert "2 files ingested" in result.output and "1 lines skipped" in result.output, result.output
+    assert f"{logs}/wd\\xff\\xfe/{RECORDS}:{len(TINY_R) + 1}: skipped" in result.output, result.output
+    store = Store(db, readonly=True)
+    paths = {p for p, in store.conn.execute("SELECT path FROM files")}
+    assert paths == {os.fsencode(wd / RECORDS), os.fsencode(logs) + b"/r\xe9seau.json"}
+    assert store.counts()["records"] == len(TINY_R) + 3
+    assert {m for m, in store.conn.execute("SELECT name FROM models")} == {"wd\\xff\\xfe", "r\\xe9seau"}
+    first = store.conn.execute("SELECT MIN(id) FROM records").fetchone()[0]
+    shown = CliRunner().invoke(cli, ["show", "record", str(first), "--db", str(db)])
+    assert shown.exit_code == 0, explain(shown)
+    assert f"{logs}/r\\xe9seau.json:1" in re.sub(r"\s*\n\s*", "", shown.output), shown.output
 
 
 def test_not_a_tuning_log_among_good_ones(tmp_path):

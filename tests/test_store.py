@@ -31,7 +31,7 @@ def test_old_schema_is_read_and_migrated_on_write(tmp_path, monkeypatch):
     assert Store(path, readonly=True).version() == 1  # readable as is
     assert "records_best_any" not in _indexes(path)
     store = Store(path)  # opening for writing migrates
-    assert store.version() == SCHEMA_VERSION == 6
+    assert store.version() == SCHEMA_VERSION == 7
     assert {"records_best_any", "records_best", "records_parent", "records_model"} <= _indexes(path)
     assert store.conn.execute("SELECT type FROM pragma_table_info('records') WHERE name = 'digest'"
                               ).fetchone() == ("BLOB",)
@@ -109,7 +109,7 @@ def test_model_summary_counts_legacy_ansor_tasks_apart(tmp_path, monkeypatch):
     cols = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(model_summary)")]
     assert "legacy_tasks" not in cols
     store = Store(path)
-    assert store.version() == SCHEMA_VERSION == 6
+    assert store.version() == SCHEMA_VERSION == 7
     rows = {r["target"]: r for r in store.db.query("SELECT * FROM model_summary WHERE model = 'tiny_mlp'")}
     assert len(rows) == 2  # this fixture's target and the Ansor log's
     legacy = next(r for t, r in rows.items() if '"core-avx2"' in t)
@@ -117,3 +117,42 @@ def test_model_summary_counts_legacy_ansor_tasks_apart(tmp_path, monkeypatch):
     assert relax["tasks"] == legacy["tasks"] == 2 and relax["legacy_tasks"] == legacy["legacy_tasks"] == 1
     assert relax["tasks_with_schedule"] == 2 and relax["legacy_tasks_with_schedule"] == 0
     assert legacy["tasks_with_schedule"] == 0 and legacy["records"] == 3
+
+
+def _records_with_cycles(store) -> tuple[int, int, int, int]:
+    """Four records: a its own parent, b and c each other's, d a child of b."""
+    with store.transaction():
+        wid, _ = store.workloads.upsert("sig", "kind", [[1]], ["float32"])
+        row = {"workload_id": wid, "target": "t", "format": "ms-trace", "trace": "[]", "valid": 1,
+               "mean_s": 1e-3, "origin": "tuned", "created_at": "2026-01-01T00:00:00+00:00"}
+        store.records.insert([{**row, "digest": d} for d in "abcd"])
+    a, b, c, d = [r for r, in store.conn.execute("SELECT id FROM records ORDER BY id")]
+    with store.transaction():
+        for child, parent in ((a, a), (b, c), (c, b), (d, b)):
+            store.conn.execute("UPDATE records SET parent_id = ? WHERE id = ?", (parent, child))
+    return a, b, c, d
+
+
+@pytest.mark.parametrize("version", [3, 4, 5, 6])
+def test_record_lineage_view_stops_at_a_cycle_once_migrated(tmp_path, monkeypatch, version):
+    """A parent_id cycle made `SELECT * FROM record_lineage` run forever; a file of any
+    earlier schema migrates to the view that stops at a parent already in the chain."""
+    import schedb.store.schema
+
+    path = tmp_path / f"v{version}.db"
+    with monkeypatch.context() as m:
+        m.setattr(schedb.store.schema, "SCHEMA_VERSION", version)
+        store = Store(path)
+        a, b, c, d = _records_with_cycles(store)
+        store.close()
+    store = Store(path)
+    assert store.version() == SCHEMA_VERSION == 7
+    cols, rows = store.query("SELECT record_id, depth, ancestor_id, cycle FROM record_lineage "
+                             "ORDER BY record_id, depth", timeout=10)
+    assert rows == [(a, 0, a, 1),
+                    (b, 0, b, 0), (b, 1, c, 1),
+                    (c, 0, c, 0), (c, 1, b, 1),
+                    (d, 0, d, 0), (d, 1, b, 0), (d, 2, c, 1)]
+    # The views of the other migrations are still there and answer.
+    assert store.query("SELECT COUNT(*) FROM best_records", timeout=10)[1] == [(1,)]  # one workload, one target
+    assert store.query("SELECT COUNT(*) FROM model_summary", timeout=10)[1] == [(0,)]

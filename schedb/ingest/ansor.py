@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 
+from schedb.errors import printable
 from schedb.store import Store, dumps, loads
 from schedb.store.records import digest_of_text
 from schedb.ingest.checks import TargetCache, check_run_secs
@@ -45,8 +46,8 @@ class AnsorLog(Source):
         if file_id is None:
             return
         classes = _wkl_classes(self.path.parent, report)
-        name = model or re.sub(r"(\.best)?\.jsonl?(\.gz)?$", "", self.path.name)
-        model_id = store.models.upsert(name, f"legacy-ansor:{self.path.name}")
+        name = model or re.sub(r"(\.best)?\.jsonl?(\.gz)?$", "", printable(self.path.name))
+        model_id = store.models.upsert(name, f"legacy-ansor:{printable(self.path.name)}")
         ingest_lines(store, self.path, file_id, report, AnsorRecordParser(store, classes, model_id, file_id, report))
 
 

@@ -52,6 +52,41 @@ def check_trace(trace):
             raise Skip(f"trace instruction {kind[:80]!r} is not registered in this TVM")
 
 
+def trace_misfit(trace, blocks: frozenset) -> str | None:
+    """Why a (shape-checked) trace cannot be a schedule of the workload whose blocks are
+    ``blocks``, or None. An empty trace schedules nothing: measured, it is the untuned kernel
+    and no schedule to reuse. A trace whose leading GetSBlocks (before anything changed the
+    workload) get a block the workload has not was tuned for another workload: a work dir
+    whose workload lines are out of order attaches records to the wrong one (caught where
+    the two workloads' block names differ). Only the leading ones: checking every GetSBlock
+    caught no more on the bundled work dirs and cost twice as much."""
+    insts = trace[0]
+    if len(insts) == 0:
+        return "empty trace: it schedules none of the workload's blocks" if blocks - {"root"} else None
+    for inst in insts:
+        if inst[0] != "GetSBlock":
+            break
+        attrs = inst[2]
+        name = attrs[0] if type(attrs) is Array and len(attrs) else None
+        if name not in blocks and not _made_by_trace(name, blocks):
+            return (f"trace gets block {str(name)[:80]!r}, which this workload has not "
+                    "(tuned for another workload: are the work dir's workload lines in order?)")
+    return None
+
+
+def _made_by_trace(name, blocks: frozenset) -> bool:
+    """A block a schedule makes is named after the one it came from: rfactor's ``x_rf``,
+    cache_write's ``x_global``, decompose_reduction's ``x_init``."""
+    if not isinstance(name, str) or "_" not in name:
+        return False
+    stem = name
+    while "_" in stem:
+        stem = stem.rsplit("_", 1)[0]
+        if stem in blocks:
+            return True
+    return False
+
+
 class TargetCache:
     """Canonical target JSON per raw target (dict or string), parsed once."""
 

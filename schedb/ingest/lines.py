@@ -76,8 +76,10 @@ def read_lines(path: Path, report: Report) -> Iterator[tuple[int, bytes]]:
                 elif not raw.isspace():
                     yield lineno, raw.removeprefix(BOM) if lineno == 1 else raw
     except (OSError, EOFError, zlib.error) as e:
-        # A truncated .gz ends in EOFError, a damaged one in zlib.error: keep what came before, warn.
-        report.warnings.append(f"{path}:{lineno + 1}: read stopped early ({e})")
+        # A truncated .gz ends in EOFError, a damaged one in zlib.error (gunzip.py: every line
+        # before the damage has been read): keep what came before, warn.
+        why = "damaged compressed data" if isinstance(e, (EOFError, zlib.error)) else "read error"
+        report.warnings.append(f"{path}:{lineno + 1}: read stopped early, the lines before kept: {why} ({e})")
         report.skipped_lines += 1
 
 

@@ -45,14 +45,17 @@ def _check_merged(r: dict):
         if not all(isinstance(r[k], str) for k in ("target", "trace", "format")):
             raise Skip("target, trace or format is not text")
         samples, mean, valid = check_run_secs(loads(r["run_secs"]) if r["run_secs"] is not None else None)
+        empty = False
         if r["format"] == "ms-trace":
-            check_trace(parse_json(r["trace"].encode(), "trace is not JSON"))
+            check_trace(trace := parse_json(r["trace"].encode(), "trace is not JSON"))
+            empty = len(trace[0]) == 0  # schedules nothing: every TIR workload has blocks to schedule
         elif not isinstance(loads(r["trace"]), list):
             raise Skip("trace is not a list")
     except Skip as e:
         raise ValueError(str(e)) from None
     except LINE_ERRORS as e:
         raise ValueError(f"malformed ({type(e).__name__})") from None
-    valid = valid and r["valid"] == 1  # a record its own file calls invalid stays invalid
+    why = "empty trace: it schedules none of the workload's blocks" if valid and empty else None
+    valid = valid and r["valid"] == 1 and not empty  # a record its own file calls invalid stays invalid
     r.update(valid=int(valid), mean_s=mean if valid else None,
-             error=None if valid else (r["error"] or "failed measurement"))
+             error=None if valid else (why or r["error"] or "failed measurement"))

@@ -9,10 +9,10 @@ from pathlib import Path
 import orjson
 from simdjson import Array, Object
 
-from schedb.errors import SchedbError
+from schedb.errors import SchedbError, printable
 from schedb.store import Store
 from schedb.store.records import commit_workload, digest_of_text
-from schedb.ingest.checks import TargetCache, check_run_secs, check_trace, parse_json
+from schedb.ingest.checks import TargetCache, check_run_secs, check_trace, parse_json, trace_misfit
 from schedb.ingest.lines import Report, Skip, ingest_lines, read_lines
 from schedb.ingest.sandbox import load_workloads
 from schedb.ingest.source import Source, register_file
@@ -42,8 +42,12 @@ class WorkDir(Source):
         workloads = self._workloads(store, wl_path, report, tvm_version)
         _add_tasks(store, model_id, workloads, meta.get("tasks", []))
         by_index = [entry for _, entry in workloads]  # records name workloads by line position
-        ingest_lines(store, self.path, file_id, report,
-                      MsRecordParser(by_index, targets, model_id, file_id, tvm_version, report))
+        parser = MsRecordParser(by_index, targets, model_id, file_id, tvm_version, report)
+        ingest_lines(store, self.path, file_id, report, parser)
+        if parser.misfits:
+            report.warnings.append(f"{self.path}: {parser.misfits} records stored invalid: their trace is not a "
+                                   f"schedule of the workload they name (first: line {parser.first_misfit}: "
+                                   f"{parser.misfit_why})")
 
     def _model(self, store: Store, meta: dict, model: str | None, targets: TargetCache, report: Report) -> int:
         """The model's row, from the sidecar; a target it names that does not parse is left out."""
@@ -53,22 +57,23 @@ class WorkDir(Source):
                 target = targets(json.loads(meta["target"]))
             except (ValueError, SchedbError) as e:
                 report.warnings.append(f"{self.folder / SIDECAR}: target ignored ({e})")
-        name = meta.get("model") or model or self.folder.name
+        name = meta.get("model") or model or printable(self.folder.name)
         return store.models.upsert(name, meta.get("source"), meta.get("input_shapes"), target,
                                   meta.get("tvm_version"))
 
     def _workloads(self, store, wl_path, report, tvm_version) -> list:
-        """[(structural hash, (workload id, signature))] in line order; (None, (None, None)) for a bad line."""
+        """[(structural hash, (workload id, signature, block names))] in line order;
+        (None, (None, None, None)) for a bad line."""
         out: list = []
         for lineno, line, w in load_workloads(wl_path, read_lines(wl_path, report)):
             if isinstance(w, str):
                 report.skip(wl_path, lineno, w)
-                out.append((None, (None, None)))  # keep indices aligned with record lines
+                out.append((None, (None, None, None)))  # keep indices aligned with record lines
                 continue
             wid, created = commit_workload(store, w["signature"], w["kind"], w["description"], w["shash"],
                                            line.decode().strip(), tvm_version)
             report.new_workloads += created
-            out.append((w["shash"], (wid, w["signature"])))
+            out.append((w["shash"], (wid, w["signature"], frozenset(w["blocks"]))))
         return out
 
 
@@ -76,7 +81,7 @@ def _add_tasks(store: Store, model_id: int, workloads: list, sidecar_tasks: list
     """The model's tasks: the workloads the sidecar names (with its names and weights), or
     every readable one when it names none."""
     tasks = {t["shash"]: t for t in sidecar_tasks}
-    for shash, (wid, _sig) in workloads:
+    for shash, (wid, *_) in workloads:
         if wid is None or (tasks and shash not in tasks):
             continue  # unreadable, or stored but not a task of this model (TVM keeps extra workloads)
         task = tasks.get(shash, {})
@@ -114,6 +119,7 @@ class MsRecordParser:
     def __init__(self, by_index, targets, model_id, file_id, tvm_version, report):
         self.by_index, self.targets, self.report = by_index, targets, report
         self.model_id, self.file_id, self.tvm_version = model_id, file_id, tvm_version
+        self.misfits, self.first_misfit, self.misfit_why = 0, None, None
 
     def __call__(self, raw: bytes, lineno: int, stamp: str) -> tuple:
         # The trace never becomes a Python list. Its text is the minified JSON
@@ -125,12 +131,16 @@ class MsRecordParser:
         by_index = self.by_index
         if not 0 <= index < len(by_index) or by_index[index][0] is None:
             raise Skip(f"workload index {index} is not a readable workload")
-        wid, sig = by_index[index]
+        wid, sig, blocks = by_index[index]
         trace = rec[0]
         check_trace(trace)
         target, target_json = self._target(rec)
         run_secs = rec[1]
         samples, mean, valid = check_run_secs(run_secs.as_list() if type(run_secs) is Array else run_secs)
+        error = None if valid else "failed measurement"
+        if valid and (misfit := trace_misfit(trace, blocks)):  # measured, but not a schedule of this workload
+            mean, valid, error = None, False, misfit
+            self._misfit(lineno, misfit)
         self.report.invalid += not valid
         args = rec[3] if len(rec) > 3 else None
         args_json = args.mini if type(args) in (Array, Object) else None
@@ -142,10 +152,16 @@ class MsRecordParser:
         args_text = (None if len(rec) < 4 else args_json.decode() if args_json else _dumps(args).decode())
         # Records.COLUMNS order
         return (wid, target, "ms-trace", trace_text,
-                secs_text, mean, int(valid), None if valid else "failed measurement",
+                secs_text, mean, int(valid), error,
                 args_text, "tuned", None, None, None, None,
                 self.model_id, self.file_id, lineno, None, self.tvm_version, stamp,
                 digest_of_text(sig, target, trace_text, secs_text))
+
+    def _misfit(self, lineno: int, why: str):
+        """Counted for one warning per file (a misordered work dir makes hundreds)."""
+        self.misfits += 1
+        if self.first_misfit is None:
+            self.first_misfit, self.misfit_why = lineno, why
 
     def _target(self, rec) -> tuple[str, bytes | None]:
         """The record's canonical target, and its JSON text when the line has it as an object."""

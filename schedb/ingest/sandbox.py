@@ -27,7 +27,7 @@ MEMORY_HEADROOM = 4 << 30  # bytes the child may grow by before an allocation fa
 
 def load_workloads(path: Path, lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, dict | str]]:
     """``(lineno, line, workload)`` for every line, in order: ``workload`` is
-    ``{"shash", "signature", "kind", "description"}`` or the reason the line is bad."""
+    ``{"shash", "signature", "kind", "description", "blocks"}`` or the reason the line is bad."""
     pending = list(lines)
     while pending:
         ctx = multiprocessing.get_context("fork")  # the parent has TVM loaded already: no re-import
@@ -114,7 +114,7 @@ def decode(line: bytes) -> dict | str:
     from tvm.s_tir.meta_schedule.database import Workload
     from tvm.tirx import PrimFunc, Stmt
 
-    from schedb.tir.signature import signature
+    from schedb.tir.signature import iter_blocks, signature
 
     obj = orjson.loads(line)
     if not isinstance(obj, list) or len(obj) != 2 or not all(isinstance(x, str) for x in obj):
@@ -128,4 +128,6 @@ def decode(line: bytes) -> dict | str:
     if not funcs or not all(isinstance(f, PrimFunc) and isinstance(f.body, Stmt) for f in funcs):
         return "not a TIR workload (every function must be a PrimFunc with a statement body)"
     sig, kind, desc = signature(mod)
-    return {"shash": obj[0], "signature": sig, "kind": kind, "description": desc}
+    # Block names as a trace gets them (GetSBlock): the description strips their suffixes.
+    blocks = sorted({str(b.name_hint) for f in funcs for b in iter_blocks(f.body)})
+    return {"shash": obj[0], "signature": sig, "kind": kind, "description": desc, "blocks": blocks}

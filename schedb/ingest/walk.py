@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Callable, Iterator
 
-from schedb.errors import SchedbError
+from schedb.errors import SchedbError, StorageError
 from schedb.store import Store, default_path
 from schedb.ingest.ansor import CLASS_MAP, AnsorLog, looks_like_ansor
 from schedb.ingest.lines import Report
@@ -30,10 +30,13 @@ def ingest(store: Store, paths, model: str | None = None,
     for source in _discover([Path(p) for p in paths], report, store.path):
         found += 1
         before = [getattr(report, c) for c in counters]
-        n_errors = len(report.errors)
+        n_errors, stop = len(report.errors), False
         try:
             with store.transaction():
                 source(store, report, model)
+        except StorageError as e:  # a full disk or a read-only file: every further input would fail alike
+            report.errors.append(f"{source.path}: not stored: {e}")
+            stop = True
         except SchedbError as e:
             report.errors.append(str(e))
         except sqlite3.DatabaseError as e:
@@ -47,6 +50,8 @@ def ingest(store: Store, paths, model: str | None = None,
         report.end_source()
         if on_file:
             on_file(str(source.path), report)
+        if stop:
+            break
     if not found and not report.errors:
         report.errors.append(f"{', '.join(map(str, paths))}: no tuning logs found (MetaSchedule work dirs, "
                              "Ansor JSON lines or schedb databases)")

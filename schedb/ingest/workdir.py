@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from schedb.errors import SchedbError
+from schedb.ingest.gunzip import open_gzip
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -37,7 +38,8 @@ def open_text(path: Path):
 
 
 def open_binary(path: Path):
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    """A (gzip-compressed) file's bytes; a damaged .gz yields every byte before the damage."""
+    return open_gzip(path) if path.suffix == ".gz" else open(path, "rb")
 
 
 def read_sidecar(folder: Path) -> dict | None:

@@ -11,7 +11,7 @@ import sqlite3
 
 from schedb.errors import SchedbError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Each entry migrates the schema from version i to i+1.
 MIGRATIONS = [
@@ -202,6 +202,28 @@ MIGRATIONS = [
         chosen_at TEXT NOT NULL,
         PRIMARY KEY (workload_id, target)
     );
+    """,
+    # 7: record_lineage stops at a parent already in the chain: a parent_id cycle (a damaged
+    # or forged file) made `SELECT * FROM record_lineage` run forever. `cycle` = 1 on the row
+    # whose ancestor's parent is already in its chain (the walk ends there).
+    """
+    DROP VIEW record_lineage;
+    CREATE VIEW record_lineage AS
+    WITH RECURSIVE chain(record_id, ancestor_id, depth, seen) AS (
+        SELECT id, id, 0, ',' || id || ',' FROM records
+        UNION ALL
+        SELECT c.record_id, r.parent_id, c.depth + 1, c.seen || r.parent_id || ','
+        FROM chain c JOIN records r ON r.id = c.ancestor_id
+        WHERE r.parent_id IS NOT NULL AND instr(c.seen, ',' || r.parent_id || ',') = 0
+    )
+    SELECT c.record_id, c.depth, a.id AS ancestor_id, a.origin, a.workload_id, w.kind,
+           m.name AS model, f.path AS file, a.line, a.mean_s, a.target, a.created_at,
+           (a.parent_id IS NOT NULL AND instr(c.seen, ',' || a.parent_id || ',') > 0) AS cycle
+    FROM chain c
+    JOIN records a ON a.id = c.ancestor_id
+    JOIN workloads w ON w.id = a.workload_id
+    LEFT JOIN models m ON m.id = a.model_id
+    LEFT JOIN files f ON f.id = a.file_id;
     """,
 ]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from schedb.errors import SchedbError
+from schedb.errors import SchedbError, StorageError
 from schedb.store import schema
 from schedb.store.tables import Choices, Files, Models, Records, Workloads
 from schedb.store.tables.base import dumps, loads, now  # noqa: F401 - re-exported by schedb.store
@@ -22,6 +22,8 @@ from schedb.tir.target import distance as target_distance
 
 DEFAULT_DB = "schedb.db"
 WRITE_CACHE_KIB = 64 * 1024  # page cache of a writing connection
+# SQLite's primary result codes (Python has them as sqlite3.SQLITE_* from 3.11 only).
+SQLITE_READONLY, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 8, 13, 14, 26
 # How long a writer waits for another's transaction (an ingest holds one per input file,
 # ~4 s per 10^5 records) before giving up with "database is locked".
 BUSY_TIMEOUT_S = 300.0
@@ -44,17 +46,15 @@ class Store:
         self.path = Path(path or default_path())
         self.readonly = readonly
         memory = str(self.path) == ":memory:"  # (benchmarks: a throwaway database)
-        if readonly and not self.path.exists():
+        if readonly and not memory and not self.path.exists():
             raise SchedbError(f"{self.path}: no such database")
         if not readonly and not memory and not self.path.parent.is_dir():
             raise SchedbError(f"{self.path}: no such folder {str(self.path.parent)!r} for the database")
         try:
-            # A URI, percent-encoded: a "?" or "#" in the path is part of the name, not a parameter.
-            uri = ":memory:" if memory else self.path.resolve().as_uri() + ("?mode=ro" if readonly else "")
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
-                                   timeout=BUSY_TIMEOUT_S)
+            conn = self._open(memory)
         except sqlite3.Error as e:
-            raise SchedbError(f"{self.path}: cannot open database ({e})") from None
+            what = "not a schedb database" if _code(e) == SQLITE_NOTADB else "cannot open database"
+            raise storage_error(self.path, e) or SchedbError(f"{self.path}: {what} ({e})") from None
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self.models, self.workloads, self.records = Models(self), Workloads(self), Records(self)
@@ -63,16 +63,11 @@ class Store:
         conn.create_function("target_distance", 2, _target_distance, deterministic=True)
         try:
             conn.execute("PRAGMA foreign_keys = ON")
-            if not readonly:
-                # Records are ~2 KB (the trace): 16 KiB pages hold several, 4 KiB pages one.
-                conn.execute("PRAGMA page_size = 16384")  # no effect once the file has tables
-                # Index pages stay in memory during bulk inserts (the default 2 MiB thrashes on
-                # the digest and best-record indexes beyond a few 10^4 records). Allocated lazily.
-                conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
+            if not readonly or self._empty:
+                if not self._empty:
+                    self._tune_for_writing()
                 self._migrate()
-            else:
+            if readonly:
                 conn.execute("PRAGMA query_only = ON")  # also refuses VACUUM INTO and the like
                 # ... but only after SQLite has created the file it names: refuse ATTACH
                 # (which VACUUM INTO does first) when the statement is prepared.
@@ -84,7 +79,43 @@ class Store:
                                   f"1 to {schema.SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
             conn.close()
-            raise SchedbError(f"{self.path}: not a schedb database ({e})") from None
+            raise storage_error(self.path, e) or SchedbError(f"{self.path}: not a schedb database ({e})") from None
+
+    def _open(self, memory: bool) -> sqlite3.Connection:
+        """The connection: read-write, read-only, or for a read-only file that SQLite cannot
+        open read-only (WAL mode on a read-only filesystem: no -shm can be made) immutable."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        wal_size = 0 if memory else _size(wal)
+        # A new 0-byte file (made by touch or mktemp) is a new, empty database.
+        self._empty = self.readonly and not memory and _size(self.path) == wal_size == 0
+        if memory or self._empty:
+            return _connect(":memory:")
+        # A URI, percent-encoded: a "?" or "#" in the path is part of the name, not a parameter.
+        uri = self.path.resolve().as_uri()
+        if not self.readonly:
+            return _connect(uri)
+        conn = _connect(uri + "?mode=ro")
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")  # SQLite opens the file lazily
+            return conn
+        except sqlite3.OperationalError as e:
+            conn.close()
+            if not _cannot_open(e) or os.access(self.path.parent, os.W_OK):
+                raise
+        if wal_size:  # immutable would read the file without the changes its WAL holds
+            raise SchedbError(f"{self.path}: cannot be read in this read-only folder: its {wal.name} holds "
+                              "changes not yet in the file (copy both to a writable folder)")
+        return _connect(uri + "?immutable=1")
+
+    def _tune_for_writing(self):
+        conn = self.conn
+        # Records are ~2 KB (the trace): 16 KiB pages hold several, 4 KiB pages one.
+        conn.execute("PRAGMA page_size = 16384")  # no effect once the file has tables
+        # Index pages stay in memory during bulk inserts (the default 2 MiB thrashes on
+        # the digest and best-record indexes beyond a few 10^4 records). Allocated lazily.
+        conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
 
     # ------------------------------------------------------------------ schema
     def version(self) -> int:
@@ -131,7 +162,7 @@ class Store:
 
     # ------------------------------------------------------------------ transactions
     def transaction(self):
-        return _Transaction(self.conn)
+        return _Transaction(self.conn, self.path)
 
     def close(self):
         self.conn.close()
@@ -148,6 +179,9 @@ class Store:
             cur = self.conn.execute(sql, params)
             return [d[0] for d in cur.description or []], cur.fetchall()
         except sqlite3.Error as e:
+            # (A connection schedb opened read-only refuses writes itself: the hint below says so.)
+            if not self.readonly and (mapped := storage_error(self.path, e)):
+                raise mapped from None
             if stop.why:
                 raise SchedbError(f"SQL stopped: {stop.why}") from None
             # The hint only for what the read-only connection refused: a write, ATTACH (authorizer).
@@ -172,15 +206,28 @@ class Store:
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (also KeyboardInterrupt)."""
 
-    def __init__(self, conn):
-        self.conn = conn
+    def __init__(self, conn, path):
+        self.conn, self.path = conn, path
 
     def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise storage_error(self.path, e) or e from None
         return self.conn
 
     def __exit__(self, exc_type, exc, tb):
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            if exc_type is None:
+                self.conn.execute("COMMIT")
+            elif self.conn.in_transaction:  # SQLite has rolled back itself on a full disk
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            if exc_type is None:
+                raise storage_error(self.path, e) or e from None
+            raise storage_error(self.path, exc) or exc from None  # the first error says why
+        if isinstance(exc, sqlite3.Error) and (mapped := storage_error(self.path, exc)):
+            raise mapped from None
         return False
 
 
@@ -199,6 +246,44 @@ class _Stop:
         except KeyboardInterrupt:
             self.why = "interrupted"
         return 1 if self.why else 0
+
+
+def storage_error(path, e: sqlite3.Error) -> StorageError | None:
+    """A full disk or a read-only file as one line that says so (SQLite's own words, or the
+    "cannot rollback" that followed them, do not), or None for any other error."""
+    code, text = _code(e), str(e)
+    if code == SQLITE_FULL or "disk is full" in text:
+        return StorageError(f"{path}: the disk is full: nothing of this write was stored ({text})")
+    # (A file SQLite cannot open for writing is opened read-only: its WAL then cannot be opened.)
+    read_only_folder = _cannot_open(e) and not os.access(Path(path).parent, os.W_OK)
+    if code == SQLITE_READONLY or "readonly database" in text or read_only_folder:
+        return StorageError(f"{path}: the database or its folder is read-only: nothing can be written "
+                            f"({text})")
+    return None
+
+
+def _code(e: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of an error (extended codes carry it in the low byte)."""
+    code = getattr(e, "sqlite_errorcode", None)  # Python 3.11 on
+    return None if code is None else code & 0xFF
+
+
+def _cannot_open(e: sqlite3.Error) -> bool:
+    code = _code(e)
+    return code == SQLITE_CANTOPEN or (code is None and "unable to open database file" in str(e))
+
+
+def _connect(uri: str) -> sqlite3.Connection:
+    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                           timeout=BUSY_TIMEOUT_S)
+
+
+def _size(path: Path) -> int:
+    """The file's size, 0 when there is none."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _lenient_text(b: bytes) -> str:

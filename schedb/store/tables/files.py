@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 from schedb.store.tables.base import Table, now
+
+
+def stored_path(path: str) -> str | bytes:
+    """A path as the files table keeps it: text, or the bytes the OS gave when the name is
+    not UTF-8 (SQLite text cannot hold them; schedb.errors.printable shows them)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
 
 
 class Files(Table):
@@ -15,7 +27,7 @@ class Files(Table):
             return None if row[1] is not None else row[0]
         return self.conn.execute(
             "INSERT INTO files (path, sha256, format, size, ingested_at) VALUES (?, ?, ?, ?, ?)",
-            (path, sha256, fmt, size, now())).lastrowid
+            (stored_path(path), sha256, fmt, size, now())).lastrowid
 
     def set_lines(self, file_id: int, lines: int | None):
         """How many lines (records, for a database) the file had, all of them stored; None
