@@ -158,8 +158,7 @@ def breakdown_ms_ingest(tmp: Path, n_records: int) -> dict:
 
     rep = Report()
     stage("read lines", lambda: sum(1 for _ in read_lines(folder / RECORDS, rep)))
-    parse = MsRecordParser([(1, "a" * 64), (2, "b" * 64), (3, "c" * 64), (4, "d" * 64)], TargetCache(), 1, 1,
-                      "0.27.0", rep)
+    parse = MsRecordParser([(i, c * 64, "0.27.0") for i, c in enumerate("abcd", 1)], TargetCache(), 1, 1, rep)
     stamp = now()
     parse_stage, insert_stage = ("read + parse each line (simdjson, trace text, digest, row tuple)",
                                  "store.records.insert + COMMIT (SQLite)")

@@ -29,8 +29,6 @@ class WorkDir(Source):
         self.folder = folder
 
     def __call__(self, store: Store, report: Report, model: str | None):
-        import tvm
-
         wl_path = find(self.folder, WORKLOADS)
         meta = _sidecar(self.folder, report)
         file_id = register_file(store, [self.path, wl_path], "metaschedule", report)
@@ -38,12 +36,10 @@ class WorkDir(Source):
             return
         targets = TargetCache()
         model_id = self._model(store, meta, model, targets, report)
-        tvm_version = meta.get("tvm_version") or tvm.__version__
-        workloads = self._workloads(store, wl_path, report, tvm_version)
+        workloads = self._workloads(store, wl_path, report, meta.get("tvm_version"))
         _add_tasks(store, model_id, workloads, meta.get("tasks", []))
         by_index = [entry for _, entry in workloads]  # records name workloads by line position
-        ingest_lines(store, self.path, file_id, report,
-                      MsRecordParser(by_index, targets, model_id, file_id, tvm_version, report))
+        ingest_lines(store, self.path, file_id, report, MsRecordParser(by_index, targets, model_id, file_id, report))
 
     def _model(self, store: Store, meta: dict, model: str | None, targets: TargetCache, report: Report) -> int:
         """The model's row, from the sidecar; a target it names that does not parse is left out."""
@@ -57,18 +53,24 @@ class WorkDir(Source):
         return store.models.upsert(name, meta.get("source"), meta.get("input_shapes"), target,
                                   meta.get("tvm_version"))
 
-    def _workloads(self, store, wl_path, report, tvm_version) -> list:
-        """[(structural hash, (workload id, signature))] in line order; (None, (None, None)) for a bad line."""
+    def _workloads(self, store, wl_path, report, tvm_version: str | None) -> list:
+        """[(the line's structural hash, (workload id, signature, TVM version))] in line
+        order; (None, (None, None, None)) for a bad line. The TVM version is the sidecar's,
+        else the one the workload's graph names, else this TVM's. A workload of an older
+        release is stored in this TVM's form."""
+        import tvm
+
         out: list = []
         for lineno, line, w in load_workloads(wl_path, read_lines(wl_path, report)):
             if isinstance(w, str):
                 report.skip(wl_path, lineno, w)
-                out.append((None, (None, None)))  # keep indices aligned with record lines
+                out.append((None, (None, None, None)))  # keep indices aligned with record lines
                 continue
+            version = tvm_version or w["tvm_version"] or tvm.__version__
             wid, created = commit_workload(store, w["signature"], w["kind"], w["description"], w["shash"],
-                                           line.decode().strip(), tvm_version)
+                                           w["line"] or line.decode().strip(), version)
             report.new_workloads += created
-            out.append((w["shash"], (wid, w["signature"])))
+            out.append((w["source_shash"], (wid, w["signature"], version)))
         return out
 
 
@@ -76,7 +78,7 @@ def _add_tasks(store: Store, model_id: int, workloads: list, sidecar_tasks: list
     """The model's tasks: the workloads the sidecar names (with its names and weights), or
     every readable one when it names none."""
     tasks = {t["shash"]: t for t in sidecar_tasks}
-    for shash, (wid, _sig) in workloads:
+    for shash, (wid, _sig, _version) in workloads:
         if wid is None or (tasks and shash not in tasks):
             continue  # unreadable, or stored but not a task of this model (TVM keeps extra workloads)
         task = tasks.get(shash, {})
@@ -111,9 +113,10 @@ class MsRecordParser:
     """One line of database_tuning_record.json -> a records row (a tuple in
     Records.COLUMNS order, without a dict per record: this is ingest's hot path)."""
 
-    def __init__(self, by_index, targets, model_id, file_id, tvm_version, report):
+    def __init__(self, by_index, targets, model_id, file_id, report):
+        """``by_index``: (workload id, signature, TVM version) per workload line."""
         self.by_index, self.targets, self.report = by_index, targets, report
-        self.model_id, self.file_id, self.tvm_version = model_id, file_id, tvm_version
+        self.model_id, self.file_id = model_id, file_id
 
     def __call__(self, raw: bytes, lineno: int, stamp: str) -> tuple:
         # The trace never becomes a Python list. Its text is the minified JSON
@@ -125,7 +128,7 @@ class MsRecordParser:
         by_index = self.by_index
         if not 0 <= index < len(by_index) or by_index[index][0] is None:
             raise Skip(f"workload index {index} is not a readable workload")
-        wid, sig = by_index[index]
+        wid, sig, tvm_version = by_index[index]
         trace = rec[0]
         check_trace(trace)
         target, target_json = self._target(rec)
@@ -144,7 +147,7 @@ class MsRecordParser:
         return (wid, target, "ms-trace", trace_text,
                 secs_text, mean, int(valid), None if valid else "failed measurement",
                 args_text, "tuned", None, None, None, None,
-                self.model_id, self.file_id, lineno, None, self.tvm_version, stamp,
+                self.model_id, self.file_id, lineno, None, tvm_version, stamp,
                 digest_of_text(sig, target, trace_text, secs_text))
 
     def _target(self, rec) -> tuple[str, bytes | None]:
