@@ -18,6 +18,76 @@ from __future__ import annotations
 
 import re
 
+# ---------------------------------------------------------------- 0.25 -> 0.26
+# Types became nodes: an expression's dtype string became a "ty" (an ir.PrimType node),
+# Relax's struct info became types, and a TIR buffer became a Var whose type is a
+# BufferType (the PrimFunc's parameters are its buffers; no buffer_map, no data var).
+TYPES_0_25 = {
+    "tirx.Var": "ir.Var",
+    "tirx.Buffer": "ir.Var",
+    "tirx.Call": "ir.Call",
+    "relax.ShapeStructInfo": "relax.ShapeType",
+    "relax.TensorStructInfo": "relax.TensorType",
+    "relax.TupleStructInfo": "ir.TupleType",
+    "relax.FuncStructInfo": "relax.FuncType",
+}
+OPS_0_25: dict = {}
+# Nodes whose "dtype" string is a field of their own, not the type of an expression.
+_DTYPE_FIELDS = {"ir.PrimType", "relax.TensorStructInfo", "tirx.Buffer"}
+
+
+def _types_as_nodes(g: "_Graph", key: str, data: dict):
+    """Every node: struct_info_ -> ty; an expression's dtype -> ty (a PrimType node)."""
+    if "struct_info_" in data:
+        info = data.pop("struct_info_")
+        data["ty"] = g.add({"type": "ir.Type", "data": {"span": g.none}}) if g.is_none(info) else info
+    if isinstance(data.get("dtype"), str) and key not in _DTYPE_FIELDS and key != "tirx.Var":
+        data["ty"] = g.prim_type(data.pop("dtype"))
+
+
+def _var(g: "_Graph", data: dict):
+    dtype, note = data.pop("dtype"), data.pop("type_annotation", None)
+    data["ty"] = g.prim_type(dtype) if note is None or g.is_none(note) else note
+
+
+def _tensor_type(g: "_Graph", data: dict):
+    data["dtype"] = g.prim_type(data["dtype"])
+
+
+def _buffer(g: "_Graph", data: dict):
+    if g.nodes[data["axis_separators"]].get("data") or data["buffer_type"] != 1:
+        raise UpgradeError("a buffer with axis separators or auto-broadcast (TVM 0.26 has neither)")
+    var = g.nodes[data["data"]]["data"]  # its data pointer: rewritten already or not
+    pointer = g.nodes[var["ty"] if "ty" in var else var["type_annotation"]]
+    ty = {"span": g.none, "dtype": g.prim_type(data["dtype"]), "storage_scope": pointer["data"]["storage_scope"]}
+    ty.update({k: data[k] for k in ("shape", "strides", "elem_offset", "data_alignment", "offset_factor",
+                                    "layout", "allocated_addr")})
+    span, name = data["span"], data["name"]
+    data.clear()
+    data.update(span=span, ty=g.add({"type": "tirx.BufferType", "data": ty}), name=name)
+
+
+def _call(g: "_Graph", data: dict):
+    data.setdefault("ty_args", g.add({"type": "ffi.Array", "data": []}))
+
+
+def _prim_func(g: "_Graph", data: dict):
+    """Parameters: the buffers bound to them (buffer_map), in their place."""
+    pairs = g.nodes[data.pop("buffer_map")]["data"]
+    bound = dict(zip(pairs[::2], pairs[1::2]))
+    params = g.nodes[data["params"]]["data"]
+    data["params"] = g.add({"type": "ffi.Array", "data": [bound.get(p, p) for p in params]})
+
+
+NODES_0_25 = {
+    "tirx.Var": _var,
+    "tirx.Buffer": _buffer,
+    "tirx.Call": _call,
+    "relax.TensorStructInfo": _tensor_type,
+    "tirx.PrimFunc": _prim_func,
+}
+
+
 # ---------------------------------------------------------------- 0.26 -> 0.27
 # Arithmetic and comparison nodes moved from tirx to prim.
 _PRIM_NODES = ("Add", "Sub", "Mul", "Div", "Mod", "FloorDiv", "FloorMod", "Min", "Max", "EQ", "NE",
@@ -54,6 +124,13 @@ class _Graph:
     def add(self, node: dict) -> int:
         self.nodes.append(node)
         return len(self.nodes) - 1
+
+    def prim_type(self, dtype: str) -> int:
+        """An ir.PrimType node of ``dtype``, one per dtype."""
+        cache = self.__dict__.setdefault("_prim_types", {})
+        if dtype not in cache:
+            cache[dtype] = self.add({"type": "ir.PrimType", "data": {"span": self.none, "dtype": dtype}})
+        return cache[dtype]
 
     def is_none(self, index) -> bool:
         return index == self.none or self.nodes[index].get("type") == "None"
@@ -99,10 +176,11 @@ NODES_0_26 = {
     "tirx.IterVar": _with_span,
 }
 
-# Release -> (type keys renamed, op names renamed, node rewrites), each taking a graph
-# of that release to the next one's form.
+# Release -> (type keys renamed, op names renamed, node rewrites by type key, a rewrite of
+# every node or None), each taking a graph of that release to the next one's form.
 STEPS = [
-    ((0, 26), (TYPES_0_26, OPS_0_26, NODES_0_26)),
+    ((0, 25), (TYPES_0_25, OPS_0_25, NODES_0_25, _types_as_nodes)),
+    ((0, 26), (TYPES_0_26, OPS_0_26, NODES_0_26, None)),
 ]
 CURRENT = (0, 27)
 
@@ -124,21 +202,23 @@ def upgrade(graph: dict) -> dict:
     steps = [s for v, s in STEPS if v >= have]
     if not steps or STEPS[0][0] > have:
         raise UpgradeError(f"written by TVM {'.'.join(map(str, have))}: no translation from that release")
-    for types, ops, rewrites in steps:
-        _step(graph, types, ops, rewrites)
+    for step in steps:
+        _step(graph, *step)
     return graph
 
 
-def _step(graph: dict, types: dict, ops: dict, rewrites: dict):
+def _step(graph: dict, types: dict, ops: dict, rewrites: dict, every):
     g = _Graph(graph)
     for node in list(g.nodes):  # the nodes a step appends are already in the new form
-        key = node.get("type")
-        if key == "ir.Op" and node.get("data") in ops:
-            node["data"] = ops[node["data"]]
+        key, data = node.get("type"), node.get("data")
+        if key == "ir.Op" and data in ops:
+            node["data"] = ops[data]
         if key in rewrites:
-            if not isinstance(node.get("data"), dict):
+            if not isinstance(data, dict):
                 raise UpgradeError(f"a {key} node without fields")
-            rewrites[key](g, node["data"])
+            rewrites[key](g, data)
+        if every is not None and isinstance(data, dict):
+            every(g, key, data)
         if key in types:
             node["type"] = types[key]
 
