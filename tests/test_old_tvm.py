@@ -217,3 +217,21 @@ def test_transfer_takes_old_records_as_exact_matches(old_db, tmp_path, monkeypat
                            for r in rep.tasks if r.task in covered), [(r.task, r.source, r.reason) for r in rep.tasks]
     versions = {store.records.get(r.source_record_id)["tvm_version"] for r in rep.tasks if r.task in covered}
     assert versions <= set(RELEASES.values())
+
+
+@pytest.mark.slow
+def test_every_old_trace_replays_on_this_tvms_task_unchanged(old_db):
+    """The schedules of 0.25 and 0.26 apply to the task this TVM extracts, with no
+    decision adapted (what transfer and schedb.Database then build)."""
+    from schedb.tir.replay import apply_trace
+
+    target = parse_target(None)
+    store = Store(old_db)
+    tasks = {signature(t.func)[0]: t for t in extract_tasks(lower(load_model("tiny_cnn"), target), target)}
+    with sqlite3.connect(old_db) as conn:
+        rows = conn.execute("SELECT w.signature, r.trace FROM records r JOIN workloads w ON w.id = r.workload_id"
+                            " WHERE r.valid = 1").fetchall()
+    assert len(rows) > len(RELEASES) and store.records.count() == sum(record_count(workdir(r)) for r in RELEASES)
+    for sig, trace in rows:
+        replayed = apply_trace(json.loads(trace), tasks[sig].func, target)
+        assert replayed.error is None and replayed.adapted == 0, replayed.error
