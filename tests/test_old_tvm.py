@@ -235,3 +235,19 @@ def test_every_old_trace_replays_on_this_tvms_task_unchanged(old_db):
     for sig, trace in rows:
         replayed = apply_trace(json.loads(trace), tasks[sig].func, target)
         assert replayed.error is None and replayed.adapted == 0, replayed.error
+
+
+def test_a_workload_skipped_without_records_still_leaves_the_file_unread(tmp_path):
+    """A workload line that cannot be read costs no record line (TVM keeps workloads
+    without records), yet the work dir is read again next time: a later schedb may read it."""
+    folder = tmp_path / "wd"
+    shutil.copytree(workdir("0.26"), folder)
+    with gzip.open(folder / "database_workload.json.gz", "at") as f:
+        f.write('["1", "bm90IGEgZ3JhcGg="]\n')  # base64 of "not a graph": no length prefix
+    db = tmp_path / "t.db"
+    first = ingest(Store(db), [folder])
+    assert first.skipped_lines == 1 and first.new_records == record_count(folder)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT lines FROM files").fetchone()[0] is None
+    again = ingest(Store(db), [folder])
+    assert again.already == 0 and again.new_records == 0 and again.duplicates == record_count(folder)

@@ -36,10 +36,12 @@ class WorkDir(Source):
             return
         targets = TargetCache()
         model_id = self._model(store, meta, model, targets, report)
+        skipped = report.skipped_lines  # a workload line skipped leaves the work dir unread too
         workloads = self._workloads(store, wl_path, report, meta.get("tvm_version"))
         _add_tasks(store, model_id, workloads, meta.get("tasks", []))
         by_index = [entry for _, entry in workloads]  # records name workloads by line position
-        ingest_lines(store, self.path, file_id, report, MsRecordParser(by_index, targets, model_id, file_id, report))
+        ingest_lines(store, self.path, file_id, report, MsRecordParser(by_index, targets, model_id, file_id, report),
+                     skipped)
 
     def _model(self, store: Store, meta: dict, model: str | None, targets: TargetCache, report: Report) -> int:
         """The model's row, from the sidecar; a target it names that does not parse is left out."""
