@@ -56,7 +56,7 @@ def _tensor_type(g: "_Graph", data: dict):
 
 def _buffer(g: "_Graph", data: dict):
     if g.nodes[data["axis_separators"]].get("data") or data["buffer_type"] != 1:
-        raise UpgradeError("a buffer with axis separators or auto-broadcast (TVM 0.26 has neither)")
+        raise UpgradeError("a buffer with axis separators or auto-broadcast (not translated)")
     var = g.nodes[data["data"]]["data"]  # its data pointer: rewritten already or not
     pointer = g.nodes[var["ty"] if "ty" in var else var["type_annotation"]]
     ty = {"span": g.none, "dtype": g.prim_type(data["dtype"]), "storage_scope": pointer["data"]["storage_scope"]}
