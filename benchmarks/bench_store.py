@@ -160,8 +160,8 @@ def breakdown_ms_ingest(tmp: Path, n_records: int) -> dict:
     stage("read lines", lambda: sum(1 for _ in read_lines(folder / RECORDS, rep)))
     # The block names of tiny_mlp's workloads, as the sandbox reports them: every trace's are there.
     blocks = frozenset(inst[2][0] for _, trace, *_ in tiny_records() for inst in trace[0] if inst[0] == "GetSBlock")
-    parse = MsRecordParser([(i, c * 64, blocks) for i, c in enumerate("abcd", 1)], TargetCache(), 1, 1,
-                           "0.27.0", rep)
+    parse = MsRecordParser([(i, c * 64, blocks, "0.27.0") for i, c in enumerate("abcd", 1)], TargetCache(), 1, 1,
+                           rep)
     stamp = now()
     parse_stage, insert_stage = ("read + parse each line (simdjson, trace text, digest, row tuple)",
                                  "store.records.insert + COMMIT (SQLite)")

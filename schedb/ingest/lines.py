@@ -83,10 +83,13 @@ def read_lines(path: Path, report: Report) -> Iterator[tuple[int, bytes]]:
         report.skipped_lines += 1
 
 
-def ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse):
+def ingest_lines(store: Store, path: Path, file_id: int, report: Report, parse, skipped: int | None = None):
     """Parse every line of ``path`` into a record row (``parse(line, lineno, created_at)``
-    -> a tuple in Records.COLUMNS order), insert them in chunks."""
-    rows, last, skipped = [], 0, report.skipped_lines
+    -> a tuple in Records.COLUMNS order), insert them in chunks. The file counts as read
+    whole (``files.lines`` set) only if no line was skipped since ``report.skipped_lines``
+    was ``skipped`` (default: now; a work dir passes its count before its workloads)."""
+    rows, last = [], 0
+    skipped = report.skipped_lines if skipped is None else skipped
     append, stamp = rows.append, now()
     for lineno, line in read_lines(path, report):
         last = lineno

@@ -29,8 +29,6 @@ class WorkDir(Source):
         self.folder = folder
 
     def __call__(self, store: Store, report: Report, model: str | None):
-        import tvm
-
         wl_path = find(self.folder, WORKLOADS)
         meta = _sidecar(self.folder, report)
         file_id = register_file(store, [self.path, wl_path], "metaschedule", report)
@@ -38,12 +36,12 @@ class WorkDir(Source):
             return
         targets = TargetCache()
         model_id = self._model(store, meta, model, targets, report)
-        tvm_version = meta.get("tvm_version") or tvm.__version__
-        workloads = self._workloads(store, wl_path, report, tvm_version)
+        skipped = report.skipped_lines  # a workload line skipped leaves the work dir unread too
+        workloads = self._workloads(store, wl_path, report, meta.get("tvm_version"))
         _add_tasks(store, model_id, workloads, meta.get("tasks", []))
         by_index = [entry for _, entry in workloads]  # records name workloads by line position
-        parser = MsRecordParser(by_index, targets, model_id, file_id, tvm_version, report)
-        ingest_lines(store, self.path, file_id, report, parser)
+        parser = MsRecordParser(by_index, targets, model_id, file_id, report)
+        ingest_lines(store, self.path, file_id, report, parser, skipped)
         if parser.misfits:
             report.warnings.append(f"{self.path}: {parser.misfits} records stored invalid: their trace is not a "
                                    f"schedule of the workload they name (first: line {parser.first_misfit}: "
@@ -61,19 +59,24 @@ class WorkDir(Source):
         return store.models.upsert(name, meta.get("source"), meta.get("input_shapes"), target,
                                   meta.get("tvm_version"))
 
-    def _workloads(self, store, wl_path, report, tvm_version) -> list:
-        """[(structural hash, (workload id, signature, block names))] in line order;
-        (None, (None, None, None)) for a bad line."""
+    def _workloads(self, store, wl_path, report, tvm_version: str | None) -> list:
+        """[(the line's structural hash, (workload id, signature, block names, TVM version))]
+        in line order; (None, (None, None, None, None)) for a bad line. The TVM version is the
+        sidecar's, else the one the workload's graph names, else this TVM's. A workload of an
+        older release is stored in this TVM's form."""
+        import tvm
+
         out: list = []
         for lineno, line, w in load_workloads(wl_path, read_lines(wl_path, report)):
             if isinstance(w, str):
                 report.skip(wl_path, lineno, w)
-                out.append((None, (None, None, None)))  # keep indices aligned with record lines
+                out.append((None, (None, None, None, None)))  # keep indices aligned with record lines
                 continue
+            version = tvm_version or w["tvm_version"] or tvm.__version__
             wid, created = commit_workload(store, w["signature"], w["kind"], w["description"], w["shash"],
-                                           line.decode().strip(), tvm_version)
+                                           w["line"] or line.decode().strip(), version)
             report.new_workloads += created
-            out.append((w["shash"], (wid, w["signature"], frozenset(w["blocks"]))))
+            out.append((w["source_shash"], (wid, w["signature"], frozenset(w["blocks"]), version)))
         return out
 
 
@@ -116,9 +119,10 @@ class MsRecordParser:
     """One line of database_tuning_record.json -> a records row (a tuple in
     Records.COLUMNS order, without a dict per record: this is ingest's hot path)."""
 
-    def __init__(self, by_index, targets, model_id, file_id, tvm_version, report):
+    def __init__(self, by_index, targets, model_id, file_id, report):
+        """``by_index``: (workload id, signature, block names, TVM version) per workload line."""
         self.by_index, self.targets, self.report = by_index, targets, report
-        self.model_id, self.file_id, self.tvm_version = model_id, file_id, tvm_version
+        self.model_id, self.file_id = model_id, file_id
         self.misfits, self.first_misfit, self.misfit_why = 0, None, None
 
     def __call__(self, raw: bytes, lineno: int, stamp: str) -> tuple:
@@ -131,7 +135,7 @@ class MsRecordParser:
         by_index = self.by_index
         if not 0 <= index < len(by_index) or by_index[index][0] is None:
             raise Skip(f"workload index {index} is not a readable workload")
-        wid, sig, blocks = by_index[index]
+        wid, sig, blocks, tvm_version = by_index[index]
         trace = rec[0]
         check_trace(trace)
         target, target_json = self._target(rec)
@@ -154,7 +158,7 @@ class MsRecordParser:
         return (wid, target, "ms-trace", trace_text,
                 secs_text, mean, int(valid), error,
                 args_text, "tuned", None, None, None, None,
-                self.model_id, self.file_id, lineno, None, self.tvm_version, stamp,
+                self.model_id, self.file_id, lineno, None, tvm_version, stamp,
                 digest_of_text(sig, target, trace_text, secs_text))
 
     def _misfit(self, lineno: int, why: str):

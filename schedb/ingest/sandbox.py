@@ -110,11 +110,17 @@ def _child(send, lines: list[bytes]):
 
 def decode(line: bytes) -> dict | str:
     """One workload line, ``[structural_hash, base64(length-prefixed JSON graph)]``, as
-    its signature and description, or why it is not a workload."""
+    its signature and description, or why it is not a workload.
+
+    ``tvm_version`` is the release that wrote the graph (its metadata). A graph of an
+    older release is translated to this TVM's form first (schedb.tir.upgrade); then
+    ``line`` is the workload as this TVM writes it, and ``shash`` this TVM's structural
+    hash (``source_shash`` the line's own)."""
     from tvm.s_tir.meta_schedule.database import Workload
     from tvm.tirx import PrimFunc, Stmt
 
     from schedb.tir.signature import iter_blocks, signature
+    from schedb.tir.upgrade import UpgradeError, upgrade_blob
 
     obj = orjson.loads(line)
     if not isinstance(obj, list) or len(obj) != 2 or not all(isinstance(x, str) for x in obj):
@@ -123,11 +129,20 @@ def decode(line: bytes) -> dict | str:
     # TVM trusts the 8-byte length in front of the graph and allocates it up front.
     if len(blob) < 8 or struct.unpack("<Q", blob[:8])[0] != len(blob) - 8:
         return "length prefix does not match the workload's size"
-    mod = Workload.from_json(obj).mod
+    try:
+        version, upgraded = upgrade_blob(blob)
+    except UpgradeError as e:
+        return f"unreadable workload ({e})"
+    mod = Workload.from_json(obj if upgraded is None else [obj[0], base64.b64encode(upgraded).decode()]).mod
     funcs = list(mod.functions.values())
     if not funcs or not all(isinstance(f, PrimFunc) and isinstance(f.body, Stmt) for f in funcs):
         return "not a TIR workload (every function must be a PrimFunc with a statement body)"
     sig, kind, desc = signature(mod)
     # Block names as a trace gets them (GetSBlock): the description strips their suffixes.
     blocks = sorted({str(b.name_hint) for f in funcs for b in iter_blocks(f.body)})
-    return {"shash": obj[0], "signature": sig, "kind": kind, "description": desc, "blocks": blocks}
+    out = {"shash": obj[0], "source_shash": obj[0], "signature": sig, "kind": kind, "description": desc,
+           "blocks": blocks, "tvm_version": version, "line": None}
+    if upgraded is not None:  # stored, and exported, as this TVM writes it
+        shash, b64 = Workload(mod).as_json()
+        out.update(shash=str(shash), line=orjson.dumps([str(shash), str(b64)]).decode())
+    return out

@@ -5,7 +5,10 @@ secondary key. The signature hashes a canonical description built from the TIR:
 argument shapes and dtypes, and for every block its iterators (spatial or
 reduction, extent), what it reads and writes (which buffer, index expressions in
 terms of the block's own iterators) and the expression it stores. Variable,
-buffer and block names are left out: they are what differs between versions.
+buffer and block names are left out: they are what differs between versions; so are
+the names TVM gave its node fields and intrinsics in each release (``BufferLoad.buffer``
+/ ``TensorLoad.source``, ``tirx.if_then_else`` / ``prim.if_then_else``), which are read
+either way, so a workload written by TVM 0.25, 0.26 or 0.27 has one signature.
 """
 
 from __future__ import annotations
@@ -129,9 +132,19 @@ def iter_blocks(stmt):
         yield from iter_blocks(stmt.body)
 
 
+def op_name(op) -> str:
+    """An intrinsic's name as this TVM registers it: ``tirx.if_then_else`` (TVM 0.25, 0.26)
+    is ``prim.if_then_else`` (0.27), so a workload described under either has one signature."""
+    from schedb.tir.upgrade import OPS_0_26
+
+    name = str(op.name) if hasattr(op, "name") else str(op)
+    return OPS_0_26.get(name, name)
+
+
 def _region(region, ctx):
     env, buffers = ctx
-    return [buffers.get(_key(region.source), "?"),
+    buf = region.source if hasattr(region, "source") else region.buffer  # TVM 0.27 renamed it
+    return [buffers.get(_key(buf), "?"),
             [[_expr(r.min, ctx), _expr(r.extent, ctx)] for r in region.region]]
 
 
@@ -158,8 +171,7 @@ def _expr(e, ctx):
         buf = e.source if hasattr(e, "source") else e.buffer  # TVM 0.27 renamed it
         return ["load", buffers.get(_key(buf), "?"), [_expr(i, ctx) for i in e.indices]]
     if name == "Call":
-        return ["call", str(e.op.name) if hasattr(e.op, "name") else str(e.op),
-                [_expr(a, ctx) for a in e.args]]
+        return ["call", op_name(e.op), [_expr(a, ctx) for a in e.args]]
     if name == "Cast":
         return ["cast", str(e.ty), _expr(e.value, ctx)]
     if name == "StringImm":
