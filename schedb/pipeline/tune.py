@@ -171,7 +171,8 @@ def _database(out: Path, path, target, model: str):
         return ms.database.JSONDatabase(work_dir=str(out))
     from schedb.store.database import Database
 
-    return Database(path, target=target, model=model, origin="tuned")
+    # A search seeded from the database starts from different schedules: one record per trace.
+    return Database(path, target=target, model=model, origin="tuned", distinct_traces=True)
 
 
 
