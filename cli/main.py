@@ -13,6 +13,7 @@ import time
 import click
 
 from schedb.errors import SchedbError
+from schedb_cli.output import emit, emit_json, output_options, pick_format, print_table
 
 
 def handle_errors(f):
@@ -22,9 +23,17 @@ def handle_errors(f):
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
-            return f(*args, **kwargs)
+            result = f(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            return result
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`schedb sql ... | head -1`): no error line, no "Exception
+            # ignored" at exit. (Python's documented way: stdout onto /dev/null.)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(1)
         except Exception as e:
             if os.environ.get("SCHEDB_DEBUG") == "1":
                 raise
@@ -120,7 +129,7 @@ target_option = click.option(
 )
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="schedb")
 def cli():
     """schedb: a schedule database for Apache TVM."""
@@ -309,42 +318,22 @@ def ingest(paths, db_path, model, as_json):
 @cli.command()
 @click.argument("query")
 @db_option
-@click.option("--csv", "as_csv", is_flag=True, help="CSV output.")
-@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.option("-p", "--param", "params", nargs=2, multiple=True, metavar="NAME VALUE",
+              help="A named parameter of the query, :NAME (repeatable).")
+@output_options
 @click.option("--write", is_flag=True, help="Allow statements that change the database.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Stop the query after this many seconds (0: never).")
 @handle_errors
-def sql(query, db_path, as_csv, as_json, write, timeout):
-    """Run SQL against the database (read-only unless --write)."""
-    import csv
-
+def sql(query, db_path, params, write, timeout, json_cols, **fmt_flags):
+    """Run SQL against the database (read-only unless --write); QUERY "-" reads it from stdin."""
     from schedb.store import Store
 
-    if as_csv and as_json:
-        raise click.UsageError("--csv and --json exclude each other")
-    fmt = "csv" if as_csv else "json" if as_json else None
-    cols, rows = Store(db_path, readonly=not write).query(query, timeout=timeout or None)
-    # BLOBs (records.digest) as hex, in every output format.
-    rows = [tuple(v.hex() if isinstance(v, bytes) else v for v in r) for r in rows]
-    if fmt == "json":
-        click.echo(json.dumps([dict(zip(cols, r)) for r in rows], indent=1))
-    elif fmt == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(cols)
-        w.writerows(rows)
-    elif cols:
-        print_table(cols, rows)
-
-
-def print_table(cols, rows, overflow="ellipsis"):
-    from rich.console import Console
-    from rich.table import Column, Table
-
-    table = Table(*[Column(c, overflow=overflow) for c in cols])
-    for r in rows:
-        table.add_row(*["" if v is None else str(v) for v in r])
-    Console(width=200).print(table)
+    fmt = pick_format({**fmt_flags, "json_cols": json_cols})
+    if query == "-":
+        query = sys.stdin.read()
+    cols, rows = Store(db_path, readonly=not write).query(query, dict(params), timeout=timeout or None)
+    emit(cols, rows, fmt, json_cols)
 
 
 @cli.group()
@@ -445,8 +434,9 @@ def print_grid(rows):
 @cli.command()
 @click.argument("record_id", type=ROW_ID)
 @db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the chain as JSON: one object per record.")
 @handle_errors
-def provenance(record_id, db_path):
+def provenance(record_id, db_path, as_json):
     """The chain from a record back to the original log line."""
     from schedb.store import Store
 
@@ -455,7 +445,10 @@ def provenance(record_id, db_path):
         raise SchedbError(f"no record {record_id}")
     cols = ["depth", "id", "origin", "workload_id", "kind", "mean_s", "model", "file", "line",
             "source_workload_id", "distance", "created_at"]
-    print_table(cols, [[r[c] for c in cols] for r in chain], overflow="fold")  # never cut the file path
+    if as_json:
+        emit_json([{c: r[c] for c in cols} for r in chain])
+    else:
+        print_table(cols, [[r[c] for c in cols] for r in chain], overflow="fold")  # never cut the file path
     if chain[-1]["parent_id"] is not None:
         click.echo(f"note: record {chain[-1]['id']}'s parent {chain[-1]['parent_id']} is already in the chain: "
                    "the lineage loops (a damaged database); stopped there", err=True)

@@ -80,6 +80,65 @@ def test_cli_sql_csv_and_json(mixed_db):
     assert result.exit_code == 0 and "tiny_mlp" in result.output and "legacy" in result.output, explain(result)
 
 
+def test_cli_sql_like_sqlite_utils(mixed_db):
+    """-p parameters, the SQL from stdin, --nl / --tsv / -t, --json-cols, full values off a terminal."""
+    db = ["--db", str(mixed_db)]
+    conn = sqlite3.connect(mixed_db)
+    runner = CliRunner()
+
+    def run(*args, **kw):
+        result = runner.invoke(cli, [*args, *db], **kw)
+        cli_ok(result)
+        assert result.exit_code == 0, explain(result)
+        return result.stdout
+
+    out = run("sql", "SELECT id, origin FROM records WHERE id <= :n AND origin = :o ORDER BY id",
+              "-p", "n", "3", "-p", "o", "tuned", "--nl")
+    assert [json.loads(x) for x in out.splitlines()] == [
+        {"id": i, "origin": o} for i, o in conn.execute(
+            "SELECT id, origin FROM records WHERE id <= 3 AND origin = 'tuned' ORDER BY id")]
+    assert json.loads(run("sql", "-", "--json", input="SELECT COUNT(*) AS n FROM records")) == [
+        {"n": conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]}]
+    tsv = list(csv.reader(io.StringIO(run("sql", "SELECT id, origin FROM records ORDER BY id", "--tsv")),
+                          dialect="excel-tab"))
+    assert tsv[0] == ["id", "origin"] and len(tsv) == conn.execute("SELECT COUNT(*) FROM records").fetchone()[0] + 1
+    # --json-cols: run_secs as a list, not its text.
+    rid, run_secs = conn.execute("SELECT id, run_secs FROM records WHERE run_secs IS NOT NULL LIMIT 1").fetchone()
+    (row,) = json.loads(run("sql", "SELECT id, run_secs FROM records WHERE id = :id", "-p", "id", str(rid),
+                            "--json-cols"))
+    assert row == {"id": rid, "run_secs": json.loads(run_secs)}
+    # Off a terminal (a pipe, a file) the table holds every value in full: no "…".
+    trace, mean_s = conn.execute("SELECT trace, mean_s FROM records WHERE valid = 1 ORDER BY length(trace) DESC"
+                                 " LIMIT 1").fetchone()
+    for flags in ([], ["-t"], ["--table"]):
+        out = run("sql", "SELECT trace, mean_s FROM records WHERE trace = :t", "-p", "t", trace, *flags)
+        assert trace in out and repr(mean_s) in out and "…" not in out, out[:300]
+
+
+def test_table_fits_the_terminal():
+    from io import StringIO
+
+    from rich.console import Console
+    from schedb_cli.output import print_table
+
+    buf = StringIO()
+    print_table(["id", "trace"], [[1, "x" * 500], [2, "short"]], console=Console(file=buf, force_terminal=True, width=60, color_system=None))
+    lines = buf.getvalue().splitlines()
+    assert lines and all(len(x) <= 60 for x in lines) and "…" in buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["--csv", "-t"])
+def test_closed_pipe_is_quiet(mixed_db, fmt):
+    """`schedb sql ... | head -1`: head's line, no 'Broken pipe' on stderr."""
+    import subprocess
+    import sys
+
+    many = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 300000) SELECT i, 'row' FROM n"
+    cmd = f"{sys.executable} -m schedb_cli.main sql \"{many}\" --db {mixed_db} {fmt} | head -1"
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() and proc.stderr == "", proc.stderr
+
+
 def test_cli_sql_refuses_two_output_formats(mixed_db):
     result = CliRunner().invoke(cli, ["sql", "SELECT 1", "--csv", "--json", "--db", str(mixed_db)])
     cli_ok(result)
@@ -150,24 +209,14 @@ def test_every_command_and_option_has_help():
     for path, cmd in _commands(cli):
         result = runner.invoke(cli, [*path[1:], "--help"])
         assert result.exit_code == 0, explain(result)
+        short = runner.invoke(cli, [*path[1:], "-h"])  # -h is --help on every command
+        assert short.exit_code == 0 and short.output == result.output, explain(short)
         summary = result.output.split("Options:")[0].split("\n", 2)[-1].strip()
         assert summary and cmd.help and summary.startswith(cmd.help.split()[0]), (path, result.output)
         missing = [p.name for p in cmd.params if isinstance(p, click.Option) and not p.help]
         assert not missing, (path, missing)
         seen.append(" ".join(path))
     assert {"schedb show record", "schedb show workload", "schedb transfer"} <= set(seen)
-
-
-def _table_cells(text: str) -> dict:
-    """A one-row rich table (cells may wrap over several lines) -> {column: text}."""
-    lines = text.splitlines()
-    header = [c.strip() for c in next(x for x in lines if x.startswith("┃")).split("┃")[1:-1]]
-    cells = [""] * len(header)
-    for x in lines:
-        if x.startswith("│"):
-            for i, c in enumerate(x.split("│")[1:-1]):
-                cells[i] += c.strip()
-    return dict(zip(header, cells))
 
 
 def test_cli_show_and_provenance(mixed_db):
@@ -194,9 +243,11 @@ def test_cli_show_and_provenance(mixed_db):
     result = runner.invoke(cli, ["provenance", str(rid), "--db", str(mixed_db)])
     cli_ok(result)
     assert result.exit_code == 0, explain(result)
-    table = _table_cells(result.stdout)
-    assert table["origin"] == "tuned" and table["model"] == "tiny_mlp" and table["id"] == str(rid)
-    assert table["file"] == path and table["line"] == str(line)  # the whole path, not cut
+    assert path in result.stdout and "tiny_mlp" in result.stdout  # the whole path, not cut (off a terminal)
+    result = runner.invoke(cli, ["provenance", str(rid), "--db", str(mixed_db), "--json"])
+    (row,) = json.loads(result.stdout)
+    assert row["origin"] == "tuned" and row["model"] == "tiny_mlp" and row["id"] == rid
+    assert row["file"] == path and row["line"] == line
 
     for args, msg in [(["show", "workload", "999999"], "no workload 999999"),
                       (["show", "record", "999999"], "no record 999999"),
