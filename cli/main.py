@@ -14,6 +14,7 @@ import click
 
 from schedb.errors import SchedbError
 from schedb_cli.output import emit, emit_json, output_options, pick_format, print_table
+from schedb_cli.params import Duration, duration_help, model_list
 
 
 def handle_errors(f):
@@ -72,6 +73,16 @@ def quiet_tvm():
 
 
 ROW_ID = click.IntRange(1, 2**63 - 1)  # an SQLite rowid
+
+
+def check_first(model_spec: str | None = None, input_shape: str | None = None, target: str | None = None):
+    """Fail fast: what the user named, checked before TVM or PyTorch is imported (seconds)."""
+    from schedb.spec import check_model_spec
+    from schedb.tir.target import check_target
+
+    if model_spec is not None:
+        check_model_spec(model_spec, input_shape)
+    check_target(target)
 
 
 class Reporter:
@@ -138,26 +149,27 @@ def cli():
 @cli.command()
 @click.option("--tasks/--no-tasks", default=False, show_default=True,
               help="Count each model's tasks (imports and lowers every model: minutes).")
+@click.option("--json", "as_json", is_flag=True, help="Print the zoo as JSON: one object per model.")
 @handle_errors
-def models(tasks):
+def models(tasks, as_json):
     """The model zoo (with task counts: --tasks)."""
-    from rich.console import Console
-    from rich.table import Table
-
     from schedb.models import load_model
     from schedb.tir.target import parse_target
     from schedb.tir.tasks import extract_tasks, lower
     from schedb.models.zoo import ZOO
 
-    table = Table("model", "input", "parameters", "tasks", "description")
     target = parse_target(None) if tasks else None
+    rows = []
     for name, entry in ZOO.items():
-        n = ""
-        if tasks:
-            n = str(len(extract_tasks(lower(load_model(name), target), target)))
-        shapes = ";".join(",".join(map(str, s)) for s in entry.input_shapes)
-        table.add_row(name, shapes, f"{entry.params:,}", n, entry.description)
-    Console().print(table)
+        rows.append({"model": name, "input_shapes": [list(s) for s in entry.input_shapes], "parameters": entry.params,
+                     "tasks": len(extract_tasks(lower(load_model(name), target), target)) if tasks else None,
+                     "description": entry.description})
+    if as_json:
+        emit_json(rows)
+        return
+    print_table(["model", "input", "parameters", "tasks", "description"],
+                [[r["model"], ";".join(",".join(map(str, s)) for s in r["input_shapes"]), f"{r['parameters']:,}",
+                  r["tasks"], r["description"]] for r in rows])
 
 
 @cli.command()
@@ -168,10 +180,10 @@ def models(tasks):
 @click.option("--trials-per-task", type=int, default=32, show_default=True, help="Trials per task.")
 @click.option("--trials-per-iter", type=int, default=32, show_default=True,
               help="Candidates per measured batch.")
-@click.option("--time-limit", type=float, default=None,
-              help="Stop after this many seconds (the batches in flight finish). With a global --trials below "
-                   "the per-task budgets, MetaSchedule's gradient scheduler picks the tasks and looks at the clock "
-                   "only after every task has had its first batch.")
+@click.option("--time-limit", type=Duration("s", zero=True), default=None,
+              help=duration_help("Stop after this long (the batches in flight finish). With a global --trials below "
+                                 "the per-task budgets, MetaSchedule's gradient scheduler picks the tasks and looks at "
+                                 "the clock only after every task has had its first batch.", "s"))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Work dir to write.")
 @click.option("--db", "db_path", default=None, type=click.Path(dir_okay=False),
@@ -181,12 +193,14 @@ def models(tasks):
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out: its trials count against the budget, its records seed the search.")
 @params_option
+@click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 @handle_errors
 def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_iter, time_limit, seed, out,
-         db_path, resume, params_as_inputs):
+         db_path, resume, params_as_inputs, as_json):
     """Tune every task of a model with MetaSchedule into a standard work dir."""
     from schedb.pipeline.phases import phase
 
+    check_first(model_spec, input_shape, target)
     report = Reporter()
     with phase(report.phase, "loading TVM and PyTorch"):  # seconds of imports, the first thing a user waits for
         from schedb.models import load_model
@@ -210,6 +224,9 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
     budget = TuneBudget(trials, trials_per_task, trials_per_iter, time_limit)
     meta = run_tune(model, target, out, budget, seed=seed, progress=progress, bind_params=not params_as_inputs,
                     resume=resume, database=db_path, on_phase=report.phase)
+    if as_json:
+        emit_json(meta)
+        return
     click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['measured']} of {meta['trials']} trials, "
                f"{meta['wall_time_s']} s -> {out}")
     if "choices" in meta:
@@ -231,6 +248,8 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
 def bench(model_spec, input_shape, target, logs, repeat, as_json, params_as_inputs):
     """Compile a model, check it against PyTorch, time it next to PyTorch eager."""
     from pathlib import Path
+
+    check_first(model_spec, input_shape, target)
 
     from schedb.ingest.workdir import tuned_with_bound_params
     from schedb.models import load_model
@@ -296,7 +315,7 @@ def ingest(paths, db_path, model, as_json):
 
         quiet_tvm()
         report, path = ingest_into(db_path, paths, model=model, on_file=lambda f, r: progress.line(
-            f"{f}: {r.files} files, {r.new_records} new records so far"))
+            f"{f}: {_n(r.files, 'file')}, {_n(r.new_records, 'new record')} so far"))
     for w in report.warnings:
         click.echo(f"warning: {w}", err=True)
     for e in report.errors:
@@ -304,12 +323,19 @@ def ingest(paths, db_path, model, as_json):
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=1))
     else:
+        r = report
+        invalid = _n(r.invalid, "invalid measurement")
+        if r.invalid:  # stored, never chosen: say what they are
+            invalid += (" (Ansor error records: build or run failures)" if r.invalid_ansor == r.invalid else
+                        " (build or run failures" + (f", {r.invalid_ansor} of them Ansor error records"
+                                                     if r.invalid_ansor else "") + ")")
         click.echo(
-            f"{report.files} files ingested ({report.already} already in the database), "
-            f"{report.new_workloads} new workloads, {report.new_records} new records, "
-            f"{report.duplicates} duplicates, {report.invalid} invalid measurements, "
-            + (f"{report.choices} standing choices, " if report.choices else "")
-            + f"{report.skipped_lines} lines skipped, {len(report.errors)} files rejected -> {path if path.exists() else 'no database written'}"
+            f"{_n(r.files, 'file')} ingested ({r.already} already in the database), "
+            f"{_n(r.new_workloads, 'new workload')}, {_n(r.new_records, 'new record')}, "
+            f"{_n(r.duplicates, 'duplicate')}, {invalid}, "
+            + (f"{_n(r.choices, 'standing choice')}, " if r.choices else "")
+            + f"{_n(r.skipped_lines, 'line')} skipped, {_n(len(r.errors), 'file')} rejected"
+            f" -> {path if path.exists() else 'no database written'}"
         )
     if report.rejected:
         sys.exit(1)
@@ -322,8 +348,8 @@ def ingest(paths, db_path, model, as_json):
               help="A named parameter of the query, :NAME (repeatable).")
 @output_options
 @click.option("--write", is_flag=True, help="Allow statements that change the database.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="Stop the query after this many seconds (0: never).")
+@click.option("--timeout", type=Duration("s", zero=True), default="60s", show_default=True,
+              help=duration_help("Stop the query after this long (0: never).", "s"))
 @handle_errors
 def sql(query, db_path, params, write, timeout, json_cols, **fmt_flags):
     """Run SQL against the database (read-only unless --write); QUERY "-" reads it from stdin."""
@@ -462,8 +488,9 @@ def provenance(record_id, db_path, as_json):
 @click.option("--model", default=None, help="Only the workloads of this model.")
 @click.option("--target", default=None, help="Only records tuned for this target (default: every target).")
 @click.option("--force", is_flag=True, help="Replace FOLDER if it is not empty.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @handle_errors
-def export(folder, db_path, fmt, model, target, force):
+def export(folder, db_path, fmt, model, target, force, as_json):
     """Write the database's schedules as a standard MetaSchedule work dir."""
     from schedb.store import Store
     from schedb.tir.target import canonical, parse_target
@@ -472,7 +499,10 @@ def export(folder, db_path, fmt, model, target, force):
     target_key = canonical(parse_target(target)) if target else None
     n_wl, n_rec, bad = export_workdir(Store(db_path, readonly=True), folder, model=model, target=target_key,
                                       force=force)
-    click.echo(f"wrote {n_wl} workloads, {n_rec} records -> {folder}")
+    if as_json:
+        emit_json({"folder": folder, "workloads": n_wl, "records": n_rec, "left_out": bad})
+        return
+    click.echo(f"wrote {_n(n_wl, 'workload')}, {_n(n_rec, 'record')} -> {folder}")
     if bad:
         click.echo(f"left out {len(bad)} records whose trace or run times do not parse "
                    f"(ids {', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''})", err=True)
@@ -484,23 +514,42 @@ def export(folder, db_path, fmt, model, target, force):
 @target_option
 @db_option
 @click.option("-k", type=int, default=5, show_default=True, help="Nearest workloads per task.")
-@click.option("--exclude-model", multiple=True, help="Never return workloads only these models tuned.")
+@click.option("--exclude-model", multiple=True, callback=model_list,
+              help="Never return workloads only these models tuned (repeatable, or comma-separated).")
 @same_target_option
 @params_option
+@click.option("--json", "as_json", is_flag=True, help="Print the neighbours as JSON: one object per task.")
 @handle_errors
-def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_target_only, params_as_inputs):
+def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_target_only, params_as_inputs,
+              as_json):
     """For every task of a model, the nearest tuned workloads in the database."""
-    from schedb.models import load_model
-    from schedb.pipeline.neighbors import neighbors as find_neighbors
+    from schedb.pipeline.phases import phase
     from schedb.store import Store
-    from schedb.tir.target import canonical, label, parse_target
 
-    target = parse_target(target)
-    note, found = find_neighbors(Store(db_path, readonly=True), load_model(model_spec, input_shape), target, k,
-                                 list(exclude_model), same_target_only, not params_as_inputs)
+    check_first(model_spec, input_shape, target)
+    store = Store(db_path, readonly=True)
+    report = Reporter()
+    with phase(report.phase, "loading TVM and PyTorch"):
+        from schedb.models import load_model
+        from schedb.pipeline.neighbors import neighbors as find_neighbors
+        from schedb.tir.target import canonical, label, parse_target
+
+        target = parse_target(target)
+    with phase(report.phase, "importing the model"):
+        model = load_model(model_spec, input_shape)
+    note, found = find_neighbors(store, model, target, k, exclude_model, same_target_only, not params_as_inputs,
+                                 on_phase=report.phase)
     if note:
         click.echo(f"note: {as_flags(note)}", err=True)
-    target_key, rows = canonical(target), []
+    target_key = canonical(target)
+    if as_json:
+        emit_json([{"task": t.task, "kind": t.kind, "neighbors": [
+            {"rank": i + 1, "workload_id": nb.workload_id, "distance": nb.distance, "exact": exact,
+             "models": nb.models, "target": json.loads(nb.target) if nb.target else None,
+             "same_target": nb.target == target_key}
+            for i, (nb, exact) in enumerate(zip(t.neighbors, t.exact))]} for t in found])
+        return
+    rows = []
     for t in found:
         if not t.neighbors:
             rows.append([t.task, t.kind, "-", "-", "-", "-", "-"])
@@ -516,8 +565,10 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @shape_option
 @target_option
 @db_option
-@click.option("--sources", default=None, help="Comma-separated models whose schedules may be used.")
-@click.option("--exclude-model", multiple=True, help="Never use schedules of this model (repeatable).")
+@click.option("--source", "--sources", "sources", multiple=True, callback=model_list,
+              help="Use only schedules of these models (repeatable, or comma-separated; default: every model).")
+@click.option("--exclude-model", multiple=True, callback=model_list,
+              help="Never use schedules of these models (repeatable, or comma-separated).")
 @click.option("-k", type=int, default=3, show_default=True, help="Nearest workloads per task.")
 @click.option("--droplet/--no-droplet", default=False, show_default=True, help="Refine winners by droplet search.")
 @click.option("--droplet-trials", type=int, default=16, show_default=True,
@@ -527,7 +578,7 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @click.option("--search-trials", type=int, default=8, show_default=True,
               help="Schedules sampled from MetaSchedule's design space for a task nothing transfers to (0: none).")
 @click.option("--trials", type=int, default=None, help="Cap on measured candidates in all.")
-@click.option("--budget", type=float, default=None, help="Cap on search time, minutes.")
+@click.option("--budget", type=Duration("m"), default=None, help=duration_help("Cap on search time.", "m"))
 @click.option("--e2e-repeat", type=click.IntRange(min=0), default=10, show_default=True,
               help="Rounds of the end-to-end timing, the model and PyTorch interleaved (0: compile and check "
                    "the model, time nothing).")
@@ -535,26 +586,28 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 @same_target_option
 @params_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (what --report writes).")
 @handle_errors
 def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
              droplet_share, trials, budget, e2e_repeat, runner, report_path, same_target_only, params_as_inputs,
-             search_trials):
+             search_trials, as_json):
     """Transfer-tune a model from the schedules in the database."""
     from schedb.pipeline.phases import phase
+    from schedb.store import Store
 
+    check_first(model_spec, input_shape, target)
+    store = Store(db_path)
     report = Reporter()
     with phase(report.phase, "loading TVM and PyTorch"):  # seconds of imports, the first thing a user waits for
         from schedb.models import load_model
         from schedb.pipeline.transfer import Options, transfer as run_transfer
-        from schedb.store import Store
         from schedb.tir.target import parse_target
 
         target = parse_target(target)
     quiet_tvm()
-    store = Store(db_path)
-    opts = Options(k=k, sources=sources.split(",") if sources else None, exclude=list(exclude_model),
+    opts = Options(k=k, sources=sources or None, exclude=exclude_model,
                    droplet=droplet, droplet_trials=droplet_trials, droplet_share=droplet_share, trials=trials,
-                   budget_s=budget * 60 if budget is not None else None, runner=runner,
+                   budget_s=budget, runner=runner,
                    same_target_only=same_target_only, bind_params=not params_as_inputs,
                    search_trials=search_trials, e2e_repeat=e2e_repeat)
 
@@ -569,6 +622,12 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     rep = run_transfer(store, model, target, opts, progress, on_phase=report.phase)
     for note in rep.notes:
         report.console.print(f"note: {as_flags(note)}", markup=False)
+    if report_path:
+        with open(report_path, "w") as f:
+            json.dump(rep.as_dict(), f, indent=1)
+    if as_json:
+        emit_json(rep.as_dict())
+        return
     cols = ["task", "weight", "source", "from", "distance", "untuned_us", "transferred_us", "refined_us"]
     rows = [[r.task, r.weight, r.source, _source(r, rep.target) or as_flags(r.reason or ""),
              "" if r.distance is None else f"{r.distance:.2f}",
@@ -590,9 +649,6 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
         click.echo("end-to-end timing skipped (--e2e-repeat 0)")
     else:
         _print_e2e(rep)
-    if report_path:
-        with open(report_path, "w") as f:
-            json.dump(rep.as_dict(), f, indent=1)
 
 
 @cli.command()
@@ -600,36 +656,45 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
 @shape_option
 @target_option
 @db_option
-@click.option("--budget", type=click.FloatRange(min=0, min_open=True), required=True,
-              help="Minutes for the whole step: transfer, tuning and the final timing.")
+@click.option("--budget", type=Duration("m"), required=True,
+              help=duration_help("Time for the whole step: transfer, tuning and the final timing.", "m"))
 @click.option("--transfer-share", type=click.FloatRange(0, 1, min_open=True), default=0.4, show_default=True,
               help="Share of the budget the transfer (droplet included) may take.")
 @click.option("--latency-share", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
               help="Tune the heaviest tasks until they cover this share of the estimated latency.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 @params_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (what --report writes).")
 @handle_errors
 def fast(model_spec, input_shape, target, db_path, budget, transfer_share, latency_share, report_path,
-         params_as_inputs):
+         params_as_inputs, as_json):
     """The fastest model a time budget buys: transfer, tune the heaviest tasks, choose, time."""
     from schedb.pipeline.phases import phase
+    from schedb.store import Store
 
+    check_first(model_spec, input_shape, target)
+    store = Store(db_path)
     report = Reporter()
     with phase(report.phase, "loading TVM and PyTorch"):
         from schedb.models import load_model
         from schedb.pipeline.fast import FastOptions, fast as run_fast
-        from schedb.store import Store
         from schedb.tir.target import parse_target
 
         target = parse_target(target)
     quiet_tvm()
-    opts = FastOptions(budget * 60, transfer_share, latency_share, bind_params=not params_as_inputs)
+    opts = FastOptions(budget, transfer_share, latency_share, bind_params=not params_as_inputs)
     with phase(report.phase, "importing the model"):
         model = load_model(model_spec, input_shape)
-    rep = run_fast(Store(db_path), model, target, opts,
+    rep = run_fast(store, model, target, opts,
                    lambda done, total, r: report.line(f"task {done}/{total} {r.task}: {r.source}"), report.phase)
     for note in rep.notes:
         report.console.print(f"note: {as_flags(note)}", markup=False)
+    if report_path:
+        with open(report_path, "w") as f:
+            json.dump(rep.as_dict(), f, indent=1)
+    if as_json:
+        emit_json(rep.as_dict())
+        return
     counts = {s: sum(r.source == s for r in rep.transfer.tasks) for s in ("exact", "neighbor", "anchor", "untuned")}
     click.echo(f"transfer: {counts['exact']} exact, {counts['neighbor']} neighbour, {counts['anchor']} anchor, "
                f"{counts['untuned']} untuned of {len(rep.transfer.tasks)} tasks, {rep.transfer.search_wall_s:.0f} s")
@@ -638,9 +703,6 @@ def fast(model_spec, input_shape, target, db_path, budget, transfer_share, laten
         lat = rep.e2e.get(name)
         if lat:
             click.echo(f"{name:8s} {lat['median_ms']:9.2f} ms  (IQR {lat['p25_ms']:.2f}-{lat['p75_ms']:.2f})")
-    if report_path:
-        with open(report_path, "w") as f:
-            json.dump(rep.as_dict(), f, indent=1)
 
 
 def _print_e2e(rep) -> None:
@@ -664,24 +726,27 @@ def _print_e2e(rep) -> None:
 @db_option
 @click.option("--trials", type=int, default=32, show_default=True,
               help="Measurements per workload on average: one budget for all, spent where the time is.")
-@click.option("--budget", type=float, default=None, help="Cap on search time, minutes.")
+@click.option("--budget", type=Duration("m"), default=None, help=duration_help("Cap on search time.", "m"))
 @click.option("--starts", type=int, default=3, show_default=True, help="Start from this many best records.")
 @click.option("--pvalue", type=float, default=0.05, show_default=True, help="t-test threshold for a move.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search.")
 @click.option("--save-path", is_flag=True, help="Store every measured point of the search.")
 @click.option("--runner", default="local", show_default=True, help="local or rpc://host:port/key")
 @same_target_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON: one object per workload.")
 @handle_errors
 def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, pvalue, seed, save_path, runner,
-            same_target_only):
+            same_target_only, as_json):
     """Refine stored schedules by droplet search; commit improvements."""
+    from schedb.store import Store
+
+    check_first(target=target)
+    store = Store(db_path)
     from schedb.pipeline.refine import refine_stored, workloads_to_refine
     from schedb.search.measure import Engine
-    from schedb.store import Store
     from schedb.tir.target import canonical, load_intrinsics, max_distance, parse_target
 
     quiet_tvm()
-    store = Store(db_path)
     weights = workloads_to_refine(store, model_name, workload_ids)
     target = parse_target(target)
     note = store.records.coverage_note(canonical(target), same_target_only)
@@ -690,11 +755,15 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
     load_intrinsics(target)
     done = refine_stored(store, weights, target, Engine(target, runner=runner), trials=trials, starts=starts,
                          pvalue=pvalue, seed=seed, save_path=save_path,
-                         budget_s=budget * 60 if budget is not None else None,
-                         max_distance=max_distance(same_target_only))
+                         budget_s=budget, max_distance=max_distance(same_target_only))
     if not done:
         raise SchedbError(f"nothing to refine: none of the {len(weights)} workloads has a MetaSchedule record "
                           "usable for this target")
+    if as_json:
+        from dataclasses import asdict
+
+        emit_json([asdict(r) for r in done])
+        return
     print_table(["workload", "kind", "weight", "start_us", "refined_us", "gain", "trials", "failed", "p",
                  "accepted", "record"],
                 [[r.workload_id, r.kind, r.weight, _fmt(r.start_us), _fmt(r.best_us),
@@ -725,6 +794,11 @@ def _source(r, target_key):
     if r.source_model is None or r.source_target in (None, target_key):
         return r.source_model
     return f"{r.source_model} ({label(r.source_target)})"
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _fmt(x):

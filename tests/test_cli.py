@@ -192,7 +192,8 @@ def test_unknown_mcpu_is_refused_with_the_cpus_llvm_knows(mixed_db, tmp_path):
     result = CliRunner().invoke(cli, ["export", str(tmp_path / "out"), "--target", "llvm -mcpu=skylake-avx512",
                                       "--db", str(mixed_db)])
     # A CPU LLVM knows is taken; nothing in the database was tuned for it, which is said.
-    assert result.exit_code == 1 and "0 MetaSchedule records match target" in result.output, explain(result)
+    assert result.exit_code == 1 and "0 records match target llvm skylake-avx512" in result.output, explain(result)
+    assert not (tmp_path / "out").exists()
 
 
 def _commands(cmd, path=("schedb",)):
@@ -265,7 +266,7 @@ def test_cli_ingest_json_report(tmp_path):
     assert result.exit_code == 0, explain(result)
     rep = json.loads(result.stdout)
     assert rep["new_records"] == len(TINY_R) and rep["files"] == 1 and rep["errors"] == []
-    assert f"database_tuning_record.json.gz: 1 files, {len(TINY_R)} new records so far" in result.stderr
+    assert f"database_tuning_record.json.gz: 1 file, {len(TINY_R)} new records so far" in result.stderr
     result = CliRunner().invoke(cli, ["ingest", str(TINY), "--db", str(db)])
     assert result.exit_code == 0 and "(1 already in the database)" in result.output, explain(result)
     (tmp_path / "notes.txt").write_text("hello")
@@ -365,3 +366,104 @@ def test_sql_stops_a_query_that_runs_too_long(tiny_db):
     assert time.perf_counter() - t0 < 15
     ok = CliRunner().invoke(cli, ["sql", "SELECT COUNT(*) FROM records", "--db", str(tiny_db)])
     assert ok.exit_code == 0
+
+
+def test_ingest_summary_explains_invalid_measurements_with_plurals(tmp_path):
+    from ingest_common import ansor_line, write_ansor
+
+    log = write_ansor(tmp_path / "legacy.json", [ansor_line(0), ansor_line(1, error_no=1, costs=[1e-9]),
+                                                 ansor_line(2, error_no=4, costs=[1e-9])])
+    res = CliRunner().invoke(cli, ["ingest", str(log), "--db", str(tmp_path / "a.db")])
+    assert res.exit_code == 0, explain(res)
+    line = res.stdout.strip().splitlines()[-1]
+    assert line.startswith("1 file ingested (0 already in the database), 1 new workload, 3 new records, "
+                           "0 duplicates, 2 invalid measurements (Ansor error records: build or run failures), "
+                           "0 lines skipped, 0 files rejected -> "), line
+    mixed = CliRunner().invoke(cli, ["ingest", str(TINY), "--db", str(tmp_path / "a.db")])
+    assert "1 file ingested" in mixed.stdout and ", 0 invalid measurements," in mixed.stdout, mixed.stdout
+
+
+@pytest.mark.parametrize("text, bare, seconds", [
+    ("90s", "s", 90), ("20m", "s", 1200), ("1h", "m", 3600), ("1.5h", "s", 5400), ("2min", "s", 120),
+    ("45", "s", 45), ("2", "m", 120), ("0.5", "m", 30),
+])
+def test_durations_take_units_and_a_bare_number_keeps_its_unit(text, bare, seconds):
+    from schedb_cli.params import Duration
+
+    assert Duration(bare).convert(text, None, None) == seconds
+
+
+def test_durations_on_the_command_line(tiny_db):
+    import click
+
+    from schedb_cli.params import Duration
+
+    for bad in ("2x", "-5m", "m", "0"):
+        with pytest.raises(click.BadParameter):
+            Duration("m").convert(bad, None, None)
+    assert Duration("s", zero=True).convert("0", None, None) == 0
+    # Every duration option takes units: the commands' parameters say so.
+    for path, cmd in _commands(cli):
+        for p in cmd.params:
+            if p.name in ("budget", "time_limit", "timeout"):
+                assert isinstance(p.type, Duration) and "90s, 20m, 1h" in p.help, (path, p.name)
+    res = CliRunner().invoke(cli, ["sql", "SELECT 1", "--db", str(tiny_db), "--timeout", "1m"])
+    assert res.exit_code == 0, explain(res)
+    res = CliRunner().invoke(cli, ["transfer", "-m", "tiny_mlp", "--budget", "soon", "--db", str(tiny_db)])
+    assert res.exit_code == 2 and "'soon' is not a duration: use e.g. 90s, 20m or 1h" in res.output, res.output
+
+
+def test_model_lists_repeat_or_take_commas():
+    from schedb_cli.main import neighbors, transfer
+
+    ctx = transfer.make_context("transfer", ["-m", "x", "--sources", "resnet50,alexnet", "--source", "vgg16",
+                                             "--exclude-model", "a,b", "--exclude-model", "c"])
+    assert ctx.params["sources"] == ["resnet50", "alexnet", "vgg16"] and ctx.params["exclude_model"] == ["a", "b", "c"]
+    ctx = neighbors.make_context("neighbors", ["-m", "x", "--exclude-model", "a, b"])
+    assert ctx.params["exclude_model"] == ["a", "b"]
+
+
+def test_zoo_names_are_the_zoo():
+    from schedb.models.zoo import ZOO
+    from schedb.spec import ZOO_NAMES
+
+    assert set(ZOO_NAMES) == set(ZOO)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["transfer", "-m", "resnt50"], "unknown model 'resnt50' (did you mean 'resnet50'?)"),
+    (["neighbors", "-m", "GoogLeNet"], "unknown model 'GoogLeNet' (did you mean 'googlenet'?)"),
+    (["tune", "-m", "tiny_mlp", "--input-shape", "1,x", "-o", "out"], "bad --input-shape '1,x'"),
+    (["bench", "-m", "nets/missing.onnx"], "nets/missing.onnx: no such file"),
+    (["fast", "-m", "missing.py:make", "--budget", "1m"], "missing.py:make: no such file missing.py"),
+    (["transfer", "-m", "tiny_mlp", "--target", '{"mcpu": "x"}'], "a JSON target is an object with a \"kind\""),
+    (["neighbors", "-m", "tiny_mlp", "--db", "/nonexistent/x.db"], "no such database"),
+    (["transfer", "-m", "tiny_mlp", "--db", "/nonexistent/x.db"], "no such folder"),
+])
+def test_fail_fast_before_tvm_or_torch(args, message):
+    """A wrong model, shape, target or path fails in well under a second: TVM and PyTorch
+    are never imported (a fresh interpreter, to see what got imported)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom schedb_cli.main import cli\n"
+            f"try:\n    cli.main({args!r}, standalone_mode=False)\nexcept Exception as e:\n    print('ERR', e)\n"
+            "print('tvm' in sys.modules, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip().endswith("False False"), proc.stdout + proc.stderr
+    assert message in proc.stdout, proc.stdout
+
+
+def test_models_and_export_print_json(mixed_db, tmp_path):
+    from schedb.spec import ZOO_NAMES
+
+    res = CliRunner().invoke(cli, ["models", "--json"])
+    assert res.exit_code == 0, explain(res)
+    zoo = json.loads(res.stdout)
+    assert [m["model"] for m in zoo] == list(ZOO_NAMES)
+    assert zoo[-1] == {"model": "tiny_mlp", "input_shapes": [[1, 64]], "parameters": 12_448, "tasks": None,
+                       "description": zoo[-1]["description"]}
+    res = CliRunner().invoke(cli, ["export", str(tmp_path / "out"), "--db", str(mixed_db), "--json"])
+    assert res.exit_code == 0, explain(res)
+    n_ms = sqlite3.connect(mixed_db).execute("SELECT COUNT(*) FROM records WHERE format = 'ms-trace'").fetchone()[0]
+    assert json.loads(res.stdout) == {"folder": str(tmp_path / "out"), "workloads": 2, "records": n_ms, "left_out": []}

@@ -107,6 +107,19 @@ class Records(Table):
             sql, args = sql + " WHERE workload_id = ?", [workload_id]
         return self.conn.execute(sql, args).fetchone()[0]
 
+    def count_legacy(self, model: str | None = None, target: str | None = None) -> int:
+        """Legacy (Ansor) records, which no MetaSchedule work dir can hold: of ``model``'s
+        workloads and for ``target``, as asked."""
+        sql, args = "SELECT COUNT(*) FROM records WHERE format != 'ms-trace'", []
+        if model is not None:
+            sql += (" AND workload_id IN (SELECT t.workload_id FROM model_tasks t JOIN models m"
+                    " ON m.id = t.model_id WHERE m.name = ?)")
+            args.append(model)
+        if target is not None:
+            sql += " AND target = ?"
+            args.append(target)
+        return self.conn.execute(sql, args).fetchone()[0]
+
     def count_ms(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM records WHERE format = 'ms-trace'").fetchone()[0]
 
