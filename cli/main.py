@@ -781,6 +781,11 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
 @handle_errors
 def browse(db_path, host, port):
     """Browse the database in a web browser (datasette, read-only): provenance queries and search charts."""
+    try:
+        import datasette  # noqa: F401 - an optional dependency: the `browse` extra
+    except ImportError:
+        raise SchedbError("schedb browse needs datasette: pip install 'schedb[browse]' "
+                          "(or, in a clone, pip install -e '.[browse]')") from None
     from schedb_cli.browse import serve
     from schedb.store import default_path
 

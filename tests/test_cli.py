@@ -467,3 +467,19 @@ def test_models_and_export_print_json(mixed_db, tmp_path):
     assert res.exit_code == 0, explain(res)
     n_ms = sqlite3.connect(mixed_db).execute("SELECT COUNT(*) FROM records WHERE format = 'ms-trace'").fetchone()[0]
     assert json.loads(res.stdout) == {"folder": str(tmp_path / "out"), "workloads": 2, "records": n_ms, "left_out": []}
+
+
+def test_install_is_light_and_browse_says_what_it_needs(monkeypatch, tmp_path):
+    import sys
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = [re.split(r"[<>=\[; ]", d)[0] for d in project["dependencies"]]
+    assert "xgboost-cpu" in names and "xgboost" not in names  # no nvidia-nccl-cu12 on a CPU machine
+    assert "datasette" not in names and project["optional-dependencies"]["browse"] == ["datasette>=0.64"]
+    assert "schedb[browse]" in project["optional-dependencies"]["test"]
+
+    monkeypatch.setitem(sys.modules, "datasette", None)  # as if not installed
+    res = CliRunner().invoke(cli, ["browse", "--db", str(tmp_path / "a.db")])
+    assert res.exit_code == 1 and res.output.strip().splitlines() == [
+        "Error: schedb browse needs datasette: pip install 'schedb[browse]' (or, in a clone, pip install -e '.[browse]')"]
