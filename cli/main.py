@@ -154,16 +154,21 @@ def cli():
 def models(tasks, as_json):
     """The model zoo (with task counts: --tasks)."""
     from schedb.models import load_model
+    from schedb.models.zoo import ZOO
+    from schedb.pipeline.phases import phase
     from schedb.tir.target import parse_target
     from schedb.tir.tasks import extract_tasks, lower
-    from schedb.models.zoo import ZOO
 
+    report = Reporter() if tasks else None
     target = parse_target(None) if tasks else None
     rows = []
     for name, entry in ZOO.items():
+        n = None
+        if tasks:
+            with phase(report.phase, f"counting the tasks of {name}"):
+                n = len(extract_tasks(lower(load_model(name), target), target))
         rows.append({"model": name, "input_shapes": [list(s) for s in entry.input_shapes], "parameters": entry.params,
-                     "tasks": len(extract_tasks(lower(load_model(name), target), target)) if tasks else None,
-                     "description": entry.description})
+                     "tasks": n, "description": entry.description})
     if as_json:
         emit_json(rows)
         return
@@ -250,25 +255,31 @@ def bench(model_spec, input_shape, target, logs, repeat, as_json, params_as_inpu
     from pathlib import Path
 
     check_first(model_spec, input_shape, target)
+    from schedb.pipeline.phases import phase
 
-    from schedb.ingest.workdir import tuned_with_bound_params
-    from schedb.models import load_model
-    from schedb.pipeline.evaluate import compile_model, open_schedules, time_torch, time_vm
-    from schedb.tir.target import canonical, parse_target
-    from schedb.tir.tasks import lower
+    report = Reporter()
+    with phase(report.phase, "loading TVM and PyTorch"):
+        from schedb.ingest.workdir import tuned_with_bound_params
+        from schedb.models import load_model
+        from schedb.pipeline.evaluate import compile_model, open_schedules, time_torch, time_vm
+        from schedb.tir.target import canonical, parse_target
+        from schedb.tir.tasks import lower
 
+        target = parse_target(target)
     quiet_tvm()
-    target = parse_target(target)
     bind = not params_as_inputs
     if bind and logs and tuned_with_bound_params(Path(logs)) is False:
         # The work dir's kernels take the weights as inputs: compile the same way, or few match.
         click.echo(f"note: {logs} was tuned with the weights as runtime inputs: compiling the same way", err=True)
         bind = False
-    lowered = lower(load_model(model_spec, input_shape), target, bind_params=bind)
-    database = open_schedules(logs, target) if logs else None
-    compiled = compile_model(lowered, target, database)
-    tvm_lat = time_vm(compiled, lowered, repeat=repeat)
-    torch_lat = time_torch(lowered, repeat=repeat)
+    with phase(report.phase, "importing and lowering the model"):
+        lowered = lower(load_model(model_spec, input_shape), target, bind_params=bind)
+    with phase(report.phase, "compiling"):
+        database = open_schedules(logs, target) if logs else None
+        compiled = compile_model(lowered, target, database)
+    with phase(report.phase, f"timing TVM and PyTorch, {repeat} runs each"):
+        tvm_lat = time_vm(compiled, lowered, repeat=repeat)
+        torch_lat = time_torch(lowered, repeat=repeat)
     result = {
         "model": lowered.model.name,
         "target": json.loads(canonical(target)),
@@ -740,22 +751,27 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
     """Refine stored schedules by droplet search; commit improvements."""
     from schedb.store import Store
 
+    from schedb.pipeline.phases import phase
+    from schedb.pipeline.refine import refine_stored, workloads_to_refine
+
     check_first(target=target)
     store = Store(db_path)
-    from schedb.pipeline.refine import refine_stored, workloads_to_refine
-    from schedb.search.measure import Engine
-    from schedb.tir.target import canonical, load_intrinsics, max_distance, parse_target
+    weights = workloads_to_refine(store, model_name, workload_ids)  # a wrong model name: before TVM loads
+    report = Reporter()
+    with phase(report.phase, "loading TVM"):
+        from schedb.search.measure import Engine
+        from schedb.tir.target import canonical, load_intrinsics, max_distance, parse_target
 
+        target = parse_target(target)
+        load_intrinsics(target)
     quiet_tvm()
-    weights = workloads_to_refine(store, model_name, workload_ids)
-    target = parse_target(target)
     note = store.records.coverage_note(canonical(target), same_target_only)
     if note:
         click.echo(f"note: {as_flags(note)}", err=True)
-    load_intrinsics(target)
-    done = refine_stored(store, weights, target, Engine(target, runner=runner), trials=trials, starts=starts,
-                         pvalue=pvalue, seed=seed, save_path=save_path,
-                         budget_s=budget, max_distance=max_distance(same_target_only))
+    with phase(report.phase, f"droplet search on {len(weights)} workloads"):
+        done = refine_stored(store, weights, target, Engine(target, runner=runner), trials=trials, starts=starts,
+                             pvalue=pvalue, seed=seed, save_path=save_path,
+                             budget_s=budget, max_distance=max_distance(same_target_only))
     if not done:
         raise SchedbError(f"nothing to refine: none of the {len(weights)} workloads has a MetaSchedule record "
                           "usable for this target")

@@ -81,7 +81,7 @@ def test_user_model_tunes_and_benches(kind, tmp_path):
     assert len(JSONDatabase(work_dir=str(out))) > 0
     res = runner.invoke(cli, ["bench", "--model", spec, "--logs", str(out), "--repeat", "3", "--json"])
     assert res.exit_code == 0, explain(res)
-    report = json.loads(res.output)
+    report = json.loads(res.stdout)
     assert report["tuned_tasks"] >= 1
     assert report["max_abs_err"] < 1e-3
     assert report["tvm"]["median_ms"] > 0
@@ -123,7 +123,7 @@ def test_bench_with_fixture_logs_schedules_kernels():
     res = CliRunner().invoke(cli, ["bench", "--model", "tiny_cnn", "--logs", str(FIXTURES / "tiny_cnn"),
                                    "--repeat", "3", "--json"])
     assert res.exit_code == 0, explain(res)
-    assert json.loads(res.output)["tuned_tasks"] >= 3
+    assert json.loads(res.stdout)["tuned_tasks"] >= 3
     assert "note:" not in res.output  # tuned on this pipeline: bound weights
 
 
