@@ -331,8 +331,8 @@ def test_contract_with_db_is_current(tmp_path):
 def test_tune_into_a_database_seeds_from_distinct_traces(tmp_path, target):
     """`tune --db` is the one caller that asks for one record per trace (a search seeded with
     k different schedules); TVM's default, every record, is everyone else's."""
-    from schedb.pipeline.tune import _database
+    from schedb.pipeline.tune import trials_database
     from schedb.store.database import Database
 
-    assert _database(tmp_path, tmp_path / "t.db", target, "m").distinct_traces is True
+    assert trials_database(tmp_path, tmp_path / "t.db", target, "m").distinct_traces is True
     assert Database(tmp_path / "t.db").distinct_traces is False
