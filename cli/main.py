@@ -75,14 +75,21 @@ def quiet_tvm():
 ROW_ID = click.IntRange(1, 2**63 - 1)  # an SQLite rowid
 
 
-def check_first(model_spec: str | None = None, input_shape: str | None = None, target: str | None = None):
-    """Fail fast: what the user named, checked before TVM or PyTorch is imported (seconds)."""
+def check_first(model_spec: str | None = None, input_shape: str | None = None, target: str | None = None,
+                report_path: str | None = None):
+    """Fail fast: what the user named, checked before TVM or PyTorch is imported (seconds)
+    and, for a report, before the run whose end writes it."""
+    from pathlib import Path
+
     from schedb.spec import check_model_spec
     from schedb.tir.target import check_target
 
     if model_spec is not None:
         check_model_spec(model_spec, input_shape)
     check_target(target)
+    if report_path is not None and not Path(report_path).absolute().parent.is_dir():
+        raise click.BadParameter(f"{report_path}: no such folder {str(Path(report_path).parent)!r}",
+                                 param_hint="'--report'")
 
 
 class Reporter:
@@ -417,7 +424,14 @@ def show_record(record_id, db_path, as_json, full):
     from schedb.store.records import record_details
     from schedb.tir.target import label
 
-    d = record_details(Store(db_path, readonly=True), record_id, script=not as_json)
+    from schedb.pipeline.phases import phase
+
+    store = Store(db_path, readonly=True)
+    if as_json:
+        d = record_details(store, record_id, script=False)
+    else:  # TVM renders the schedule: seconds to load
+        with phase(Reporter().phase, "loading TVM to render the schedule"):
+            d = record_details(store, record_id, script=True)
     if d is None:
         raise SchedbError(f"no record {record_id}")
     r, lin = d["row"], d["lineage"]
@@ -606,7 +620,7 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     from schedb.pipeline.phases import phase
     from schedb.store import Store
 
-    check_first(model_spec, input_shape, target)
+    check_first(model_spec, input_shape, target, report_path)
     store = Store(db_path)
     report = Reporter()
     with phase(report.phase, "loading TVM and PyTorch"):  # seconds of imports, the first thing a user waits for
@@ -683,7 +697,7 @@ def fast(model_spec, input_shape, target, db_path, budget, transfer_share, laten
     from schedb.pipeline.phases import phase
     from schedb.store import Store
 
-    check_first(model_spec, input_shape, target)
+    check_first(model_spec, input_shape, target, report_path)
     store = Store(db_path)
     report = Reporter()
     with phase(report.phase, "loading TVM and PyTorch"):

@@ -439,6 +439,8 @@ def test_zoo_names_are_the_zoo():
     (["transfer", "-m", "tiny_mlp", "--target", '{"mcpu": "x"}'], "a JSON target is an object with a \"kind\""),
     (["neighbors", "-m", "tiny_mlp", "--db", "/nonexistent/x.db"], "no such database"),
     (["transfer", "-m", "tiny_mlp", "--db", "/nonexistent/x.db"], "no such folder"),
+    (["transfer", "-m", "tiny_mlp", "--report", "/nonexistent/r.json"],
+     "/nonexistent/r.json: no such folder '/nonexistent'"),
 ])
 def test_fail_fast_before_tvm_or_torch(args, message):
     """A wrong model, shape, target or path fails in well under a second: TVM and PyTorch
