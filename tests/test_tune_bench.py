@@ -246,7 +246,7 @@ def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
     before = Store(db).records.count()
     asked = []
     top = Records.top  # what schedb.Database.get_top_k answers MetaSchedule with
-    monkeypatch.setattr(Records, "top", lambda self, *a, **kw: asked.append(a) or top(self, *a, **kw))
+    monkeypatch.setattr(Records, "top", lambda self, *a, **kw: asked.append(kw) or top(self, *a, **kw))
     out = tmp_path / "work"
     res = CliRunner().invoke(cli, ["tune", "--model", "tiny_mlp", "--trials-per-task", "4", "--trials-per-iter", "4",
                                    "--db", str(db), "--out", str(out)])
@@ -258,6 +258,7 @@ def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
                           " WHERE r.id > ?", (before,))[1]
     assert origins == [("tuned", "tiny_mlp")]
     assert asked  # the search drew its start from the database
+    assert all(kw.get("distinct") is True for kw in asked)  # k different schedules, not k of one trace
     meta = json.loads((out / "schedb.json").read_text())
     assert meta["database"] == str(db)
     # Then every task's records and untuned kernel ran side by side, and the winner stands.
