@@ -21,8 +21,10 @@ def _commands(group: click.Group, prefix: list[str]):
 
 
 def _help(path: list[str], cmd: click.Command) -> str:
-    # A fixed width, so the text does not depend on the terminal that renders it.
-    with click.Context(cmd, info_name=" ".join(path), terminal_width=100, max_content_width=100) as ctx:
+    # A fixed width, so the text does not depend on the terminal that renders it; -h as well
+    # as --help, as every command takes (the group's context settings).
+    with click.Context(cmd, info_name=" ".join(path), terminal_width=100, max_content_width=100,
+                       **cli.context_settings) as ctx:
         return cmd.get_help(ctx)
 
 

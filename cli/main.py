@@ -13,6 +13,8 @@ import time
 import click
 
 from schedb.errors import SchedbError, printable
+from schedb_cli.output import emit, emit_json, output_options, pick_format, print_table
+from schedb_cli.params import Duration, duration_help, model_list
 
 
 def handle_errors(f):
@@ -22,9 +24,17 @@ def handle_errors(f):
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
-            return f(*args, **kwargs)
+            result = f(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            return result
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`schedb sql ... | head -1`): no error line, no "Exception
+            # ignored" at exit. (Python's documented way: stdout onto /dev/null.)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(1)
         except Exception as e:
             if os.environ.get("SCHEDB_DEBUG") == "1":
                 raise
@@ -63,6 +73,23 @@ def quiet_tvm():
 
 
 ROW_ID = click.IntRange(1, 2**63 - 1)  # an SQLite rowid
+
+
+def check_first(model_spec: str | None = None, input_shape: str | None = None, target: str | None = None,
+                report_path: str | None = None):
+    """Fail fast: what the user named, checked before TVM or PyTorch is imported (seconds)
+    and, for a report, before the run whose end writes it."""
+    from pathlib import Path
+
+    from schedb.spec import check_model_spec
+    from schedb.tir.target import check_target
+
+    if model_spec is not None:
+        check_model_spec(model_spec, input_shape)
+    check_target(target)
+    if report_path is not None and not Path(report_path).absolute().parent.is_dir():
+        raise click.BadParameter(f"{report_path}: no such folder {str(Path(report_path).parent)!r}",
+                                 param_hint="'--report'")
 
 
 class Reporter:
@@ -120,7 +147,7 @@ target_option = click.option(
 )
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="schedb")
 def cli():
     """schedb: a schedule database for Apache TVM."""
@@ -129,26 +156,32 @@ def cli():
 @cli.command()
 @click.option("--tasks/--no-tasks", default=False, show_default=True,
               help="Count each model's tasks (imports and lowers every model: minutes).")
+@click.option("--json", "as_json", is_flag=True, help="Print the zoo as JSON: one object per model.")
 @handle_errors
-def models(tasks):
+def models(tasks, as_json):
     """The model zoo (with task counts: --tasks)."""
-    from rich.console import Console
-    from rich.table import Table
-
     from schedb.models import load_model
+    from schedb.models.zoo import ZOO
+    from schedb.pipeline.phases import phase
     from schedb.tir.target import parse_target
     from schedb.tir.tasks import extract_tasks, lower
-    from schedb.models.zoo import ZOO
 
-    table = Table("model", "input", "parameters", "tasks", "description")
+    report = Reporter() if tasks else None
     target = parse_target(None) if tasks else None
+    rows = []
     for name, entry in ZOO.items():
-        n = ""
+        n = None
         if tasks:
-            n = str(len(extract_tasks(lower(load_model(name), target), target)))
-        shapes = ";".join(",".join(map(str, s)) for s in entry.input_shapes)
-        table.add_row(name, shapes, f"{entry.params:,}", n, entry.description)
-    Console().print(table)
+            with phase(report.phase, f"counting the tasks of {name}"):
+                n = len(extract_tasks(lower(load_model(name), target), target))
+        rows.append({"model": name, "input_shapes": [list(s) for s in entry.input_shapes], "parameters": entry.params,
+                     "tasks": n, "description": entry.description})
+    if as_json:
+        emit_json(rows)
+        return
+    print_table(["model", "input", "parameters", "tasks", "description"],
+                [[r["model"], ";".join(",".join(map(str, s)) for s in r["input_shapes"]), f"{r['parameters']:,}",
+                  r["tasks"], r["description"]] for r in rows])
 
 
 @cli.command()
@@ -159,10 +192,10 @@ def models(tasks):
 @click.option("--trials-per-task", type=int, default=32, show_default=True, help="Trials per task.")
 @click.option("--trials-per-iter", type=int, default=32, show_default=True,
               help="Candidates per measured batch.")
-@click.option("--time-limit", type=float, default=None,
-              help="Stop after this many seconds (the batches in flight finish). With a global --trials below "
-                   "the per-task budgets, MetaSchedule's gradient scheduler picks the tasks and looks at the clock "
-                   "only after every task has had its first batch.")
+@click.option("--time-limit", type=Duration("s", zero=True), default=None,
+              help=duration_help("Stop after this long (the batches in flight finish). With a global --trials below "
+                                 "the per-task budgets, MetaSchedule's gradient scheduler picks the tasks and looks at "
+                                 "the clock only after every task has had its first batch.", "s"))
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Work dir to write.")
 @click.option("--db", "db_path", default=None, type=click.Path(dir_okay=False),
@@ -172,12 +205,14 @@ def models(tasks):
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out: its trials count against the budget, its records seed the search.")
 @params_option
+@click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 @handle_errors
 def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_iter, time_limit, seed, out,
-         db_path, resume, params_as_inputs):
+         db_path, resume, params_as_inputs, as_json):
     """Tune every task of a model with MetaSchedule into a standard work dir."""
     from schedb.pipeline.phases import phase
 
+    check_first(model_spec, input_shape, target)
     report = Reporter()
     with phase(report.phase, "loading TVM and PyTorch"):  # seconds of imports, the first thing a user waits for
         from schedb.models import load_model
@@ -201,6 +236,9 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
     budget = TuneBudget(trials, trials_per_task, trials_per_iter, time_limit)
     meta = run_tune(model, target, out, budget, seed=seed, progress=progress, bind_params=not params_as_inputs,
                     resume=resume, database=db_path, on_phase=report.phase)
+    if as_json:
+        emit_json(meta)
+        return
     click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['measured']} of {meta['trials']} trials, "
                f"{meta['wall_time_s']} s -> {out}")
     if "choices" in meta:
@@ -223,24 +261,32 @@ def bench(model_spec, input_shape, target, logs, repeat, as_json, params_as_inpu
     """Compile a model, check it against PyTorch, time it next to PyTorch eager."""
     from pathlib import Path
 
-    from schedb.ingest.workdir import tuned_with_bound_params
-    from schedb.models import load_model
-    from schedb.pipeline.evaluate import compile_model, open_schedules, time_torch, time_vm
-    from schedb.tir.target import canonical, parse_target
-    from schedb.tir.tasks import lower
+    check_first(model_spec, input_shape, target)
+    from schedb.pipeline.phases import phase
 
+    report = Reporter()
+    with phase(report.phase, "loading TVM and PyTorch"):
+        from schedb.ingest.workdir import tuned_with_bound_params
+        from schedb.models import load_model
+        from schedb.pipeline.evaluate import compile_model, open_schedules, time_torch, time_vm
+        from schedb.tir.target import canonical, parse_target
+        from schedb.tir.tasks import lower
+
+        target = parse_target(target)
     quiet_tvm()
-    target = parse_target(target)
     bind = not params_as_inputs
     if bind and logs and tuned_with_bound_params(Path(logs)) is False:
         # The work dir's kernels take the weights as inputs: compile the same way, or few match.
         click.echo(f"note: {logs} was tuned with the weights as runtime inputs: compiling the same way", err=True)
         bind = False
-    lowered = lower(load_model(model_spec, input_shape), target, bind_params=bind)
-    database = open_schedules(logs, target) if logs else None
-    compiled = compile_model(lowered, target, database)
-    tvm_lat = time_vm(compiled, lowered, repeat=repeat)
-    torch_lat = time_torch(lowered, repeat=repeat)
+    with phase(report.phase, "importing and lowering the model"):
+        lowered = lower(load_model(model_spec, input_shape), target, bind_params=bind)
+    with phase(report.phase, "compiling"):
+        database = open_schedules(logs, target) if logs else None
+        compiled = compile_model(lowered, target, database)
+    with phase(report.phase, f"timing TVM and PyTorch, {repeat} runs each"):
+        tvm_lat = time_vm(compiled, lowered, repeat=repeat)
+        torch_lat = time_torch(lowered, repeat=repeat)
     result = {
         "model": lowered.model.name,
         "target": json.loads(canonical(target)),
@@ -287,7 +333,7 @@ def ingest(paths, db_path, model, as_json):
 
         quiet_tvm()
         report, path = ingest_into(db_path, paths, model=model, on_file=lambda f, r: progress.line(
-            printable(f"{f}: {r.files} files, {r.new_records} new records so far")))
+            printable(f"{f}: {_n(r.files, 'file')}, {_n(r.new_records, 'new record')} so far")))
     report.warnings = [printable(w) for w in report.warnings]  # file names of any bytes
     report.errors = [printable(e) for e in report.errors]
     for w in report.warnings:
@@ -297,12 +343,19 @@ def ingest(paths, db_path, model, as_json):
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=1))
     else:
+        r = report
+        invalid = _n(r.invalid, "invalid measurement")
+        if r.invalid:  # stored, never chosen: say what they are
+            invalid += (" (Ansor error records: build or run failures)" if r.invalid_ansor == r.invalid else
+                        " (build or run failures" + (f", {r.invalid_ansor} of them Ansor error records"
+                                                     if r.invalid_ansor else "") + ")")
         click.echo(
-            f"{report.files} files ingested ({report.already} already in the database), "
-            f"{report.new_workloads} new workloads, {report.new_records} new records, "
-            f"{report.duplicates} duplicates, {report.invalid} invalid measurements, "
-            + (f"{report.choices} standing choices, " if report.choices else "")
-            + f"{report.skipped_lines} lines skipped, {len(report.errors)} files rejected -> {path if path.exists() else 'no database written'}"
+            f"{_n(r.files, 'file')} ingested ({r.already} already in the database), "
+            f"{_n(r.new_workloads, 'new workload')}, {_n(r.new_records, 'new record')}, "
+            f"{_n(r.duplicates, 'duplicate')}, {invalid}, "
+            + (f"{_n(r.choices, 'standing choice')}, " if r.choices else "")
+            + f"{_n(r.skipped_lines, 'line')} skipped, {_n(len(r.errors), 'file')} rejected"
+            f" -> {path if path.exists() else 'no database written'}"
         )
     if report.rejected:
         sys.exit(1)
@@ -311,42 +364,22 @@ def ingest(paths, db_path, model, as_json):
 @cli.command()
 @click.argument("query")
 @db_option
-@click.option("--csv", "as_csv", is_flag=True, help="CSV output.")
-@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.option("-p", "--param", "params", nargs=2, multiple=True, metavar="NAME VALUE",
+              help="A named parameter of the query, :NAME (repeatable).")
+@output_options
 @click.option("--write", is_flag=True, help="Allow statements that change the database.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="Stop the query after this many seconds (0: never).")
+@click.option("--timeout", type=Duration("s", zero=True), default="60s", show_default=True,
+              help=duration_help("Stop the query after this long (0: never).", "s"))
 @handle_errors
-def sql(query, db_path, as_csv, as_json, write, timeout):
-    """Run SQL against the database (read-only unless --write)."""
-    import csv
-
+def sql(query, db_path, params, write, timeout, json_cols, **fmt_flags):
+    """Run SQL against the database (read-only unless --write); QUERY "-" reads it from stdin."""
     from schedb.store import Store
 
-    if as_csv and as_json:
-        raise click.UsageError("--csv and --json exclude each other")
-    fmt = "csv" if as_csv else "json" if as_json else None
-    cols, rows = Store(db_path, readonly=not write).query(query, timeout=timeout or None)
-    # BLOBs (records.digest) as hex, in every output format.
-    rows = [tuple(v.hex() if isinstance(v, bytes) else v for v in r) for r in rows]
-    if fmt == "json":
-        click.echo(json.dumps([dict(zip(cols, r)) for r in rows], indent=1))
-    elif fmt == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(cols)
-        w.writerows(rows)
-    elif cols:
-        print_table(cols, rows)
-
-
-def print_table(cols, rows, overflow="ellipsis"):
-    from rich.console import Console
-    from rich.table import Column, Table
-
-    table = Table(*[Column(c, overflow=overflow) for c in cols])
-    for r in rows:
-        table.add_row(*["" if v is None else str(v) for v in r])
-    Console(width=200).print(table)
+    fmt = pick_format({**fmt_flags, "json_cols": json_cols})
+    if query == "-":
+        query = sys.stdin.read()
+    cols, rows = Store(db_path, readonly=not write).query(query, dict(params), timeout=timeout or None)
+    emit(cols, rows, fmt, json_cols)
 
 
 @cli.group()
@@ -393,7 +426,14 @@ def show_record(record_id, db_path, as_json, full):
     from schedb.store.records import record_details
     from schedb.tir.target import label
 
-    d = record_details(Store(db_path, readonly=True), record_id, script=not as_json)
+    from schedb.pipeline.phases import phase
+
+    store = Store(db_path, readonly=True)
+    if as_json:
+        d = record_details(store, record_id, script=False)
+    else:  # TVM renders the schedule: seconds to load
+        with phase(Reporter().phase, "loading TVM to render the schedule"):
+            d = record_details(store, record_id, script=True)
     if d is None:
         raise SchedbError(f"no record {record_id}")
     r, lin = d["row"], d["lineage"]
@@ -447,8 +487,9 @@ def print_grid(rows):
 @cli.command()
 @click.argument("record_id", type=ROW_ID)
 @db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the chain as JSON: one object per record.")
 @handle_errors
-def provenance(record_id, db_path):
+def provenance(record_id, db_path, as_json):
     """The chain from a record back to the original log line."""
     from schedb.store import Store
 
@@ -458,7 +499,10 @@ def provenance(record_id, db_path):
     cols = ["depth", "id", "origin", "workload_id", "kind", "mean_s", "model", "file", "line",
             "source_workload_id", "distance", "created_at"]
     rows = [[printable(r[c]) if c == "file" and r[c] is not None else r[c] for c in cols] for r in chain]
-    print_table(cols, rows, overflow="fold")  # never cut the file path
+    if as_json:
+        emit_json([dict(zip(cols, row)) for row in rows])
+    else:
+        print_table(cols, rows, overflow="fold")  # never cut the file path
     if chain[-1]["parent_id"] is not None:
         click.echo(f"note: record {chain[-1]['id']}'s parent {chain[-1]['parent_id']} is already in the chain: "
                    "the lineage loops (a damaged database); stopped there", err=True)
@@ -472,8 +516,9 @@ def provenance(record_id, db_path):
 @click.option("--model", default=None, help="Only the workloads of this model.")
 @click.option("--target", default=None, help="Only records tuned for this target (default: every target).")
 @click.option("--force", is_flag=True, help="Replace FOLDER if it is not empty.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @handle_errors
-def export(folder, db_path, fmt, model, target, force):
+def export(folder, db_path, fmt, model, target, force, as_json):
     """Write the database's schedules as a standard MetaSchedule work dir."""
     from schedb.store import Store
     from schedb.tir.target import canonical, parse_target
@@ -482,7 +527,10 @@ def export(folder, db_path, fmt, model, target, force):
     target_key = canonical(parse_target(target)) if target else None
     n_wl, n_rec, bad = export_workdir(Store(db_path, readonly=True), folder, model=model, target=target_key,
                                       force=force)
-    click.echo(f"wrote {n_wl} workloads, {n_rec} records -> {folder}")
+    if as_json:
+        emit_json({"folder": folder, "workloads": n_wl, "records": n_rec, "left_out": bad})
+        return
+    click.echo(f"wrote {_n(n_wl, 'workload')}, {_n(n_rec, 'record')} -> {folder}")
     if bad:
         click.echo(f"left out {len(bad)} records whose trace or run times do not parse "
                    f"(ids {', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''})", err=True)
@@ -494,23 +542,42 @@ def export(folder, db_path, fmt, model, target, force):
 @target_option
 @db_option
 @click.option("-k", type=int, default=5, show_default=True, help="Nearest workloads per task.")
-@click.option("--exclude-model", multiple=True, help="Never return workloads only these models tuned.")
+@click.option("--exclude-model", multiple=True, callback=model_list,
+              help="Never return workloads only these models tuned (repeatable, or comma-separated).")
 @same_target_option
 @params_option
+@click.option("--json", "as_json", is_flag=True, help="Print the neighbours as JSON: one object per task.")
 @handle_errors
-def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_target_only, params_as_inputs):
+def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_target_only, params_as_inputs,
+              as_json):
     """For every task of a model, the nearest tuned workloads in the database."""
-    from schedb.models import load_model
-    from schedb.pipeline.neighbors import neighbors as find_neighbors
+    from schedb.pipeline.phases import phase
     from schedb.store import Store
-    from schedb.tir.target import canonical, label, parse_target
 
-    target = parse_target(target)
-    note, found = find_neighbors(Store(db_path, readonly=True), load_model(model_spec, input_shape), target, k,
-                                 list(exclude_model), same_target_only, not params_as_inputs)
+    check_first(model_spec, input_shape, target)
+    store = Store(db_path, readonly=True)
+    report = Reporter()
+    with phase(report.phase, "loading TVM and PyTorch"):
+        from schedb.models import load_model
+        from schedb.pipeline.neighbors import neighbors as find_neighbors
+        from schedb.tir.target import canonical, label, parse_target
+
+        target = parse_target(target)
+    with phase(report.phase, "importing the model"):
+        model = load_model(model_spec, input_shape)
+    note, found = find_neighbors(store, model, target, k, exclude_model, same_target_only, not params_as_inputs,
+                                 on_phase=report.phase)
     if note:
         click.echo(f"note: {as_flags(note)}", err=True)
-    target_key, rows = canonical(target), []
+    target_key = canonical(target)
+    if as_json:
+        emit_json([{"task": t.task, "kind": t.kind, "neighbors": [
+            {"rank": i + 1, "workload_id": nb.workload_id, "distance": nb.distance, "exact": exact,
+             "models": nb.models, "target": json.loads(nb.target) if nb.target else None,
+             "same_target": nb.target == target_key}
+            for i, (nb, exact) in enumerate(zip(t.neighbors, t.exact))]} for t in found])
+        return
+    rows = []
     for t in found:
         if not t.neighbors:
             rows.append([t.task, t.kind, "-", "-", "-", "-", "-"])
@@ -526,8 +593,10 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @shape_option
 @target_option
 @db_option
-@click.option("--sources", default=None, help="Comma-separated models whose schedules may be used.")
-@click.option("--exclude-model", multiple=True, help="Never use schedules of this model (repeatable).")
+@click.option("--source", "--sources", "sources", multiple=True, callback=model_list,
+              help="Use only schedules of these models (repeatable, or comma-separated; default: every model).")
+@click.option("--exclude-model", multiple=True, callback=model_list,
+              help="Never use schedules of these models (repeatable, or comma-separated).")
 @click.option("-k", type=int, default=3, show_default=True, help="Nearest workloads per task.")
 @click.option("--droplet/--no-droplet", default=False, show_default=True, help="Refine winners by droplet search.")
 @click.option("--droplet-trials", type=int, default=16, show_default=True,
@@ -537,7 +606,7 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @click.option("--search-trials", type=int, default=8, show_default=True,
               help="Schedules sampled from MetaSchedule's design space for a task nothing transfers to (0: none).")
 @click.option("--trials", type=int, default=None, help="Cap on measured candidates in all.")
-@click.option("--budget", type=float, default=None, help="Cap on search time, minutes.")
+@click.option("--budget", type=Duration("m"), default=None, help=duration_help("Cap on search time.", "m"))
 @click.option("--e2e-repeat", type=click.IntRange(min=0), default=10, show_default=True,
               help="Rounds of the end-to-end timing, the model and PyTorch interleaved (0: compile and check "
                    "the model, time nothing).")
@@ -545,26 +614,28 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 @same_target_option
 @params_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (what --report writes).")
 @handle_errors
 def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
              droplet_share, trials, budget, e2e_repeat, runner, report_path, same_target_only, params_as_inputs,
-             search_trials):
+             search_trials, as_json):
     """Transfer-tune a model from the schedules in the database."""
     from schedb.pipeline.phases import phase
+    from schedb.store import Store
 
+    check_first(model_spec, input_shape, target, report_path)
+    store = Store(db_path)
     report = Reporter()
     with phase(report.phase, "loading TVM and PyTorch"):  # seconds of imports, the first thing a user waits for
         from schedb.models import load_model
         from schedb.pipeline.transfer import Options, transfer as run_transfer
-        from schedb.store import Store
         from schedb.tir.target import parse_target
 
         target = parse_target(target)
     quiet_tvm()
-    store = Store(db_path)
-    opts = Options(k=k, sources=sources.split(",") if sources else None, exclude=list(exclude_model),
+    opts = Options(k=k, sources=sources or None, exclude=exclude_model,
                    droplet=droplet, droplet_trials=droplet_trials, droplet_share=droplet_share, trials=trials,
-                   budget_s=budget * 60 if budget is not None else None, runner=runner,
+                   budget_s=budget, runner=runner,
                    same_target_only=same_target_only, bind_params=not params_as_inputs,
                    search_trials=search_trials, e2e_repeat=e2e_repeat)
 
@@ -579,6 +650,12 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     rep = run_transfer(store, model, target, opts, progress, on_phase=report.phase)
     for note in rep.notes:
         report.console.print(f"note: {as_flags(note)}", markup=False)
+    if report_path:
+        with open(report_path, "w") as f:
+            json.dump(rep.as_dict(), f, indent=1)
+    if as_json:
+        emit_json(rep.as_dict())
+        return
     cols = ["task", "weight", "source", "from", "distance", "untuned_us", "transferred_us", "refined_us"]
     rows = [[r.task, r.weight, r.source, _source(r, rep.target) or as_flags(r.reason or ""),
              "" if r.distance is None else f"{r.distance:.2f}",
@@ -600,9 +677,6 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
         click.echo("end-to-end timing skipped (--e2e-repeat 0)")
     else:
         _print_e2e(rep)
-    if report_path:
-        with open(report_path, "w") as f:
-            json.dump(rep.as_dict(), f, indent=1)
 
 
 @cli.command()
@@ -610,36 +684,45 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
 @shape_option
 @target_option
 @db_option
-@click.option("--budget", type=click.FloatRange(min=0, min_open=True), required=True,
-              help="Minutes for the whole step: transfer, tuning and the final timing.")
+@click.option("--budget", type=Duration("m"), required=True,
+              help=duration_help("Time for the whole step: transfer, tuning and the final timing.", "m"))
 @click.option("--transfer-share", type=click.FloatRange(0, 1, min_open=True), default=0.4, show_default=True,
               help="Share of the budget the transfer (droplet included) may take.")
 @click.option("--latency-share", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
               help="Tune the heaviest tasks until they cover this share of the estimated latency.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 @params_option
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (what --report writes).")
 @handle_errors
 def fast(model_spec, input_shape, target, db_path, budget, transfer_share, latency_share, report_path,
-         params_as_inputs):
+         params_as_inputs, as_json):
     """The fastest model a time budget buys: transfer, tune the heaviest tasks, choose, time."""
     from schedb.pipeline.phases import phase
+    from schedb.store import Store
 
+    check_first(model_spec, input_shape, target, report_path)
+    store = Store(db_path)
     report = Reporter()
     with phase(report.phase, "loading TVM and PyTorch"):
         from schedb.models import load_model
         from schedb.pipeline.fast import FastOptions, fast as run_fast
-        from schedb.store import Store
         from schedb.tir.target import parse_target
 
         target = parse_target(target)
     quiet_tvm()
-    opts = FastOptions(budget * 60, transfer_share, latency_share, bind_params=not params_as_inputs)
+    opts = FastOptions(budget, transfer_share, latency_share, bind_params=not params_as_inputs)
     with phase(report.phase, "importing the model"):
         model = load_model(model_spec, input_shape)
-    rep = run_fast(Store(db_path), model, target, opts,
+    rep = run_fast(store, model, target, opts,
                    lambda done, total, r: report.line(f"task {done}/{total} {r.task}: {r.source}"), report.phase)
     for note in rep.notes:
         report.console.print(f"note: {as_flags(note)}", markup=False)
+    if report_path:
+        with open(report_path, "w") as f:
+            json.dump(rep.as_dict(), f, indent=1)
+    if as_json:
+        emit_json(rep.as_dict())
+        return
     counts = {s: sum(r.source == s for r in rep.transfer.tasks) for s in ("exact", "neighbor", "anchor", "untuned")}
     click.echo(f"transfer: {counts['exact']} exact, {counts['neighbor']} neighbour, {counts['anchor']} anchor, "
                f"{counts['untuned']} untuned of {len(rep.transfer.tasks)} tasks, {rep.transfer.search_wall_s:.0f} s")
@@ -648,9 +731,6 @@ def fast(model_spec, input_shape, target, db_path, budget, transfer_share, laten
         lat = rep.e2e.get(name)
         if lat:
             click.echo(f"{name:8s} {lat['median_ms']:9.2f} ms  (IQR {lat['p25_ms']:.2f}-{lat['p75_ms']:.2f})")
-    if report_path:
-        with open(report_path, "w") as f:
-            json.dump(rep.as_dict(), f, indent=1)
 
 
 def _print_e2e(rep) -> None:
@@ -674,37 +754,49 @@ def _print_e2e(rep) -> None:
 @db_option
 @click.option("--trials", type=int, default=32, show_default=True,
               help="Measurements per workload on average: one budget for all, spent where the time is.")
-@click.option("--budget", type=float, default=None, help="Cap on search time, minutes.")
+@click.option("--budget", type=Duration("m"), default=None, help=duration_help("Cap on search time.", "m"))
 @click.option("--starts", type=int, default=3, show_default=True, help="Start from this many best records.")
 @click.option("--pvalue", type=float, default=0.05, show_default=True, help="t-test threshold for a move.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search.")
 @click.option("--save-path", is_flag=True, help="Store every measured point of the search.")
 @click.option("--runner", default="local", show_default=True, help="local or rpc://host:port/key")
 @same_target_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON: one object per workload.")
 @handle_errors
 def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, pvalue, seed, save_path, runner,
-            same_target_only):
+            same_target_only, as_json):
     """Refine stored schedules by droplet search; commit improvements."""
-    from schedb.pipeline.refine import refine_stored, workloads_to_refine
-    from schedb.search.measure import Engine
     from schedb.store import Store
-    from schedb.tir.target import canonical, load_intrinsics, max_distance, parse_target
 
-    quiet_tvm()
+    from schedb.pipeline.phases import phase
+    from schedb.pipeline.refine import refine_stored, workloads_to_refine
+
+    check_first(target=target)
     store = Store(db_path)
-    weights = workloads_to_refine(store, model_name, workload_ids)
-    target = parse_target(target)
+    weights = workloads_to_refine(store, model_name, workload_ids)  # a wrong model name: before TVM loads
+    report = Reporter()
+    with phase(report.phase, "loading TVM"):
+        from schedb.search.measure import Engine
+        from schedb.tir.target import canonical, load_intrinsics, max_distance, parse_target
+
+        target = parse_target(target)
+        load_intrinsics(target)
+    quiet_tvm()
     note = store.records.coverage_note(canonical(target), same_target_only)
     if note:
         click.echo(f"note: {as_flags(note)}", err=True)
-    load_intrinsics(target)
-    done = refine_stored(store, weights, target, Engine(target, runner=runner), trials=trials, starts=starts,
-                         pvalue=pvalue, seed=seed, save_path=save_path,
-                         budget_s=budget * 60 if budget is not None else None,
-                         max_distance=max_distance(same_target_only))
+    with phase(report.phase, f"droplet search on {len(weights)} workloads"):
+        done = refine_stored(store, weights, target, Engine(target, runner=runner), trials=trials, starts=starts,
+                             pvalue=pvalue, seed=seed, save_path=save_path,
+                             budget_s=budget, max_distance=max_distance(same_target_only))
     if not done:
         raise SchedbError(f"nothing to refine: none of the {len(weights)} workloads has a MetaSchedule record "
                           "usable for this target")
+    if as_json:
+        from dataclasses import asdict
+
+        emit_json([asdict(r) for r in done])
+        return
     print_table(["workload", "kind", "weight", "start_us", "refined_us", "gain", "trials", "failed", "p",
                  "accepted", "record"],
                 [[r.workload_id, r.kind, r.weight, _fmt(r.start_us), _fmt(r.best_us),
@@ -722,6 +814,11 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
 @handle_errors
 def browse(db_path, host, port):
     """Browse the database in a web browser (datasette, read-only): provenance queries and search charts."""
+    try:
+        import datasette  # noqa: F401 - an optional dependency: the `browse` extra
+    except ImportError:
+        raise SchedbError("schedb browse needs datasette: pip install 'schedb[browse]' "
+                          "(or, in a clone, pip install -e '.[browse]')") from None
     from schedb_cli.browse import serve
     from schedb.store import default_path
 
@@ -735,6 +832,11 @@ def _source(r, target_key):
     if r.source_model is None or r.source_target in (None, target_key):
         return r.source_model
     return f"{r.source_model} ({label(r.source_target)})"
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _fmt(x):

@@ -322,7 +322,7 @@ def test_truncated_last_line_cli(tmp_path):
     cli_ok(result)
     assert result.exit_code != 0, explain(result)
     assert f"{wd / RECORDS}:{bad_line}:" in result.output
-    assert "1 lines skipped" in result.output
+    assert "1 line skipped" in result.output
     assert Store(db).counts()["records"] == len(TINY_R) - 1
 
 
@@ -716,6 +716,10 @@ def test_ingesting_the_folder_that_holds_the_database(tmp_path, monkeypatch):
     assert Store(tmp_path / "logs" / "schedb.db").counts()["records"] == len(TINY_R)
     again = CliRunner().invoke(cli, ["ingest", "schedb.db"])
     assert again.exit_code == 1 and "is the database being written to" in again.output
+    for part in ("schedb.db-wal", "schedb.db-shm"):  # nor its write-ahead log or shared memory
+        (tmp_path / "logs" / part).touch()
+        res = CliRunner().invoke(cli, ["ingest", part])
+        assert res.exit_code == 1 and f"{part}: is a part (-wal / -shm) of the database being written to" in res.output
 
 
 def test_a_folder_without_logs_is_an_error_and_leaves_no_database(tmp_path):

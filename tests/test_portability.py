@@ -144,6 +144,15 @@ def test_neighbors_cli_finds_foreign_records_and_says_so(foreign_db):
     assert "ignored (--same-target-only)" in strict.output
     table = strict.output.split("--same-target-only)")[1]
     assert "tiny_cnn" not in table and "(exact)" not in table  # no neighbour from the foreign records
+    as_json = CliRunner().invoke(cli, ["neighbors", "--model", "tiny_cnn_wide", "--db", str(foreign_db), "-k", "1",
+                                       "--json"])
+    assert as_json.exit_code == 0, explain(as_json)
+    tasks = json.loads(as_json.stdout)
+    assert tasks and all(set(t) == {"task", "kind", "neighbors"} for t in tasks)
+    nb = next(n for t in tasks for n in t["neighbors"])
+    assert nb["rank"] == 1 and nb["models"] == ["tiny_cnn"] and nb["same_target"] is False
+    assert nb["target"]["mcpu"] == json.loads(foreign_target())["mcpu"]
+    assert "] lowering the model and extracting its tasks ..." in as_json.stderr  # progress, on stderr
 
 
 def test_droplet_cli_refines_foreign_records_for_this_cpu(foreign_db, tmp_path):
@@ -176,7 +185,7 @@ def test_export_target_filter(foreign_db, tmp_path):
     assert n > 0
     mine = CliRunner().invoke(cli, ["export", str(tmp_path / "mine"), "--db", str(foreign_db), "--target", "host"])
     # Nothing for this host: said in one line, a failure, and no empty work dir left behind.
-    assert mine.exit_code == 1 and "0 MetaSchedule records match" in mine.output, explain(mine)
+    assert mine.exit_code == 1 and "0 records match" in mine.output, explain(mine)
     assert not (tmp_path / "mine").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".mine")]
     theirs = CliRunner().invoke(cli, ["export", str(tmp_path / "theirs"), "--db", str(foreign_db),
                                       "--target", foreign_target()])

@@ -81,7 +81,7 @@ def test_user_model_tunes_and_benches(kind, tmp_path):
     assert len(JSONDatabase(work_dir=str(out))) > 0
     res = runner.invoke(cli, ["bench", "--model", spec, "--logs", str(out), "--repeat", "3", "--json"])
     assert res.exit_code == 0, explain(res)
-    report = json.loads(res.output)
+    report = json.loads(res.stdout)
     assert report["tuned_tasks"] >= 1
     assert report["max_abs_err"] < 1e-3
     assert report["tvm"]["median_ms"] > 0
@@ -123,7 +123,7 @@ def test_bench_with_fixture_logs_schedules_kernels():
     res = CliRunner().invoke(cli, ["bench", "--model", "tiny_cnn", "--logs", str(FIXTURES / "tiny_cnn"),
                                    "--repeat", "3", "--json"])
     assert res.exit_code == 0, explain(res)
-    assert json.loads(res.output)["tuned_tasks"] >= 3
+    assert json.loads(res.stdout)["tuned_tasks"] >= 3
     assert "note:" not in res.output  # tuned on this pipeline: bound weights
 
 
@@ -246,7 +246,7 @@ def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
     before = Store(db).records.count()
     asked = []
     top = Records.top  # what schedb.Database.get_top_k answers MetaSchedule with
-    monkeypatch.setattr(Records, "top", lambda self, *a, **kw: asked.append(a) or top(self, *a, **kw))
+    monkeypatch.setattr(Records, "top", lambda self, *a, **kw: asked.append(kw) or top(self, *a, **kw))
     out = tmp_path / "work"
     res = CliRunner().invoke(cli, ["tune", "--model", "tiny_mlp", "--trials-per-task", "4", "--trials-per-iter", "4",
                                    "--db", str(db), "--out", str(out)])
@@ -258,6 +258,7 @@ def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
                           " WHERE r.id > ?", (before,))[1]
     assert origins == [("tuned", "tiny_mlp")]
     assert asked  # the search drew its start from the database
+    assert all(kw.get("distinct") is True for kw in asked)  # k different schedules, not k of one trace
     meta = json.loads((out / "schedb.json").read_text())
     assert meta["database"] == str(db)
     # Then every task's records and untuned kernel ran side by side, and the winner stands.

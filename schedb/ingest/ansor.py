@@ -70,6 +70,7 @@ class AnsorRecordParser:
         samples, mean, valid = check_run_secs(costs)
         valid = valid and error_no == 0
         self.report.invalid += not valid
+        self.report.invalid_ansor += not valid
         trace_text = dumps(steps)
         secs_text = dumps(samples)
         # Records.COLUMNS order

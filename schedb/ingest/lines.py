@@ -27,6 +27,7 @@ class Report:
     new_records: int = 0
     duplicates: int = 0
     invalid: int = 0  # failed measurements, stored but never chosen
+    invalid_ansor: int = 0  # of which Ansor's error records (error_no != 0: a build or run failed)
     choices: int = 0  # standing choices (schedb.pipeline.choose) merged from other schedb files
     skipped_lines: int = 0
     errors: list[str] = field(default_factory=list)
@@ -53,7 +54,7 @@ class Report:
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in (
-            "files", "already", "new_workloads", "new_records", "duplicates", "invalid", "choices",
+            "files", "already", "new_workloads", "new_records", "duplicates", "invalid", "invalid_ansor", "choices",
             "skipped_lines", "errors", "warnings")}
 
 

@@ -25,7 +25,8 @@ def ingest(store: Store, paths, model: str | None = None,
            on_file: Callable[[str, Report], None] | None = None) -> Report:
     """Ingest every tuning log under ``paths`` (files or folders, recursively)."""
     report = Report()
-    counters = ("files", "already", "new_workloads", "new_records", "duplicates", "invalid", "choices")
+    counters = ("files", "already", "new_workloads", "new_records", "duplicates", "invalid", "invalid_ansor",
+                "choices")
     found = 0
     for source in _discover([Path(p) for p in paths], report, store.path):
         found += 1
@@ -86,6 +87,8 @@ def _discover(paths: list[Path], report: Report, own: Path) -> Iterator[Source]:
             yield from _walk(path, seen, own)
         elif not path.is_file():
             report.errors.append(f"{path}: not a regular file (a FIFO, socket or device is never read)")
+        elif path.resolve() in (own.with_name(own.name + "-wal"), own.with_name(own.name + "-shm")):
+            report.errors.append(f"{path}: is a part (-wal / -shm) of the database being written to")
         else:
             source = _classify(path, explicit=True)
             if isinstance(source, str):

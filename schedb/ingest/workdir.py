@@ -142,10 +142,12 @@ def _check_replaceable(folder: Path, database: Path) -> None:
 
 
 def _nothing_to_export(store, model: str | None, target: str | None) -> str:
-    legacy = store.records.count() - store.records.count_ms()
-    return ("0 MetaSchedule records match" + (f" model {model}" if model else "") + (" and" if model and target else "")
-            + (f" target {target}" if target else "") + ": nothing exported"
-            + (f" ({legacy} legacy Ansor records cannot be exported)" if legacy else ""))
+    from schedb.tir.target import label
+
+    legacy = store.records.count_legacy(model, target)
+    which = " and".join(([f" model {model}"] if model else []) + ([f" target {label(target)}"] if target else []))
+    return (f"0 records match{which}: nothing exported"
+            + (f" ({legacy} legacy Ansor record{'s' * (legacy != 1)} cannot be exported)" if legacy else ""))
 
 
 def _write_workdir(folder: Path, rows) -> tuple[int, int, list[int]]:

@@ -24,6 +24,7 @@ import torch
 
 from schedb.errors import SchedbError
 from schedb.models.zoo import ZOO, ZooEntry
+from schedb.spec import check_model_spec, parse_shape  # noqa: F401 - parse_shape re-exported
 
 SEED = 0
 
@@ -48,16 +49,6 @@ class Model:
     @property
     def input_shapes(self) -> list[list[int]]:
         return [list(x.shape) for x in self.inputs]
-
-
-def parse_shape(text: str | None) -> list[tuple[int, ...]] | None:
-    """``"1,3,224,224"`` or ``"1,128;1,128"`` -> list of shapes."""
-    if not text:
-        return None
-    try:
-        return [tuple(int(d) for d in part.split(",")) for part in text.split(";")]
-    except ValueError:
-        raise SchedbError(f"bad `input_shape` {text!r}: expected e.g. 1,3,224,224") from None
 
 
 def example_inputs(shapes, dtypes) -> list[np.ndarray]:
@@ -216,7 +207,5 @@ def load_model(spec: str, input_shape: str | list | None = None) -> Model:
         return _load_pt2(path)
     if ":" in spec:
         return _load_factory(spec, shapes)
-    raise SchedbError(
-        f"unknown model {spec!r}: use a zoo name ({', '.join(sorted(ZOO))}), "
-        "a .onnx or .pt2 file, or file.py:factory / package.module:factory"
-    )
+    check_model_spec(spec)  # raises: not a zoo name, a file or a factory
+    raise AssertionError(spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schedb.models import Model
+from schedb.pipeline.phases import PhaseCallback, phase
 from schedb.search.index import Index, Neighbor
 from schedb.store import Store
 from schedb.tir.signature import signature
@@ -21,14 +22,20 @@ class TaskNeighbors:
 
 
 def neighbors(store: Store, model: Model, target, k: int = 5, exclude: list[str] | None = None,
-              same_target_only: bool = False, bind_params: bool = True) -> tuple[str | None, list[TaskNeighbors]]:
-    """(a note when the database holds nothing for ``target``, the neighbours of every task)."""
+              same_target_only: bool = False, bind_params: bool = True,
+              on_phase: PhaseCallback | None = None) -> tuple[str | None, list[TaskNeighbors]]:
+    """(a note when the database holds nothing for ``target``, the neighbours of every task).
+    ``on_phase``: schedb.pipeline.phases, for indexing, lowering and the search."""
     target_key = canonical(target)
-    index = Index(exclude=exclude).fit(store.workloads.tuned(target_key, max_distance(same_target_only)))
+    with phase(on_phase, "indexing the tuned workloads"):
+        index = Index(exclude=exclude).fit(store.workloads.tuned(target_key, max_distance(same_target_only)))
+    with phase(on_phase, "lowering the model and extracting its tasks"):
+        tasks = extract_tasks(lower(model, target, bind_params), target)
     out = []
-    for task in extract_tasks(lower(model, target, bind_params), target):
-        sig, kind, desc = signature(task.func)
-        found = index.neighbors(desc, kind, k)
-        own = store.workloads.id_of(sig)
-        out.append(TaskNeighbors(task.name, kind, found, [nb.workload_id == own for nb in found]))
+    with phase(on_phase, f"finding the neighbours of {len(tasks)} tasks"):
+        for task in tasks:
+            sig, kind, desc = signature(task.func)
+            found = index.neighbors(desc, kind, k)
+            own = store.workloads.id_of(sig)
+            out.append(TaskNeighbors(task.name, kind, found, [nb.workload_id == own for nb in found]))
     return store.records.coverage_note(target_key, same_target_only), out

@@ -108,7 +108,7 @@ def tune(
     started = before.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds")
     with phase(on_phase, f"tuning {len(tasks)} tasks"):
         steps, offset = _tune_parts(out, tasks, spent, budget, before, seed, progress,
-                                    lambda: _database(out, database, target, model.name))
+                                    lambda: trials_database(out, database, target, model.name))
     meta = _sidecar(model, target, tasks, budget, seed, started, offset,
                     {"clock": "seconds of tuning when a batch went to the runner", "tasks": steps})
     if database is not None:
@@ -163,7 +163,7 @@ def _tune_parts(out: Path, tasks, spent: list[int], budget: TuneBudget, before: 
     return steps[:len(tasks)], offset
 
 
-def _database(out: Path, path, target, model: str):
+def trials_database(out: Path, path, target, model: str):
     """Where the trials go: the work dir's JSON files, or a schedb database."""
     if path is None:
         from tvm.s_tir import meta_schedule as ms
@@ -171,7 +171,8 @@ def _database(out: Path, path, target, model: str):
         return ms.database.JSONDatabase(work_dir=str(out))
     from schedb.store.database import Database
 
-    return Database(path, target=target, model=model, origin="tuned")
+    # A search seeded from the database starts from different schedules: one record per trace.
+    return Database(path, target=target, model=model, origin="tuned", distinct_traces=True)
 
 
 

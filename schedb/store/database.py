@@ -28,10 +28,17 @@ class Database(PyDatabase):
     (schedb.tir.target.distance: MetaSchedule's own lookup ignores the target); default: the
     fastest records of any target. A task's standing choice for ``target``
     (schedb.pipeline.choose) comes before all: its record, or none when the untuned kernel won.
-    ``model``: records committed through this object are attributed to this model."""
+    ``model``: records committed through this object are attributed to this model.
 
-    def __init__(self, path=None, target=None, model: str | None = None, origin: str = "tuned"):
+    As TVM's own databases: ``get_top_k`` returns every valid record by mean run time, and a
+    record is valid when one of its run times is (TuningRecord::IsValid). ``distinct_traces``:
+    one record per distinct trace instead, the fastest (a search seeded from the database
+    then starts from k different schedules; ``tune --db`` asks for it)."""
+
+    def __init__(self, path=None, target=None, model: str | None = None, origin: str = "tuned",
+                 distinct_traces: bool = False):
         super().__init__()
+        self.distinct_traces = distinct_traces
         self.store = Store(path)
         self.target = canonical(target) if target is not None else None
         self.model_id = self.store.models.upsert(model) if model else None
@@ -70,12 +77,12 @@ class Database(PyDatabase):
         target = canonical(record.target) if record.target is not None else self.target or ""
         samples = [float(s) for s in run_secs] if run_secs else None
         with self.store.transaction():
-            commit_trace(self.store, wid, sig, target, trace, samples, self.origin,
+            commit_trace(self.store, wid, sig, target, trace, samples, self.origin, partial=True,
                          args_info=dumps(as_json(args_info)), model_id=self.model_id)
 
     def get_top_k(self, workload: Workload, top_k: int) -> list[TuningRecord]:
         wid, _ = self._lookup(workload.mod, create=False)
-        if wid is None:
+        if wid is None or top_k <= 0:
             return []
         out = []
         for row in self._ranked(wid, top_k):
@@ -89,13 +96,14 @@ class Database(PyDatabase):
         """top_records, after the task's standing choice (schedb.pipeline.choose) if there is
         one for this target: its record first, or nothing when the untuned kernel won."""
         choice = self.store.choices.get(wid, self.target) if self.target is not None else None
+        top = self.store.records.top(wid, self.target, top_k, distinct=self.distinct_traces)
         if choice is None:
-            return self.store.records.top(wid, self.target, top_k)
+            return top
         chosen = choice["record"]
         if chosen is None or not chosen["valid"]:
             return []
-        rest = [r for r in self.store.records.top(wid, self.target, top_k) if r["trace"] != chosen["trace"]]
-        return [chosen, *rest][:top_k]
+        key = "trace" if self.distinct_traces else "id"
+        return [chosen, *[r for r in top if r[key] != chosen[key]]][:top_k]
 
     def get_all_tuning_records(self) -> list[TuningRecord]:
         out = []

@@ -4,6 +4,7 @@ schedule is (ingest, transfer, droplet and the MetaSchedule adapter all go throu
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 
 from schedb.store.store import Store, dumps, now
@@ -12,13 +13,21 @@ from schedb.tir.signature import signature
 
 # MetaSchedule writes 1e10 s for a failed build or run: any sample this large is a failure.
 INVALID_RUN_SECS = 1e9
-# No kernel runs in under a nanosecond: a smaller "time" (0, a denormal) is not a measurement.
+# No kernel runs in under a nanosecond: a log's smaller "time" (a denormal) is not a
+# measurement (ingest's check; a run time of 0.0 reported by TVM itself is kept, as TVM does).
 MIN_RUN_SECS = 1e-9
 
 
-def valid_samples(samples) -> bool:
-    """Every sample a real time (False for None, [], nan, inf and MetaSchedule's 1e10)."""
-    return bool(samples) and all(MIN_RUN_SECS <= s < INVALID_RUN_SECS for s in samples)
+def valid_samples(samples, partial: bool = False) -> bool:
+    """Every sample a time, 0 or more (False for None, [], nan, inf and MetaSchedule's 1e10).
+    ``partial``: TVM's rule (TuningRecord::IsValid), valid when at least one sample is a
+    time and every one is finite and not negative; the mean then counts the failed samples too, so such a
+    record ranks after every fully measured one."""
+    if not samples or not all(0 <= s < math.inf for s in samples):  # (nan compares False)
+        return False
+    if partial:
+        return any(s < INVALID_RUN_SECS for s in samples)
+    return all(s < INVALID_RUN_SECS for s in samples)
 
 
 def record_digest(signature: str, target: str, trace: str, run_secs) -> bytes:
@@ -61,13 +70,13 @@ def commit_workload(store: Store, sig: str, kind: str, desc: dict, shash: str, m
 
 
 def commit_trace(store: Store, wid: int, sig: str, target: str, trace, samples: list[float] | None,
-                 origin: str, **provenance) -> int:
+                 origin: str, partial: bool = False, **provenance) -> int:
     """Store a measured schedule (tuned, transferred, droplet) with its provenance; returns its id.
-    ``trace``: a TVM Trace or its JSON."""
+    ``trace``: a TVM Trace or its JSON. ``partial``: valid_samples's TVM rule."""
     import tvm
 
     trace_text = dumps(as_json(trace))
-    valid = valid_samples(samples)
+    valid = valid_samples(samples, partial)
     return store.records.add(
         workload_id=wid, target=target, format="ms-trace", trace=trace_text,
         run_secs=dumps(samples), mean_s=sum(samples) / len(samples) if valid else None,

@@ -54,6 +54,23 @@ def parse_target(spec: str | dict | None, check_cpu: bool = True):
     return target
 
 
+def check_target(spec: str | None) -> None:
+    """What can be checked of a target spec without TVM (seconds to import): JSON that
+    parses to an object with a ``kind``, or a shorthand of -key=value flags. parse_target
+    checks the rest (the mcpu against LLVM's list, TVM's own keys)."""
+    if spec is None or spec == "host":
+        return
+    if spec.lstrip().startswith("{"):
+        try:
+            cfg = json.loads(spec)
+        except json.JSONDecodeError as e:
+            raise SchedbError(f"bad target JSON {spec!r}: {e}") from None
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("kind"), str):
+            raise SchedbError(f"bad target {spec!r}: a JSON target is an object with a \"kind\"")
+    else:
+        shorthand_to_dict(spec)
+
+
 @functools.lru_cache(maxsize=None)
 def llvm_cpus(mtriple: str | None = None) -> frozenset[str]:
     """The CPU names (``mcpu``) this LLVM knows for ``mtriple`` (default: the host's)."""

@@ -66,9 +66,10 @@ class Records(Table):
         return self.one(sql + " ORDER BY mean_s, id LIMIT 1", args)
 
     def top(self, workload_id: int, target: str | None, n: int,
-            model_ids: list[int] | None = None, max_distance: int | None = None) -> list[dict]:
-        """The ``n`` best valid MetaSchedule records, one per distinct trace (only records
-        of ``model_ids``, if given). With a ``target``: records of every target of its kind,
+            model_ids: list[int] | None = None, max_distance: int | None = None,
+            distinct: bool = True) -> list[dict]:
+        """The ``n`` best valid MetaSchedule records, one per distinct trace unless not
+        ``distinct`` (only records of ``model_ids``, if given). With a ``target``: records of every target of its kind,
         the closest target first (schedb.tir.target.distance; at most ``max_distance`` away),
         the fastest first within a target, since times of different CPUs do not compare.
         Each row carries its ``target_distance``."""
@@ -82,6 +83,8 @@ class Records(Table):
         if model_ids is not None:
             sql += f" AND model_id IN ({', '.join('?' * len(model_ids))})"
             args += list(model_ids)
+        if not distinct:
+            return list(self.db.query(f"{sql} ORDER BY {order} LIMIT ?", args + [n]))
         return distinct_traces(self.db.query(f"{sql} ORDER BY {order} LIMIT ?", args + [n * 4]), n)
 
     def contenders(self, workload_id: int, target: str, n: int) -> list[dict]:
@@ -102,6 +105,19 @@ class Records(Table):
         sql, args = "SELECT COUNT(*) FROM records", []
         if workload_id is not None:
             sql, args = sql + " WHERE workload_id = ?", [workload_id]
+        return self.conn.execute(sql, args).fetchone()[0]
+
+    def count_legacy(self, model: str | None = None, target: str | None = None) -> int:
+        """Legacy (Ansor) records, which no MetaSchedule work dir can hold: of ``model``'s
+        workloads and for ``target``, as asked."""
+        sql, args = "SELECT COUNT(*) FROM records WHERE format != 'ms-trace'", []
+        if model is not None:
+            sql += (" AND workload_id IN (SELECT t.workload_id FROM model_tasks t JOIN models m"
+                    " ON m.id = t.model_id WHERE m.name = ?)")
+            args.append(model)
+        if target is not None:
+            sql += " AND target = ?"
+            args.append(target)
         return self.conn.execute(sql, args).fetchone()[0]
 
     def count_ms(self) -> int:
