@@ -62,8 +62,8 @@ def commit_workload(store: Store, sig: str, kind: str, desc: dict, shash: str, m
 
 def commit_trace(store: Store, wid: int, sig: str, target: str, trace, samples: list[float] | None,
                  origin: str, **provenance) -> int:
-    """Store a measured schedule (tuned, transferred, droplet) with its provenance; returns its id.
-    ``trace``: a TVM Trace or its JSON."""
+    """Store a measured schedule (tuned, transferred, droplet) with its provenance (``parent_id``,
+    ``model_id``, ``run_id``: the run that made it, ...); returns its id. ``trace``: a TVM Trace or its JSON."""
     import tvm
 
     trace_text = dumps(as_json(trace))
