@@ -701,7 +701,7 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
     done = refine_stored(store, weights, target, Engine(target, runner=runner), trials=trials, starts=starts,
                          pvalue=pvalue, seed=seed, save_path=save_path,
                          budget_s=budget * 60 if budget is not None else None,
-                         max_distance=max_distance(same_target_only))
+                         max_distance=max_distance(same_target_only), model=model_name)
     if not done:
         raise SchedbError(f"nothing to refine: none of the {len(weights)} workloads has a MetaSchedule record "
                           "usable for this target")

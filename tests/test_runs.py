@@ -96,3 +96,62 @@ def test_runs_cli_lists_and_shows_runs(tmp_path):
     assert json.loads(res.output)["tasks"][0]["source"] == "neighbor"
     res = CliRunner().invoke(cli, ["runs", "99", "--db", str(path)])
     assert res.exit_code == 1 and res.output == f"Error: no run 99 in {path}\n"
+
+
+FIXTURES = TINY.parent
+
+
+@pytest.fixture(scope="module")
+def transferred(tmp_path_factory):
+    """The README's quick start in small: tiny_cnn's fixture ingested, tiny_cnn_wide
+    transferred from it by the CLI, timed beside PyTorch: (database, report)."""
+    d = tmp_path_factory.mktemp("run")
+    db, report = d / "t.db", d / "report.json"
+    assert not ingest(Store(db), [FIXTURES / "tiny_cnn"]).errors
+    res = CliRunner().invoke(cli, ["transfer", "--model", "tiny_cnn_wide", "--db", str(db), "-k", "1", "--trials", "6",
+                                   "--e2e-repeat", "3", "--report", str(report)])
+    assert res.exit_code == 0, explain(res)
+    return db, json.loads(report.read_text())
+
+
+def test_a_transfer_keeps_its_run(transferred):
+    db, rep = transferred
+    store = Store(db, readonly=True)
+    (run,) = store.runs.list()
+    assert run.id == rep["run_id"] and (run.kind, run.model, run.status) == ("transfer", "tiny_cnn_wide", "done")
+    assert run.target == rep["target"] and run.runner == "local" and run.options["k"] == 1
+    assert run.sources is None  # no --sources nor --exclude-model: every model's schedules
+    assert run.untuned_ms == rep["e2e"]["untuned"]["median_ms"] and run.tvm_ms == rep["e2e"]["transferred"]["median_ms"]
+    assert run.pytorch_ms == rep["e2e"]["pytorch"]["median_ms"] > 0
+    run = store.runs.get(run.id)
+    assert [(t.task, t.source, t.record_id) for t in run.tasks] == \
+        [(t["task"], t["source"], t["record_id"]) for t in rep["tasks"]]
+    for t in run.tasks:
+        assert t.untuned_us is not None and t.chosen_us is not None
+        if t.source == "untuned":
+            assert t.chosen_us == t.untuned_us and t.record_id is None
+        else:
+            assert t.chosen_us < t.untuned_us and store.records.get(t.source_record_id)["model_id"] is not None
+    # Every record the transfer committed names its run, and none other does.
+    made = {r[0] for r in store.query("SELECT id FROM records WHERE run_id = ?", (run.id,))[1]}
+    assert made == {t.record_id for t in run.tasks if t.record_id} and run.records == len(made) > 0
+    res = CliRunner().invoke(cli, ["runs", "--db", str(db)])
+    assert res.exit_code == 0 and "tiny_cnn_wide" in res.output and "done" in res.output, explain(res)
+    assert f"{run.pytorch_ms:.2f}" in res.output
+
+
+def test_a_failed_run_is_marked_failed(tmp_path, monkeypatch):
+    from schedb.errors import SchedbError
+    from schedb.models import load_model
+    from schedb.pipeline import transfer as transfer_mod
+    from schedb.tir.target import parse_target
+
+    def broken(target):
+        raise SchedbError("no intrinsics today")
+
+    monkeypatch.setattr(transfer_mod, "load_intrinsics", broken)
+    store = Store(tmp_path / "f.db")
+    with pytest.raises(SchedbError):
+        transfer_mod.transfer(store, load_model("tiny_mlp"), parse_target(None), transfer_mod.Options())
+    (run,) = store.runs.list()
+    assert (run.status, run.error) == ("failed", "SchedbError: no intrinsics today") and run.finished_at

@@ -35,3 +35,22 @@ def transfer_tasks(results) -> list[RunTask]:
         out.append(RunTask(r.task, r.source, r.workload_id, r.weight, r.source_model, r.source_record_id,
                            r.refined_record_id or r.record_id, r.untuned_us, chosen))
     return out
+
+
+def choice_tasks(store: Store, choices: list[dict]) -> list[RunTask]:
+    """The tasks a tune run decided side by side (Choice.as_json), as run tasks."""
+    return [RunTask(c["task"], c["source"], c["workload_id"], c["weight"], _model_of(store, c["record_id"]), None,
+                    c["record_id"], c["untuned_us"], c["chosen_us"]) for c in choices]
+
+
+def _model_of(store: Store, record_id: int | None) -> str | None:
+    row = store.records.get(record_id) if record_id is not None else None
+    return store.models.name_of(row["model_id"]) if row else None
+
+
+def fast_tasks(store: Store, results, run_id: int) -> list[RunTask]:
+    """A fast run's tasks: each as its transfer left it, unless its tuning run (a child of
+    ``run_id``) decided it side by side afterwards."""
+    tuned = {t.task: t for child in store.runs.list(parent=run_id) if child.kind == "tune"
+             for t in store.runs.get(child.id).tasks}
+    return [tuned.get(t.task, t) for t in transfer_tasks(results)]

@@ -28,14 +28,16 @@ class Database(PyDatabase):
     (schedb.tir.target.distance: MetaSchedule's own lookup ignores the target); default: the
     fastest records of any target. A task's standing choice for ``target``
     (schedb.pipeline.choose) comes before all: its record, or none when the untuned kernel won.
-    ``model``: records committed through this object are attributed to this model."""
+    ``model``: records committed through this object are attributed to this model, and
+    ``run_id`` names the run that made them (store.runs)."""
 
-    def __init__(self, path=None, target=None, model: str | None = None, origin: str = "tuned"):
+    def __init__(self, path=None, target=None, model: str | None = None, origin: str = "tuned",
+                 run_id: int | None = None):
         super().__init__()
         self.store = Store(path)
         self.target = canonical(target) if target is not None else None
         self.model_id = self.store.models.upsert(model) if model else None
-        self.origin = origin
+        self.origin, self.run_id = origin, run_id
         self._sigs: dict = {}  # structural hash -> (workload id, signature)
 
     def _lookup(self, mod, create: bool):
@@ -71,7 +73,7 @@ class Database(PyDatabase):
         samples = [float(s) for s in run_secs] if run_secs else None
         with self.store.transaction():
             commit_trace(self.store, wid, sig, target, trace, samples, self.origin,
-                         args_info=dumps(as_json(args_info)), model_id=self.model_id)
+                         args_info=dumps(as_json(args_info)), model_id=self.model_id, run_id=self.run_id)
 
     def get_top_k(self, workload: Workload, top_k: int) -> list[TuningRecord]:
         wid, _ = self._lookup(workload.mod, create=False)

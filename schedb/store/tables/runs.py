@@ -142,13 +142,16 @@ class Runs(Table):
         tasks = self.db.query("SELECT * FROM run_tasks WHERE run_id = ? ORDER BY rowid", [run_id])
         return Run.from_json({**row, "tasks": list(tasks)})
 
-    def list(self, model: str | None = None, kind: str | None = None) -> list[Run]:
-        """Every run, the newest first (without their tasks; ``n_tasks`` counts them)."""
+    def list(self, model: str | None = None, kind: str | None = None, parent: int | None = None) -> list[Run]:
+        """Every run (of ``model``, of ``kind``, within run ``parent``, as asked), the newest
+        first, without their tasks (``n_tasks`` counts them)."""
         if not self._exists():  # a file of schema 6 or earlier, opened read-only
             return []
-        sql, args = f"{_SELECT} WHERE (:model IS NULL OR r.model = :model) AND (:kind IS NULL OR r.kind = :kind)", \
-            {"model": model, "kind": kind}
-        return [Run.from_json(r) for r in self.db.query(sql + " ORDER BY r.id DESC", args)]
+        where = " AND ".join(f"(:{k} IS NULL OR r.{c} = :{k})"
+                             for k, c in (("model", "model"), ("kind", "kind"), ("parent", "parent_run_id")))
+        rows = self.db.query(f"{_SELECT} WHERE {where} ORDER BY r.id DESC",
+                             {"model": model, "kind": kind, "parent": parent})
+        return [Run.from_json(r) for r in rows]
 
     def _exists(self) -> bool:
         return "runs" in self.db.table_names()
