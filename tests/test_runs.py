@@ -140,6 +140,25 @@ def test_a_transfer_keeps_its_run(transferred):
     assert f"{run.pytorch_ms:.2f}" in res.output
 
 
+def test_the_readme_provenance_queries_answer(transferred):
+    """The README's queries on runs, on the quick start in small: the model, its sources and
+    its latency beside PyTorch's; its kernel time by source."""
+    from schedb.store.schema import statements
+
+    db, rep = transferred
+    readme = (TINY.parents[1] / "README.md").read_text()
+    sql = readme[readme.index("-- Models transferred"):]
+    first, second = list(statements(sql[:sql.index("```")]))
+    store = Store(db, readonly=True)
+    cols, rows = store.query(first)
+    assert cols == ["model", "cpu", "sources", "tvm_ms", "pytorch_ms"]
+    assert rows == [("tiny_cnn_wide", json.loads(rep["target"])["mcpu"], "tiny_cnn",
+                     round(rep["e2e"]["transferred"]["median_ms"], 2), round(rep["e2e"]["pytorch"]["median_ms"], 2))]
+    _, rows = store.query(second)
+    assert {r[0]: r[1] for r in rows} == {s: sum(t["source"] == s for t in rep["tasks"])
+                                          for s in {t["source"] for t in rep["tasks"]}}
+
+
 def test_a_failed_run_is_marked_failed(tmp_path, monkeypatch):
     from schedb.errors import SchedbError
     from schedb.models import load_model
