@@ -189,7 +189,8 @@ def test_run_page_shows_each_task_and_the_latency_beside_pytorch(run_server, run
     assert sum(float(r[10][:-1]) for r in rows["tasks"]) == pytest.approx(100, abs=0.3)
     for t in run.tasks:
         if t.record_id:
-            assert f'href="/{db}/records/{t.record_id}"' in dom and f'href="/{db}/lineage?record={t.record_id}"' in dom
+            assert f'href="/{db}/records/{t.record_id}"' in dom
+            assert f'href="/{db}/lineage?record={t.record_id}"' in dom
             assert f'href="/{db}/lineage?record={t.source_record_id}"' in dom
     # The model's latencies beside PyTorch's, in the table and the chart, with labelled axes.
     assert [r[0] for r in rows["e2e"]] == ["untuned", "transferred", "pytorch"]

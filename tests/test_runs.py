@@ -52,7 +52,8 @@ def test_older_files_migrate_to_runs(tmp_path, monkeypatch, version):
 def test_a_run_row_from_start_to_finish(tmp_path):
     store = Store(tmp_path / "r.db")
     assert not ingest(store, [TINY]).errors
-    rid = store.runs.start("transfer", "tiny_mlp", '{"kind": "llvm"}', {"k": 3, "exclude": ["x"]}, "local", ["a"])
+    rid = store.runs.start("transfer", "tiny_mlp", '{"kind": "llvm"}', {"k": 3, "exclude": ["x"]}, "local",
+                           ["a"])
     run = store.runs.get(rid)
     assert run.status == "running" and run.finished_at is None and run.options == {"k": 3, "exclude": ["x"]}
     assert run.tvm_version and run.schedb_version and run.sources == ["a"]
@@ -121,7 +122,8 @@ def test_a_transfer_keeps_its_run(transferred):
     assert run.id == rep["run_id"] and (run.kind, run.model, run.status) == ("transfer", "tiny_cnn_wide", "done")
     assert run.target == rep["target"] and run.runner == "local" and run.options["k"] == 1
     assert run.sources is None  # no --sources nor --exclude-model: every model's schedules
-    assert run.untuned_ms == rep["e2e"]["untuned"]["median_ms"] and run.tvm_ms == rep["e2e"]["transferred"]["median_ms"]
+    assert run.untuned_ms == rep["e2e"]["untuned"]["median_ms"]
+    assert run.tvm_ms == rep["e2e"]["transferred"]["median_ms"]
     assert run.pytorch_ms == rep["e2e"]["pytorch"]["median_ms"] > 0
     run = store.runs.get(run.id)
     assert [(t.task, t.source, t.record_id) for t in run.tasks] == \

@@ -53,7 +53,8 @@ def refine_stored(store, workloads: dict[int, int | None], target, engine, trial
     The run is kept in ``store.runs`` (``model``: the model the workloads are of, for its row)."""
     options = {"workloads": sorted(workloads), "trials": trials, "starts": starts, "pvalue": pvalue, "seed": seed,
                "save_path": save_path, "budget_s": budget_s, "max_distance": max_distance}
-    run_id = store.runs.start("droplet", model, canonical(target), options, engine.runner_spec)
+    runner = getattr(engine, "runner_spec", None)  # (a caller's own engine need not say)
+    run_id = store.runs.start("droplet", model, canonical(target), options, runner)
     with failing(store, run_id):
         out = _refine(store, workloads, target, engine, trials, starts, pvalue, seed, save_path, budget_s,
                       max_distance, run_id)

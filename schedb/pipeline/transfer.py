@@ -163,7 +163,8 @@ def transfer(store: Store, model: Model, target, opts: Options | None = None, pr
 class Transfer:
     """The search over one model's tasks: shared state (indexes, engine, budgets)."""
 
-    def __init__(self, store: Store, model: Model, target, opts: Options, on_phase=None, parent_run: int | None = None):
+    def __init__(self, store: Store, model: Model, target, opts: Options, on_phase=None,
+                 parent_run: int | None = None):
         self.store, self.model, self.target, self.opts = store, model, target, opts
         self.target_key = canonical(target)
         self.allowed = self._allowed_models()
