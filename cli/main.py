@@ -721,7 +721,7 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
 @click.option("--port", type=int, default=8001, show_default=True, help="Port to listen on.")
 @handle_errors
 def browse(db_path, host, port):
-    """Browse the database in a web browser (datasette, read-only): provenance queries and search charts."""
+    """Browse the database in a web browser (datasette, read-only): provenance queries, search charts, runs."""
     from schedb_cli.browse import serve
     from schedb.store import default_path
 
