@@ -176,3 +176,19 @@ def test_a_failed_run_is_marked_failed(tmp_path, monkeypatch):
         transfer_mod.transfer(store, load_model("tiny_mlp"), parse_target(None), transfer_mod.Options())
     (run,) = store.runs.list()
     assert (run.status, run.error) == ("failed", "SchedbError: no intrinsics today") and run.finished_at
+
+
+def test_a_fast_runs_tasks_are_its_transfers_but_where_tuning_decided_them(tmp_path):
+    from schedb.pipeline.runs import fast_tasks
+    from schedb.pipeline.transfer import TaskResult
+
+    store = Store(tmp_path / "f.db")
+    assert not ingest(store, [TINY]).errors
+    fast = store.runs.start("fast", "tiny_mlp", None, {})
+    tune = store.runs.start("tune", "tiny_mlp", None, {}, parent_run_id=fast)
+    store.runs.finish(tune, [RunTask("b", "tuned", 2, 1, "tiny_mlp", None, 1, 9.0, 3.0)])
+    results = [TaskResult("a", 1, 1, "neighbor", record_id=2, untuned_us=5.0, transferred_us=4.0),
+               TaskResult("b", 1, 2, "untuned", untuned_us=8.0)]
+    assert fast_tasks(store, results, fast) == [RunTask("a", "neighbor", 1, 1, None, None, 2, 5.0, 4.0),
+                                                 RunTask("b", "tuned", 2, 1, "tiny_mlp", None, 1, 9.0, 3.0)]
+    assert [r.id for r in store.runs.list(parent=fast)] == [tune]
