@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass
 
 from schedb.errors import SchedbError
-from schedb.search.allocate import Allocator
 from schedb.pipeline.runs import failing
+from schedb.search.allocate import Allocator
 from schedb.search.droplet import Droplet, DropletParams, spend
-from schedb.store.tables import RunTask
 from schedb.store.records import commit_trace
+from schedb.store.tables import RunTask
 from schedb.tir.target import canonical
 
 
