@@ -43,7 +43,8 @@ def run_page(run: Run, db: str, label) -> str:
 def _summary(run: Run, label) -> str:
     items = [("kind", run.kind), ("model", run.model), ("status", run.status + (f": {run.error}" if run.error else "")),
              ("target", label(run.target) if run.target else None), ("runner", run.runner),
-             ("sources", ", ".join(run.sources) if run.sources is not None else "every model"),
+             ("sources", ", ".join(run.sources) if run.sources is not None
+              else "every model" if run.kind == "transfer" else None),
              ("started", run.started_at), ("finished", run.finished_at),
              ("TVM", run.tvm_version), ("schedb", run.schedb_version),
              ("records made", run.records)]
