@@ -18,6 +18,8 @@ COLOURS = {"exact": "#2ca02c", "neighbor": "#1f77b4", "anchor": "#9467bd", "sear
            "untuned": "#7f7f7f", "tuned": "#ff7f0e", "transferred": "#1f77b4", "droplet": "#d62728",
            "stored": "#8c564b"}
 VARIANTS = ("untuned", "transferred", "refined", "final", "pytorch")  # the end-to-end timings, in this order
+# Numbers and links on one line each: a task table of 70 rows stays readable.
+STYLE = "<style>table.tasks td, table.e2e td { white-space: nowrap } table.run th { text-align: left }</style>"
 
 
 def runs_list(runs: list[Run]) -> str:
@@ -36,7 +38,7 @@ def runs_list(runs: list[Run]) -> str:
 def run_page(run: Run, db: str, label) -> str:
     """One run: what it was, its end-to-end latencies, and its tasks (``db``: the database's
     name in datasette, for links to records; ``label``: a target's short name)."""
-    return "".join([_summary(run, label), "<h2>End-to-end latency</h2>", e2e_section(run),
+    return "".join([STYLE, _summary(run, label), "<h2>End-to-end latency</h2>", e2e_section(run),
                     "<h2>Tasks</h2>", tasks_section(run, db)])
 
 
@@ -105,8 +107,9 @@ def latency_svg(bars: list[tuple[str, float]], width: int = 720) -> str:
 
 
 def tasks_section(run: Run, db: str) -> str:
-    """Per task: source, where from, the records (linked), untuned and chosen kernel time,
-    its share of the model's kernel time; then the shares as a bar chart."""
+    """Per task: its share of the model's kernel time as a bar chart (the largest first), then
+    a table in the model's order: source, where from, the records (linked), untuned and
+    chosen kernel time, share."""
     if not run.tasks:
         return "<p>No task outcome kept (the run failed or was stopped before its end).</p>"
     shares = task_shares(run)
@@ -127,7 +130,7 @@ def tasks_section(run: Run, db: str) -> str:
             "untuned", "chosen", "speed-up", "share"]
     return (f"<p class='task-summary'>{len(run.tasks)} tasks: {summary}. Share: the task's weight x its chosen "
             "kernel time, of the sum over the tasks (the model's kernel time).</p>"
-            + _table(head, rows, "tasks") + share_svg(run, shares))
+            + share_svg(run, shares) + _table(head, rows, "tasks"))
 
 
 def task_shares(run: Run) -> dict[str, float]:
