@@ -1,5 +1,6 @@
 """``schedb browse``: datasette over a schedb file, with the provenance questions as
-canned queries (schedb.store.queries) and a chart of a workload's search.
+canned queries (schedb.store.queries), a chart of a workload's search and a page per run
+(browse_runs.py).
 
 The chart is an SVG drawn here, server-side: the page needs no script and nothing from
 the network (there may be none where the database is browsed)."""
@@ -15,6 +16,7 @@ from datasette import hookimpl
 from schedb.errors import SchedbError
 from schedb.store import Store
 from schedb.store.queries import CANNED
+from schedb_cli import browse_runs
 
 CHART_PATH = "/-/schedb/chart"
 
@@ -25,7 +27,9 @@ def metadata(db_name: str) -> dict:
         "title": "schedb",
         "description_html": (
             "Schedules and where they came from. Canned queries answer the provenance questions; "
-            f'<a href="{CHART_PATH}">{CHART_PATH}?workload=ID</a> charts a workload\'s search.'),
+            f'<a href="{CHART_PATH}">{CHART_PATH}?workload=ID</a> charts a workload\'s search; '
+            f'<a href="{browse_runs.RUNS_PATH}">{browse_runs.RUNS_PATH}</a> shows each transfer, tune, droplet and '
+            "fast run, task by task."),
         "databases": {db_name: {"queries": {
             name: {"title": title, "description": text, "sql": sql.strip(), "hide_sql": True}
             for name, (title, text, sql) in CANNED.items()}}},
@@ -57,6 +61,33 @@ async def chart(request, datasette):
     return Response.html(_page(f"Search of workload {workload}", chart_svg(rows, workload)))
 
 
+async def runs(request, datasette):
+    from datasette.utils.asgi import Response
+
+    _, path = _database(datasette)
+    return Response.html(_page("Runs", browse_runs.runs_list(Store(path, readonly=True).runs.list())))
+
+
+async def run(request, datasette):
+    from datasette.utils.asgi import Response
+
+    from schedb.tir.target import label
+
+    name, path = _database(datasette)
+    run_id = int(request.url_vars["run_id"])
+    found = Store(path, readonly=True).runs.get(run_id)
+    if found is None:
+        return Response.html(_page(f"Run {run_id}", "<p>No such run.</p>"), status=404)
+    title = f"Run {run_id}: {found.kind}" + (f" of {found.model}" if found.model else "")
+    return Response.html(_page(title, f"<p><a href='{browse_runs.RUNS_PATH}'>all runs</a></p>"
+                               + browse_runs.run_page(found, name, label)))
+
+
+def _database(datasette) -> tuple[str, str]:
+    """The served database: (its name in datasette's URLs, its path)."""
+    return next((name, db.path) for name, db in datasette.databases.items() if db.path)
+
+
 class ChartPlugin:
     """The chart page, as a datasette plugin (registered once per process)."""
 
@@ -65,7 +96,8 @@ class ChartPlugin:
     @staticmethod
     @hookimpl
     def register_routes():
-        return [(rf"^{CHART_PATH}$", chart)]
+        return [(rf"^{CHART_PATH}$", chart), (rf"^{browse_runs.RUNS_PATH}$", runs),
+                (rf"^{browse_runs.RUNS_PATH}/(?P<run_id>[0-9]+)$", run)]
 
 
 def serve(db_path, host: str = "127.0.0.1", port: int = 8001):

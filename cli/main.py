@@ -787,8 +787,8 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
         click.echo(f"note: {as_flags(note)}", err=True)
     with phase(report.phase, f"droplet search on {len(weights)} workloads"):
         done = refine_stored(store, weights, target, Engine(target, runner=runner), trials=trials, starts=starts,
-                             pvalue=pvalue, seed=seed, save_path=save_path,
-                             budget_s=budget, max_distance=max_distance(same_target_only))
+                             pvalue=pvalue, seed=seed, save_path=save_path, budget_s=budget,
+                             max_distance=max_distance(same_target_only), model=model_name)
     if not done:
         raise SchedbError(f"nothing to refine: none of the {len(weights)} workloads has a MetaSchedule record "
                           "usable for this target")
@@ -813,7 +813,7 @@ def droplet(model_name, workload_ids, target, db_path, trials, budget, starts, p
 @click.option("--port", type=int, default=8001, show_default=True, help="Port to listen on.")
 @handle_errors
 def browse(db_path, host, port):
-    """Browse the database in a web browser (datasette, read-only): provenance queries and search charts."""
+    """Browse the database in a web browser (datasette, read-only): provenance queries, search charts, runs."""
     try:
         import datasette  # noqa: F401 - an optional dependency: the `browse` extra
     except ImportError:
@@ -823,6 +823,64 @@ def browse(db_path, host, port):
     from schedb.store import default_path
 
     serve(db_path or default_path(), host=host, port=port)
+
+
+@cli.command()
+@click.argument("run_id", type=ROW_ID, required=False)
+@db_option
+@click.option("--model", default=None, help="Only runs of this model.")
+@click.option("--kind", type=click.Choice(["transfer", "tune", "droplet", "fast"]), default=None,
+              help="Only runs of this kind.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs (or the run, with its tasks) as JSON.")
+@handle_errors
+def runs(run_id, db_path, model, kind, as_json):
+    """The transfer, tune, droplet and fast runs, newest first; with RUN_ID, one run task by task."""
+    from schedb.store import Store
+
+    store = Store(db_path, readonly=True)
+    if run_id is None:
+        found = store.runs.list(model=model, kind=kind)
+        if as_json:
+            click.echo(json.dumps([r.as_json() for r in found], indent=1))
+            return
+        print_table(["id", "kind", "model", "status", "started", "took_s", "cpu", "tasks", "records",
+                     "untuned_ms", "tvm_ms", "pytorch_ms", "tvm/pytorch"],
+                    [[r.id, r.kind, r.model, r.status, r.started_at, _took(r), _cpu(r.target), r.n_tasks, r.records,
+                      _fmt2(r.untuned_ms), _fmt2(r.tvm_ms), _fmt2(r.pytorch_ms),
+                      f"{r.tvm_ms / r.pytorch_ms:.3g}x" if r.tvm_ms and r.pytorch_ms else ""] for r in found])
+        return
+    run = store.runs.get(run_id)
+    if run is None:
+        raise SchedbError(f"no run {run_id} in {store.path}")
+    if as_json:
+        click.echo(json.dumps(run.as_json(), indent=1))
+        return
+    click.echo(f"run {run.id}: {run.kind} {run.model or ''} on {_cpu(run.target)}, {run.status}"
+               f" ({run.started_at} to {run.finished_at or '-'}){': ' + run.error if run.error else ''}")
+    print_table(["task", "weight", "source", "from", "source_record", "record", "untuned_us", "chosen_us"],
+                [[t.task, t.weight, t.source, t.source_model, t.source_record_id, t.record_id, _fmt(t.untuned_us),
+                  _fmt(t.chosen_us)] for t in run.tasks])
+    for name, lat in run.e2e.items():
+        click.echo(f"{name:12s} {lat['median_ms']:9.2f} ms")
+
+
+def _took(run) -> str:
+    from datetime import datetime
+
+    if not run.finished_at:
+        return ""
+    seconds = (datetime.fromisoformat(run.finished_at) - datetime.fromisoformat(run.started_at)).total_seconds()
+    return f"{seconds:.0f}"
+
+
+def _cpu(target) -> str:
+    from schedb.tir.target import label
+
+    return label(target) if target else ""
+
+
+def _fmt2(x):
+    return "" if x is None else f"{x:.2f}"
 
 
 def _source(r, target_key):

@@ -19,6 +19,7 @@ from ingest_common import ROOT, TINY
 
 from schedb.ingest import ingest
 from schedb.store import Store
+from schedb_cli import browse_runs
 
 FIXTURE_CNN = ROOT / "fixtures" / "tiny_cnn"
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -45,7 +46,11 @@ def browse_db(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(browse_db):
-    path = browse_db[0]
+    yield from serve(browse_db[0])
+
+
+def serve(path):
+    """`schedb browse` on ``path`` in a child process, on a free port: yields its base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -141,3 +146,65 @@ def test_browse_errors_are_one_line(browse_db, tmp_path):
         result = CliRunner().invoke(cli, ["browse", "--db", str(browse_db[0]), "--port", str(port)])
     assert result.exit_code == 1 and result.output.startswith(f"Error: cannot serve on 127.0.0.1:{port}: ")
     assert len(result.output.splitlines()) == 1, result.output
+
+
+@pytest.fixture(scope="module")
+def run_db(tmp_path_factory, target):
+    """A transfer run as the README's quick start makes one, in small: tiny_cnn_wide from
+    tiny_cnn's fixture, timed beside PyTorch. -> (path, run id)."""
+    from schedb.models import load_model
+    from schedb.pipeline.transfer import Options, transfer
+
+    path = tmp_path_factory.mktemp("runs") / "runs.db"
+    store = Store(path)
+    assert not ingest(store, [FIXTURE_CNN]).errors
+    rep = transfer(store, load_model("tiny_cnn_wide"), target, Options(k=1, trials=6, e2e_repeat=3))
+    store.close()
+    return path, rep.run_id
+
+
+@pytest.fixture(scope="module")
+def run_server(run_db):
+    yield from serve(run_db[0])
+
+
+@needs_chromium
+def test_run_page_shows_each_task_and_the_latency_beside_pytorch(run_server, run_db, tmp_path):
+    path, run_id = run_db
+    db, run = path.stem, Store(path, readonly=True).runs.get(run_id)
+    listing = chromium("--dump-dom", f"{run_server}/-/schedb/runs")
+    assert f'href="/-/schedb/runs/{run_id}"' in listing and "tiny_cnn_wide" in listing
+
+    url = f"{run_server}/-/schedb/runs/{run_id}"
+    dom = chromium("--dump-dom", url)
+    assert f"Run {run_id}: transfer of tiny_cnn_wide" in dom
+    tables = re.findall(r"<table class=\"(\w+)\".*?<tbody>(.*?)</tbody>", dom, re.S)
+    rows = {cls: [[unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td>(.*?)</td>", tr, re.S)]
+                  for tr in re.findall(r"<tr>(.*?)</tr>", body, re.S)] for cls, body in tables}
+    # Each task: its source, the untuned and chosen kernel rounded, its share; the records linked.
+    assert [(r[0], r[2]) for r in rows["tasks"]] == [(t.task, t.source) for t in run.tasks]
+    for r, t in zip(rows["tasks"], run.tasks):
+        assert r[7] == browse_runs.fmt_us(t.untuned_us) and r[8] == browse_runs.fmt_us(t.chosen_us)
+        assert re.fullmatch(r"\d+\.\d%", r[10]), r
+    assert sum(float(r[10][:-1]) for r in rows["tasks"]) == pytest.approx(100, abs=0.3)
+    for t in run.tasks:
+        if t.record_id:
+            assert f'href="/{db}/records/{t.record_id}"' in dom
+            assert f'href="/{db}/lineage?record={t.record_id}"' in dom
+            assert f'href="/{db}/lineage?record={t.source_record_id}"' in dom
+    # The model's latencies beside PyTorch's, in the table and the chart, with labelled axes.
+    assert [r[0] for r in rows["e2e"]] == ["untuned", "transferred", "pytorch"]
+    assert rows["e2e"][2][1] == browse_runs.fmt_ms(run.pytorch_ms) and rows["e2e"][1][3].endswith("x")
+    assert dom.count('class="bar"') == 3 and dom.count('class="share"') == len(run.tasks)
+    assert "median latency, ms (log scale)" in dom and "share of the model's kernel time" in dom
+    # A chosen record's lineage leads back to tiny_cnn's log line.
+    chosen = next(t for t in run.tasks if t.record_id)
+    lineage = chromium("--dump-dom", f"{run_server}/{db}/lineage?record={chosen.record_id}")
+    assert cells(lineage, "id") == [str(chosen.record_id), str(chosen.source_record_id)]
+    assert cells(lineage, "model") == ["tiny_cnn_wide", "tiny_cnn"]
+
+    shot = tmp_path / "run.png"
+    chromium("--window-size=1400,1100", f"--screenshot={shot}", url)
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000 and int.from_bytes(data[16:20], "big") == 1400
+    assert chromium("--dump-dom", f"{run_server}/-/schedb/runs/999").count("No such run") == 1

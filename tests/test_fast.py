@@ -54,3 +54,11 @@ def test_fast_transfers_tunes_the_heaviest_and_builds_from_the_choices(tmp_path,
     chosen = store.query("SELECT COUNT(*) FROM choices")[1][0][0]
     assert chosen >= len(rep.tuned_tasks)  # each tuned task decided side by side
     json.dumps(rep.as_dict())  # the report is plain data
+    # One fast run, with its transfer and tuning as its children; the tuned tasks as tuning decided them.
+    run = store.runs.get(rep.run_id)
+    children = store.runs.list(parent=rep.run_id)
+    assert run.status == "done" and run.tvm_ms == rep.e2e["final"]["median_ms"] and run.pytorch_ms > 0
+    assert sorted(c.kind for c in children) == ["transfer", "tune"] and all(c.status == "done" for c in children)
+    tune_run = store.runs.get(next(c.id for c in children if c.kind == "tune"))
+    by_task = {t.task: t for t in run.tasks}
+    assert len(run.tasks) == len(rep.transfer.tasks) and all(by_task[t.task] == t for t in tune_run.tasks)

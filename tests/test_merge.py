@@ -122,7 +122,7 @@ def test_schema_2_file_migrates_to_16_byte_digests(tmp_path, monkeypatch):
     assert report.errors == [] and report.new_records == len(old_rows)
 
     store = Store(path)  # opening for writing migrates
-    assert store.version() == SCHEMA_VERSION == 7
+    assert store.version() == SCHEMA_VERSION == 8
     assert store.conn.execute(f"SELECT {cols} FROM records ORDER BY id").fetchall() == old_rows
     assert store.conn.execute("SELECT id FROM best_records ORDER BY id").fetchall() == old_best
     assert store.conn.execute("SELECT type FROM pragma_table_info('records') WHERE name = 'digest'"

@@ -115,7 +115,7 @@ def test_schema_3_file_migrates_to_per_target_views(tmp_path, monkeypatch):
     cols = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(model_summary)")]
     assert "target" not in cols
     store = Store(path)
-    assert store.version() == SCHEMA_VERSION == 7
+    assert store.version() == SCHEMA_VERSION == 8
     (row,) = store.db.query("SELECT * FROM model_summary WHERE model = 'tiny_mlp'")
     assert json.loads(row["target"])["kind"] == "llvm" and row["records"] > 0
     assert row["tasks_with_schedule"] == row["tasks"]

@@ -31,7 +31,7 @@ def test_old_schema_is_read_and_migrated_on_write(tmp_path, monkeypatch):
     assert Store(path, readonly=True).version() == 1  # readable as is
     assert "records_best_any" not in _indexes(path)
     store = Store(path)  # opening for writing migrates
-    assert store.version() == SCHEMA_VERSION == 7
+    assert store.version() == SCHEMA_VERSION == 8
     assert {"records_best_any", "records_best", "records_parent", "records_model"} <= _indexes(path)
     assert store.conn.execute("SELECT type FROM pragma_table_info('records') WHERE name = 'digest'"
                               ).fetchone() == ("BLOB",)
@@ -109,7 +109,7 @@ def test_model_summary_counts_legacy_ansor_tasks_apart(tmp_path, monkeypatch):
     cols = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(model_summary)")]
     assert "legacy_tasks" not in cols
     store = Store(path)
-    assert store.version() == SCHEMA_VERSION == 7
+    assert store.version() == SCHEMA_VERSION == 8
     rows = {r["target"]: r for r in store.db.query("SELECT * FROM model_summary WHERE model = 'tiny_mlp'")}
     assert len(rows) == 2  # this fixture's target and the Ansor log's
     legacy = next(r for t, r in rows.items() if '"core-avx2"' in t)
@@ -146,7 +146,7 @@ def test_record_lineage_view_stops_at_a_cycle_once_migrated(tmp_path, monkeypatc
         a, b, c, d = _records_with_cycles(store)
         store.close()
     store = Store(path)
-    assert store.version() == SCHEMA_VERSION == 7
+    assert store.version() == SCHEMA_VERSION == 8
     cols, rows = store.query("SELECT record_id, depth, ancestor_id, cycle FROM record_lineage "
                              "ORDER BY record_id, depth", timeout=10)
     assert rows == [(a, 0, a, 1),

@@ -404,6 +404,10 @@ def test_droplet_cli_spends_one_budget_and_commits_only_accepted(source_db, tmp_
                               " JOIN records p ON p.id = r.parent_id WHERE r.origin = 'droplet'").fetchall()
     assert len(rows) == improved  # committed exactly when accepted, as a child of the start record
     assert all(origin == "tuned" for _, _, origin in rows)
+    (run,) = store.runs.list(kind="droplet")
+    run = store.runs.get(run.id)
+    assert (run.model, run.status, run.options["trials"], run.records) == ("tiny_cnn", "done", 6, improved)
+    assert sum(t.source == "droplet" for t in run.tasks) == improved and len(run.tasks) == total
 
 
 HANG = """

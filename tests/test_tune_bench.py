@@ -272,6 +272,14 @@ def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
     for task, c in zip(tasks, meta["choices"]["tasks"]):
         standing = store.choices.get(store.workloads.id_of(signature(task.func)[0]), canonical(target))
         assert standing is not None and (standing["record"] or {}).get("id") == c["record_id"]
+    # The run is kept: each decided task, and every record it tuned linked to it.
+    run = store.runs.get(meta["run_id"])
+    assert (run.kind, run.model, run.status) == ("tune", "tiny_mlp", "done")
+    assert [(t.task, t.record_id, t.chosen_us) for t in run.tasks] == \
+        [(c["task"], c["record_id"], c["chosen_us"]) for c in meta["choices"]["tasks"]]
+    assert all(t.source == ("untuned" if t.record_id is None else store.records.get(t.record_id)["origin"])
+               and t.untuned_us > 0 for t in run.tasks)
+    assert run.records == new
 
 
 def test_a_budget_is_checked_before_any_tuning(tmp_path):

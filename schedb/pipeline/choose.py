@@ -14,7 +14,7 @@ the task arrives.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from schedb.search.measure import Engine, Measurement
 from schedb.store import Store
@@ -29,10 +29,13 @@ class Choice:
     record_id: int | None  # None: the untuned kernel was fastest
     chosen_us: float | None  # its mean in the batch
     contenders: int  # records measured beside the untuned kernel
+    workload_id: int | None = None
+    weight: int | None = None
+    source: str = "untuned"  # the chosen record's origin, or untuned
+    untuned_us: float | None = None  # the untuned kernel in the batch (None: it failed)
 
     def as_json(self) -> dict:
-        return {"task": self.task, "record_id": self.record_id, "chosen_us": self.chosen_us,
-                "contenders": self.contenders}
+        return asdict(self)
 
 
 def choose(store: Store, tasks, target, engine: Engine, top_k: int = 2) -> list[Choice]:
@@ -61,7 +64,9 @@ def choose(store: Store, tasks, target, engine: Engine, top_k: int = 2) -> list[
         with store.transaction():
             store.choices.record(wid, target_key, chosen, [contender(row and row["id"], m)
                                                    for row, m in zip([None, *rows], measured)])
-        out.append(Choice(task.name, chosen, measured[best].mean * 1e6, len(rows)))
+        untuned = measured[0].mean * 1e6 if measured[0].ok else None
+        out.append(Choice(task.name, chosen, measured[best].mean * 1e6, len(rows), wid, task.weight,
+                          rows[best - 1]["origin"] if best else "untuned", untuned))
     return out
 
 

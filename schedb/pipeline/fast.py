@@ -25,6 +25,7 @@ from schedb.errors import SchedbError
 from schedb.models import Model
 from schedb.pipeline.evaluate import compile_model, time_interleaved
 from schedb.pipeline.phases import phase
+from schedb.pipeline.runs import failing, fast_tasks
 from schedb.pipeline.transfer import Options, TransferReport, transfer
 from schedb.pipeline.tune import TuneBudget, tune
 from schedb.store import Store
@@ -64,6 +65,7 @@ class FastReport:
     e2e: dict  # "final" and "pytorch": Latency dicts of the model as the database now builds it
     wall_s: float
     notes: list[str] = field(default_factory=list)
+    run_id: int | None = None  # its row in store.runs (the transfer's and the tuning's name it as parent)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -84,10 +86,20 @@ def heaviest(tasks, share: float) -> list[str]:
 
 def fast(store: Store, model: Model, target, opts: FastOptions, progress=None, on_phase=None) -> FastReport:
     """Transfer, tune the heaviest tasks, choose, and time the model: see the module doc.
-    ``progress`` is transfer's per-task callback; ``on_phase`` marks every phase."""
+    ``progress`` is transfer's per-task callback; ``on_phase`` marks every phase. The run is
+    kept in ``store.runs``, with its transfer and tuning as runs of their own within it."""
+    run_id = store.runs.start("fast", model.name, canonical(target), asdict(opts))
+    with failing(store, run_id):
+        out = _fast(store, model, target, opts, progress, on_phase, run_id)
+        store.runs.finish(run_id, fast_tasks(store, out.transfer.tasks, run_id), out.e2e)
+    return out
+
+
+def _fast(store, model, target, opts, progress, on_phase, run_id) -> FastReport:
     t0 = time.perf_counter()
     rep = transfer(store, model, target, Options(droplet=True, budget_s=opts.transfer_share * opts.budget_s,
-                                                 e2e_repeat=0, bind_params=opts.bind_params), progress, on_phase)
+                                                 e2e_repeat=0, bind_params=opts.bind_params), progress, on_phase,
+                   parent_run=run_id)
     heavy = heaviest(rep.tasks, opts.latency_share)
     left = opts.budget_s - (time.perf_counter() - t0) - FINAL_S
     notes, t_tune = [], time.perf_counter()
@@ -95,7 +107,7 @@ def fast(store: Store, model: Model, target, opts: FastOptions, progress=None, o
         with tempfile.TemporaryDirectory(prefix="schedb-fast-") as logs:  # the records go to the database
             budget = TuneBudget(trials_per_task=10**6, trials_per_iter=opts.trials_per_iter, time_limit=left)
             tune(model, target, logs, budget, bind_params=opts.bind_params, database=store.path, only=set(heavy),
-                 on_phase=on_phase)
+                 on_phase=on_phase, parent_run=run_id)
     else:
         notes.append(f"no tuning: {max(left, 0):.0f} s left after the transfer" if heavy else "no task to tune")
         heavy = []
@@ -105,4 +117,4 @@ def fast(store: Store, model: Model, target, opts: FastOptions, progress=None, o
         compiled = compile_model(lowered, target, Database(store.path, target=target))
     e2e, _ = time_interleaved(lowered, {"final": compiled}, opts.e2e_repeat, on_phase)
     return FastReport(model.name, canonical(target), opts.budget_s, rep, heavy, round(tune_wall, 1), e2e,
-                      round(time.perf_counter() - t0, 1), rep.notes + notes)
+                      round(time.perf_counter() - t0, 1), rep.notes + notes, run_id)

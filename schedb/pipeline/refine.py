@@ -6,9 +6,11 @@ import json
 from dataclasses import dataclass
 
 from schedb.errors import SchedbError
+from schedb.pipeline.runs import failing
 from schedb.search.allocate import Allocator
 from schedb.search.droplet import Droplet, DropletParams, spend
 from schedb.store.records import commit_trace
+from schedb.store.tables import RunTask
 from schedb.tir.target import canonical
 
 
@@ -36,7 +38,7 @@ class Refinement:
 
 def refine_stored(store, workloads: dict[int, int | None], target, engine, trials: int = 32, starts: int = 3,
                   pvalue: float = 0.05, seed: int = 0, save_path: bool = False, budget_s: float | None = None,
-                  max_distance: int | None = None) -> list[Refinement]:
+                  max_distance: int | None = None, model: str | None = None) -> list[Refinement]:
     """Droplet search from the best stored records of each workload (``{id: weight}``,
     weight the kernel's occurrences in the model, None: 1), multi-start from the ``starts``
     fastest distinct traces, within one budget of ``trials`` per workload on average (and
@@ -46,7 +48,24 @@ def refine_stored(store, workloads: dict[int, int | None], target, engine, trial
     ``droplet`` whose parent is the start record; with ``save_path`` every measured point of
     the search is stored too, so the path is queryable in SQL. Starts may be records of other
     targets (closest first, at most ``max_distance`` away, schedb.tir.target.distance): every
-    point is measured here and committed for ``target``."""
+    point is measured here and committed for ``target``.
+
+    The run is kept in ``store.runs`` (``model``: the model the workloads are of, for its row)."""
+    options = {"workloads": sorted(workloads), "trials": trials, "starts": starts, "pvalue": pvalue, "seed": seed,
+               "save_path": save_path, "budget_s": budget_s, "max_distance": max_distance}
+    runner = getattr(engine, "runner_spec", None)  # (a caller's own engine need not say)
+    run_id = store.runs.start("droplet", model, canonical(target), options, runner)
+    with failing(store, run_id):
+        out = _refine(store, workloads, target, engine, trials, starts, pvalue, seed, save_path, budget_s,
+                      max_distance, run_id)
+        store.runs.finish(run_id, [RunTask(r.kind, "droplet" if r.accepted else "stored", r.workload_id, r.weight,
+                                           None, r.start_record_id, r.record_id or r.start_record_id, None,
+                                           r.best_us) for r in out])
+    return out
+
+
+def _refine(store, workloads, target, engine, trials, starts, pvalue, seed, save_path, budget_s, max_distance,
+            run_id) -> list[Refinement]:
     from tvm.s_tir.meta_schedule.database import Workload
 
     target_key = canonical(target)
@@ -69,11 +88,11 @@ def refine_stored(store, workloads: dict[int, int | None], target, engine, trial
         if res is None:  # never given a batch
             out.append(Refinement(wid, w["kind"], weight or 1, top[0]["id"], None, None, 0, 0, None, False, None, 0.0))
         else:
-            out.append(_commit(store, wid, w, target_key, top[res.start], weight or 1, res, save_path))
+            out.append(_commit(store, wid, w, target_key, top[res.start], weight or 1, res, save_path, run_id))
     return out
 
 
-def _commit(store, wid, w, target_key, parent, weight, res, save_path) -> Refinement:
+def _commit(store, wid, w, target_key, parent, weight, res, save_path, run_id) -> Refinement:
     """Store the accepted improvement (and with ``save_path`` the path) of one workload."""
     record_id = None
     with store.transaction():
@@ -81,10 +100,11 @@ def _commit(store, wid, w, target_key, parent, weight, res, save_path) -> Refine
             for v in res.visited:
                 if v.mean is not None:
                     commit_trace(store, wid, w["signature"], target_key, v.trace, [v.mean], "droplet",
-                                 parent_id=parent["id"])
+                                 parent_id=parent["id"], run_id=run_id)
         if res.accepted:
             record_id = commit_trace(store, wid, w["signature"], target_key, res.best_trace, res.best_samples,
-                                     "droplet", parent_id=parent["id"], search_time_s=round(res.elapsed, 3))
+                                     "droplet", parent_id=parent["id"], search_time_s=round(res.elapsed, 3),
+                                     run_id=run_id)
     return Refinement(wid, w["kind"], weight, parent["id"], res.start_mean * 1e6, res.best_mean * 1e6,
                       res.trials, res.failed, res.pvalue, res.accepted, record_id, res.elapsed)
 

@@ -29,6 +29,7 @@ from schedb.models import Model
 from schedb.pipeline.choose import contender
 from schedb.pipeline.evaluate import compile_variants, time_interleaved
 from schedb.pipeline.phases import phase
+from schedb.pipeline.runs import failing, transfer_tasks
 from schedb.search.allocate import Allocator
 from schedb.search.droplet import Droplet, DropletParams, spend
 from schedb.search.index import Index
@@ -111,6 +112,7 @@ class TransferReport:
     check: dict  # max abs errors against the framework, per variant compiled
     notes: list[str] = field(default_factory=list)  # what the user should know, e.g. foreign targets
     load_average: dict = field(default_factory=dict)  # before / after the end-to-end timing (1, 5, 15 min)
+    run_id: int | None = None  # its row in store.runs
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -148,27 +150,37 @@ class TaskContext:
 
 
 def transfer(store: Store, model: Model, target, opts: Options | None = None, progress=None,
-             on_phase=None) -> TransferReport:
+             on_phase=None, parent_run: int | None = None) -> TransferReport:
     """Transfer schedules to every task of ``model``; see the module doc.
 
     ``progress(done, total, task_result)`` is called after every task; ``on_phase`` at the
-    start and end of every phase (schedb.pipeline.phases)."""
-    search = Transfer(store, model, target, opts or Options(), on_phase)
+    start and end of every phase (schedb.pipeline.phases). The run is kept in
+    ``store.runs`` (its id: the report's ``run_id``), within run ``parent_run`` if given."""
+    search = Transfer(store, model, target, opts or Options(), on_phase, parent_run)
     return search.run(progress)
 
 
 class Transfer:
     """The search over one model's tasks: shared state (indexes, engine, budgets)."""
 
-    def __init__(self, store: Store, model: Model, target, opts: Options, on_phase=None):
+    def __init__(self, store: Store, model: Model, target, opts: Options, on_phase=None,
+                 parent_run: int | None = None):
+        self.store, self.model, self.target, self.opts = store, model, target, opts
+        self.target_key = canonical(target)
+        self.allowed = self._allowed_models()
+        self.run_id = store.runs.start("transfer", model.name, self.target_key, asdict(opts), opts.runner,
+                                       _names(store, self.allowed), parent_run)
+        with failing(store, self.run_id):
+            self._prepare(on_phase)
+
+    def _prepare(self, on_phase):
         import tvm
 
+        store, model, target, opts = self.store, self.model, self.target, self.opts
         self.on_phase = on_phase
         with phase(on_phase, "loading tensor intrinsics"):
             load_intrinsics(target)
         self.t_begin = time.perf_counter()  # search_wall_s: once per process, the intrinsics are not the search's
-        self.store, self.model, self.target, self.opts = store, model, target, opts
-        self.target_key = canonical(target)
         with phase(on_phase, "lowering"):
             self.lowered = lower(model, target, opts.bind_params)
         with phase(on_phase, "extracting tasks"):
@@ -177,7 +189,6 @@ class Transfer:
         with phase(on_phase, "building the index"):
             self.index = self._index()
         self._anchor_index: Index | None = None  # built when a task first needs it
-        self.allowed = self._allowed_models()
         with phase(on_phase, "starting the measurement engine"):
             self.engine = Engine(target, runner=opts.runner, repeat=opts.repeat)
         with store.transaction():
@@ -212,6 +223,12 @@ class Transfer:
         return max(self.opts.budget_s - (time.perf_counter() - self.t_start), 0)
 
     def run(self, progress=None) -> TransferReport:
+        with failing(self.store, self.run_id):
+            rep = self._run(progress)
+            self.store.runs.finish(self.run_id, transfer_tasks(rep.tasks), rep.e2e)
+        return rep
+
+    def _run(self, progress) -> TransferReport:
         results, transferred, found = self._search(progress)
         refined, droplet_wall = {}, None
         if self.opts.droplet:
@@ -227,7 +244,8 @@ class Transfer:
             variants["refined"] = {**transferred, **refined}
         return TransferReport(self.model.name, self.target_key, results, search_time_s=search_time,
                               droplet_wall_s=droplet_wall, measured=self.engine.count - self.baseline,
-                              notes=[self.note] if self.note else [], **self._evaluate(variants))
+                              notes=[self.note] if self.note else [], run_id=self.run_id,
+                              **self._evaluate(variants))
 
     def _evaluate(self, variants: dict) -> dict:
         """Compile the model the user gets (the last variant), which ends the search's wall time;
@@ -454,7 +472,13 @@ class Transfer:
         with self.store.transaction():
             return commit_trace(self.store, ctx.workload_id, ctx.signature, self.target_key, trace, m.samples, origin,
                                 parent_id=parent, source_workload_id=res.source_workload_id,
-                                distance=res.distance, search_time_s=round(spent, 3), model_id=self.model_id)
+                                distance=res.distance, search_time_s=round(spent, 3), model_id=self.model_id,
+                                run_id=self.run_id)
+
+
+def _names(store: Store, model_ids: list[int] | None) -> list[str] | None:
+    """The names of models given by id (None: every model), for a run row's ``sources``."""
+    return None if model_ids is None else [store.models.name_of(i) for i in model_ids]
 
 
 def _us(m: Measurement) -> float | None:

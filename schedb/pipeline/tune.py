@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from schedb.tir.tasks import extract_tasks, lower
 from schedb.errors import SchedbError
 from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, drop_partial_line, previous_run, spent_trials, timeline
 from schedb.pipeline.phases import phase
+from schedb.pipeline.runs import choice_tasks, failing
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def tune(
     database: str | Path | None = None,
     on_phase=None,
     only: set[str] | None = None,
+    parent_run: int | None = None,
 ) -> dict:
     """Tune ``model`` on ``target``; returns the sidecar dict (also written to ``out``).
 
@@ -84,9 +86,33 @@ def tune(
     becomes its choice (schedb.pipeline.choose; the sidecar's ``choices``): the model is built
     with what ran fastest side by side, the untuned kernel included.
 
-    ``only``: tune just the tasks of these names (the others keep what they have)."""
+    ``only``: tune just the tasks of these names (the others keep what they have).
+
+    Tuning into a database keeps the run in its ``runs`` table (the sidecar's ``run_id``;
+    within run ``parent_run`` if given): options, each decided task, its records linked."""
     if database is not None and resume:
         raise SchedbError("`database` and `resume` do not go together: a database run counts no work dir trials")
+    args = (model, target, out, budget, seed, progress, bind_params, resume, database, on_phase, only)
+    if database is None:
+        return _tune(*args, run_id=None)
+    from schedb.store import Store
+
+    store = Store(database)
+    try:
+        options = {"budget": asdict(budget), "seed": seed, "bind_params": bind_params,
+                   "only": sorted(only) if only else None, "out": str(out)}
+        run_id = store.runs.start("tune", model.name, canonical(target), options, "local", None, parent_run)
+        with failing(store, run_id):
+            meta = _tune(*args, run_id=run_id)
+            store.runs.finish(run_id, choice_tasks(store, meta["choices"]["tasks"]))
+        return meta
+    finally:
+        store.close()
+
+
+def _tune(model, target, out, budget, seed, progress, bind_params, resume, database, on_phase, only,
+          run_id) -> dict:
+    """tune(), with the id of its run row when tuning into a database."""
     with phase(on_phase, "loading tensor intrinsics"):
         load_intrinsics(target)
     out = Path(out)
@@ -108,11 +134,11 @@ def tune(
     started = before.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds")
     with phase(on_phase, f"tuning {len(tasks)} tasks"):
         steps, offset = _tune_parts(out, tasks, spent, budget, before, seed, progress,
-                                    lambda: trials_database(out, database, target, model.name))
+                                    lambda: trials_database(out, database, target, model.name, run_id))
     meta = _sidecar(model, target, tasks, budget, seed, started, offset,
                     {"clock": "seconds of tuning when a batch went to the runner", "tasks": steps})
     if database is not None:
-        meta["database"] = str(database)
+        meta["database"], meta["run_id"] = str(database), run_id
         with phase(on_phase, "choosing each task's schedule"):
             meta["choices"] = _choose(database, tasks, target)
     meta["params"] = "bound" if bind_params else "inputs"
@@ -163,8 +189,8 @@ def _tune_parts(out: Path, tasks, spent: list[int], budget: TuneBudget, before: 
     return steps[:len(tasks)], offset
 
 
-def trials_database(out: Path, path, target, model: str):
-    """Where the trials go: the work dir's JSON files, or a schedb database."""
+def trials_database(out: Path, path, target, model: str, run_id: int | None = None):
+    """Where the trials go: the work dir's JSON files, or a schedb database (records linked to run ``run_id``)."""
     if path is None:
         from tvm.s_tir import meta_schedule as ms
 
@@ -172,7 +198,7 @@ def trials_database(out: Path, path, target, model: str):
     from schedb.store.database import Database
 
     # A search seeded from the database starts from different schedules: one record per trace.
-    return Database(path, target=target, model=model, origin="tuned", distinct_traces=True)
+    return Database(path, target=target, model=model, origin="tuned", distinct_traces=True, run_id=run_id)
 
 
 

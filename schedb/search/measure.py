@@ -109,7 +109,7 @@ class Engine:
 
     def __init__(self, target, runner: str = "local", repeat: int = 5, number: int = 3,
                  build_timeout: float = 30.0, run_timeout: float = 30.0):
-        self.target = target
+        self.target, self.runner_spec = target, runner  # (the spec: what a run row records)
         self.builder = WarmBuilder(timeout_sec=build_timeout)
         self.runner = make_runner(runner, number=number, repeat=repeat, timeout_sec=run_timeout)
         self.runner_for_rounds = make_runner(runner, number=number, repeat=1, timeout_sec=run_timeout)

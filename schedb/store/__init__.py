@@ -2,7 +2,7 @@
 
 ``Store`` (store.py) is the SQLite file: connection, transactions, migrations (schema.py)
 and the user's SQL; tables/ holds one accessor per table (``store.records``,
-``store.workloads``, ``store.models``, ``store.choices``, ``store.files``); merge.py copies
+``store.workloads``, ``store.models``, ``store.choices``, ``store.files``, ``store.runs``); merge.py copies
 another database in; records.py says what a record is (identity, validity, commit);
 database.py is the MetaSchedule ``Database`` adapter (imported from there: it needs TVM,
 the rest does not).

@@ -28,7 +28,8 @@ class Database(PyDatabase):
     (schedb.tir.target.distance: MetaSchedule's own lookup ignores the target); default: the
     fastest records of any target. A task's standing choice for ``target``
     (schedb.pipeline.choose) comes before all: its record, or none when the untuned kernel won.
-    ``model``: records committed through this object are attributed to this model.
+    ``model``: records committed through this object are attributed to this model, and
+    ``run_id`` names the run that made them (store.runs).
 
     As TVM's own databases: ``get_top_k`` returns every valid record by mean run time, and a
     record is valid when one of its run times is (TuningRecord::IsValid). ``distinct_traces``:
@@ -36,13 +37,13 @@ class Database(PyDatabase):
     then starts from k different schedules; ``tune --db`` asks for it)."""
 
     def __init__(self, path=None, target=None, model: str | None = None, origin: str = "tuned",
-                 distinct_traces: bool = False):
+                 distinct_traces: bool = False, run_id: int | None = None):
         super().__init__()
         self.distinct_traces = distinct_traces
         self.store = Store(path)
         self.target = canonical(target) if target is not None else None
         self.model_id = self.store.models.upsert(model) if model else None
-        self.origin = origin
+        self.origin, self.run_id = origin, run_id
         self._sigs: dict = {}  # structural hash -> (workload id, signature)
 
     def _lookup(self, mod, create: bool):
@@ -78,7 +79,7 @@ class Database(PyDatabase):
         samples = [float(s) for s in run_secs] if run_secs else None
         with self.store.transaction():
             commit_trace(self.store, wid, sig, target, trace, samples, self.origin, partial=True,
-                         args_info=dumps(as_json(args_info)), model_id=self.model_id)
+                         args_info=dumps(as_json(args_info)), model_id=self.model_id, run_id=self.run_id)
 
     def get_top_k(self, workload: Workload, top_k: int) -> list[TuningRecord]:
         wid, _ = self._lookup(workload.mod, create=False)

@@ -71,8 +71,9 @@ def commit_workload(store: Store, sig: str, kind: str, desc: dict, shash: str, m
 
 def commit_trace(store: Store, wid: int, sig: str, target: str, trace, samples: list[float] | None,
                  origin: str, partial: bool = False, **provenance) -> int:
-    """Store a measured schedule (tuned, transferred, droplet) with its provenance; returns its id.
-    ``trace``: a TVM Trace or its JSON. ``partial``: valid_samples's TVM rule."""
+    """Store a measured schedule (tuned, transferred, droplet) with its provenance (``parent_id``,
+    ``model_id``, ``run_id``: the run that made it, ...); returns its id. ``trace``: a TVM Trace or
+    its JSON. ``partial``: valid_samples's TVM rule."""
     import tvm
 
     trace_text = dumps(as_json(trace))

@@ -11,7 +11,7 @@ import sqlite3
 
 from schedb.errors import SchedbError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Each entry migrates the schema from version i to i+1.
 MIGRATIONS = [
@@ -224,6 +224,47 @@ MIGRATIONS = [
     JOIN workloads w ON w.id = a.workload_id
     LEFT JOIN models m ON m.id = a.model_id
     LEFT JOIN files f ON f.id = a.file_id;
+    """,
+    # 8: runs: every transfer, tune, droplet and fast run with its options, target, versions,
+    # each task's outcome and the end-to-end latencies it timed; records name the run that
+    # made them. A transfer's result lived only in its JSON report before.
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,               -- transfer | tune | droplet | fast
+        model TEXT,                       -- the model's name (NULL: droplet on workloads)
+        status TEXT NOT NULL,             -- running | done | failed (a killed run stays running)
+        target TEXT,                      -- canonical target JSON
+        runner TEXT,                      -- local | rpc://host:port/key
+        sources TEXT,                     -- JSON list: models whose schedules it could use (NULL: all)
+        options TEXT NOT NULL,            -- JSON: what it was asked
+        tvm_version TEXT,
+        schedb_version TEXT,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        error TEXT,                       -- why it failed
+        parent_run_id INTEGER REFERENCES runs(id),  -- the fast run a transfer or tune ran in
+        e2e TEXT,                         -- JSON: variant -> latency (median_ms, p25_ms, p75_ms, samples_ms)
+        untuned_ms REAL,                  -- medians of the end-to-end timing: the untuned model,
+        tvm_ms REAL,                      -- the model the run built,
+        pytorch_ms REAL                   -- PyTorch eager, in the same rounds
+    );
+    CREATE TABLE run_tasks (
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        task TEXT NOT NULL,
+        source TEXT NOT NULL,             -- transfer: exact | neighbor | anchor | searched | untuned;
+                                          -- tune: the chosen record's origin | untuned; droplet: droplet | stored
+        workload_id INTEGER REFERENCES workloads(id),
+        weight INTEGER,
+        source_model TEXT,
+        source_record_id INTEGER REFERENCES records(id),
+        record_id INTEGER REFERENCES records(id),  -- the chosen record (NULL: the untuned kernel)
+        untuned_us REAL,
+        chosen_us REAL
+    );
+    CREATE INDEX run_tasks_run ON run_tasks(run_id);
+    ALTER TABLE records ADD COLUMN run_id INTEGER REFERENCES runs(id);
+    CREATE INDEX records_run ON records(run_id);
     """,
 ]
 

@@ -16,7 +16,7 @@ import sqlite_utils
 
 from schedb.errors import SchedbError, StorageError
 from schedb.store import schema
-from schedb.store.tables import Choices, Files, Models, Records, Workloads
+from schedb.store.tables import Choices, Files, Models, Records, Runs, Workloads
 from schedb.store.tables.base import dumps, loads, now  # noqa: F401 - re-exported by schedb.store
 from schedb.tir.target import distance as target_distance
 
@@ -40,7 +40,8 @@ def _no_attach(action, *_):
 class Store:
     """An open schedb database. ``Store(path)`` creates or migrates the file. Each table
     has its accessor, sqlite-utils style: ``store.records.best(wid)``,
-    ``store.choices.get(wid, target)``, ``store.models``, ``store.workloads``, ``store.files``."""
+    ``store.choices.get(wid, target)``, ``store.runs.list()``, ``store.models``, ``store.workloads``,
+    ``store.files``."""
 
     def __init__(self, path: str | os.PathLike | None = None, readonly: bool = False):
         self.path = Path(path or default_path())
@@ -58,7 +59,7 @@ class Store:
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self.models, self.workloads, self.records = Models(self), Workloads(self), Records(self)
-        self.choices, self.files = Choices(self), Files(self)
+        self.choices, self.files, self.runs = Choices(self), Files(self), Runs(self)
         # Candidates of every target are ranked in SQL by how alike their target is.
         conn.create_function("target_distance", 2, _target_distance, deterministic=True)
         try:

@@ -5,6 +5,7 @@ from schedb.store.tables.choices import Choices
 from schedb.store.tables.files import Files
 from schedb.store.tables.models import Models
 from schedb.store.tables.records import Records
+from schedb.store.tables.runs import Run, Runs, RunTask
 from schedb.store.tables.workloads import Workloads
 
-__all__ = ["Choices", "Files", "Models", "Records", "Workloads"]
+__all__ = ["Choices", "Files", "Models", "Records", "Run", "RunTask", "Runs", "Workloads"]

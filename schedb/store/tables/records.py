@@ -42,11 +42,15 @@ class Records(Table):
         rows = [r if type(r) is tuple else tuple(r.get(c) for c in COLUMNS) for r in rows]
         return self.conn.executemany(_INSERT, rows).rowcount  # ignored duplicates count 0
 
-    def add(self, **row) -> int | None:
-        """Insert one record; returns its id (the existing one for a duplicate)."""
+    def add(self, run_id: int | None = None, **row) -> int | None:
+        """Insert one record, made by run ``run_id`` (store.runs) if given; returns its id (the
+        existing one for a duplicate, which keeps the run that first made it)."""
         row.setdefault("created_at", now())
-        self.insert([row])
-        return self.id_of(row["workload_id"], row["digest"])
+        new = self.insert([row])
+        record_id = self.id_of(row["workload_id"], row["digest"])
+        if new and run_id is not None:  # not in COLUMNS: ingest's tuples and merges carry no run
+            self.conn.execute("UPDATE records SET run_id = ? WHERE id = ?", (run_id, record_id))
+        return record_id
 
     def id_of(self, workload_id: int, digest) -> int | None:
         found = self.conn.execute("SELECT id FROM records WHERE workload_id = ? AND digest = ?",
