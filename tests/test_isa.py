@@ -1,0 +1,114 @@
+"""Schedules across vector units, by construction on this machine: tiny_cnn's fixture (tuned
+for AVX-512, 16 lanes, 32 registers) adapted to an AVX2 target (``llvm -mcpu=haswell``: 8
+lanes, 16 registers, which an AVX-512 CPU also runs) and back; the adapted traces replay on
+the task, build for that target and compute what PyTorch computes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from schedb.tir.isa import adapt, tilings
+from schedb.tir.replay import apply_trace, decision_points
+from schedb.tir.target import VectorUnit, canonical, parse_target, vector_unit
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "tiny_cnn"
+AVX512, AVX2 = VectorUnit("avx512", 16, 32), VectorUnit("avx2", 8, 16)
+HASWELL = {"kind": "llvm", "mcpu": "haswell", "num-cores": 2}
+ROCKETLAKE = {"kind": "llvm", "mcpu": "rocketlake", "num-cores": 2}
+
+
+def _unit(spec) -> VectorUnit | None:
+    return vector_unit(canonical(parse_target(spec)))
+
+
+def test_vector_unit_comes_from_the_cpu_and_its_attributes():
+    assert _unit(ROCKETLAKE) == AVX512
+    assert _unit(HASWELL) == AVX2
+    assert _unit("llvm -mcpu=rocketlake -mattr=-avx512f") == AVX2  # -mattr takes features away
+    assert _unit("llvm -mcpu=haswell -mattr=+avx512f") == AVX512
+    assert _unit({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72"}).isa == "neon"
+    assert _unit("cuda") is None
+
+
+def _wide_record() -> list:
+    """A fixture trace of tiny_cnn's second convolution whose vectorized tile is one
+    16-lane vector ([1, 1, 1, 16] over the output width) with a 4-row register tile."""
+    for line in gzip.open(FIXTURE / "database_tuning_record.json.gz", "rt"):
+        trace = json.loads(line)[1][0]
+        for t in tilings(trace)[0]:
+            tiles = {p.index: p.decision for p in decision_points(trace)}
+            if tiles[t.vector] == [1, 1, 1, 16] and any(tiles[i][-1] == 4 for i in t.spatial):
+                return trace
+    raise AssertionError("the fixture has no such record")
+
+
+def test_a_16_lane_trace_is_adapted_to_8_lanes_and_back():
+    trace = _wide_record()
+    (tiling,), _ = tilings(trace)
+    before = {p.index: p.decision for p in decision_points(trace)}
+    down = adapt(trace, AVX512, AVX2)
+    after = {p.index: p.decision for p in decision_points(down.trace)}
+    assert before[tiling.vector] == [1, 1, 1, 16] and after[tiling.vector] == [1, 1, 2, 8]  # one ymm, not two
+    for i in tiling.spatial:  # every tile still multiplies to its extent
+        assert math.prod(after[i]) == math.prod(before[i])
+    # The accumulators: 4 x 16 = 4 zmm of 32 before; 16 ymm would be all there are; now 2 of 16.
+    acc = [math.prod(d[i][-1] for i in tiling.spatial) for d in (before, after)]
+    assert acc == [64, 16]
+    assert set(down.changes) <= set(before) and down.changed
+    up = adapt(down.trace, AVX2, AVX512)
+    assert {p.index: p.decision for p in decision_points(up.trace)}[tiling.vector] == [1, 1, 1, 16]
+    assert adapt(trace, AVX512, AVX512).changes == {}  # the same unit: nothing to adapt
+
+
+def test_unroll_follows_the_register_file():
+    from schedb.tir.isa import _unroll
+
+    steps = [0, 16, 64, 512]
+    assert [_unroll(i, steps, 0.5) for i in range(4)] == [0, 1, 1, 2]  # 512 -> 64, 64 -> 16, 16 stays
+    assert [_unroll(i, steps, 2) for i in range(4)] == [0, 2, 3, 3]
+
+
+def test_a_trace_without_multi_level_tiling_is_left_alone():
+    for line in gzip.open(FIXTURE / "database_tuning_record.json.gz", "rt"):
+        trace = json.loads(line)[1][0]
+        if not tilings(trace)[0] and not tilings(trace)[1]:
+            assert adapt(trace, AVX512, AVX2).changes == {}
+            return
+    pytest.skip("every fixture trace is tiled")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec,src,dst", [(HASWELL, AVX512, AVX2), (ROCKETLAKE, AVX2, AVX512)],
+                         ids=["to-avx2", "back-to-avx512"])
+def test_adapted_trace_replays_builds_and_matches_pytorch(spec, src, dst):
+    """The whole model built for the target with the adapted kernel, checked against
+    PyTorch's output by compile_model (to 1e-3)."""
+    from schedb.models import load_model
+    from schedb.pipeline.evaluate import compile_model, winners_database
+    from schedb.pipeline.transfer import Winner
+    from schedb.tir.target import load_intrinsics
+    from schedb.tir.tasks import extract_tasks, lower
+
+    target = parse_target(spec)
+    load_intrinsics(target)
+    trace = _wide_record()
+    if src == AVX2:  # the way back starts from the AVX2 form
+        trace = adapt(trace, AVX512, AVX2).trace
+    (tiling,), _ = tilings(trace)
+    lowered = lower(load_model("tiny_cnn"), target)
+    tasks = extract_tasks(lowered, target)
+    # The record's own task: the convolution it replays on unchanged.
+    task = next(t for t in tasks if "conv2d" in t.name and apply_trace(trace, t.func, target).adapted == 0)
+    adapted = adapt(trace, src, dst)
+    r = apply_trace(adapted.trace, task.func, target)
+    assert r.ok and r.adapted == 0, r.error
+    inner = {p.index: p.decision for p in decision_points(r.trace)}[tiling.vector][-1]
+    assert inner == dst.lanes  # one vector of the target's width
+    compiled = compile_model(lowered, target, winners_database(tasks, {task.name: Winner(r.trace, [1.0], None)},
+                                                               target))
+    assert compiled.tuned_tasks == 1 and compiled.max_abs_err < 1e-3
