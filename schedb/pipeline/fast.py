@@ -27,6 +27,7 @@ from schedb.pipeline.evaluate import compile_model, time_interleaved
 from schedb.pipeline.phases import phase
 from schedb.pipeline.transfer import Options, TransferReport, transfer
 from schedb.pipeline.tune import TuneBudget, tune
+from schedb.search.allocate import heaviest
 from schedb.store import Store
 from schedb.store.database import Database
 from schedb.tir.target import canonical
@@ -67,19 +68,6 @@ class FastReport:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def heaviest(tasks, share: float) -> list[str]:
-    """Names of the tasks with the largest weight x chosen kernel time, the largest first,
-    until they cover ``share`` of the sum (tasks with no kernel time are left out)."""
-    cost = {t.task: t.weight * us for t in tasks if (us := t.refined_us or t.transferred_us or t.untuned_us)}
-    total, out, covered = sum(cost.values()), [], 0.0
-    for name, c in sorted(cost.items(), key=lambda x: -x[1]):
-        if covered >= share * total:
-            break
-        out.append(name)
-        covered += c
-    return out
 
 
 def fast(store: Store, model: Model, target, opts: FastOptions, progress=None, on_phase=None) -> FastReport:
