@@ -16,6 +16,11 @@ significantly faster than the transferred kernel measured beside it. Winners are
 as records with their provenance, and each task's verdict as its choice (store.choices.record:
 the winner, or the untuned kernel), so the database builds the model transfer measured;
 then the whole model is compiled and timed.
+
+Records of another vector ISA (say AVX-512 records on an AVX2 host) are replayed twice: as
+tuned and adapted to this CPU's lanes and registers (schedb.tir.isa), both measured side by
+side; the tasks whose winner is of another ISA then get a short native search, MetaSchedule
+warm-started from the winners (schedb.pipeline.native), and the report says what each gained.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from schedb.errors import SchedbError
 from schedb.models import Model
 from schedb.pipeline.choose import contender
 from schedb.pipeline.evaluate import compile_variants, time_interleaved
+from schedb.pipeline.native import NativeOptions, native_search
 from schedb.pipeline.phases import phase
 from schedb.search.allocate import Allocator
 from schedb.search.droplet import Droplet, DropletParams, spend
@@ -38,8 +44,9 @@ from schedb.store import Store
 from schedb.store.records import commit_mod, commit_trace
 from schedb.tir.anchor import anchor_of, retarget
 from schedb.tir.signature import kind_of
-from schedb.tir.replay import apply_trace
-from schedb.tir.target import canonical, label, load_intrinsics, max_distance
+from schedb.tir.isa import adapt
+from schedb.tir.replay import apply_trace, as_json
+from schedb.tir.target import canonical, label, load_intrinsics, max_distance, vector_unit
 from schedb.tir.tasks import Task, extract_tasks, lower
 
 
@@ -62,6 +69,8 @@ class Options:
     same_target_only: bool = False  # only records tuned for this very target
     bind_params: bool = True  # weights as constants, folded (schedb.tir.tasks.lower)
     search_trials: int = 8  # per task no candidate beats untuned on: MetaSchedule samples (0: none)
+    adapt_isa: bool = True  # also replay records of another vector ISA adapted to this one (schedb.tir.isa)
+    native: NativeOptions = field(default_factory=NativeOptions)  # the search where the ISA differs
 
     @property
     def max_distance(self) -> int | None:
@@ -94,6 +103,13 @@ class TaskResult:
     record_id: int | None = None
     refined_record_id: int | None = None
     search_time_s: float = 0.0
+    source_isa: str | None = None  # the winner's vector ISA when it is not this target's
+    isa_adapted: bool | None = None  # the winner is a record adapted to this ISA (None: none was tried)
+    unadapted_us: float | None = None  # the fastest record of another ISA as tuned, measured beside
+    adapted_us: float | None = None  # the fastest of them adapted to this ISA, in the same batch
+    native_us: float | None = None  # the task's choice after the native search (None: not searched)
+    native_from_us: float | None = None  # the kernel it had before, measured in the same batch
+    native_record_id: int | None = None
 
 
 @dataclass
@@ -111,6 +127,7 @@ class TransferReport:
     check: dict  # max abs errors against the framework, per variant compiled
     notes: list[str] = field(default_factory=list)  # what the user should know, e.g. foreign targets
     load_average: dict = field(default_factory=dict)  # before / after the end-to-end timing (1, 5, 15 min)
+    isa: dict = field(default_factory=dict)  # records of another vector ISA: what adapting and searching gained
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -122,6 +139,7 @@ class Candidate:
     distance: float
     source: str  # exact | neighbor | anchor
     trace: list  # JSON trace to replay on the task
+    adapted: bool = False  # adapted from another vector ISA to this one
 
 
 @dataclass
@@ -144,6 +162,7 @@ class TaskContext:
     result: TaskResult
     starts: list = field(default_factory=list)  # droplet's multi-start: the best replayed traces
     contenders: list = field(default_factory=list)  # the batch that decided its schedule (a choice's)
+    unadapted: Winner | None = None  # the fastest as-tuned candidate, when an adapted one won
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -169,6 +188,7 @@ class Transfer:
         self.t_begin = time.perf_counter()  # search_wall_s: once per process, the intrinsics are not the search's
         self.store, self.model, self.target, self.opts = store, model, target, opts
         self.target_key = canonical(target)
+        self.unit = vector_unit(self.target_key)  # lanes and registers, for records of another ISA
         with phase(on_phase, "lowering"):
             self.lowered = lower(model, target, opts.bind_params)
         with phase(on_phase, "extracting tasks"):
@@ -185,6 +205,7 @@ class Transfer:
                                                tvm.__version__)
         self.baseline = 0  # untuned measurements: always made, not charged to the budget
         self.contexts: list[TaskContext] = []  # every task searched, in order
+        self.native = None  # schedb.pipeline.native's outcome, when it ran
         self.t_start = time.perf_counter()
 
     def _index(self, partition=None) -> Index:
@@ -221,13 +242,77 @@ class Transfer:
                     refined = self._refine(found, t0 - self.t_start)
             droplet_wall = time.perf_counter() - t0
         self._record_choices()
+        best = {**transferred, **refined}
+        native = self._native(best)
         search_time = time.perf_counter() - self.t_start
-        variants = {"untuned": None, "transferred": transferred}
+        variants = {"untuned": None}
+        if any(r.isa_adapted for r in results):  # what the model would be without adapting
+            variants["unadapted"] = self._unadapted(best)
+        variants["transferred"] = transferred
         if self.opts.droplet:
-            variants["refined"] = {**transferred, **refined}
+            variants["refined"] = best
+        if native is not None:
+            variants["native"] = native
         return TransferReport(self.model.name, self.target_key, results, search_time_s=search_time,
                               droplet_wall_s=droplet_wall, measured=self.engine.count - self.baseline,
-                              notes=[self.note] if self.note else [], **self._evaluate(variants))
+                              notes=[self.note] if self.note else [], isa=self._isa_summary(results),
+                              **self._evaluate(variants))
+
+    def _unadapted(self, best: dict[str, Winner]) -> dict[str, Winner]:
+        """The winners with each adapted one replaced by the fastest record as tuned (none: the
+        untuned kernel), as measured beside it."""
+        out = dict(best)
+        for ctx in self.contexts:
+            if ctx.result.isa_adapted:
+                out.pop(ctx.task.name, None)
+                if ctx.unadapted is not None:
+                    out[ctx.task.name] = ctx.unadapted
+        return out
+
+    def _native(self, best: dict[str, Winner]) -> dict[str, Winner] | None:
+        """The native search (schedb.pipeline.native) on the tasks whose winner is of another
+        vector ISA -> ``best`` with the choices it made (None: it did not run or changed nothing)."""
+        self.native = native_search(self.store, self.model, self.target, [c.result for c in self.contexts],
+                                    self.opts.native, self.opts.bind_params, self.time_left(), self.on_phase)
+        if self.native is None:
+            return None
+        out, changed, by_name = dict(best), False, {c.task.name: c for c in self.contexts}
+        for name, chosen in self.native.chosen.items():
+            ctx, rid = by_name.get(name), chosen["record_id"]
+            if ctx is None:
+                continue
+            had = ctx.result.refined_record_id or ctx.result.record_id
+            ctx.result.native_us, ctx.result.native_record_id = chosen["chosen_us"], rid
+            before = self.store.choices.measured(ctx.workload_id, self.target_key).get(had)
+            ctx.result.native_from_us = None if before is None else before * 1e6
+            if rid == had:
+                continue
+            if rid is None:  # the untuned kernel beat them all
+                out.pop(name, None)
+                changed = True
+                continue
+            r = apply_trace(json.loads(self.store.records.get(rid)["trace"]), ctx.task.func, self.target)
+            if r.ok:
+                out[name], changed = Winner(r.trace, [chosen["chosen_us"] * 1e-6], rid), True
+        return out if changed else None
+
+    def _isa_summary(self, results: list[TaskResult]) -> dict:
+        """How many tasks ran on records of another ISA and what adapting and the native search
+        gained, in estimated model latency (weight x kernel time, the kernels compared measured
+        side by side): {} when no record of another ISA won."""
+        other = [r for r in results if r.source_isa]
+        if not other:
+            return {}
+        both = [r for r in other if r.unadapted_us and r.adapted_us]
+        out = {"host": self.unit.isa if self.unit else None, "sources": sorted({r.source_isa for r in other}),
+               "tasks": len(other), "adapted_tried": sum(r.isa_adapted is not None for r in results),
+               "adapted_won": sum(bool(r.isa_adapted) for r in results),
+               "adapting_gain": _gain([(r.weight, r.unadapted_us, min(r.unadapted_us, r.adapted_us)) for r in both])}
+        if self.native is not None:
+            searched = [r for r in results if r.native_us and r.native_from_us]
+            out["native"] = {**self.native.as_dict(),
+                             "gain": _gain([(r.weight, r.native_from_us, r.native_us) for r in searched])}
+        return out
 
     def _evaluate(self, variants: dict) -> dict:
         """Compile the model the user gets (the last variant), which ends the search's wall time;
@@ -286,6 +371,7 @@ class Transfer:
             r = apply_trace(cand.trace, ctx.task.func, self.target)
             if r.ok:
                 replayed.append((cand, r))
+                replayed += self._adapted(ctx, cand, r)
             else:
                 res.failed += 1
                 if cand.source == "exact":  # its own workload: the record itself is broken
@@ -304,6 +390,7 @@ class Transfer:
         if untuned.ok and untuned.mean <= ranked[0][0].mean:
             res.reason = f"untuned kernel fastest ({res.untuned_us:.1f} us vs {ranked[0][0].mean * 1e6:.1f} us)"
             return None
+        self._isa_result(ctx, ranked, untuned)
         m, cand, r = ranked[0]
         res.source, res.reason = cand.source, None
         res.source_record_id, res.source_workload_id = cand.row["id"], cand.row["workload_id"]
@@ -314,6 +401,41 @@ class Transfer:
         ctx.contenders.append(contender(res.record_id, m))
         ctx.starts = [x[2].trace for x in ranked[:3]]
         return Winner(r.trace, m.samples, res.record_id)
+
+    def _isa_of(self, cand: Candidate) -> str | None:
+        """The candidate's vector ISA when it is not this target's (None: the same, or unknown)."""
+        unit = vector_unit(cand.row["target"])
+        return unit.isa if unit and self.unit and unit[1:] != self.unit[1:] else None
+
+    def _adapted(self, ctx: TaskContext, cand: Candidate, r) -> list:
+        """[(candidate, replayed)] of ``cand`` adapted to this target's vector unit, as replayed
+        by ``r`` (fitted to the task): nothing when it is of this ISA or nothing changes."""
+        if not self.opts.adapt_isa or self._isa_of(cand) is None:
+            return []
+        a = adapt(as_json(r.trace), vector_unit(cand.row["target"]), self.unit)
+        if not a.changed:
+            return []
+        ra = apply_trace(a.trace, ctx.task.func, self.target)
+        if not ra.ok:
+            ctx.result.failed += 1
+            return []
+        return [(Candidate(cand.row, cand.distance, cand.source, a.trace, adapted=True), ra)]
+
+    def _isa_result(self, ctx: TaskContext, ranked: list, untuned: Measurement) -> None:
+        """The ISA fields of the task's result from its measured batch ``ranked`` (fastest first):
+        the winner's ISA, and the fastest record of another ISA as tuned and adapted."""
+        res, (m, cand, _) = ctx.result, ranked[0]
+        res.source_isa = self._isa_of(cand)
+        foreign = [(x, c, r) for x, c, r in ranked if self._isa_of(c)]
+        if not any(c.adapted for _, c, _ in foreign):
+            return
+        res.isa_adapted = cand.adapted
+        res.adapted_us = next(x.mean * 1e6 for x, c, _ in foreign if c.adapted)
+        res.unadapted_us = next((x.mean * 1e6 for x, c, _ in foreign if not c.adapted), None)
+        if cand.adapted:  # what the model would run without adapting: the best as-tuned, if it beats untuned
+            plain = next(((x, r) for x, c, r in ranked if not c.adapted), None)
+            if plain and (not untuned.ok or plain[0].mean < untuned.mean):
+                ctx.unadapted = Winner(plain[1].trace, plain[0].samples, None)
 
     def _sample(self, ctx: TaskContext) -> Winner | None:
         """Nothing transferred beats the untuned kernel: a few schedules from MetaSchedule's
@@ -455,6 +577,12 @@ class Transfer:
             return commit_trace(self.store, ctx.workload_id, ctx.signature, self.target_key, trace, m.samples, origin,
                                 parent_id=parent, source_workload_id=res.source_workload_id,
                                 distance=res.distance, search_time_s=round(spent, 3), model_id=self.model_id)
+
+
+def _gain(rows: list[tuple]) -> float | None:
+    """sum(weight x before) / sum(weight x after) over (weight, before_us, after_us) rows."""
+    after = sum(w * a for w, _, a in rows)
+    return round(sum(w * b for w, b, _ in rows) / after, 3) if after else None
 
 
 def _us(m: Measurement) -> float | None:
