@@ -150,3 +150,15 @@ def test_transfer_to_avx2_measures_adapted_records_and_searches_natively(tmp_pat
     rows = store.conn.execute("SELECT COUNT(*) FROM records WHERE target = ? AND origin = 'tuned'",
                               (canonical(target),)).fetchone()[0]
     assert rows > 0  # the native trials went into the database
+
+
+def test_the_summary_line_says_how_many_tasks_and_what_it_gained():
+    from schedb_cli.main import _isa_line
+
+    isa = {"host": "avx2", "sources": ["avx512"], "tasks": 40, "adapted_tried": 30, "adapted_won": 21,
+           "adapting_gain": 1.84, "native": {"tasks": ["a", "b"], "share": 0.62, "wall_s": 181.0, "gain": 1.31}}
+    line = _isa_line(isa, 72)
+    assert line.startswith("other vector ISA: 40 of 72 tasks use records of avx512 on this avx2 CPU")
+    assert "won on 21" in line and "1.84x over them as tuned" in line
+    assert "native search on 2 tasks (62% of the latency), 181 s, 1.31x" in line
+    assert "native" not in _isa_line({**isa, "native": None, "adapting_gain": None}, 72)

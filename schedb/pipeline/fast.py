@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from schedb.errors import SchedbError
 from schedb.models import Model
 from schedb.pipeline.evaluate import compile_model, time_interleaved
+from schedb.pipeline.native import NativeOptions
 from schedb.pipeline.phases import phase
 from schedb.pipeline.transfer import Options, TransferReport, transfer
 from schedb.pipeline.tune import TuneBudget, tune
@@ -74,8 +75,10 @@ def fast(store: Store, model: Model, target, opts: FastOptions, progress=None, o
     """Transfer, tune the heaviest tasks, choose, and time the model: see the module doc.
     ``progress`` is transfer's per-task callback; ``on_phase`` marks every phase."""
     t0 = time.perf_counter()
+    # No native search inside the transfer: the tuning below is one, on the heaviest tasks of any ISA.
     rep = transfer(store, model, target, Options(droplet=True, budget_s=opts.transfer_share * opts.budget_s,
-                                                 e2e_repeat=0, bind_params=opts.bind_params), progress, on_phase)
+                                                 e2e_repeat=0, bind_params=opts.bind_params,
+                                                 native=NativeOptions(trials=0)), progress, on_phase)
     heavy = heaviest(rep.tasks, opts.latency_share)
     left = opts.budget_s - (time.perf_counter() - t0) - FINAL_S
     notes, t_tune = [], time.perf_counter()

@@ -117,9 +117,9 @@ class TransferReport:
     model: str
     target: str
     tasks: list[TaskResult]
-    search_time_s: float  # the task search and droplet only (all that "search time" counted before search_wall_s)
+    search_time_s: float  # the task search, droplet and the native search only (not lowering nor compiling)
     search_wall_s: float  # from lowering to the final model compiled and checked: lowering, task extraction, the
-    # index, the search, droplet and that compile (loading the model and TVM's tensor intrinsics not counted)
+    # index, the search, droplet, the native search and that compile (loading the model and the intrinsics not)
     e2e_wall_s: float | None  # the end-to-end timing after it (the other variants compiled, all timed); None: skipped
     droplet_wall_s: float | None  # the droplet phase's wall time (part of both search times); None: no droplet
     measured: int  # candidates measured (transfer + droplet), not counting untuned baselines
