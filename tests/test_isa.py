@@ -162,3 +162,18 @@ def test_the_summary_line_says_how_many_tasks_and_what_it_gained():
     assert "won on 21" in line and "1.84x over them as tuned" in line
     assert "native search on 2 tasks (62% of the latency), 181 s, 1.31x" in line
     assert "native" not in _isa_line({**isa, "native": None, "adapting_gain": None}, 72)
+
+
+def test_native_search_only_where_a_winner_is_of_another_isa():
+    from schedb.pipeline.native import NativeOptions, native_search
+    from schedb.pipeline.transfer import TaskResult
+
+    def task(name, isa, us):
+        return TaskResult(name, 1, 0, "neighbor", untuned_us=10 * us, transferred_us=us, record_id=1, source_isa=isa)
+
+    same = [task("a", None, 50.0), task("b", None, 10.0)]
+    # Nothing of another ISA, no trials, or no time: no search (and no tuning started).
+    assert native_search(None, None, None, same, NativeOptions()) is None
+    mixed = same + [task("c", "avx512", 40.0)]
+    assert native_search(None, None, None, mixed, NativeOptions(trials=0)) is None
+    assert native_search(None, None, None, mixed, NativeOptions(), time_left=0.0) is None
