@@ -544,7 +544,7 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
                    "from it (0: none).")
 @click.option("--native-budget", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Minutes for that search when all of the model's latency is of another ISA; scaled by "
-                   "the share it is.")
+                   "the share it is (under 30 s: skipped).")
 @click.option("--trials", type=int, default=None, help="Cap on measured candidates in all.")
 @click.option("--budget", type=float, default=None, help="Cap on search time, minutes.")
 @click.option("--e2e-repeat", type=click.IntRange(min=0), default=10, show_default=True,

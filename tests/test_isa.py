@@ -177,3 +177,5 @@ def test_native_search_only_where_a_winner_is_of_another_isa():
     mixed = same + [task("c", "avx512", 40.0)]
     assert native_search(None, None, None, mixed, NativeOptions(trials=0)) is None
     assert native_search(None, None, None, mixed, NativeOptions(), time_left=0.0) is None
+    # c carries 40 of 100 us: 40% of a 60 s budget is under the 30 s a search is worth.
+    assert native_search(None, None, None, mixed, NativeOptions(budget_s=60)) is None

@@ -6,7 +6,8 @@ once (an AVX-512 record of AlexNet's first convolution ran 8x faster on an AVX2 
 32 trials). So the tasks whose transferred schedule is of another ISA, the heaviest first
 until ``latency_share`` of their latency is covered, are tuned by schedb.pipeline.tune
 into the database, warm-started from its records (the adapted winners among them), for
-``trials`` each and at most ``budget_s`` x the share of the model's latency they carry;
+``trials`` each and at most ``budget_s`` x the share of the model's latency they carry
+(skipped when that is under ``min_s``);
 each is then decided side by side against its transferred and untuned kernels
 (schedb.pipeline.choose).
 """
@@ -27,6 +28,7 @@ class NativeOptions:
     budget_s: float | None = 300.0  # seconds for a model all of whose latency is of another ISA
     latency_share: float = 0.8  # of the other-ISA tasks' latency: the heaviest tasks until covered
     trials_per_iter: int = 8
+    min_s: float = 30.0  # a search given less time is skipped: MetaSchedule's first batch alone takes longer
 
 
 @dataclass
@@ -59,7 +61,7 @@ def native_search(store, model, target, results, opts: NativeOptions, bind_param
     share = sum(cost_us(t) for t in other if t.task in names) / total
     limits = [x for x in (None if opts.budget_s is None else opts.budget_s * share, time_left) if x is not None]
     limit = min(limits) if limits else None
-    if limit is not None and limit <= 0:
+    if limit is not None and limit < opts.min_s:
         return None
     t0 = time.perf_counter()
     budget = TuneBudget(trials_per_task=opts.trials, trials_per_iter=min(opts.trials_per_iter, opts.trials),
