@@ -605,7 +605,7 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
                f"{counts['anchor']} through their anchor block, {counts['searched']} searched, "
                f"{counts['untuned']} untuned; {rep.measured} candidates measured")
     if rep.isa:
-        click.echo(_isa_line(rep.isa, len(rep.tasks)))
+        click.echo(isa_line(rep.isa, len(rep.tasks)))
     click.echo(f"search {rep.search_wall_s:.1f} s wall, lowering to the final model compiled "
                f"(of which the task search and droplet {rep.search_time_s:.1f} s"
                + ("" if rep.droplet_wall_s is None else f", droplet alone {rep.droplet_wall_s:.1f} s") + ")")
@@ -741,7 +741,7 @@ def browse(db_path, host, port):
     serve(db_path or default_path(), host=host, port=port)
 
 
-def _isa_line(isa: dict, n_tasks: int) -> str:
+def isa_line(isa: dict, n_tasks: int) -> str:
     """One line on the tasks that ran on records of another vector ISA (TransferReport.isa)."""
     text = (f"other vector ISA: {isa['tasks']} of {n_tasks} tasks use records of {', '.join(isa['sources'])} "
             f"on this {isa['host']} CPU; adapted schedules tried on {isa['adapted_tried']}, won on "

@@ -66,11 +66,11 @@ def test_a_16_lane_trace_is_adapted_to_8_lanes_and_back():
 
 
 def test_unroll_follows_the_register_file():
-    from schedb.tir.isa import _unroll
+    from schedb.tir.isa import unroll_step
 
     steps = [0, 16, 64, 512]
-    assert [_unroll(i, steps, 0.5) for i in range(4)] == [0, 1, 1, 2]  # 512 -> 64, 64 -> 16, 16 stays
-    assert [_unroll(i, steps, 2) for i in range(4)] == [0, 2, 3, 3]
+    assert [unroll_step(i, steps, 0.5) for i in range(4)] == [0, 1, 1, 2]  # 512 -> 64, 64 -> 16, 16 stays
+    assert [unroll_step(i, steps, 2) for i in range(4)] == [0, 2, 3, 3]
 
 
 def test_a_trace_without_multi_level_tiling_is_left_alone():
@@ -153,15 +153,15 @@ def test_transfer_to_avx2_measures_adapted_records_and_searches_natively(tmp_pat
 
 
 def test_the_summary_line_says_how_many_tasks_and_what_it_gained():
-    from schedb_cli.main import _isa_line
+    from schedb_cli.main import isa_line
 
     isa = {"host": "avx2", "sources": ["avx512"], "tasks": 40, "adapted_tried": 30, "adapted_won": 21,
            "adapting_gain": 1.84, "native": {"tasks": ["a", "b"], "share": 0.62, "wall_s": 181.0, "gain": 1.31}}
-    line = _isa_line(isa, 72)
+    line = isa_line(isa, 72)
     assert line.startswith("other vector ISA: 40 of 72 tasks use records of avx512 on this avx2 CPU")
     assert "won on 21" in line and "1.84x over them as tuned" in line
     assert "native search on 2 tasks (62% of the latency), 181 s, 1.31x" in line
-    assert "native" not in _isa_line({**isa, "native": None, "adapting_gain": None}, 72)
+    assert "native" not in isa_line({**isa, "native": None, "adapting_gain": None}, 72)
 
 
 def test_native_search_only_where_a_winner_is_of_another_isa():

@@ -20,7 +20,8 @@ then the whole model is compiled and timed.
 Records of another vector ISA (say AVX-512 records on an AVX2 host) are replayed twice: as
 tuned and adapted to this CPU's lanes and registers (schedb.tir.isa), both measured side by
 side; the tasks whose winner is of another ISA then get a short native search, MetaSchedule
-warm-started from the winners (schedb.pipeline.native), and the report says what each gained.
+warm-started from the winners (schedb.pipeline.native), and the report says what each gained
+(schedb.pipeline.other_isa).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from schedb.errors import SchedbError
 from schedb.models import Model
 from schedb.pipeline.choose import contender
 from schedb.pipeline.evaluate import compile_variants, time_interleaved
+from schedb.pipeline import other_isa
 from schedb.pipeline.native import NativeOptions, native_search
 from schedb.pipeline.phases import phase
 from schedb.search.allocate import Allocator
@@ -44,8 +46,7 @@ from schedb.store import Store
 from schedb.store.records import commit_mod, commit_trace
 from schedb.tir.anchor import anchor_of, retarget
 from schedb.tir.signature import kind_of
-from schedb.tir.isa import adapt
-from schedb.tir.replay import apply_trace, as_json
+from schedb.tir.replay import apply_trace
 from schedb.tir.target import canonical, label, load_intrinsics, max_distance, vector_unit
 from schedb.tir.tasks import Task, extract_tasks, lower
 
@@ -247,7 +248,7 @@ class Transfer:
         search_time = time.perf_counter() - self.t_start
         variants = {"untuned": None}
         if any(r.isa_adapted for r in results):  # what the model would be without adapting
-            variants["unadapted"] = self._unadapted(best)
+            variants["unadapted"] = _unadapted(self.contexts, best)
         variants["transferred"] = transferred
         if self.opts.droplet:
             variants["refined"] = best
@@ -255,19 +256,8 @@ class Transfer:
             variants["native"] = native
         return TransferReport(self.model.name, self.target_key, results, search_time_s=search_time,
                               droplet_wall_s=droplet_wall, measured=self.engine.count - self.baseline,
-                              notes=[self.note] if self.note else [], isa=self._isa_summary(results),
+                              notes=[self.note] if self.note else [], isa=other_isa.summary(results, self.unit, self.native),
                               **self._evaluate(variants))
-
-    def _unadapted(self, best: dict[str, Winner]) -> dict[str, Winner]:
-        """The winners with each adapted one replaced by the fastest record as tuned (none: the
-        untuned kernel), as measured beside it."""
-        out = dict(best)
-        for ctx in self.contexts:
-            if ctx.result.isa_adapted:
-                out.pop(ctx.task.name, None)
-                if ctx.unadapted is not None:
-                    out[ctx.task.name] = ctx.unadapted
-        return out
 
     def _native(self, best: dict[str, Winner]) -> dict[str, Winner] | None:
         """The native search (schedb.pipeline.native) on the tasks whose winner is of another
@@ -295,24 +285,6 @@ class Transfer:
             if r.ok:
                 out[name], changed = Winner(r.trace, [chosen["chosen_us"] * 1e-6], rid), True
         return out if changed else None
-
-    def _isa_summary(self, results: list[TaskResult]) -> dict:
-        """How many tasks ran on records of another ISA and what adapting and the native search
-        gained, in estimated model latency (weight x kernel time, the kernels compared measured
-        side by side): {} when no record of another ISA won."""
-        other = [r for r in results if r.source_isa]
-        if not other:
-            return {}
-        both = [r for r in other if r.unadapted_us and r.adapted_us]
-        out = {"host": self.unit.isa if self.unit else None, "sources": sorted({r.source_isa for r in other}),
-               "tasks": len(other), "adapted_tried": sum(r.isa_adapted is not None for r in results),
-               "adapted_won": sum(bool(r.isa_adapted) for r in results),
-               "adapting_gain": _gain([(r.weight, r.unadapted_us, min(r.unadapted_us, r.adapted_us)) for r in both])}
-        if self.native is not None:
-            searched = [r for r in results if r.native_us and r.native_from_us]
-            out["native"] = {**self.native.as_dict(),
-                             "gain": _gain([(r.weight, r.native_from_us, r.native_us) for r in searched])}
-        return out
 
     def _evaluate(self, variants: dict) -> dict:
         """Compile the model the user gets (the last variant), which ends the search's wall time;
@@ -390,7 +362,9 @@ class Transfer:
         if untuned.ok and untuned.mean <= ranked[0][0].mean:
             res.reason = f"untuned kernel fastest ({res.untuned_us:.1f} us vs {ranked[0][0].mean * 1e6:.1f} us)"
             return None
-        self._isa_result(ctx, ranked, untuned)
+        plain = other_isa.task_fields(res, ranked, untuned, self.unit)
+        if plain is not None:
+            ctx.unadapted = Winner(plain[1].trace, plain[0].samples, None)
         m, cand, r = ranked[0]
         res.source, res.reason = cand.source, None
         res.source_record_id, res.source_workload_id = cand.row["id"], cand.row["workload_id"]
@@ -402,40 +376,18 @@ class Transfer:
         ctx.starts = [x[2].trace for x in ranked[:3]]
         return Winner(r.trace, m.samples, res.record_id)
 
-    def _isa_of(self, cand: Candidate) -> str | None:
-        """The candidate's vector ISA when it is not this target's (None: the same, or unknown)."""
-        unit = vector_unit(cand.row["target"])
-        return unit.isa if unit and self.unit and unit[1:] != self.unit[1:] else None
-
     def _adapted(self, ctx: TaskContext, cand: Candidate, r) -> list:
-        """[(candidate, replayed)] of ``cand`` adapted to this target's vector unit, as replayed
-        by ``r`` (fitted to the task): nothing when it is of this ISA or nothing changes."""
-        if not self.opts.adapt_isa or self._isa_of(cand) is None:
+        """[(candidate, replayed)] of ``cand``, as ``r`` replayed it, adapted to this target's
+        vector unit: nothing when it is of this ISA, nothing changes, or adapting is off."""
+        if not self.opts.adapt_isa or other_isa.other_isa(cand.row["target"], self.unit) is None:
             return []
-        a = adapt(as_json(r.trace), vector_unit(cand.row["target"]), self.unit)
-        if not a.changed:
+        twin = other_isa.adapted_twin(r, cand.row["target"], self.unit, ctx.task.func, self.target)
+        if twin is None:
             return []
-        ra = apply_trace(a.trace, ctx.task.func, self.target)
-        if not ra.ok:
+        if not twin[1].ok:
             ctx.result.failed += 1
             return []
-        return [(Candidate(cand.row, cand.distance, cand.source, a.trace, adapted=True), ra)]
-
-    def _isa_result(self, ctx: TaskContext, ranked: list, untuned: Measurement) -> None:
-        """The ISA fields of the task's result from its measured batch ``ranked`` (fastest first):
-        the winner's ISA, and the fastest record of another ISA as tuned and adapted."""
-        res, (m, cand, _) = ctx.result, ranked[0]
-        res.source_isa = self._isa_of(cand)
-        foreign = [(x, c, r) for x, c, r in ranked if self._isa_of(c)]
-        if not any(c.adapted for _, c, _ in foreign):
-            return
-        res.isa_adapted = cand.adapted
-        res.adapted_us = next(x.mean * 1e6 for x, c, _ in foreign if c.adapted)
-        res.unadapted_us = next((x.mean * 1e6 for x, c, _ in foreign if not c.adapted), None)
-        if cand.adapted:  # what the model would run without adapting: the best as-tuned, if it beats untuned
-            plain = next(((x, r) for x, c, r in ranked if not c.adapted), None)
-            if plain and (not untuned.ok or plain[0].mean < untuned.mean):
-                ctx.unadapted = Winner(plain[1].trace, plain[0].samples, None)
+        return [(Candidate(cand.row, cand.distance, cand.source, twin[0], adapted=True), twin[1])]
 
     def _sample(self, ctx: TaskContext) -> Winner | None:
         """Nothing transferred beats the untuned kernel: a few schedules from MetaSchedule's
@@ -579,10 +531,16 @@ class Transfer:
                                 distance=res.distance, search_time_s=round(spent, 3), model_id=self.model_id)
 
 
-def _gain(rows: list[tuple]) -> float | None:
-    """sum(weight x before) / sum(weight x after) over (weight, before_us, after_us) rows."""
-    after = sum(w * a for w, _, a in rows)
-    return round(sum(w * b for w, b, _ in rows) / after, 3) if after else None
+def _unadapted(contexts: list[TaskContext], best: dict[str, Winner]) -> dict[str, Winner]:
+    """``best`` with each adapted winner replaced by the fastest record as tuned measured beside
+    it (none: the untuned kernel)."""
+    out = dict(best)
+    for ctx in contexts:
+        if ctx.result.isa_adapted:
+            out.pop(ctx.task.name, None)
+            if ctx.unadapted is not None:
+                out[ctx.task.name] = ctx.unadapted
+    return out
 
 
 def _us(m: Measurement) -> float | None:

@@ -108,7 +108,7 @@ def adapt(trace, src: VectorUnit, dst: VectorUnit) -> Adapted:
     scale = dst.registers / src.registers  # unrolled bodies spill beyond the register file
     for i in unroll:
         if i in decisions:
-            decisions[i] = _unroll(int(decisions[i]), plain[0][i][2][0], scale)
+            decisions[i] = unroll_step(int(decisions[i]), plain[0][i][2][0], scale)
     old = dict((i, d) for i, d in plain[1])
     out.changes = {i: (old[i], d) for i, d in decisions.items() if d != old[i]}
     out.trace = [plain[0], [[i, decisions[i]] for i, _ in plain[1]]]
@@ -167,7 +167,7 @@ def _smallest_prime(x: int) -> int:
     return next((p for p in range(2, math.isqrt(x) + 1) if x % p == 0), x)
 
 
-def _unroll(index: int, candidates: list, scale: float) -> int:
+def unroll_step(index: int, candidates: list, scale: float) -> int:
     """The unroll candidate for a register file ``scale`` times as large: the largest step at
     most the scaled one when it shrinks, the smallest at least it when it grows; no unroll
     stays no unroll, and some unroll stays some."""
