@@ -116,40 +116,43 @@ def test_adapted_trace_replays_builds_and_matches_pytorch(spec, src, dst):
 
 @pytest.mark.slow
 def test_transfer_to_avx2_measures_adapted_records_and_searches_natively(tmp_path):
-    """tiny_cnn_wide transferred from tiny_cnn's AVX-512 fixture to an AVX2 target: adapted
-    traces are candidates beside the records as tuned, the report says what adapting gained,
-    the tasks of another ISA get a few native trials, and the model built checks out."""
-    from schedb.ingest import ingest
-    from schedb.models import load_model
-    from schedb.pipeline.native import NativeOptions
-    from schedb.pipeline.transfer import Options, transfer
-    from schedb.store import Store
-    from schedb.tir.target import load_intrinsics
+    """`schedb transfer` of tiny_cnn_wide from tiny_cnn's AVX-512 fixture to an AVX2 target:
+    adapted traces are candidates beside the records as tuned, the summary and the report
+    say what adapting gained, the tasks of another ISA get a few native trials, and the
+    model built checks out."""
+    from click.testing import CliRunner
+    from helpers import explain
 
-    target = parse_target(HASWELL)
-    load_intrinsics(target)
-    store = Store(tmp_path / "t.db")
-    assert not ingest(store, [FIXTURE]).rejected
-    rep = transfer(store, load_model("tiny_cnn_wide"), target,
-                   Options(e2e_repeat=2, repeat=3, search_trials=0,
-                           native=NativeOptions(trials=2, trials_per_iter=2, budget_s=120)))
-    other = [t for t in rep.tasks if t.source_isa]
-    assert other and all(t.source_isa == "avx512" for t in other)
-    tried = [t for t in rep.tasks if t.isa_adapted is not None]
-    assert tried and all(t.adapted_us and t.source_isa for t in tried)
-    isa = rep.isa
+    from schedb.ingest import ingest
+    from schedb.store import Store
+    from schedb_cli.main import cli
+
+    db = tmp_path / "t.db"
+    assert not ingest(Store(db), [FIXTURE]).rejected
+    res = CliRunner().invoke(cli, ["transfer", "--model", "tiny_cnn_wide", "--db", str(db), "--target",
+                                   "llvm -mcpu=haswell -num-cores=2", "--search-trials", "0", "--e2e-repeat", "2",
+                                   "--native-trials", "2", "--native-budget", "2", "--report", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, explain(res)
+    assert "other vector ISA: " in res.output and "use records of avx512 on this avx2 CPU" in res.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    other = [t for t in rep["tasks"] if t["source_isa"]]
+    assert other and all(t["source_isa"] == "avx512" for t in other)
+    tried = [t for t in rep["tasks"] if t["isa_adapted"] is not None]
+    assert tried and all(t["adapted_us"] and t["source_isa"] for t in tried)
+    isa = rep["isa"]
     assert isa["host"] == "avx2" and isa["sources"] == ["avx512"] and isa["tasks"] == len(other)
-    assert isa["adapted_tried"] == len(tried) and isa["adapted_won"] == sum(t.isa_adapted for t in tried)
+    assert isa["adapted_tried"] == len(tried) and isa["adapted_won"] == sum(t["isa_adapted"] for t in tried)
     assert isa["adapting_gain"] >= 1.0  # the best of both, over the best as tuned, side by side
     native = isa["native"]
-    assert native["tasks"] and set(native["tasks"]) <= {t.task for t in other} and 0 < native["share"] <= 1
-    assert any(t.native_us for t in rep.tasks if t.task in native["tasks"])
+    assert native["tasks"] and set(native["tasks"]) <= {t["task"] for t in other} and 0 < native["share"] <= 1
+    assert any(t["native_us"] for t in rep["tasks"] if t["task"] in native["tasks"])
     if isa["adapted_won"]:
-        assert "unadapted" in rep.e2e
-    assert all(c["max_abs_err"] < 1e-3 for c in rep.check.values())
-    rows = store.conn.execute("SELECT COUNT(*) FROM records WHERE target = ? AND origin = 'tuned'",
-                              (canonical(target),)).fetchone()[0]
-    assert rows > 0  # the native trials went into the database
+        assert "unadapted" in rep["e2e"]
+    assert all(c["max_abs_err"] < 1e-3 for c in rep["check"].values())
+    target = canonical(parse_target(HASWELL))
+    tuned = Store(db).conn.execute("SELECT COUNT(*) FROM records WHERE target = ? AND origin = 'tuned'",
+                                   (target,)).fetchone()[0]
+    assert tuned > 0  # the native trials went into the database
 
 
 def test_the_summary_line_says_how_many_tasks_and_what_it_gained():
