@@ -80,11 +80,12 @@ def copy_db(src: Path, dst: Path):
 
 
 def search(sources: list[str], target_model: str, base: Path, target, droplet_trials: int | None,
-           pair_dir: Path, e2e_repeat: int = 0) -> dict:
+           pair_dir: Path, e2e_repeat: int = 0, exclude: list[str] | None = None, options: dict | None = None) -> dict:
     """Transfer (+ droplet unless ``droplet_trials`` is None) from ``sources`` to
     ``target_model`` in a fresh copy of the base database (beside it); kept in ``pair_dir`` and reused.
     ``e2e_repeat``: the transfer's own timing (0: none, only its final model compiled; the
-    benchmark times every variant itself, so the wall time is the search's alone)."""
+    benchmark times every variant itself, so the wall time is the search's alone). ``exclude``:
+    default the target model (None); ``options``: more schedb.Options fields."""
     from schedb import load_model, Options, Store, transfer
 
     name = f"{'+'.join(sources)}_to_{target_model}"
@@ -96,8 +97,9 @@ def search(sources: list[str], target_model: str, base: Path, target, droplet_tr
     store = Store(db)
     machine, started = report.describe(), report.now()
     t0 = time.perf_counter()
-    opts = Options(sources=sources, exclude=[target_model], droplet=droplet_trials is not None,
-                   droplet_trials=droplet_trials or 0, e2e_repeat=e2e_repeat)
+    opts = Options(sources=sources, exclude=[target_model] if exclude is None else exclude,
+                   droplet=droplet_trials is not None, droplet_trials=droplet_trials or 0, e2e_repeat=e2e_repeat,
+                   **(options or {}))
     rep = transfer(store, load_model(target_model), target, opts,
                    progress=lambda d, n, r: print(f"  {name} {d}/{n} {r.task}: {r.source}", file=sys.stderr))
     store.close()
@@ -111,7 +113,8 @@ def search(sources: list[str], target_model: str, base: Path, target, droplet_tr
 
 
 def pair_database(pair: dict, tasks, target, refined: bool):
-    """The pair's chosen schedule per task (the droplet one where it won), as a MetaSchedule
+    """The pair's chosen schedule per task (the droplet one where it won, the native search's
+    where it ran), as a MetaSchedule
     database: the traces were stored as applied to these very tasks, so they replay as is."""
     from schedb import apply_trace, Store
     from schedb.pipeline.evaluate import winners_database
@@ -123,6 +126,8 @@ def pair_database(pair: dict, tasks, target, refined: bool):
     for task in tasks:
         t = by_task[task.name]
         rid = (refined and t["refined_record_id"]) or t["record_id"]
+        if t.get("native_us") is not None:  # the native search decided last (None: the untuned kernel)
+            rid = t["native_record_id"]
         if rid is None:
             continue
         row = store.records.get(rid)

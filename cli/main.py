@@ -605,6 +605,15 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
               help="Droplet's time at most this share of the search time before it.")
 @click.option("--search-trials", type=int, default=8, show_default=True,
               help="Schedules sampled from MetaSchedule's design space for a task nothing transfers to (0: none).")
+@click.option("--adapt-isa/--no-adapt-isa", default=True, show_default=True,
+              help="Also replay records of another vector ISA (e.g. AVX-512 on an AVX2 CPU) adapted to this "
+                   "one's lanes and registers, measured beside them as tuned.")
+@click.option("--native-trials", type=click.IntRange(min=0), default=16, show_default=True,
+              help="MetaSchedule trials per task whose schedule came from another vector ISA, warm-started "
+                   "from it (0: none).")
+@click.option("--native-budget", type=Duration("m", zero=True), default="5m", show_default=True,
+              help=duration_help("Time for that search when all of the model's latency is of another ISA; scaled "
+                                 "by the share it is (under 30 s: skipped).", "m"))
 @click.option("--trials", type=int, default=None, help="Cap on measured candidates in all.")
 @click.option("--budget", type=Duration("m"), default=None, help=duration_help("Cap on search time.", "m"))
 @click.option("--e2e-repeat", type=click.IntRange(min=0), default=10, show_default=True,
@@ -618,7 +627,7 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @handle_errors
 def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
              droplet_share, trials, budget, e2e_repeat, runner, report_path, same_target_only, params_as_inputs,
-             search_trials, as_json):
+             search_trials, adapt_isa, native_trials, native_budget, as_json):
     """Transfer-tune a model from the schedules in the database."""
     from schedb.pipeline.phases import phase
     from schedb.store import Store
@@ -628,6 +637,7 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     report = Reporter()
     with phase(report.phase, "loading TVM and PyTorch"):  # seconds of imports, the first thing a user waits for
         from schedb.models import load_model
+        from schedb.pipeline.native import NativeOptions
         from schedb.pipeline.transfer import Options, transfer as run_transfer
         from schedb.tir.target import parse_target
 
@@ -637,7 +647,8 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
                    droplet=droplet, droplet_trials=droplet_trials, droplet_share=droplet_share, trials=trials,
                    budget_s=budget, runner=runner,
                    same_target_only=same_target_only, bind_params=not params_as_inputs,
-                   search_trials=search_trials, e2e_repeat=e2e_repeat)
+                   search_trials=search_trials, e2e_repeat=e2e_repeat, adapt_isa=adapt_isa,
+                   native=NativeOptions(trials=native_trials, budget_s=native_budget))
 
     def progress(done, total, r):
         best = r.refined_us or r.transferred_us
@@ -670,6 +681,8 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     click.echo(f"tasks: {counts['exact']} exact, {counts['neighbor']} transferred, "
                f"{counts['anchor']} through their anchor block, {counts['searched']} searched, "
                f"{counts['untuned']} untuned; {rep.measured} candidates measured")
+    if rep.isa:
+        click.echo(isa_line(rep.isa, len(rep.tasks)))
     click.echo(f"search {rep.search_wall_s:.1f} s wall, lowering to the final model compiled "
                f"(of which the task search and droplet {rep.search_time_s:.1f} s"
                + ("" if rep.droplet_wall_s is None else f", droplet alone {rep.droplet_wall_s:.1f} s") + ")")
@@ -736,13 +749,13 @@ def fast(model_spec, input_shape, target, db_path, budget, transfer_share, laten
 def _print_e2e(rep) -> None:
     """The end-to-end timing of a transfer report: latencies, speed-up, load around it."""
     click.echo(f"end-to-end timing {rep.e2e_wall_s:.1f} s (the other variants compiled, all timed)")
-    for name in ("untuned", "transferred", "refined", "pytorch"):
+    for name in ("untuned", "unadapted", "transferred", "refined", "native", "pytorch"):
         lat = rep.e2e.get(name)
         if lat:
             click.echo(f"{name:12s} {lat['median_ms']:9.2f} ms  (IQR {lat['p25_ms']:.2f}-{lat['p75_ms']:.2f})")
-    u, t = rep.e2e["untuned"]["median_ms"], rep.e2e["transferred"]["median_ms"]
-    click.echo(f"speed-up over untuned: {u / t:.2f}x (transferred)"
-               + (f", {u / rep.e2e['refined']['median_ms']:.2f}x (refined)" if "refined" in rep.e2e else ""))
+    u = rep.e2e["untuned"]["median_ms"]
+    click.echo("speed-up over untuned: " + ", ".join(f"{u / rep.e2e[n]['median_ms']:.2f}x ({n})" for n in
+                                                     ("unadapted", "transferred", "refined", "native") if n in rep.e2e))
     load = rep.load_average
     click.echo(f"load average (1 min) {load['before'][0]:.2f} before timing, {load['after'][0]:.2f} after")
 
@@ -823,6 +836,20 @@ def browse(db_path, host, port):
     from schedb.store import default_path
 
     serve(db_path or default_path(), host=host, port=port)
+
+
+def isa_line(isa: dict, n_tasks: int) -> str:
+    """One line on the tasks that ran on records of another vector ISA (TransferReport.isa)."""
+    text = (f"other vector ISA: {isa['tasks']} of {n_tasks} tasks use records of {', '.join(isa['sources'])} "
+            f"on this {isa['host']} CPU; adapted schedules tried on {isa['adapted_tried']}, won on "
+            f"{isa['adapted_won']}")
+    if isa.get("adapting_gain"):
+        text += f", {isa['adapting_gain']:.2f}x over them as tuned (weight x kernel time)"
+    native = isa.get("native")
+    if native:
+        text += (f"; native search on {len(native['tasks'])} tasks ({native['share']:.0%} of the latency), "
+                 f"{native['wall_s']:.0f} s" + (f", {native['gain']:.2f}x" if native.get("gain") else ""))
+    return text
 
 
 @cli.command()

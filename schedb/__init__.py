@@ -2,7 +2,7 @@
 
 Layers, each importing only those before it:
 models (PyTorch/ONNX loaders, the zoo) -> tir (targets, tasks, workload signatures, trace
-replay, anchors) -> store (the SQLite file: every SQL statement, records, the MetaSchedule
+replay, anchors, vector-ISA adaptation) -> store (the SQLite file: every SQL statement, records, the MetaSchedule
 ``Database`` adapter) and ingest (log formats into the store) -> search (k-NN index,
 droplet, measurement engine; no storage) -> pipeline (tune, transfer, refine, neighbors,
 evaluate) -> cli. The names below are the public API, with ``schedb.ingest.ingest``
@@ -20,7 +20,8 @@ _PUBLIC = {
     "Model": "schedb.models", "load_model": "schedb.models", "ZOO": "schedb.models.zoo",
     "parse_target": "schedb.tir.target", "canonical": "schedb.tir.target", "label": "schedb.tir.target",
     "target_distance": ("schedb.tir.target", "distance"), "host_target_dict": "schedb.tir.target",
-    "load_intrinsics": "schedb.tir.target",
+    "load_intrinsics": "schedb.tir.target", "vector_unit": "schedb.tir.target", "VectorUnit": "schedb.tir.target",
+    "adapt_trace": ("schedb.tir.isa", "adapt"),
     "lower": "schedb.tir.tasks", "extract_tasks": "schedb.tir.tasks", "Task": "schedb.tir.tasks",
     "signature": "schedb.tir.signature", "apply_trace": "schedb.tir.replay", "anchor_of": "schedb.tir.anchor",
     "Store": "schedb.store", "SCHEMA_VERSION": "schedb.store", "commit_trace": "schedb.store.records",
@@ -35,6 +36,7 @@ _PUBLIC = {
     "tune": "schedb.pipeline.tune", "TuneBudget": "schedb.pipeline.tune",
     "fast": "schedb.pipeline.fast", "FastOptions": "schedb.pipeline.fast", "choose": "schedb.pipeline.choose", "Choice": "schedb.pipeline.choose",
     "transfer": "schedb.pipeline.transfer", "Options": "schedb.pipeline.transfer",
+    "NativeOptions": "schedb.pipeline.native",
     "TransferReport": "schedb.pipeline.transfer", "Winner": "schedb.pipeline.transfer",
     "refine_stored": "schedb.pipeline.refine", "neighbors": "schedb.pipeline.neighbors",
     "compile_model": "schedb.pipeline.evaluate", "time_vm": "schedb.pipeline.evaluate",

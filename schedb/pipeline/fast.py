@@ -24,10 +24,12 @@ from dataclasses import asdict, dataclass, field
 from schedb.errors import SchedbError
 from schedb.models import Model
 from schedb.pipeline.evaluate import compile_model, time_interleaved
+from schedb.pipeline.native import NativeOptions
 from schedb.pipeline.phases import phase
 from schedb.pipeline.runs import failing, fast_tasks
 from schedb.pipeline.transfer import Options, TransferReport, transfer
 from schedb.pipeline.tune import TuneBudget, tune
+from schedb.search.allocate import heaviest
 from schedb.store import Store
 from schedb.store.database import Database
 from schedb.tir.target import canonical
@@ -71,19 +73,6 @@ class FastReport:
         return asdict(self)
 
 
-def heaviest(tasks, share: float) -> list[str]:
-    """Names of the tasks with the largest weight x chosen kernel time, the largest first,
-    until they cover ``share`` of the sum (tasks with no kernel time are left out)."""
-    cost = {t.task: t.weight * us for t in tasks if (us := t.refined_us or t.transferred_us or t.untuned_us)}
-    total, out, covered = sum(cost.values()), [], 0.0
-    for name, c in sorted(cost.items(), key=lambda x: -x[1]):
-        if covered >= share * total:
-            break
-        out.append(name)
-        covered += c
-    return out
-
-
 def fast(store: Store, model: Model, target, opts: FastOptions, progress=None, on_phase=None) -> FastReport:
     """Transfer, tune the heaviest tasks, choose, and time the model: see the module doc.
     ``progress`` is transfer's per-task callback; ``on_phase`` marks every phase. The run is
@@ -97,8 +86,10 @@ def fast(store: Store, model: Model, target, opts: FastOptions, progress=None, o
 
 def _fast(store, model, target, opts, progress, on_phase, run_id) -> FastReport:
     t0 = time.perf_counter()
+    # No native search inside the transfer: the tuning below is one, on the heaviest tasks of any ISA.
     rep = transfer(store, model, target, Options(droplet=True, budget_s=opts.transfer_share * opts.budget_s,
-                                                 e2e_repeat=0, bind_params=opts.bind_params), progress, on_phase,
+                                                 e2e_repeat=0, bind_params=opts.bind_params,
+                                                 native=NativeOptions(trials=0)), progress, on_phase,
                    parent_run=run_id)
     heavy = heaviest(rep.tasks, opts.latency_share)
     left = opts.budget_s - (time.perf_counter() - t0) - FINAL_S

@@ -16,6 +16,12 @@ significantly faster than the transferred kernel measured beside it. Winners are
 as records with their provenance, and each task's verdict as its choice (store.choices.record:
 the winner, or the untuned kernel), so the database builds the model transfer measured;
 then the whole model is compiled and timed.
+
+Records of another vector ISA (say AVX-512 records on an AVX2 host) are replayed twice: as
+tuned and adapted to this CPU's lanes and registers (schedb.tir.isa), both measured side by
+side; the tasks whose winner is of another ISA then get a short native search, MetaSchedule
+warm-started from the winners (schedb.pipeline.native), and the report says what each gained
+(schedb.pipeline.other_isa).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from schedb.errors import SchedbError
 from schedb.models import Model
 from schedb.pipeline.choose import contender
 from schedb.pipeline.evaluate import compile_variants, time_interleaved
+from schedb.pipeline import other_isa
+from schedb.pipeline.native import NativeOptions, native_search
 from schedb.pipeline.phases import phase
 from schedb.pipeline.runs import failing, transfer_tasks
 from schedb.search.allocate import Allocator
@@ -40,7 +48,7 @@ from schedb.store.records import commit_mod, commit_trace
 from schedb.tir.anchor import anchor_of, retarget
 from schedb.tir.signature import kind_of
 from schedb.tir.replay import apply_trace
-from schedb.tir.target import canonical, label, load_intrinsics, max_distance
+from schedb.tir.target import canonical, label, load_intrinsics, max_distance, vector_unit
 from schedb.tir.tasks import Task, extract_tasks, lower
 
 
@@ -63,6 +71,8 @@ class Options:
     same_target_only: bool = False  # only records tuned for this very target
     bind_params: bool = True  # weights as constants, folded (schedb.tir.tasks.lower)
     search_trials: int = 8  # per task no candidate beats untuned on: MetaSchedule samples (0: none)
+    adapt_isa: bool = True  # also replay records of another vector ISA adapted to this one (schedb.tir.isa)
+    native: NativeOptions = field(default_factory=NativeOptions)  # the search where the ISA differs
 
     @property
     def max_distance(self) -> int | None:
@@ -95,6 +105,13 @@ class TaskResult:
     record_id: int | None = None
     refined_record_id: int | None = None
     search_time_s: float = 0.0
+    source_isa: str | None = None  # the winner's vector ISA when it is not this target's
+    isa_adapted: bool | None = None  # the winner is a record adapted to this ISA (None: none was tried)
+    unadapted_us: float | None = None  # the fastest record of another ISA as tuned, measured beside
+    adapted_us: float | None = None  # the fastest of them adapted to this ISA, in the same batch
+    native_us: float | None = None  # the task's choice after the native search (None: not searched)
+    native_from_us: float | None = None  # the kernel it had before, measured in the same batch
+    native_record_id: int | None = None
 
 
 @dataclass
@@ -102,9 +119,9 @@ class TransferReport:
     model: str
     target: str
     tasks: list[TaskResult]
-    search_time_s: float  # the task search and droplet only (all that "search time" counted before search_wall_s)
+    search_time_s: float  # the task search, droplet and the native search only (not lowering nor compiling)
     search_wall_s: float  # from lowering to the final model compiled and checked: lowering, task extraction, the
-    # index, the search, droplet and that compile (loading the model and TVM's tensor intrinsics not counted)
+    # index, the search, droplet, the native search and that compile (loading the model and the intrinsics not)
     e2e_wall_s: float | None  # the end-to-end timing after it (the other variants compiled, all timed); None: skipped
     droplet_wall_s: float | None  # the droplet phase's wall time (part of both search times); None: no droplet
     measured: int  # candidates measured (transfer + droplet), not counting untuned baselines
@@ -113,6 +130,7 @@ class TransferReport:
     notes: list[str] = field(default_factory=list)  # what the user should know, e.g. foreign targets
     load_average: dict = field(default_factory=dict)  # before / after the end-to-end timing (1, 5, 15 min)
     run_id: int | None = None  # its row in store.runs
+    isa: dict = field(default_factory=dict)  # records of another vector ISA: what adapting and searching gained
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -124,6 +142,7 @@ class Candidate:
     distance: float
     source: str  # exact | neighbor | anchor
     trace: list  # JSON trace to replay on the task
+    adapted: bool = False  # adapted from another vector ISA to this one
 
 
 @dataclass
@@ -146,6 +165,7 @@ class TaskContext:
     result: TaskResult
     starts: list = field(default_factory=list)  # droplet's multi-start: the best replayed traces
     contenders: list = field(default_factory=list)  # the batch that decided its schedule (a choice's)
+    unadapted: Winner | None = None  # the fastest as-tuned candidate, when an adapted one won
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -181,6 +201,7 @@ class Transfer:
         with phase(on_phase, "loading tensor intrinsics"):
             load_intrinsics(target)
         self.t_begin = time.perf_counter()  # search_wall_s: once per process, the intrinsics are not the search's
+        self.unit = vector_unit(self.target_key)  # lanes and registers, for records of another ISA
         with phase(on_phase, "lowering"):
             self.lowered = lower(model, target, opts.bind_params)
         with phase(on_phase, "extracting tasks"):
@@ -196,6 +217,7 @@ class Transfer:
                                                tvm.__version__)
         self.baseline = 0  # untuned measurements: always made, not charged to the budget
         self.contexts: list[TaskContext] = []  # every task searched, in order
+        self.native = None  # schedb.pipeline.native's outcome, when it ran
         self.t_start = time.perf_counter()
 
     def _index(self, partition=None) -> Index:
@@ -238,14 +260,48 @@ class Transfer:
                     refined = self._refine(found, t0 - self.t_start)
             droplet_wall = time.perf_counter() - t0
         self._record_choices()
+        best = {**transferred, **refined}
+        native = self._native(best)
         search_time = time.perf_counter() - self.t_start
-        variants = {"untuned": None, "transferred": transferred}
+        variants = {"untuned": None}
+        if any(r.isa_adapted for r in results):  # what the model would be without adapting
+            variants["unadapted"] = _unadapted(self.contexts, best)
+        variants["transferred"] = transferred
         if self.opts.droplet:
-            variants["refined"] = {**transferred, **refined}
+            variants["refined"] = best
+        if native is not None:
+            variants["native"] = native
         return TransferReport(self.model.name, self.target_key, results, search_time_s=search_time,
                               droplet_wall_s=droplet_wall, measured=self.engine.count - self.baseline,
                               notes=[self.note] if self.note else [], run_id=self.run_id,
-                              **self._evaluate(variants))
+                              isa=other_isa.summary(results, self.unit, self.native), **self._evaluate(variants))
+
+    def _native(self, best: dict[str, Winner]) -> dict[str, Winner] | None:
+        """The native search (schedb.pipeline.native) on the tasks whose winner is of another
+        vector ISA -> ``best`` with the choices it made (None: it did not run or changed nothing)."""
+        self.native = native_search(self.store, self.model, self.target, [c.result for c in self.contexts],
+                                    self.opts.native, self.opts.bind_params, self.time_left(), self.on_phase)
+        if self.native is None:
+            return None
+        out, changed, by_name = dict(best), False, {c.task.name: c for c in self.contexts}
+        for name, chosen in self.native.chosen.items():
+            ctx, rid = by_name.get(name), chosen["record_id"]
+            if ctx is None:
+                continue
+            had = ctx.result.refined_record_id or ctx.result.record_id
+            ctx.result.native_us, ctx.result.native_record_id = chosen["chosen_us"], rid
+            before = self.store.choices.measured(ctx.workload_id, self.target_key).get(had)
+            ctx.result.native_from_us = None if before is None else before * 1e6
+            if rid == had:
+                continue
+            if rid is None:  # the untuned kernel beat them all
+                out.pop(name, None)
+                changed = True
+                continue
+            r = apply_trace(json.loads(self.store.records.get(rid)["trace"]), ctx.task.func, self.target)
+            if r.ok:
+                out[name], changed = Winner(r.trace, [chosen["chosen_us"] * 1e-6], rid), True
+        return out if changed else None
 
     def _evaluate(self, variants: dict) -> dict:
         """Compile the model the user gets (the last variant), which ends the search's wall time;
@@ -304,6 +360,7 @@ class Transfer:
             r = apply_trace(cand.trace, ctx.task.func, self.target)
             if r.ok:
                 replayed.append((cand, r))
+                replayed += self._adapted(ctx, cand, r)
             else:
                 res.failed += 1
                 if cand.source == "exact":  # its own workload: the record itself is broken
@@ -322,6 +379,9 @@ class Transfer:
         if untuned.ok and untuned.mean <= ranked[0][0].mean:
             res.reason = f"untuned kernel fastest ({res.untuned_us:.1f} us vs {ranked[0][0].mean * 1e6:.1f} us)"
             return None
+        plain = other_isa.task_fields(res, ranked, untuned, self.unit)
+        if plain is not None:
+            ctx.unadapted = Winner(plain[1].trace, plain[0].samples, None)
         m, cand, r = ranked[0]
         res.source, res.reason = cand.source, None
         res.source_record_id, res.source_workload_id = cand.row["id"], cand.row["workload_id"]
@@ -332,6 +392,19 @@ class Transfer:
         ctx.contenders.append(contender(res.record_id, m))
         ctx.starts = [x[2].trace for x in ranked[:3]]
         return Winner(r.trace, m.samples, res.record_id)
+
+    def _adapted(self, ctx: TaskContext, cand: Candidate, r) -> list:
+        """[(candidate, replayed)] of ``cand``, as ``r`` replayed it, adapted to this target's
+        vector unit: nothing when it is of this ISA, nothing changes, or adapting is off."""
+        if not self.opts.adapt_isa or other_isa.other_isa(cand.row["target"], self.unit) is None:
+            return []
+        twin = other_isa.adapted_twin(r, cand.row["target"], self.unit, ctx.task.func, self.target)
+        if twin is None:
+            return []
+        if not twin[1].ok:
+            ctx.result.failed += 1
+            return []
+        return [(Candidate(cand.row, cand.distance, cand.source, twin[0], adapted=True), twin[1])]
 
     def _sample(self, ctx: TaskContext) -> Winner | None:
         """Nothing transferred beats the untuned kernel: a few schedules from MetaSchedule's
@@ -479,6 +552,18 @@ class Transfer:
 def _names(store: Store, model_ids: list[int] | None) -> list[str] | None:
     """The names of models given by id (None: every model), for a run row's ``sources``."""
     return None if model_ids is None else [store.models.name_of(i) for i in model_ids]
+
+
+def _unadapted(contexts: list[TaskContext], best: dict[str, Winner]) -> dict[str, Winner]:
+    """``best`` with each adapted winner replaced by the fastest record as tuned measured beside
+    it (none: the untuned kernel)."""
+    out = dict(best)
+    for ctx in contexts:
+        if ctx.result.isa_adapted:
+            out.pop(ctx.task.name, None)
+            if ctx.unadapted is not None:
+                out[ctx.task.name] = ctx.unadapted
+    return out
 
 
 def _us(m: Measurement) -> float | None:

@@ -90,3 +90,16 @@ class Allocator:
         a.stale = 0 if improved else a.stale + 1
         a.improved = a.improved or improved
         a.done = done
+
+
+def heaviest(tasks, share: float) -> list[str]:
+    """Names of the tasks with the largest weight x chosen kernel time, the largest first,
+    until they cover ``share`` of the sum (tasks with no kernel time are left out)."""
+    cost = {t.task: t.weight * us for t in tasks if (us := t.refined_us or t.transferred_us or t.untuned_us)}
+    total, out, covered = sum(cost.values()), [], 0.0
+    for name, c in sorted(cost.items(), key=lambda x: -x[1]):
+        if covered >= share * total:
+            break
+        out.append(name)
+        covered += c
+    return out

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shlex
+from typing import NamedTuple
 
 from schedb.errors import SchedbError
 
@@ -246,3 +247,23 @@ def coverage_note(counts: dict[str, int], target: str, same_target_only: bool = 
                 f"(`same_target_only`)")
     return (f"the database holds no schedules for {label(target)}; {listed} are used as candidates "
             f"and measured here")
+
+
+# ---------------------------------------------------------------- the vector unit of a target
+class VectorUnit(NamedTuple):
+    """What a schedule's register tiling depends on: the vector ISA, its 32-bit lanes per
+    register and its vector register count (LLVM's CPU features, ``-mattr`` included)."""
+
+    isa: str
+    lanes: int  # float32 lanes per vector register
+    registers: int  # architectural vector registers
+
+
+# zmm0-31; ymm0-15; xmm0-15 (x86-64); SVE and NEON: 32 registers, 128 bits at least.
+_UNITS = {"avx512": (16, 32), "avx2": (8, 16), "avx": (8, 16), "sse": (4, 16), "sve": (4, 32), "neon": (4, 32)}
+
+
+def vector_unit(target: str) -> VectorUnit | None:
+    """The vector unit of a canonical target (None: not an llvm CPU with a known vector ISA)."""
+    isa = _vector_isa(target)
+    return None if isa is None else VectorUnit(isa, *_UNITS[isa])

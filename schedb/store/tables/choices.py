@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schedb.store.tables.base import Table, dumps, now
+from schedb.store.tables.base import Table, dumps, loads, now
 
 # A record contends for a target when its own target is of the same kind (foreign CPUs too).
 CONTENDS = "workload_id = ? AND target_distance(target, ?) IS NOT NULL"
@@ -32,6 +32,14 @@ class Choices(Table):
             return None
         record = None if row[0] is None else self.store.records.get(row[0])
         return None if row[0] is not None and record is None else {"record": record}
+
+    def measured(self, workload_id: int, target: str) -> dict:
+        """The batch behind the kept choice (standing or voided): {record_id or None (untuned):
+        mean seconds} of the contenders that ran ({} without a choice)."""
+        row = self.conn.execute("SELECT contenders FROM choices WHERE workload_id = ? AND target = ?",
+                                (workload_id, target)).fetchone()
+        return {} if row is None else {c["record_id"]: sum(c["samples"]) / len(c["samples"])
+                                       for c in loads(row[0]) if c.get("samples")}
 
     def exists(self, workload_id: int, target: str) -> bool:
         """Whether any choice, standing or voided, is kept for the workload and target."""
