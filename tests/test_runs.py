@@ -143,14 +143,17 @@ def test_a_transfer_keeps_its_run(transferred):
 
 
 def test_the_readme_provenance_queries_answer(transferred):
-    """The README's queries on runs, on the quick start in small: the model, its sources and
-    its latency beside PyTorch's; its kernel time by source."""
+    """The queries on runs of the README and docs/database.md, on the quick start in small: the
+    model, its sources and its latency beside PyTorch's; its kernel time by source."""
     from schedb.store.schema import statements
 
     db, rep = transferred
     readme = (TINY.parents[1] / "README.md").read_text()
     sql = readme[readme.index("-- Models transferred"):]
-    first, second = list(statements(sql[:sql.index("```")]))
+    first, = list(statements(sql[:sql.index("```")]))
+    guide = (TINY.parents[1] / "docs" / "database.md").read_text()
+    sql = guide[guide.rindex("SELECT", 0, guide.index("GROUP BY t.source")):]
+    second, = list(statements(sql[:sql.index("```")]))
     store = Store(db, readonly=True)
     cols, rows = store.query(first)
     assert cols == ["model", "cpu", "sources", "tvm_ms", "pytorch_ms"]

@@ -187,7 +187,7 @@ class Transfer:
                  parent_run: int | None = None):
         self.store, self.model, self.target, self.opts = store, model, target, opts
         self.target_key = canonical(target)
-        self.allowed = self._allowed_models()
+        self.allowed = allowed_models(store, opts)
         self.run_id = store.runs.start("transfer", model.name, self.target_key, asdict(opts), opts.runner,
                                        _names(store, self.allowed), parent_run)
         with failing(store, self.run_id):
@@ -228,13 +228,6 @@ class Transfer:
         if self._anchor_index is None:
             self._anchor_index = self._index(anchor_of)
         return self._anchor_index
-
-    def _allowed_models(self) -> list[int] | None:
-        if not self.opts.sources and not self.opts.exclude:
-            return None
-        keep = [n for n in self.store.models.names()
-                if (not self.opts.sources or n in self.opts.sources) and n not in self.opts.exclude]
-        return [self.store.models.id_of(n) for n in keep]
 
     def trials_left(self) -> int | None:
         return None if self.opts.trials is None else max(self.opts.trials - (self.engine.count - self.baseline), 0)
@@ -459,7 +452,7 @@ class Transfer:
                          if nb.workload_id != ctx.workload_id]
             source = "anchor"
         if not neighbors:
-            res.reason = self._no_candidates(ctx.kind, anchor)
+            res.reason = no_candidates(self.store, self.opts, self.target_key, ctx.kind, anchor)
             return []
         out = []
         for nb in neighbors:
@@ -476,19 +469,6 @@ class Transfer:
                         continue
                 out.append(Candidate(r, nb.distance, source, trace))
         return out
-
-    def _no_candidates(self, kind: str, anchor: str | None) -> str:
-        """Why a task has no candidate: never blame the kind when it is tuned for another target."""
-        reason = f"no tuned workload of kind {kind}" + (f" or anchor {anchor}" if anchor else "")
-        tuned_for = self.store.records.target_counts(kind)
-        if not tuned_for:
-            return reason
-        if self.opts.sources or self.opts.exclude:
-            return reason + " from the models allowed (`sources` / `exclude`)"
-        where = ", ".join(label(t) for t in tuned_for if t != self.target_key)
-        if self.opts.same_target_only:
-            return f"kind {kind} is tuned only for other targets ({where}), left out by `same_target_only`"
-        return f"kind {kind} is tuned only for targets of another kind ({where})"
 
     def _refine(self, found: list[tuple[TaskContext, Winner]], searched_s: float) -> dict[str, Winner]:
         """Droplet search from each task's best transferred traces, within one budget
@@ -547,6 +527,28 @@ class Transfer:
                                 parent_id=parent, source_workload_id=res.source_workload_id,
                                 distance=res.distance, search_time_s=round(spent, 3), model_id=self.model_id,
                                 run_id=self.run_id)
+
+
+def allowed_models(store: Store, opts: Options) -> list[int] | None:
+    """Ids of the models ``sources`` and ``exclude`` leave (None: every model)."""
+    if not opts.sources and not opts.exclude:
+        return None
+    keep = [n for n in store.models.names() if (not opts.sources or n in opts.sources) and n not in opts.exclude]
+    return [store.models.id_of(n) for n in keep]
+
+
+def no_candidates(store: Store, opts: Options, target_key: str, kind: str, anchor: str | None) -> str:
+    """Why a task has no candidate: never blame the kind when it is tuned for another target."""
+    reason = f"no tuned workload of kind {kind}" + (f" or anchor {anchor}" if anchor else "")
+    tuned_for = store.records.target_counts(kind)
+    if not tuned_for:
+        return reason
+    if opts.sources or opts.exclude:
+        return reason + " from the models allowed (`sources` / `exclude`)"
+    where = ", ".join(label(t) for t in tuned_for if t != target_key)
+    if opts.same_target_only:
+        return f"kind {kind} is tuned only for other targets ({where}), left out by `same_target_only`"
+    return f"kind {kind} is tuned only for targets of another kind ({where})"
 
 
 def _names(store: Store, model_ids: list[int] | None) -> list[str] | None:
