@@ -76,14 +76,22 @@ def task_cost(task: Task) -> float:
 
 
 def shards(tasks: list[Task], n: int, cost=task_cost) -> list[list[Task]]:
-    """The tasks in ``n`` disjoint shards of about equal estimated cost: the costliest first,
-    each into the shard with the least so far (ties: the lower shard, the earlier task), so
-    the split depends only on the tasks; each shard keeps the model's task order."""
+    """The tasks in ``n`` disjoint shards of equal task counts (to one) and about equal
+    estimated cost: the costliest first, each into the shard with the least cost so far
+    among those not yet holding their share of the tasks (ties: the lower shard, the
+    earlier task). The counts matter as much as the cost: with a per-task trial budget a
+    task takes about the same tuning time whatever its kernel, and one heavy task would
+    otherwise get a machine to itself while others tune many. The split depends only on
+    the tasks (the same on every machine); each shard keeps the model's task order."""
     costs = [cost(t) for t in tasks]
-    load, owner = [0.0] * n, [0] * len(tasks)
+    load, size, owner = [0.0] * n, [0] * n, [0] * len(tasks)
+    cap = -(-len(tasks) // n)  # the largest share; ``big`` shards get it, the others one less
+    big = len(tasks) - n * (cap - 1)
     for i in sorted(range(len(tasks)), key=lambda i: (-costs[i], i)):
-        owner[i] = min(range(n), key=lambda b: (load[b], b))
+        limit = cap - (sum(s == cap for s in size) == big)
+        owner[i] = min((b for b in range(n) if size[b] < limit), key=lambda b: (load[b], b))
         load[owner[i]] += costs[i]
+        size[owner[i]] += 1
     return [[t for i, t in enumerate(tasks) if owner[i] == b] for b in range(n)]
 
 
