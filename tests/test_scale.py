@@ -33,6 +33,7 @@ def test_shards_are_disjoint_cover_every_task_and_are_balanced(costs, n):
     assert sorted(names) == sorted(t.name for t in tasks) and len(set(names)) == len(names)
     for part in parts:  # each keeps the model's task order
         assert [t.name for t in part] == [t.name for t in tasks if t in part]
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1  # equal task counts, to one
     loads = [sum(cost(t) for t in part) for part in parts]
     # Largest first into the least loaded: no shard exceeds the mean by more than one task.
     assert max(loads) <= sum(loads) / n + max(costs) + 1e-6 * sum(loads)
@@ -233,7 +234,7 @@ def test_a_server_killed_mid_run_costs_one_more_run_of_its_candidates(cluster, t
     victim = cluster.server("pair")
     cluster.server("pair")
     out = tmp_path / "work"
-    args = ["tune", "--model", "tiny_cnn", "--trials-per-task", "6", "--trials-per-iter", "3",
+    args = ["tune", "--model", "tiny_mlp", "--trials-per-task", "8", "--trials-per-iter", "4",
             "--runner", cluster.runner("pair"), "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "schedb_cli.main", *args], cwd=Path(__file__).parents[1],
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -253,9 +254,9 @@ def test_a_server_killed_mid_run_costs_one_more_run_of_its_candidates(cluster, t
             proc.wait()
     assert proc.returncode == 0, output
     meta = json.loads((out / "schedb.json").read_text())
-    assert 1 <= len(meta["runner_retries"]) <= 2, meta["runner_retries"]  # what the victim had in flight
+    assert 1 <= len(meta["runner_retries"]) <= 2, output  # what the victim had in flight
     assert "ran again after a failed RPC session" in output
     lines = [json.loads(line) for line in (out / "database_tuning_record.json").read_text().splitlines()]
-    assert len(lines) == meta["measured"] >= 6 * len(meta["tasks"])
+    assert len(lines) == meta["measured"] >= 8 * len(meta["tasks"])
     failed = [rec for _, (_, run_secs, *_) in lines if not run_secs or min(run_secs) >= 1e9]
     assert failed == [], failed
