@@ -167,6 +167,22 @@ def _wait(ready, what: str, timeout: float = 60):
         time.sleep(0.2)
 
 
+def _in_session(server, tracker_port: int) -> bool:
+    """A session in flight on ``server``: a process serving it (a child of its listener) is
+    connected to a client, not only to the tracker, and the client has not hung up."""
+    import psutil
+
+    try:
+        for child in psutil.Process(server.pid).children(recursive=True):
+            for conn in child.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_ESTABLISHED and conn.raddr and conn.raddr.port != tracker_port \
+                        and child.ppid() != server.pid:
+                    return True
+    except psutil.Error:
+        return False
+    return False
+
+
 def _records_by_task(db_path):
     """{task name: [(record id, the sidecar of the work dir it came from)]} of a database."""
     import json
@@ -229,8 +245,6 @@ def test_a_server_killed_mid_run_costs_one_more_run_of_its_candidates(cluster, t
     import time
     from pathlib import Path
 
-    import psutil
-
     victim = cluster.server("pair")
     cluster.server("pair")
     out = tmp_path / "work"
@@ -239,11 +253,8 @@ def test_a_server_killed_mid_run_costs_one_more_run_of_its_candidates(cluster, t
     proc = subprocess.Popen([sys.executable, "-m", "schedb_cli.main", *args], cwd=Path(__file__).parents[1],
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # A session in flight on the victim: its listener has a child serving it.
         deadline = time.time() + 600
-        while time.time() < deadline and proc.poll() is None:
-            if len(psutil.Process(victim.pid).children(recursive=True)) >= 2:
-                break
+        while time.time() < deadline and proc.poll() is None and not _in_session(victim, cluster.port):
             time.sleep(0.01)
         assert proc.poll() is None, "the run ended before a server could be killed"
         os.killpg(victim.pid, signal.SIGKILL)
