@@ -155,7 +155,7 @@ def _tune(model, target, out, budget, bind_params, resume, database, on_phase, o
     with phase(on_phase, f"tuning {len(tasks)} tasks"):
         setup.database = lambda: trials_database(out, database, target, model.name, run_id)
         steps, offset = _tune_parts(out, tasks, spent, budget, before, setup)
-    meta = _sidecar(model, target, tasks, budget, seed, started, offset,
+    meta = _sidecar(model, target, tasks, budget, setup.seed, started, offset,
                     {"clock": "seconds of tuning when a batch went to the runner", "tasks": steps})
     if database is not None:
         meta["database"], meta["run_id"] = str(database), run_id
