@@ -48,7 +48,8 @@ FLAGS = {"database": "--db", "resume": "--resume", "model": "--model", "workload
          "input_shape": "--input-shape", "sources": "--sources", "exclude": "--exclude-model",
          "same_target_only": "--same-target-only", "force": "--force", "readonly=False": "--write",
          "trials": "--trials", "trials_per_task": "--trials-per-task", "trials_per_iter": "--trials-per-iter",
-         "time_limit": "--time-limit", "pvalue": "--pvalue", "timeout": "--timeout"}
+         "time_limit": "--time-limit", "pvalue": "--pvalue", "timeout": "--timeout", "tasks": "--tasks",
+         "runner": "--runner"}
 
 
 def as_flags(text: str) -> str:
@@ -204,11 +205,18 @@ def models(tasks, as_json):
                    "by side and the fastest is what the database serves. Default: the work dir's JSON files.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out: its trials count against the budget, its records seed the search.")
+@click.option("--tasks", "task_spec", default=None,
+              help="Tune only these tasks: name patterns (fnmatch, comma-separated), or i/n, the i-th of n "
+                   "shards of about equal estimated cost (the same split on every machine: n machines tune "
+                   "disjoint parts, and one `schedb ingest` of their work dirs brings them together).")
+@click.option("--runner", default="local", show_default=True,
+              help="local, or rpc://host:port/key: measure on the servers a TVM RPC tracker has for the key, "
+                   "one candidate per server at a time; builds stay on this machine.")
 @params_option
 @click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
 @handle_errors
 def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_iter, time_limit, seed, out,
-         db_path, resume, params_as_inputs, as_json):
+         db_path, resume, task_spec, runner, params_as_inputs, as_json):
     """Tune every task of a model with MetaSchedule into a standard work dir."""
     from schedb.pipeline.phases import phase
 
@@ -235,12 +243,15 @@ def tune(model_spec, input_shape, target, trials, trials_per_task, trials_per_it
 
     budget = TuneBudget(trials, trials_per_task, trials_per_iter, time_limit)
     meta = run_tune(model, target, out, budget, seed=seed, progress=progress, bind_params=not params_as_inputs,
-                    resume=resume, database=db_path, on_phase=report.phase)
+                    resume=resume, database=db_path, on_phase=report.phase, tasks=task_spec, runner=runner)
     if as_json:
         emit_json(meta)
         return
-    click.echo(f"tuned {model.name}: {len(meta['tasks'])} tasks, {meta['measured']} of {meta['trials']} trials, "
-               f"{meta['wall_time_s']} s -> {out}")
+    of = f" of {meta['task_selection']['of']}" if "task_selection" in meta else ""
+    click.echo(f"tuned {model.name}: {len(meta['tasks'])}{of} tasks, {meta['measured']} of {meta['trials']} "
+               f"trials, {meta['wall_time_s']} s -> {out}")
+    if meta["runner_retries"]:
+        click.echo(f"note: {len(meta['runner_retries'])} candidates ran again after a failed RPC session", err=True)
     if "choices" in meta:
         c = meta["choices"]
         click.echo(f"chose each task's schedule side by side: {c['measured_tasks']} tasks measured, "

@@ -23,6 +23,7 @@ _PUBLIC = {
     "load_intrinsics": "schedb.tir.target", "vector_unit": "schedb.tir.target", "VectorUnit": "schedb.tir.target",
     "adapt_trace": ("schedb.tir.isa", "adapt"),
     "lower": "schedb.tir.tasks", "extract_tasks": "schedb.tir.tasks", "Task": "schedb.tir.tasks",
+    "select_tasks": "schedb.tir.tasks", "shards": "schedb.tir.tasks", "task_cost": "schedb.tir.tasks",
     "signature": "schedb.tir.signature", "apply_trace": "schedb.tir.replay", "anchor_of": "schedb.tir.anchor",
     "Store": "schedb.store", "SCHEMA_VERSION": "schedb.store", "commit_trace": "schedb.store.records",
     "commit_mod": "schedb.store.records", "record_digest": "schedb.store.records",

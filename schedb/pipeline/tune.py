@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,12 +19,13 @@ from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
 from schedb.models import Model
 from schedb.tir.target import canonical, load_intrinsics
-from schedb.tir.tasks import extract_tasks, lower
+from schedb.tir.tasks import extract_tasks, lower, select_tasks
 
 from schedb.errors import SchedbError
 from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, drop_partial_line, previous_run, spent_trials, timeline
 from schedb.pipeline.phases import phase
 from schedb.pipeline.runs import choice_tasks, failing
+from schedb.search.measure import rpc_config, rpc_servers
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ def tune(
     on_phase=None,
     only: set[str] | None = None,
     parent_run: int | None = None,
+    tasks: str | None = None,
+    runner: str = "local",
 ) -> dict:
     """Tune ``model`` on ``target``; returns the sidecar dict (also written to ``out``).
 
@@ -87,12 +90,26 @@ def tune(
     with what ran fastest side by side, the untuned kernel included.
 
     ``only``: tune just the tasks of these names (the others keep what they have).
+    ``tasks``: tune just the tasks this names (schedb.tir.tasks.select_tasks): name patterns,
+    or ``i/n``, shard i of n (equal task counts, about equal estimated cost; the same split on
+    every machine), so n runs tune disjoint parts of the model whose work dirs ingest into one
+    database.
+
+    ``runner``: ``local``, or ``rpc://host:port/key`` to measure on the servers a TVM RPC
+    tracker has for the key, one candidate per server at a time (the builds stay in this
+    machine's warm pool); a candidate whose session failed runs once more
+    (schedb.search.measure.RetryRunner). The sidecar records the runner, and so does the
+    run's row when tuning into a database.
 
     Tuning into a database keeps the run in its ``runs`` table (the sidecar's ``run_id``;
     within run ``parent_run`` if given): options, each decided task, its records linked."""
     if database is not None and resume:
         raise SchedbError("`database` and `resume` do not go together: a database run counts no work dir trials")
-    args = (model, target, out, budget, seed, progress, bind_params, resume, database, on_phase, only)
+    setup = _Setup(seed, progress, runner)
+    if runner != "local":
+        with phase(on_phase, f"asking the tracker at {runner}"):
+            setup.servers = rpc_servers(rpc_config(runner))
+    args = (model, target, out, budget, bind_params, resume, database, on_phase, only, tasks, setup)
     if database is None:
         return _tune(*args, run_id=None)
     from schedb.store import Store
@@ -100,8 +117,8 @@ def tune(
     store = Store(database)
     try:
         options = {"budget": asdict(budget), "seed": seed, "bind_params": bind_params,
-                   "only": sorted(only) if only else None, "out": str(out)}
-        run_id = store.runs.start("tune", model.name, canonical(target), options, "local", None, parent_run)
+                   "only": sorted(only) if only else None, "tasks": tasks, "out": str(out)}
+        run_id = store.runs.start("tune", model.name, canonical(target), options, runner, None, parent_run)
         with failing(store, run_id):
             meta = _tune(*args, run_id=run_id)
             store.runs.finish(run_id, choice_tasks(store, meta["choices"]["tasks"]))
@@ -110,7 +127,7 @@ def tune(
         store.close()
 
 
-def _tune(model, target, out, budget, seed, progress, bind_params, resume, database, on_phase, only,
+def _tune(model, target, out, budget, bind_params, resume, database, on_phase, only, tasks, setup,
           run_id) -> dict:
     """tune(), with the id of its run row when tuning into a database."""
     with phase(on_phase, "loading tensor intrinsics"):
@@ -120,9 +137,12 @@ def _tune(model, target, out, budget, seed, progress, bind_params, resume, datab
     with phase(on_phase, "lowering"):
         lowered = lower(model, target, bind_params)
     with phase(on_phase, "extracting tasks"):
-        tasks = [t for t in extract_tasks(lowered, target) if only is None or t.name in only]
+        every = [t for t in extract_tasks(lowered, target) if only is None or t.name in only]
+        if not every:
+            raise SchedbError(f"none of the tasks in `only` ({', '.join(sorted(only))}) is a task of {model.name}")
+        selection, tasks = tasks, select_tasks(every, tasks)
     if not tasks:
-        raise SchedbError(f"none of the tasks in `only` ({', '.join(sorted(only))}) is a task of {model.name}")
+        raise SchedbError(f"`tasks` {selection}: this shard of {model.name}'s {len(every)} tasks is empty")
     budget = budget.resolved(len(tasks))
     spent = spent_trials(out, tasks)
     if any(spent) and not resume:
@@ -133,15 +153,19 @@ def _tune(model, target, out, budget, seed, progress, bind_params, resume, datab
     before = previous_run(out) if resume else {}
     started = before.get("started") or datetime.now(timezone.utc).isoformat(timespec="seconds")
     with phase(on_phase, f"tuning {len(tasks)} tasks"):
-        steps, offset = _tune_parts(out, tasks, spent, budget, before, seed, progress,
-                                    lambda: trials_database(out, database, target, model.name, run_id))
-    meta = _sidecar(model, target, tasks, budget, seed, started, offset,
+        setup.database = lambda: trials_database(out, database, target, model.name, run_id)
+        steps, offset = _tune_parts(out, tasks, spent, budget, before, setup)
+    meta = _sidecar(model, target, tasks, budget, setup.seed, started, offset,
                     {"clock": "seconds of tuning when a batch went to the runner", "tasks": steps})
     if database is not None:
         meta["database"], meta["run_id"] = str(database), run_id
         with phase(on_phase, "choosing each task's schedule"):
             meta["choices"] = _choose(database, tasks, target)
     meta["params"] = "bound" if bind_params else "inputs"
+    meta["runner"] = setup.runner
+    meta["runner_retries"] = setup.retried
+    if selection is not None:
+        meta["task_selection"] = {"tasks": selection, "of": len(every)}
     if resume:
         meta["resumed_from_trials"] = sum(spent)
     (out / SIDECAR).write_text(json.dumps(meta, indent=1) + "\n")
@@ -165,7 +189,19 @@ def _choose(path, tasks, target) -> dict:
             "untuned": sum(c.record_id is None for c in chosen), "tasks": [c.as_json() for c in chosen]}
 
 
-def _tune_parts(out: Path, tasks, spent: list[int], budget: TuneBudget, before: dict, seed, progress, database):
+@dataclass
+class _Setup:
+    """What every MetaSchedule call of one tune run shares."""
+
+    seed: int
+    progress: object  # see tune
+    runner: str  # local or rpc://host:port/key
+    servers: int = 1  # candidates measured at once (the tracker's servers for the key)
+    retried: list = field(default_factory=list)  # RPC session errors whose candidates ran again
+    database: object = None  # () -> the MetaSchedule database the trials go to
+
+
+def _tune_parts(out: Path, tasks, spent: list[int], budget: TuneBudget, before: dict, setup: _Setup):
     """Tune the tasks with trials left, one MetaSchedule call per group of equal budget, the
     timeline going on from ``before`` (the run so far): -> (timeline per task, seconds)."""
     t0 = time.perf_counter()
@@ -176,7 +212,7 @@ def _tune_parts(out: Path, tasks, spent: list[int], budget: TuneBudget, before: 
         if done >= budget.trials:
             break
         # MetaSchedule writes its logs under the work dir it is given: a resumed part's apart.
-        run = _Run(tasks, group, out if not done else out / f"resume-{done}", seed, progress, database())
+        run = _Run(tasks, group, out if not done else out / f"resume-{done}", setup)
         limit = None if budget.time_limit is None else max(budget.time_limit - (time.perf_counter() - t0), 0)
         total = budget.trials - done if per_task is None else min(per_task * len(group), budget.trials - done)
         elapsed = run.tune(total, per_task, budget.trials_per_iter, limit)
@@ -219,9 +255,9 @@ def _groups(spent: list[int], trials: int, per_task: int | None):
 class _Run:
     """One MetaSchedule ``tune_tasks`` call over some of the model's tasks."""
 
-    def __init__(self, tasks, group, log_root, seed, progress, database):
-        self.tasks, self.group, self.log_root = tasks, group, log_root
-        self.seed, self.progress, self.database = seed, progress, database
+    def __init__(self, tasks, group, log_root, setup: _Setup):
+        self.tasks, self.group, self.log_root, self.setup = tasks, group, log_root, setup
+        self.seed, self.progress, self.database = setup.seed, setup.progress, setup.database()
         self.wall_s, self.stopped = 0.0, False
 
     def tune(self, total, budget, per_iter, time_limit) -> dict:
@@ -239,19 +275,23 @@ class _Run:
         if self.progress is not None:
             callbacks = [*callbacks, _Progress([c.task_name for c in contexts], total, budget, self.progress)]
         deadline = None if time_limit is None else _Deadline(t0 + time_limit)
+        runner = make_runner(self.setup.runner, number=3, repeat=1, min_repeat_ms=50,
+                             workers=self.setup.servers)
         if deadline is not None:
             callbacks = [*callbacks, deadline]
         try:
             ms.tune_tasks(
                 tasks=contexts, task_weights=weights, work_dir=str(self.log_root),
                 max_trials_global=total, max_trials_per_task=budget, num_trials_per_iter=per_iter,
-                builder=WarmBuilder(), runner=make_runner("local", number=3, repeat=1, min_repeat_ms=50),
+                builder=WarmBuilder(), runner=runner,
                 database=self.database, measure_callbacks=callbacks,
                 task_scheduler=_scheduler(total, budget, len(self.group)),
             )
         except Exception:
             if deadline is None or not deadline.reached:
                 raise
+        finally:
+            self.setup.retried += getattr(runner, "retried", [])
         self.stopped = deadline is not None and deadline.reached
         self.wall_s = time.perf_counter() - t0
         steps = timeline(self.log_root / "logs", epoch0)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, LocalRunner
+from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, LocalRunner, PyRunner, PyRunnerFuture
 from tvm.s_tir.meta_schedule.utils import cpu_count
 from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
@@ -64,23 +64,95 @@ def build_and_export(mod, target) -> str:
 
 
 def make_runner(spec: str = "local", number: int = 3, repeat: int = 5, min_repeat_ms: int = 20,
-                timeout_sec: float = 30):
+                timeout_sec: float = 30, workers: int | None = 1):
     """``local`` (this machine) or ``rpc://host:port/key`` (TVM's RPC tracker); either way
-    every candidate comes back with ``repeat`` samples (the t-test needs them)."""
-    from urllib.parse import urlparse
+    every candidate comes back with ``repeat`` samples (the t-test needs them).
 
-    from tvm.s_tir.meta_schedule.runner import RPCConfig, RPCRunner
+    Over RPC, ``workers`` candidates run at once (None: one per server the tracker has for
+    the key, which is then checked to have one), and a candidate whose session fails
+    (a server that died or dropped off) is run once more, on whichever server the tracker
+    gives next: :class:`RetryRunner`."""
+    from tvm.s_tir.meta_schedule.runner import RPCRunner
 
     config = EvaluatorConfig(number=number, repeat=repeat, min_repeat_ms=min_repeat_ms,
                              enable_cpu_cache_flush=False)
     if spec == "local":
         return LocalRunner(timeout_sec=timeout_sec, evaluator_config=config)
+    rpc = rpc_config(spec, timeout_sec)
+    if workers is None:
+        workers = rpc_servers(rpc)
+    return RetryRunner(RPCRunner(rpc_config=rpc, evaluator_config=config, max_workers=workers))
+
+
+def rpc_config(spec: str, timeout_sec: float = 30):
+    """``rpc://host:port/key`` -> MetaSchedule's RPCConfig."""
+    from urllib.parse import urlparse
+
+    from tvm.s_tir.meta_schedule.runner import RPCConfig
+
     url = urlparse(spec)
-    if url.scheme != "rpc" or not url.hostname or not url.port or not url.path.strip("/"):
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    if url.scheme != "rpc" or not url.hostname or not port or not url.path.strip("/"):
         raise SchedbError(f"bad runner {spec!r}: use 'local' or rpc://host:port/key")
-    rpc = RPCConfig(tracker_host=url.hostname, tracker_port=url.port,
-                    tracker_key=url.path.strip("/"), session_timeout_sec=int(timeout_sec))
-    return RPCRunner(rpc_config=rpc, evaluator_config=config)
+    return RPCConfig(tracker_host=url.hostname, tracker_port=port,
+                     tracker_key=url.path.strip("/"), session_timeout_sec=int(timeout_sec))
+
+
+def rpc_servers(rpc) -> int:
+    """How many servers the tracker has for the key; none (or no tracker) is an error."""
+    where = f"rpc://{rpc.tracker_host}:{rpc.tracker_port}/{rpc.tracker_key}"
+    import socket
+
+    try:  # TVM's own connect retries for a minute on a refused connection
+        socket.create_connection((rpc.tracker_host, rpc.tracker_port), timeout=10).close()
+        n = rpc.count_num_servers(allow_missing=True)
+    except (OSError, RuntimeError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise SchedbError(f"`runner` {where}: no tracker answers there ({reason})") from None
+    if n == 0:
+        raise SchedbError(f"`runner` {where}: the tracker has no server for key {rpc.tracker_key!r}")
+    return n
+
+
+@derived_object
+class RetryRunner(PyRunner):
+    """A MetaSchedule runner that runs a candidate once more when its RPC session failed:
+    a server killed mid-run costs the candidates it had in flight one more run each, on
+    the servers left, rather than a failed record each. A kernel that fails again (or
+    times out) is a failed record as usual. ``retried``: the errors that were retried."""
+
+    def __init__(self, inner, retries: int = 1):
+        super().__init__()
+        self.inner, self.retries, self.retried = inner, retries, []
+
+    def run(self, runner_inputs):
+        return [_RetryFuture(self, i, f) for i, f in zip(runner_inputs, self.inner.run(runner_inputs))]
+
+
+def session_failed(error: str | None) -> bool:
+    """An RPCRunner error from the session (connection, upload, a server gone), not a timeout."""
+    return error is not None and error.startswith("RPCRunner: An exception occurred")
+
+
+@derived_object
+class _RetryFuture(PyRunnerFuture):
+    def __init__(self, runner, runner_input, future):
+        super().__init__()
+        self.runner, self.input, self.future, self.left = runner, runner_input, future, runner.retries
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def result(self):
+        result = self.future.result()
+        while session_failed(result.error_msg) and self.left > 0:
+            self.left -= 1
+            self.runner.retried.append(_short(result.error_msg, 200))
+            result = self.runner.inner.run([self.input])[0].result()
+        return result
 
 
 @dataclass

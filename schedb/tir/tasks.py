@@ -64,3 +64,56 @@ def extract_tasks(lowered: LoweredModel, target) -> list[Task]:
     for t in ms.relax_integration.extract_tasks(lowered.mod, target):
         out.append(Task(t.task_name, int(t.weight), t.dispatched[0], t))
     return out
+
+
+def task_cost(task: Task) -> float:
+    """A task's share of the model's latency, estimated without measuring: its weight x
+    TVM's FLOP estimate of the kernel (at least 1, so a data-movement kernel counts too).
+    The same on every machine for the same model, so n machines can split the tasks alike."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    return task.weight * max(float(estimate_tir_flops(task.func)), 1.0)
+
+
+def shards(tasks: list[Task], n: int, cost=task_cost) -> list[list[Task]]:
+    """The tasks in ``n`` disjoint shards of equal task counts (to one) and about equal
+    estimated cost: the costliest first, each into the shard with the least cost so far
+    among those not yet holding their share of the tasks (ties: the lower shard, the
+    earlier task). The counts matter as much as the cost: with a per-task trial budget a
+    task takes about the same tuning time whatever its kernel, and one heavy task would
+    otherwise get a machine to itself while others tune many. The split depends only on
+    the tasks (the same on every machine); each shard keeps the model's task order."""
+    costs = [cost(t) for t in tasks]
+    load, size, owner = [0.0] * n, [0] * n, [0] * len(tasks)
+    cap = -(-len(tasks) // n)  # the largest share; ``big`` shards get it, the others one less
+    big = len(tasks) - n * (cap - 1)
+    for i in sorted(range(len(tasks)), key=lambda i: (-costs[i], i)):
+        limit = cap - (sum(s == cap for s in size) == big)
+        owner[i] = min((b for b in range(n) if size[b] < limit), key=lambda b: (load[b], b))
+        load[owner[i]] += costs[i]
+        size[owner[i]] += 1
+    return [[t for i, t in enumerate(tasks) if owner[i] == b] for b in range(n)]
+
+
+def select_tasks(tasks: list[Task], spec: str | None, cost=task_cost) -> list[Task]:
+    """The tasks ``spec`` names: ``i/n`` is shard i (1 to n) of :func:`shards`; anything
+    else is comma-separated fnmatch patterns of task names (``fused_conv2d*,*dense*``).
+    None: all of them."""
+    import fnmatch
+    import re
+
+    from schedb.errors import SchedbError
+
+    if spec is None:
+        return list(tasks)
+    if m := re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec):
+        i, n = int(m[1]), int(m[2])
+        if not 1 <= i <= n:
+            raise SchedbError(f"`tasks` {spec!r}: a shard i/n needs 1 <= i <= n")
+        return shards(tasks, n, cost)[i - 1]
+    patterns = [p.strip() for p in spec.split(",") if p.strip()]
+    chosen = [t for t in tasks if any(fnmatch.fnmatchcase(t.name, p) for p in patterns)]
+    if not chosen:
+        names = ", ".join(t.name for t in tasks[:6]) + (", ..." if len(tasks) > 6 else "")
+        raise SchedbError(f"`tasks` {spec!r} matches none of the model's {len(tasks)} tasks ({names})")
+    return chosen
