@@ -670,13 +670,7 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
     with phase(report.phase, "importing the model"):
         model = load_model(model_spec, input_shape)
     rep = run_transfer(store, model, target, opts, progress, on_phase=report.phase)
-    for note in rep.notes:
-        report.console.print(f"note: {as_flags(note)}", markup=False)
-    if report_path:
-        with open(report_path, "w") as f:
-            json.dump(rep.as_dict(), f, indent=1)
-    if as_json:
-        emit_json(rep.as_dict())
+    if _notes_and_report(report, rep, report_path, as_json):
         return
     cols = ["task", "weight", "source", "from", "distance", "untuned_us", "transferred_us", "refined_us"]
     rows = [[r.task, r.weight, r.source, _source(r, rep.target) or as_flags(r.reason or ""),
@@ -739,13 +733,7 @@ def fast(model_spec, input_shape, target, db_path, budget, transfer_share, laten
         model = load_model(model_spec, input_shape)
     rep = run_fast(store, model, target, opts,
                    lambda done, total, r: report.line(f"task {done}/{total} {r.task}: {r.source}"), report.phase)
-    for note in rep.notes:
-        report.console.print(f"note: {as_flags(note)}", markup=False)
-    if report_path:
-        with open(report_path, "w") as f:
-            json.dump(rep.as_dict(), f, indent=1)
-    if as_json:
-        emit_json(rep.as_dict())
+    if _notes_and_report(report, rep, report_path, as_json):
         return
     counts = {s: sum(r.source == s for r in rep.transfer.tasks) for s in ("exact", "neighbor", "anchor", "untuned")}
     click.echo(f"transfer: {counts['exact']} exact, {counts['neighbor']} neighbour, {counts['anchor']} anchor, "
@@ -847,6 +835,19 @@ def browse(db_path, host, port):
     from schedb.store import default_path
 
     serve(db_path or default_path(), host=host, port=port)
+
+
+
+def _notes_and_report(report, rep, report_path, as_json: bool) -> bool:
+    """A run's notes on the console, its report written to --report; True when --json printed it."""
+    for note in rep.notes:
+        report.console.print(f"note: {as_flags(note)}", markup=False)
+    if report_path:
+        with open(report_path, "w") as f:
+            json.dump(rep.as_dict(), f, indent=1)
+    if as_json:
+        emit_json(rep.as_dict())
+    return as_json
 
 
 def isa_line(isa: dict, n_tasks: int) -> str:
