@@ -393,7 +393,7 @@ def test_file_names_that_are_not_utf8(tmp_path):
     db = tmp_path / "a.db"
     result = CliRunner().invoke(cli, ["ingest", str(logs), "--db", str(db)])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), explain(result)
-    assert "2 files ingested" in result.output and "1 lines skipped" in result.output, result.output
+    assert "2 files ingested" in result.output and "1 line skipped" in result.output, result.output
     assert f"{logs}/wd\\xff\\xfe/{RECORDS}:{len(TINY_R) + 1}: skipped" in result.output, result.output
     store = Store(db, readonly=True)
     paths = {p for p, in store.conn.execute("SELECT path FROM files")}

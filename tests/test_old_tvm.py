@@ -116,7 +116,9 @@ def test_signature_reads_old_op_names():
 def old_db(tmp_path_factory) -> Path:
     """Both releases' tiny_cnn work dirs (plain MetaSchedule work dirs, no sidecar)."""
     path = tmp_path_factory.mktemp("old") / "old.db"
-    report = ingest(Store(path), [workdir(r) for r in sorted(RELEASES)])
+    store = Store(path)
+    report = ingest(store, [workdir(r) for r in sorted(RELEASES)])
+    store.close()  # its WAL checkpointed: the tests copy the file alone
     assert not report.rejected and not report.warnings, report.as_dict()
     return path
 
