@@ -90,8 +90,8 @@ def search(sources: list[str], target_model: str, base: Path, target, droplet_tr
 
     name = f"{'+'.join(sources)}_to_{target_model}"
     out = pair_dir / f"{name}.json"
-    if out.exists():
-        return json.loads(out.read_text())
+    if out.exists() and Path((kept := json.loads(out.read_text())).get("db", "")).exists():
+        return kept  # (a kept transfer whose database is gone runs again)
     db = base.parent / f"{name}.db"
     copy_db(base, db)
     store = Store(db)

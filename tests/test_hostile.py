@@ -586,3 +586,26 @@ def test_records_of_a_work_dir_with_workload_lines_out_of_order_are_invalid(tmp_
     assert len(warned) == 1 and str(tmp_path / "swapped" / RECORDS) in warned[0], report.warnings
     good = ingest(Store(tmp_path / "b.db"), [write_workdir(tmp_path / "ordered", workloads=workloads, records=records)])
     assert good.invalid == sum(not run_secs_valid(json.loads(line)[1][1]) for line in records) and not good.warnings
+
+
+def test_records_under_a_workload_of_the_same_block_names_are_invalid(tmp_path):
+    """tiny_cnn's two convolutions have the same block names and other shapes: with their
+    workload lines swapped, the block-name check passes every record. Their traces do not
+    apply to the workload they name (tile factors for other extents): replayed at ingest,
+    they are stored invalid, one warning per workload line; the rest stay valid."""
+    from ingest_common import text_lines
+
+    cnn = TINY.parent / "tiny_cnn"
+    workloads, records = text_lines(cnn / (WORKLOADS + ".gz")), text_lines(cnn / (RECORDS + ".gz"))
+    workloads[2], workloads[3] = workloads[3], workloads[2]
+    store = Store(tmp_path / "a.db")
+    report = ingest(store, [write_workdir(tmp_path / "swapped", workloads=workloads, records=records)])
+    convs = [line for line in records if json.loads(line)[0] in (2, 3)]
+    assert report.new_records == len(records) and report.errors == []
+    bad = store.conn.execute("SELECT COUNT(*) FROM records WHERE error LIKE 'trace does not apply%'").fetchone()[0]
+    assert bad == sum(run_secs_valid(json.loads(line)[1][1]) for line in convs)
+    warned = [w for w in report.warnings if "their traces do not apply to it" in w]
+    assert len(warned) == 2 and all(str(tmp_path / "swapped" / WORKLOADS) in w for w in warned), report.warnings
+    assert report.invalid == sum(not run_secs_valid(json.loads(line)[1][1]) for line in records) + bad
+    assert store.conn.execute("SELECT COUNT(*) FROM records r JOIN workloads w ON w.id = r.workload_id "
+                              "WHERE r.valid = 1 AND w.kind LIKE '%conv2d%'").fetchone() == (0,)

@@ -5,7 +5,8 @@ refers to itself segfaults it, a forged length prefix makes it allocate gigabyte
 the lines of a workload file are decoded in a forked child with a memory ceiling; a
 line that kills the child, exhausts its memory or hangs it is skipped with its reason,
 the child is restarted after it, and every other line is still read. Results come back
-as JSON, never pickles: the child handled untrusted input.
+as JSON, never pickles: the child handled untrusted input. Traces from a log are applied
+to their workloads (``trace_applies``) the same way.
 """
 
 from __future__ import annotations
@@ -28,31 +29,39 @@ MEMORY_HEADROOM = 4 << 30  # bytes the child may grow by before an allocation fa
 def load_workloads(path: Path, lines: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, dict | str]]:
     """``(lineno, line, workload)`` for every line, in order: ``workload`` is
     ``{"shash", "signature", "kind", "description", "blocks"}`` or the reason the line is bad."""
-    pending = list(lines)
+    return sandboxed(decode, lines, "workload")
+
+
+def sandboxed(fn, items: Iterator[tuple[object, bytes]], what: str) -> Iterator[tuple[object, bytes, object]]:
+    """``(key, payload, fn(payload))`` for every item, in order, ``fn`` run in the guarded
+    child; an item that kills, exhausts or hangs it gets the reason instead (``what`` it is
+    named in the reason)."""
+    loader = f"TVM's {what} loader"
+    pending = list(items)
     while pending:
         ctx = multiprocessing.get_context("fork")  # the parent has TVM loaded already: no re-import
         recv, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_guarded, args=(send, [line for _, line in pending], os.getpid()), daemon=True)
+        child = ctx.Process(target=_guarded, args=(send, fn, what, [p for _, p in pending], os.getpid()), daemon=True)
         child.start()
         send.close()
         done = 0
         try:
-            for lineno, line in pending:
+            for key, payload in pending:
                 if not recv.poll(LINE_TIMEOUT):
-                    why = f"TVM's loader hung on it (> {LINE_TIMEOUT:.0f} s)" if child.is_alive() else None
+                    why = f"{loader} hung on it (> {LINE_TIMEOUT:.0f} s)" if child.is_alive() else None
                     raise _ChildLost(why)
                 try:
                     result = orjson.loads(recv.recv_bytes())
                 except EOFError:
                     raise _ChildLost(None) from None
                 done += 1
-                yield lineno, line, result
+                yield key, payload, result
             pending = []
         except _ChildLost as lost:
             child.kill()
             child.join()
-            lineno, line = pending[done]
-            yield lineno, line, lost.why or _death(child.exitcode)
+            key, payload = pending[done]
+            yield key, payload, lost.why or _death(loader, child.exitcode)
             pending = pending[done + 1:]
         finally:
             recv.close()
@@ -66,10 +75,10 @@ class _ChildLost(Exception):
         self.why = why
 
 
-def _death(exitcode: int | None) -> str:
+def _death(loader: str, exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
-        return f"crashed TVM's workload loader ({signal.Signals(-exitcode).name})"
-    return f"TVM's workload loader exited ({exitcode})"
+        return f"crashed {loader} ({signal.Signals(-exitcode).name})"
+    return f"{loader} exited ({exitcode})"
 
 
 def _die_with_parent(parent: int) -> None:
@@ -85,24 +94,24 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _guarded(send, lines: list[bytes], parent: int):
-    """The child's entry: bound to its parent's life, then decoding."""
+def _guarded(send, fn, what: str, payloads: list[bytes], parent: int):
+    """The child's entry: bound to its parent's life, then working."""
     _die_with_parent(parent)
-    _child(send, lines)
+    _child(send, fn, what, payloads)
 
 
-def _child(send, lines: list[bytes]):
+def _child(send, fn, what: str, payloads: list[bytes]):
     import psutil
 
     vms = psutil.Process().memory_info().vms
     resource.setrlimit(resource.RLIMIT_AS, (vms + MEMORY_HEADROOM, resource.RLIM_INFINITY))
-    for line in lines:
+    for payload in payloads:
         try:
-            result = decode(line)
+            result = fn(payload)
         except MemoryError:
-            result = "TVM's loader ran out of memory on it"
-        except Exception as e:  # json, base64 or TVM's loader: all mean "bad line"
-            result = f"unreadable workload ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+            result = f"TVM's {what} loader ran out of memory on it"
+        except Exception as e:  # json, base64 or TVM: all mean "bad input"
+            result = f"unreadable {what} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
         send.send_bytes(orjson.dumps(result))
     send.close()
     os._exit(0)  # no atexit handlers: they belong to the parent (its open database)
@@ -146,3 +155,28 @@ def decode(line: bytes) -> dict | str:
         shash, b64 = Workload(mod).as_json()
         out.update(shash=str(shash), line=orjson.dumps([str(shash), str(b64)]).decode())
     return out
+
+
+def trace_applies(payload: bytes) -> str | None:
+    """``payload`` is ``[workload line, trace]`` (JSON; the line as stored, this TVM's form):
+    None when the trace applies to the workload with its own decisions, else why not. TVM
+    quietly re-samples a tile decision that does not multiply to its loop's extent, so a
+    trace tuned for another workload of the same block names applies without an error:
+    its tile decisions come back changed."""
+    from tvm import s_tir
+    from tvm.s_tir.meta_schedule.database import Workload
+
+    line, trace = orjson.loads(payload)
+    mod = Workload.from_json(orjson.loads(line)).mod
+    sch = s_tir.Schedule(mod, error_render_level="none")
+    try:
+        s_tir.schedule.Trace.apply_json_to_schedule(trace, sch)
+    except Exception as e:  # TVM's own error types: any means "not a schedule of this workload"
+        text = str(e).strip().splitlines()
+        return (text[-1] if text else type(e).__name__)[:200]
+    insts, given = trace
+    got = dict((i, d) for i, d in sch.trace.as_json()[1])
+    for i, decision in given:
+        if insts[i][0] == "SamplePerfectTile" and [int(x) for x in got.get(i, [])] != decision:
+            return f"tile decision {decision} does not fit its loop (instruction {i})"
+    return None

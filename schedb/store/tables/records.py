@@ -156,6 +156,12 @@ class Records(Table):
         self.conn.execute("UPDATE records SET valid = 0, mean_s = NULL, error = ? WHERE id = ?",
                           (error[:500], record_id))
 
+    def mark_file_invalid(self, file_id: int, workload_id: int, error: str) -> int:
+        """Every valid record of one file for one workload stored invalid with ``error``
+        (its traces were tuned for another workload): -> how many."""
+        return self.conn.execute("UPDATE records SET valid = 0, mean_s = NULL, error = ? WHERE workload_id = ?"
+                                 " AND file_id = ? AND valid = 1", (error[:500], workload_id, file_id)).rowcount
+
     def target_counts(self, kind: str | None = None) -> dict[str, int]:
         """Valid MetaSchedule records per target (of workloads of ``kind``, if given)."""
         sql = "SELECT r.target, COUNT(*) FROM records r"
