@@ -609,3 +609,28 @@ def test_records_under_a_workload_of_the_same_block_names_are_invalid(tmp_path):
     assert report.invalid == sum(not run_secs_valid(json.loads(line)[1][1]) for line in records) + bad
     assert store.conn.execute("SELECT COUNT(*) FROM records r JOIN workloads w ON w.id = r.workload_id "
                               "WHERE r.valid = 1 AND w.kind LIKE '%conv2d%'").fetchone() == (0,)
+
+
+def test_merged_records_under_a_workload_they_were_not_tuned_for_are_invalid(tmp_path):
+    """Another schedb file whose convolution records name the other convolution (same block
+    names, other shapes): merged, they are stored invalid with the reason and a warning;
+    every other record keeps its validity."""
+    cnn = TINY.parent / "tiny_cnn"
+    source = Store(tmp_path / "a.db")
+    ingest(source, [cnn])
+    convs = [wid for (wid,) in source.conn.execute("SELECT id FROM workloads WHERE kind LIKE '%conv2d%'")]
+    assert len(convs) == 2
+    moved = source.conn.execute("SELECT COUNT(*) FROM records WHERE valid = 1 AND workload_id IN (?, ?)",
+                                convs).fetchone()[0]
+    with source.transaction():
+        source.conn.execute("UPDATE records SET workload_id = CASE workload_id WHEN ? THEN ? ELSE ? END "
+                            "WHERE workload_id IN (?, ?)", (convs[0], convs[1], convs[0], *convs))
+    valid_before = source.conn.execute("SELECT COUNT(*) FROM records WHERE valid = 1").fetchone()[0]
+    source.close()
+    store = Store(tmp_path / "b.db")
+    report = ingest(store, [tmp_path / "a.db"])
+    assert report.errors == [] and report.new_records > 0
+    bad = store.conn.execute("SELECT COUNT(*) FROM records WHERE error LIKE 'trace does not apply%'").fetchone()[0]
+    assert bad == moved
+    assert store.conn.execute("SELECT COUNT(*) FROM records WHERE valid = 1").fetchone()[0] == valid_before - moved
+    assert sum("their traces do not apply to it" in w for w in report.warnings) == 2, report.warnings

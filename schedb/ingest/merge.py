@@ -8,6 +8,8 @@ from schedb.store import Store, loads
 from schedb.store.merge import merge
 from schedb.ingest.checks import check_run_secs, check_trace, parse_json
 from schedb.ingest.lines import LINE_ERRORS, Report, Skip
+from schedb.ingest.metaschedule import NOT_APPLYING
+from schedb.ingest.sandbox import misplaced
 from schedb.ingest.source import Source, register_file
 
 
@@ -31,11 +33,24 @@ class SchedbFile(Source):
             skipped = merged.pop("skipped")
             for what, why in skipped:
                 report.skip(self.path, what, why)
+            _replay_check(store, merged.pop("traces"), self.path, report)
             store.files.set_lines(file_id, None if skipped else other.records.count())
             for key, n in merged.items():
                 setattr(report, key, getattr(report, key) + n)
         finally:
             other.close()
+
+
+def _replay_check(store: Store, traces: dict, path, report: Report):
+    """Each merged workload's first valid traces applied to it (sandbox.misplaced): where
+    none applies, the records merged for it were tuned for another workload, and are
+    stored invalid with the reason."""
+    lines = {wid: (store.workloads.get(wid)["ms_workload"], first) for wid, (_, first) in traces.items()}
+    for wid, why in misplaced(lines).items():
+        n = store.records.mark_invalid(traces[wid][0], f"{NOT_APPLYING}: {why}")
+        report.invalid += n
+        report.warnings.append(f"{path}: {n} records of workload {wid} stored invalid: their traces do not "
+                               f"apply to it ({why})")
 
 
 def _check_merged(r: dict):

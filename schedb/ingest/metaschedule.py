@@ -14,12 +14,13 @@ from schedb.store import Store
 from schedb.store.records import commit_workload, digest_of_text
 from schedb.ingest.checks import TargetCache, check_run_secs, check_trace, parse_json, trace_misfit
 from schedb.ingest.lines import Report, Skip, ingest_lines, read_lines
-from schedb.ingest.sandbox import load_workloads, sandboxed, trace_applies
+from schedb.ingest.sandbox import load_workloads, misplaced
 from schedb.ingest.source import Source, register_file
 from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, find, read_sidecar
 
 _dumps = orjson.dumps
 SAMPLES = 2  # valid traces per workload tried before its line is judged misplaced
+NOT_APPLYING = "trace does not apply to its workload"
 
 
 class WorkDir(Source):
@@ -51,23 +52,16 @@ class WorkDir(Source):
 
     def _replay_check(self, store: Store, file_id: int, wl_path: Path, by_index: list, samples: dict,
                       report: Report):
-        """Each workload's first valid traces (up to SAMPLES) applied to it in the sandbox:
-        when none applies, the workload line is not the one its records were tuned for (a
-        work dir's lines out of order, between workloads of the same block names), and its
-        records of this file are stored invalid with the reason. One replay per workload
-        where the first applies."""
-        for index, traces in samples.items():
-            wid = by_index[index][0]
-            line = _dumps(store.workloads.get(wid)["ms_workload"])
-            why = None
-            for _, _, why in sandboxed(trace_applies, ((i, b"[%s,%s]" % (line, t)) for i, t in traces), "trace"):
-                if why is None:
-                    break
-            if why is not None:
-                n = store.records.mark_file_invalid(file_id, wid, f"trace does not apply to its workload: {why}")
-                report.invalid += n
-                report.warnings.append(f"{wl_path}: workload line {index + 1}: {n} records stored invalid: "
-                                       f"their traces do not apply to it ({why})")
+        """Each workload's first valid traces applied to it (sandbox.misplaced): where none
+        applies, the workload line is not the one its records were tuned for (a work dir's
+        lines out of order, between workloads of the same block names), and its records of
+        this file are stored invalid with the reason."""
+        lines = {i: (store.workloads.get(by_index[i][0])["ms_workload"], traces) for i, traces in samples.items()}
+        for index, why in misplaced(lines).items():
+            n = store.records.mark_file_invalid(file_id, by_index[index][0], f"{NOT_APPLYING}: {why}")
+            report.invalid += n
+            report.warnings.append(f"{wl_path}: workload line {index + 1}: {n} records stored invalid: "
+                                   f"their traces do not apply to it ({why})")
 
     def _model(self, store: Store, meta: dict, model: str | None, targets: TargetCache, report: Report) -> int:
         """The model's row, from the sidecar; a target it names that does not parse is left out."""
@@ -146,7 +140,7 @@ class MsRecordParser:
         self.by_index, self.targets, self.report = by_index, targets, report
         self.model_id, self.file_id = model_id, file_id
         self.misfits, self.first_misfit, self.misfit_why = 0, None, None
-        self.samples: dict[int, list[tuple[int, bytes]]] = {}  # workload index -> first valid (line, trace JSON)
+        self.samples: dict[int, list[bytes]] = {}  # workload index -> its first valid traces (JSON)
 
     def __call__(self, raw: bytes, lineno: int, stamp: str) -> tuple:
         # The trace never becomes a Python list. Its text is the minified JSON
@@ -170,7 +164,7 @@ class MsRecordParser:
             self._misfit(lineno, misfit)
         self.report.invalid += not valid
         if valid and len(kept := self.samples.setdefault(index, [])) < SAMPLES:
-            kept.append((lineno, trace.mini))
+            kept.append(trace.mini)
         args = rec[3] if len(rec) > 3 else None
         args_json = args.mini if type(args) in (Array, Object) else None
         trace_text = None

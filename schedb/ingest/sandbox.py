@@ -157,6 +157,23 @@ def decode(line: bytes) -> dict | str:
     return out
 
 
+def misplaced(samples: dict) -> dict:
+    """``{key: (workload line, [trace JSON bytes])}`` -> ``{key: why}`` for the workloads
+    none of whose traces applies to them (see trace_applies). Each round tries the next
+    trace of the workloads not yet cleared, all in one child: one replay per workload
+    where its first trace applies."""
+    heads = {key: b"[" + orjson.dumps(line) + b"," for key, (line, _) in samples.items()}
+    left, why = set(samples), {}
+    for k in range(max((len(t) for _, t in samples.values()), default=0)):
+        items = [(key, heads[key] + samples[key][1][k] + b"]") for key in left if k < len(samples[key][1])]
+        for key, _, reason in sandboxed(trace_applies, items, "trace"):
+            if reason is None:
+                left.discard(key)
+            else:
+                why[key] = reason
+    return {key: why[key] for key in left}
+
+
 def trace_applies(payload: bytes) -> str | None:
     """``payload`` is ``[workload line, trace]`` (JSON; the line as stored, this TVM's form):
     None when the trace applies to the workload with its own decisions, else why not. TVM

@@ -357,7 +357,7 @@ class Transfer:
             else:
                 res.failed += 1
                 if cand.source == "exact":  # its own workload: the record itself is broken
-                    self.store.records.mark_invalid(cand.row["id"], f"does not replay: {r.error}")
+                    self.store.records.mark_invalid([cand.row["id"]], f"does not replay: {r.error}")
         res.candidates = len(candidates)
         untuned, ranked = self._beside_untuned(ctx, [r.mod for _, r in replayed])
         res.untuned_us = _us(untuned)

@@ -45,10 +45,12 @@ def merge(into, other, check=None) -> dict:
     return out
 
 
-def merge_records(into, other, check, maps: dict, out: dict) -> dict:
+def merge_records(into, other, check, maps: dict, out: dict, samples: int = 2) -> dict:
     """``other``'s records in, their references mapped by ``maps`` (column -> {old id: new});
-    counts added to ``out``. -> {old record id: new}."""
+    counts added to ``out``, and ``out["traces"]``: {workload id: (ids of the valid MetaSchedule
+    records stored, the first ``samples`` of their traces)}. -> {old record id: new}."""
     ids: dict = {}
+    traces = out["traces"] = {}
     old_digests = other.version() < 3  # hex text: as the schema 3 migration converts them
     for r in other.records.all():  # parents first: a parent is always older
         old = r.pop("id")
@@ -71,6 +73,11 @@ def merge_records(into, other, check, maps: dict, out: dict) -> dict:
         out["duplicates"] += 1 - new
         out["invalid"] += new and not r["valid"]
         ids[old] = into.records.id_of(r["workload_id"], r["digest"])
+        if new and r["valid"] and r["format"] == "ms-trace":
+            stored, first = traces.setdefault(r["workload_id"], ([], []))
+            stored.append(ids[old])
+            if len(first) < samples:
+                first.append(r["trace"].encode())
     return ids
 
 

@@ -150,11 +150,11 @@ class Records(Table):
         """Every record, oldest first (parents before children: ids grow with insertion)."""
         return self.db.query("SELECT * FROM records ORDER BY id")
 
-    def mark_invalid(self, record_id: int, error: str):
-        """A stored record found unusable (its trace does not replay on its own workload):
-        never chosen again, with the reason kept for whoever looks."""
-        self.conn.execute("UPDATE records SET valid = 0, mean_s = NULL, error = ? WHERE id = ?",
-                          (error[:500], record_id))
+    def mark_invalid(self, ids: list[int], error: str) -> int:
+        """Stored records found unusable (a trace that does not replay on its own workload):
+        never chosen again, with the reason kept for whoever looks. -> how many were valid."""
+        return self.conn.executemany("UPDATE records SET valid = 0, mean_s = NULL, error = ? WHERE id = ? AND valid = 1",
+                                     [(error[:500], i) for i in ids]).rowcount
 
     def mark_file_invalid(self, file_id: int, workload_id: int, error: str) -> int:
         """Every valid record of one file for one workload stored invalid with ``error``
