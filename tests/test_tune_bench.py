@@ -196,6 +196,7 @@ def test_tune_resumes_after_a_real_kill(tmp_path):
     assert all(16 <= n <= 16 + 4 for n in final), final  # each task's budget, at most a batch over
     meta = json.loads((out / "schedb.json").read_text())
     assert meta["resumed_from_trials"] == sum(spent) and meta["wall_time_s"] > 0
+    assert meta["cost_model_warm_samples"] > 0  # the resumed search's cost model learned the kept trials
     for steps in meta["timeline"]["tasks"]:
         assert steps and [n for _, n in steps] == sorted(n for _, n in steps)
 
@@ -244,6 +245,7 @@ def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
     db = tmp_path / "s.db"
     ingest(Store(db), [FIXTURES / "tiny_mlp"])
     before = Store(db).records.count()
+    stored = Store(db).query("SELECT COUNT(DISTINCT trace) FROM records WHERE valid = 1")[1][0][0]
     asked = []
     top = Records.top  # what schedb.Database.get_top_k answers MetaSchedule with
     monkeypatch.setattr(Records, "top", lambda self, *a, **kw: asked.append(kw) or top(self, *a, **kw))
@@ -261,6 +263,7 @@ def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
     assert all(kw.get("distinct") is True for kw in asked)  # k different schedules, not k of one trace
     meta = json.loads((out / "schedb.json").read_text())
     assert meta["database"] == str(db)
+    assert meta["cost_model_warm_samples"] == stored  # the cost model learned every stored schedule first
     # Then every task's records and untuned kernel ran side by side, and the winner stands.
     from schedb import extract_tasks, load_model, lower
     from schedb.tir.signature import signature

@@ -84,7 +84,10 @@ def tune(
     ``database``: a schedb database to tune into instead of the work dir's JSON files
     (which then hold only logs and the sidecar). Its records of the model's workloads,
     from any earlier tuning or a transfer, seed MetaSchedule's evolutionary search: tuning
-    goes on from the transferred schedules rather than from random samples. At the end,
+    goes on from the transferred schedules rather than from random samples, and its cost
+    model learns from their measurements before the first batch (schedb.search.warm; so
+    does a resumed run's from the work dir's records; the sidecar's
+    ``cost_model_warm_samples``). At the end,
     each task's records and its untuned kernel are measured side by side and the fastest
     becomes its choice (schedb.pipeline.choose; the sidecar's ``choices``): the model is built
     with what ran fastest side by side, the untuned kernel included.
@@ -164,6 +167,7 @@ def _tune(model, target, out, budget, bind_params, resume, database, on_phase, o
     meta["params"] = "bound" if bind_params else "inputs"
     meta["runner"] = setup.runner
     meta["runner_retries"] = setup.retried
+    meta["cost_model_warm_samples"] = setup.warm_samples
     if selection is not None:
         meta["task_selection"] = {"tasks": selection, "of": len(every)}
     if resume:
@@ -199,6 +203,7 @@ class _Setup:
     servers: int = 1  # candidates measured at once (the tracker's servers for the key)
     retried: list = field(default_factory=list)  # RPC session errors whose candidates ran again
     database: object = None  # () -> the MetaSchedule database the trials go to
+    warm_samples: int = 0  # stored measurements the cost model learned from before searching
 
 
 def _tune_parts(out: Path, tasks, spent: list[int], budget: TuneBudget, before: dict, setup: _Setup):
@@ -265,12 +270,15 @@ class _Run:
         from tvm.s_tir import meta_schedule as ms
 
         from schedb.search.measure import WarmBuilder, make_runner
+        from schedb.search.warm import warm_cost_model
 
         _drop_unnamed_handlers()  # before MetaSchedule sets up its loggers (here and in tune_tasks)
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             [self.tasks[i].extracted for i in self.group], work_dir=str(self.log_root), seed=self.seed)
         per_iter = min(per_iter, total)  # MetaSchedule overshoots by up to a batch
         t0, epoch0 = time.perf_counter(), time.time()
+        cost_model, learned = warm_cost_model(contexts, self.database)
+        self.setup.warm_samples += learned
         callbacks = ms.measure_callback.MeasureCallback.create("default")
         if self.progress is not None:
             callbacks = [*callbacks, _Progress([c.task_name for c in contexts], total, budget, self.progress)]
@@ -283,7 +291,7 @@ class _Run:
             ms.tune_tasks(
                 tasks=contexts, task_weights=weights, work_dir=str(self.log_root),
                 max_trials_global=total, max_trials_per_task=budget, num_trials_per_iter=per_iter,
-                builder=WarmBuilder(), runner=runner,
+                builder=WarmBuilder(), runner=runner, cost_model=cost_model,
                 database=self.database, measure_callbacks=callbacks,
                 task_scheduler=_scheduler(total, budget, len(self.group)),
             )
