@@ -86,11 +86,13 @@ def fast(store: Store, model: Model, target, opts: FastOptions, progress=None, o
 
 def _fast(store, model, target, opts, progress, on_phase, run_id) -> FastReport:
     t0 = time.perf_counter()
+    with phase(on_phase, "lowering"):
+        lowered = lower(model, target, opts.bind_params)  # once, for the transfer, the tuning and the build
     # No native search inside the transfer: the tuning below is one, on the heaviest tasks of any ISA.
     rep = transfer(store, model, target, Options(droplet=True, budget_s=opts.transfer_share * opts.budget_s,
                                                  e2e_repeat=0, bind_params=opts.bind_params,
                                                  native=NativeOptions(trials=0)), progress, on_phase,
-                   parent_run=run_id)
+                   parent_run=run_id, lowered=lowered)
     heavy = heaviest(rep.tasks, opts.latency_share)
     left = opts.budget_s - (time.perf_counter() - t0) - FINAL_S
     notes, t_tune = [], time.perf_counter()
@@ -98,12 +100,11 @@ def _fast(store, model, target, opts, progress, on_phase, run_id) -> FastReport:
         with tempfile.TemporaryDirectory(prefix="schedb-fast-") as logs:  # the records go to the database
             budget = TuneBudget(trials_per_task=10**6, trials_per_iter=opts.trials_per_iter, time_limit=left)
             tune(model, target, logs, budget, bind_params=opts.bind_params, database=store.path, only=set(heavy),
-                 on_phase=on_phase, parent_run=run_id)
+                 on_phase=on_phase, parent_run=run_id, lowered=lowered)
     else:
         notes.append(f"no tuning: {max(left, 0):.0f} s left after the transfer" if heavy else "no task to tune")
         heavy = []
     tune_wall = time.perf_counter() - t_tune
-    lowered = lower(model, target, opts.bind_params)
     with phase(on_phase, "compiling the model from the database's choices"):
         compiled = compile_model(lowered, target, Database(store.path, target=target))
     e2e, _ = time_interleaved(lowered, {"final": compiled}, opts.e2e_repeat, on_phase)

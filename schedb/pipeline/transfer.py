@@ -49,7 +49,7 @@ from schedb.tir.anchor import anchor_of, retarget
 from schedb.tir.signature import kind_of
 from schedb.tir.replay import apply_trace
 from schedb.tir.target import canonical, label, load_intrinsics, max_distance, vector_unit
-from schedb.tir.tasks import Task, extract_tasks, lower
+from schedb.tir.tasks import LoweredModel, Task, extract_tasks, lower
 
 
 @dataclass
@@ -170,13 +170,15 @@ class TaskContext:
 
 
 def transfer(store: Store, model: Model, target, opts: Options | None = None, progress=None,
-             on_phase=None, parent_run: int | None = None) -> TransferReport:
+             on_phase=None, parent_run: int | None = None, lowered: LoweredModel | None = None) -> TransferReport:
     """Transfer schedules to every task of ``model``; see the module doc.
 
     ``progress(done, total, task_result)`` is called after every task; ``on_phase`` at the
     start and end of every phase (schedb.pipeline.phases). The run is kept in
-    ``store.runs`` (its id: the report's ``run_id``), within run ``parent_run`` if given."""
-    search = Transfer(store, model, target, opts or Options(), on_phase, parent_run)
+    ``store.runs`` (its id: the report's ``run_id``), within run ``parent_run`` if given.
+    ``lowered``: the model already lowered for ``target`` the way ``opts`` asks (a caller
+    that goes on to tune and compile it lowers it once)."""
+    search = Transfer(store, model, target, opts or Options(), on_phase, parent_run, lowered)
     return search.run(progress)
 
 
@@ -184,8 +186,9 @@ class Transfer:
     """The search over one model's tasks: shared state (indexes, engine, budgets)."""
 
     def __init__(self, store: Store, model: Model, target, opts: Options, on_phase=None,
-                 parent_run: int | None = None):
+                 parent_run: int | None = None, lowered: LoweredModel | None = None):
         self.store, self.model, self.target, self.opts = store, model, target, opts
+        self.lowered = lowered
         self.target_key = canonical(target)
         self.allowed = allowed_models(store, opts)
         self.run_id = store.runs.start("transfer", model.name, self.target_key, asdict(opts), opts.runner,
@@ -202,8 +205,9 @@ class Transfer:
             load_intrinsics(target)
         self.t_begin = time.perf_counter()  # search_wall_s: once per process, the intrinsics are not the search's
         self.unit = vector_unit(self.target_key)  # lanes and registers, for records of another ISA
-        with phase(on_phase, "lowering"):
-            self.lowered = lower(model, target, opts.bind_params)
+        if self.lowered is None:
+            with phase(on_phase, "lowering"):
+                self.lowered = lower(model, target, opts.bind_params)
         with phase(on_phase, "extracting tasks"):
             self.tasks = extract_tasks(self.lowered, target)
         self.note = store.records.coverage_note(self.target_key, opts.same_target_only)

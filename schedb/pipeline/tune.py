@@ -66,6 +66,7 @@ def tune(
     parent_run: int | None = None,
     tasks: str | None = None,
     runner: str = "local",
+    lowered=None,
 ) -> dict:
     """Tune ``model`` on ``target``; returns the sidecar dict (also written to ``out``).
 
@@ -104,11 +105,14 @@ def tune(
     (schedb.search.measure.RetryRunner). The sidecar records the runner, and so does the
     run's row when tuning into a database.
 
+    ``lowered``: ``model`` already lowered for ``target`` (schedb.tir.tasks.lower with
+    ``bind_params``), by a caller that also transfers and compiles it.
+
     Tuning into a database keeps the run in its ``runs`` table (the sidecar's ``run_id``;
     within run ``parent_run`` if given): options, each decided task, its records linked."""
     if database is not None and resume:
         raise SchedbError("`database` and `resume` do not go together: a database run counts no work dir trials")
-    setup = _Setup(seed, progress, runner)
+    setup = _Setup(seed, progress, runner, lowered=lowered)
     if runner != "local":
         with phase(on_phase, f"asking the tracker at {runner}"):
             setup.servers = rpc_servers(rpc_config(runner))
@@ -137,8 +141,10 @@ def _tune(model, target, out, budget, bind_params, resume, database, on_phase, o
         load_intrinsics(target)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with phase(on_phase, "lowering"):
-        lowered = lower(model, target, bind_params)
+    lowered = setup.lowered
+    if lowered is None:
+        with phase(on_phase, "lowering"):
+            lowered = lower(model, target, bind_params)
     with phase(on_phase, "extracting tasks"):
         every = [t for t in extract_tasks(lowered, target) if only is None or t.name in only]
         if not every:
@@ -204,6 +210,7 @@ class _Setup:
     retried: list = field(default_factory=list)  # RPC session errors whose candidates ran again
     database: object = None  # () -> the MetaSchedule database the trials go to
     warm_samples: int = 0  # stored measurements the cost model learned from before searching
+    lowered: object = None  # the model lowered already (see tune), or None
 
 
 def _tune_parts(out: Path, tasks, spent: list[int], budget: TuneBudget, before: dict, setup: _Setup):
