@@ -18,7 +18,7 @@ is new.
 within that many trials, and times them round by round next to the same layer in PyTorch
 eager (2 threads): the GFLOP/s curve against trials, with PyTorch per layer.
 
-    python benchmarks/bench_ceiling.py run --scratch DIR [--models resnet50,alexnet] [--top 5]
+    python benchmarks/bench_ceiling.py run --scratch DIR [--models resnet50,alexnet] [--top 5] [--upto 512]
     python benchmarks/bench_ceiling.py pack --scratch DIR
     python benchmarks/bench_ceiling.py time --scratch DIR [--rounds 11]
     python benchmarks/bench_ceiling.py --replot
@@ -88,7 +88,7 @@ def run(a) -> None:
     state.setdefault("machine", report.describe())
     kernels = [k for m in a.models.split(",") for k in select(m, target, a.top)]
     builder = WarmBuilder()
-    for level in LEVELS:
+    for level in (lv for lv in LEVELS if lv <= a.upto):
         for k in sorted(kernels, key=lambda k: k["rank"]):
             for variant, key in VARIANTS:
                 name = f"{k['model']}-{k['rank']}-{variant}"
@@ -256,6 +256,7 @@ def main(argv=None):
     ap.add_argument("--top", type=int, default=5)
     ap.add_argument("--per-iter", type=int, default=64, help="candidates per MetaSchedule batch")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--upto", type=int, default=LEVELS[-1], help="run: the last level to reach (trials)")
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--min-ms", type=float, default=50.0)
     report.result_options(ap, "ceiling")
