@@ -40,16 +40,29 @@ def check_run_secs(value) -> tuple[list[float] | None, float | None, bool]:
     return samples, (sum(samples) / len(samples) if valid else None), valid
 
 
+# Instruction lists already found valid, by their JSON text: a work dir's records share a
+# few design-space sketches whose instructions repeat record after record (only their
+# decisions differ), and walking each instruction was a quarter of ingest's time.
+_CHECKED: set[bytes] = set()
+_CHECKED_MAX = 4096
+
+
 def check_trace(trace):
     """A MetaSchedule trace's shape, ``[[instruction, ...], [decision, ...]]``, and that
     every instruction kind is registered in this TVM (else nothing can replay it)."""
     if type(trace) is not Array or len(trace) != 2 or type(insts := trace[0]) is not Array:
         raise Skip("trace is not [instructions, decisions]")
+    text = insts.mini
+    if text in _CHECKED:
+        return
     for inst in insts:
         if type(inst) is not Array or len(inst) != 4 or not isinstance(kind := inst[0], str):
             raise Skip("trace instruction is not [kind, inputs, attrs, outputs]")
         if not registered_kind(kind):
             raise Skip(f"trace instruction {kind[:80]!r} is not registered in this TVM")
+    if len(_CHECKED) >= _CHECKED_MAX:
+        _CHECKED.clear()
+    _CHECKED.add(text)
 
 
 def trace_misfit(trace, blocks: frozenset) -> str | None:
