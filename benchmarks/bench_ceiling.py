@@ -1,8 +1,9 @@
 """How far does MetaSchedule's design space go on the heaviest kernels, given the trials?
 
 For the ``--top`` heaviest kernels (weight x FLOPs, fixed before tuning) of each model,
-MetaSchedule tunes each kernel alone, plain and with its weights layout-free (prepacked,
-``AttachAttrLayoutFreeBuffers``), level by level: every kernel reaches 128 trials before
+MetaSchedule tunes each kernel alone, plain, with its weights layout-free (prepacked,
+``AttachAttrLayoutFreeBuffers``) and blocked (the convolution in the layout oneDNN uses,
+NCHW16c with OIHW16i16o weights folded at compile time: layers.blocked_tasks), level by level: every kernel reaches 128 trials before
 any goes on to 256, then 512, then 1024, so a run stopped at any point leaves comparable
 curves. Each level is one ``tune_tasks`` call on the kernel's own work dir (the line
 count of its records file marks where each level ended); the next call starts its
@@ -38,13 +39,13 @@ import numpy as np
 
 import report
 from shared import load_state, save_state
-from layers import (TorchLayer, fixture_tuning_paused, match_conv, plain_kernel, prepacked_kernel, select,
-                    torch_convs, tune_one)
+from layers import (TorchLayer, blocked_tasks, fixture_tuning_paused, match_conv, plain_kernel, prepacked_kernel,
+                    select, torch_convs, tune_one)
 
 LEVELS = (128, 256, 512, 1024)
 PACKED = report.RESULTS.parent / "runs" / "ceiling"
 FILES = ("database_workload.json", "database_tuning_record.json")
-VARIANTS = (("plain", "_plain"), ("prepacked", "_marked"))
+VARIANTS = (("plain", "_plain"), ("prepacked", "_marked"), ("blocked", "_blocked"))
 
 
 def record_lines(work_dir: Path) -> int:
@@ -86,11 +87,11 @@ def run(a) -> None:
     target = report.host_target()
     state = load_state(scratch)
     state.setdefault("machine", report.describe())
-    kernels = [k for m in a.models.split(",") for k in select(m, target, a.top)]
+    kernels = [k for m in a.models.split(",") for k in kernels_of(m, target, a)]
     builder = WarmBuilder()
     for level in (lv for lv in LEVELS if lv <= a.upto):
         for k in sorted(kernels, key=lambda k: k["rank"]):
-            for variant, key in VARIANTS:
+            for variant, key in variants(a):
                 name = f"{k['model']}-{k['rank']}-{variant}"
                 job = state["jobs"].setdefault(name, {"model": k["model"], "rank": k["rank"], "task": k["task"],
                                                       "variant": variant, "weight": k["weight"],
@@ -106,6 +107,21 @@ def run(a) -> None:
                                       "ended": report.now(), "load_average": [round(x, 2) for x in os.getloadavg()]})
                 save_state(scratch, state)
                 print(f"{name} {k['task']}: {level} trials ({job['levels'][-1]['wall_s']:.0f} s)", flush=True)
+
+
+def variants(a) -> list[tuple[str, str]]:
+    """The variants ``--variants`` names, with the key of each kernel's task for it."""
+    return [(v, key) for v, key in VARIANTS if v in a.variants.split(",")]
+
+
+def kernels_of(model: str, target, a) -> list[dict]:
+    """The model's ``--top`` heaviest kernels, with their blocked counterparts when asked for."""
+    from schedb import load_model
+
+    chosen = select(model, target, a.top)
+    if "blocked" in a.variants.split(","):
+        blocked_tasks(load_model(model), target, chosen)
+    return chosen
 
 
 def records(work_dir: Path) -> list[tuple[object, float | None]]:
@@ -150,13 +166,13 @@ def build_all(a, state: dict, target) -> tuple[list[dict], dict]:
     and the PyTorch layer of each kernel."""
     scratch, built, torch_layers = Path(a.scratch), [], {}
     for m in a.models.split(","):
-        chosen = select(m, target, a.top)
+        chosen = kernels_of(m, target, a)
         convs = torch_convs(chosen[0]["_torch"], chosen[0]["_input_shape"])
         for k in chosen:
             k["_conv"] = match_conv(k, convs)
             if k["_conv"] is not None:
                 torch_layers[(m, k["rank"])] = TorchLayer(k, a.min_ms)
-            for variant, key in VARIANTS:
+            for variant, key in variants(a):
                 job = state["jobs"].get(f"{m}-{k['rank']}-{variant}")
                 rows = records(scratch / f"{m}-{k['rank']}-{variant}") if job else []
                 if job:
@@ -166,7 +182,7 @@ def build_all(a, state: dict, target) -> tuple[list[dict], dict]:
                     if best is None:
                         continue
                     mod = scheduled(k[key], best[0])
-                    kern = (plain_kernel if variant == "plain" else prepacked_kernel)(mod, target, a.min_ms)
+                    kern = (prepacked_kernel if variant == "prepacked" else plain_kernel)(mod, target, a.min_ms)
                     built.append({"model": m, "rank": k["rank"], "task": k["task"], "flops": k["flops"],
                                   "variant": variant, "trials": lv["trials"], "search_best_us": best[1] * 1e6,
                                   "_kernel": kern})
@@ -223,7 +239,8 @@ def render(res: dict):
         f"GFLOP/s, median [95% interval] over {s['rounds']} interleaved rounds (background tuning paused), of the "
         "best schedule MetaSchedule found for each kernel within N trials (one search per kernel and variant, "
         f"{s['per_iter']} candidates a batch; prepacked: the kernel tuned with its weights layout-free, timed "
-        "without its weight rewrite). PyTorch: the same layer in eager mode, 2 threads.", "", *rows])
+        "without its weight rewrite; blocked: its convolution in NCHW16c with OIHW16i16o weights, prepacked at "
+        "compile time). PyTorch: the same layer in eager mode, 2 threads.", "", *rows])
     return md, plot(res)
 
 
@@ -237,7 +254,7 @@ def plot(res: dict):
             if job["model"] != m or not job.get("curve"):
                 continue
             xs, ys = zip(*job["curve"])
-            ax.step(xs, ys, where="post", ls="-" if job["variant"] == "plain" else "--",
+            ax.step(xs, ys, where="post", ls={"plain": "-", "prepacked": "--"}.get(job["variant"], "-."),
                     color=f"C{job['rank']}", label=f"#{job['rank']} {job['variant']}")
             if (m, job["rank"]) in torch_at and job["variant"] == "plain":
                 ax.axhline(job["flops"] / np.median(torch_at[(m, job["rank"])]) / 1e3, color=f"C{job['rank']}",
@@ -257,6 +274,7 @@ def main(argv=None):
     ap.add_argument("--per-iter", type=int, default=64, help="candidates per MetaSchedule batch")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--upto", type=int, default=LEVELS[-1], help="run: the last level to reach (trials)")
+    ap.add_argument("--variants", default=",".join(v for v, _ in VARIANTS), help="of plain, prepacked, blocked")
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--min-ms", type=float, default=50.0)
     report.result_options(ap, "ceiling")
