@@ -54,11 +54,13 @@ def _commit() -> str | None:
 
 
 def _dirty() -> bool | None:
-    """Whether the work tree differs from that commit (results of uncommitted code)."""
+    """Whether the code differs from that commit (results of uncommitted code); results and
+    run progress written since, by this or an earlier benchmark of a queue, are not code."""
     import subprocess
 
     try:
-        return bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=RESULTS.parent,
+        return bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                    ":!benchmarks/results", ":!benchmarks/runs"], cwd=ROOT,
                                    text=True, capture_output=True, check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
         return None
