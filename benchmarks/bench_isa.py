@@ -56,6 +56,12 @@ def avx2_target(host):
     return target
 
 
+# Seconds between one runtime's run and the next one's: TVM's and OpenMP's worker threads
+# spin for a while after their last job, and two PyTorch runs on 2 cores beside spinning
+# threads collapsed (googlenet at 2.3 s instead of about 0.05 s, in 9 of 15 rounds).
+SETTLE_S = 1.0
+
+
 class TorchWorker:
     """PyTorch eager on a model in a child process held to AVX2, one timed run per request."""
 
@@ -89,6 +95,7 @@ def torch_worker(model_name: str):
         model.torch_module(*xs)
         print("ready", flush=True)
         for _ in sys.stdin:
+            model.torch_module(*xs)  # warm-up, as time_torch does in the parent
             t0 = time.perf_counter()
             model.torch_module(*xs)
             print((time.perf_counter() - t0) * 1e3, flush=True)
@@ -136,8 +143,11 @@ def measure(model: str, targets: dict, pairs: dict, work: Path, rounds: int) -> 
         for i in range(rounds):  # one run of every build and of both PyTorchs per round
             for name, (c, lw) in compiled.items():
                 samples[name] += time_vm(c, lw, repeat=1).samples
+            time.sleep(SETTLE_S)
             samples[TORCH[AVX512]] += time_torch(lowered, repeat=1).samples
+            time.sleep(SETTLE_S)
             samples[TORCH[AVX2]].append(worker.run())
+            time.sleep(SETTLE_S)
             print(f"  {model}: round {i + 1}/{rounds}", file=sys.stderr)
     finally:
         worker.close()
