@@ -56,9 +56,9 @@ def avx2_target(host):
     return target
 
 
-# Seconds between one runtime's run and the next one's: TVM's and OpenMP's worker threads
-# spin for a while after their last job, and two PyTorch runs on 2 cores beside spinning
-# threads collapsed (googlenet at 2.3 s instead of about 0.05 s, in 9 of 15 rounds).
+# Seconds between one runtime's run and the next one's. Without them, and without the
+# worker's warm-up run, googlenet's PyTorch took up to 2.3 s instead of about 45 ms in 9 of
+# 15 rounds (two processes' thread pools on 2 cores); with both, in none.
 SETTLE_S = 1.0
 
 
