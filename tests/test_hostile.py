@@ -611,6 +611,24 @@ def test_records_under_a_workload_of_the_same_block_names_are_invalid(tmp_path):
                               "WHERE r.valid = 1 AND w.kind LIKE '%conv2d%'").fetchone() == (0,)
 
 
+def test_a_workloads_first_trace_not_applying_leaves_its_valid_records_valid(tmp_path):
+    """The replay check starts on each workload's first trace in the file before the lines
+    are parsed. A first line that is a failed measurement with another convolution's trace
+    does not apply, and then the workload's valid traces decide: they apply, and only the
+    failed line is invalid."""
+    from ingest_common import text_lines
+
+    cnn = TINY.parent / "tiny_cnn"
+    workloads, records = text_lines(cnn / (WORKLOADS + ".gz")), text_lines(cnn / (RECORDS + ".gz"))
+    other = next(json.loads(line) for line in records if json.loads(line)[0] == 3)
+    stray = json.dumps([2, [other[1][0], [1e10], *other[1][2:]]])
+    store = Store(tmp_path / "a.db")
+    report = ingest(store, [write_workdir(tmp_path / "wd", workloads=workloads, records=[stray] + records)])
+    assert report.errors == [] and not any("do not apply" in w for w in report.warnings), report.warnings
+    assert report.invalid == 1 + sum(not run_secs_valid(json.loads(line)[1][1]) for line in records)
+    assert store.conn.execute("SELECT COUNT(*) FROM records WHERE error LIKE 'trace does not apply%'").fetchone() == (0,)
+
+
 def test_merged_records_under_a_workload_they_were_not_tuned_for_are_invalid(tmp_path):
     """Another schedb file whose convolution records name the other convolution (same block
     names, other shapes): merged, they are stored invalid with the reason and a warning;

@@ -14,13 +14,14 @@ from schedb.store import Store
 from schedb.store.records import commit_workload, digest_of_text
 from schedb.ingest.checks import TargetCache, check_run_secs, check_trace, parse_json, trace_misfit
 from schedb.ingest.lines import Report, Skip, ingest_lines, read_lines
-from schedb.ingest.sandbox import load_workloads, misplaced
+from schedb.ingest.sandbox import Sandboxed, load_workloads, misplaced, replay_payload, trace_applies
 from schedb.ingest.source import Source, register_file
 from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, find, read_sidecar
 
 _dumps = orjson.dumps
 SAMPLES = 2  # valid traces per workload tried before its line is judged misplaced
 NOT_APPLYING = "trace does not apply to its workload"
+HEAD_START_LINES = 1000  # record lines read ahead for each workload's first trace
 
 
 class WorkDir(Source):
@@ -43,21 +44,31 @@ class WorkDir(Source):
         _add_tasks(store, model_id, workloads, meta.get("tasks", []))
         by_index = [entry for _, entry in workloads]  # records name workloads by line position
         parser = MsRecordParser(by_index, targets, model_id, file_id, report)
-        ingest_lines(store, self.path, file_id, report, parser, skipped)
+        lines = {i: store.workloads.get(wid)["ms_workload"] for i, (wid, *_) in enumerate(by_index) if wid}
+        # The replay check's first round starts now, in a child, on each workload's first
+        # trace in the file: it runs on the other core while the records are parsed.
+        head_start = Sandboxed(trace_applies, ((i, replay_payload(lines[i], t)) for i, t in
+                                               _first_traces(self.path, lines).items()), "trace")
+        try:
+            ingest_lines(store, self.path, file_id, report, parser, skipped)
+            cleared = {i for i, _, why in head_start if why is None}
+        finally:
+            head_start.close()
         if parser.misfits:
             report.warnings.append(f"{self.path}: {parser.misfits} records stored invalid: their trace is not a "
                                    f"schedule of the workload they name (first: line {parser.first_misfit}: "
                                    f"{parser.misfit_why})")
-        self._replay_check(store, file_id, wl_path, by_index, parser.samples, report)
+        self._replay_check(store, file_id, wl_path, by_index, {i: (lines[i], t) for i, t in parser.samples.items()},
+                           cleared, report)
 
     def _replay_check(self, store: Store, file_id: int, wl_path: Path, by_index: list, samples: dict,
-                      report: Report):
+                      cleared: set, report: Report):
         """Each workload's first valid traces applied to it (sandbox.misplaced): where none
         applies, the workload line is not the one its records were tuned for (a work dir's
         lines out of order, between workloads of the same block names), and its records of
-        this file are stored invalid with the reason."""
-        lines = {i: (store.workloads.get(by_index[i][0])["ms_workload"], traces) for i, traces in samples.items()}
-        for index, why in misplaced(lines).items():
+        this file are stored invalid with the reason. ``cleared``: workloads whose first
+        trace in the file applied already."""
+        for index, why in misplaced(samples, cleared).items():
             n = store.records.mark_file_invalid(file_id, by_index[index][0], f"{NOT_APPLYING}: {why}")
             report.invalid += n
             report.warnings.append(f"{wl_path}: workload line {index + 1}: {n} records stored invalid: "
@@ -94,6 +105,23 @@ class WorkDir(Source):
             report.new_workloads += created
             out.append((w["source_shash"], (wid, w["signature"], frozenset(w["blocks"]), version)))
         return out
+
+
+def _first_traces(path: Path, lines: dict, limit: int = HEAD_START_LINES) -> dict[int, bytes]:
+    """Each readable workload's first trace (JSON) among the records file's first ``limit``
+    lines, unchecked: the child replays them, and a line the parse rejects only costs a
+    replay (its workload is then checked with its valid traces)."""
+    out: dict[int, bytes] = {}
+    for lineno, raw in read_lines(path, Report()):  # its warnings are the real parse's to give
+        if len(out) == len(lines) or lineno > limit:
+            break
+        try:
+            index, rec = orjson.loads(raw)
+            if index in lines and index not in out:
+                out[index] = orjson.dumps(rec[0])
+        except (orjson.JSONDecodeError, TypeError, ValueError, IndexError, KeyError):
+            continue
+    return out
 
 
 def _add_tasks(store: Store, model_id: int, workloads: list, sidecar_tasks: list):

@@ -35,39 +35,65 @@ def load_workloads(path: Path, lines: Iterator[tuple[int, bytes]]) -> Iterator[t
 def sandboxed(fn, items: Iterator[tuple[object, bytes]], what: str) -> Iterator[tuple[object, bytes, object]]:
     """``(key, payload, fn(payload))`` for every item, in order, ``fn`` run in the guarded
     child; an item that kills, exhausts or hangs it gets the reason instead (``what`` it is
-    named in the reason)."""
-    loader = f"TVM's {what} loader"
-    pending = list(items)
-    while pending:
+    named in the reason). Nothing starts before the first result is asked for."""
+    yield from Sandboxed(fn, items, what)
+
+
+class Sandboxed:
+    """What ``sandboxed`` iterates, with its first child started on construction: the
+    caller works on while the child does, then iterates for the results, or closes it."""
+
+    def __init__(self, fn, items: Iterator[tuple[object, bytes]], what: str):
+        self.fn, self.what, self.pending = fn, what, list(items)
+        self.started = self._spawn() if self.pending else None
+
+    def _spawn(self):
         ctx = multiprocessing.get_context("fork")  # the parent has TVM loaded already: no re-import
         recv, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_guarded, args=(send, fn, what, [p for _, p in pending], os.getpid()), daemon=True)
+        child = ctx.Process(target=_guarded, args=(send, self.fn, self.what, [p for _, p in self.pending],
+                                                   os.getpid()), daemon=True)
         child.start()
         send.close()
-        done = 0
-        try:
-            for key, payload in pending:
-                if not recv.poll(LINE_TIMEOUT):
-                    why = f"{loader} hung on it (> {LINE_TIMEOUT:.0f} s)" if child.is_alive() else None
-                    raise _ChildLost(why)
-                try:
-                    result = orjson.loads(recv.recv_bytes())
-                except EOFError:
-                    raise _ChildLost(None) from None
-                done += 1
-                yield key, payload, result
-            pending = []
-        except _ChildLost as lost:
-            child.kill()
-            child.join()
-            key, payload = pending[done]
-            yield key, payload, lost.why or _death(loader, child.exitcode)
-            pending = pending[done + 1:]
-        finally:
-            recv.close()
-            if child.is_alive():
+        return child, recv
+
+    def __iter__(self) -> Iterator[tuple[object, bytes, object]]:
+        loader = f"TVM's {self.what} loader"
+        while self.pending:
+            (child, recv), self.started = self.started or self._spawn(), None
+            done = 0
+            try:
+                for key, payload in self.pending:
+                    if not recv.poll(LINE_TIMEOUT):
+                        why = f"{loader} hung on it (> {LINE_TIMEOUT:.0f} s)" if child.is_alive() else None
+                        raise _ChildLost(why)
+                    try:
+                        result = orjson.loads(recv.recv_bytes())
+                    except EOFError:
+                        raise _ChildLost(None) from None
+                    done += 1
+                    yield key, payload, result
+                self.pending = []
+            except _ChildLost as lost:
                 child.kill()
-            child.join()
+                child.join()
+                key, payload = self.pending[done]
+                yield key, payload, lost.why or _death(loader, child.exitcode)
+                self.pending = self.pending[done + 1:]
+            finally:
+                _reap(child, recv)
+
+    def close(self) -> None:
+        """The child started and never asked for, stopped."""
+        if self.started is not None:
+            _reap(*self.started)
+            self.started = None
+
+
+def _reap(child, recv) -> None:
+    recv.close()
+    if child.is_alive():
+        child.kill()
+    child.join()
 
 
 class _ChildLost(Exception):
@@ -157,15 +183,20 @@ def decode(line: bytes) -> dict | str:
     return out
 
 
-def misplaced(samples: dict) -> dict:
+def replay_payload(line: str, trace: bytes) -> bytes:
+    """What ``trace_applies`` takes: ``[workload line, trace]``, the trace as its JSON bytes."""
+    return b"[" + orjson.dumps(line) + b"," + trace + b"]"
+
+
+def misplaced(samples: dict, cleared: frozenset | set = frozenset()) -> dict:
     """``{key: (workload line, [trace JSON bytes])}`` -> ``{key: why}`` for the workloads
     none of whose traces applies to them (see trace_applies). Each round tries the next
     trace of the workloads not yet cleared, all in one child: one replay per workload
-    where its first trace applies."""
-    heads = {key: b"[" + orjson.dumps(line) + b"," for key, (line, _) in samples.items()}
-    left, why = set(samples), {}
+    where its first trace applies. ``cleared``: keys already found to apply."""
+    left, why = set(samples) - set(cleared), {}
     for k in range(max((len(t) for _, t in samples.values()), default=0)):
-        items = [(key, heads[key] + samples[key][1][k] + b"]") for key in left if k < len(samples[key][1])]
+        items = [(key, replay_payload(samples[key][0], samples[key][1][k])) for key in left
+                 if k < len(samples[key][1])]
         for key, _, reason in sandboxed(trace_applies, items, "trace"):
             if reason is None:
                 left.discard(key)
