@@ -56,15 +56,17 @@ def droplet_arm(db: Path, model: str, tasks: list[dict], target, trials: int) ->
             "accepted": sum(r.accepted for r in refined)}
 
 
-def evolutionary_arm(db: Path, model, tasks: list[dict], target, work: Path, trials: int,
+def evolutionary_arm(db: Path, model, lowered, tasks: list[dict], target, work: Path, trials: int,
                      time_limit: float | None) -> dict:
+    """MetaSchedule's search on the tasks, from the database's records; the model comes
+    lowered already (droplet's arm does not lower either)."""
     from schedb import tune
     from schedb.pipeline.tune import TuneBudget
 
     budget = TuneBudget(trials=trials if time_limit is None else 10**6, trials_per_task=None, trials_per_iter=8,
                         time_limit=time_limit)
     t0 = time.perf_counter()
-    meta = tune(model, target, work, budget, database=db, only={t["task"] for t in tasks})
+    meta = tune(model, target, work, budget, database=db, only={t["task"] for t in tasks}, lowered=lowered)
     return {"wall_s": round(time.perf_counter() - t0, 1), "trials": meta["measured"],
             "cost_model_warm_samples": meta["cost_model_warm_samples"]}
 
@@ -91,9 +93,10 @@ def measure(model_name: str, base: Path, target, a) -> dict:
     for db in dbs.values():
         copy_db(Path(pair["db"]), db)
     arms = {DROPLET: droplet_arm(dbs[DROPLET], model_name, top, target, a.trials)}
-    arms[EVO_TRIALS] = evolutionary_arm(dbs[EVO_TRIALS], model, top, target, Path(a.work) / f"{model_name}-evo-n",
+    work = Path(a.work)
+    arms[EVO_TRIALS] = evolutionary_arm(dbs[EVO_TRIALS], model, lowered, top, target, work / f"{model_name}-evo-n",
                                         arms[DROPLET]["trials"], None)
-    arms[EVO_TIME] = evolutionary_arm(dbs[EVO_TIME], model, top, target, Path(a.work) / f"{model_name}-evo-t",
+    arms[EVO_TIME] = evolutionary_arm(dbs[EVO_TIME], model, lowered, top, target, work / f"{model_name}-evo-t",
                                       arms[DROPLET]["trials"], arms[DROPLET]["wall_s"])
     named = [t for t in tasks if t.name in {x["task"] for x in top}]
     compiled = {TRANSFERRED: compile_model(lowered, target, pair_database(pair, tasks, target, refined=False))}

@@ -1,7 +1,7 @@
 """Store benchmarks: ingest throughput and the database scale experiment
 ingest rate, nearest-neighbour query time and best-record
 lookup time at 10^4, 10^5 and 10^6 records (any sizes with --sizes: 10000000 for TenSet's scale,
-about 60 GB of free disk; a size that does not fit is left out and named in the result).
+about 35 GB of free disk; a size that does not fit is left out and named in the result).
 
     nice -n 19 python benchmarks/bench_store.py            # full run (~15 min on 2 busy cores)
     nice -n 19 python benchmarks/bench_store.py --quick    # 10^4 and 10^5 only, to try it out
@@ -22,10 +22,12 @@ Measures
         workloads are real TVM workloads (TE matmul, dense, conv2d, depthwise, batch matmul,
         pooling and residual add kernels of random realistic shapes, 10 kinds), so distinct
         workloads grow with the database at 200 records per workload: 50, 500 and 5,000.
-        Traces are tiny_mlp's real ~2 KB traces, run_secs perturbed per record; 20% failed
-        measurements, 10% for a second target. Rate = N / total ingest wall time; the
-        interval is over the per-work-dir rates. Workload parsing (TVM's loader + the TIR
-        signature) is included, as in any real ingest;
+        Every trace is a real schedule of its workload (synthetic.schedules: MetaSchedule's
+        design space sampled once per kind, applied to each workload, outer tile factors
+        shuffled), run_secs drawn per record; 20% failed measurements, 10% spread over the
+        other targets (--targets). The work dirs are generated a chunk at a time, untimed.
+        Rate = N / total ingest wall time; the interval is over the per-work-dir rates.
+        Workload parsing (TVM's loader + the TIR signature) is included, as in any real ingest;
      b. nearest-neighbour query: schedb.search.index.Index over that database (the k-NN over
         workload features that transfer uses; its build time reported too), then
         Index.neighbors(desc, kind, k=3) for 200 generated workloads that are not in the
@@ -198,21 +200,21 @@ def workload_lines(mods) -> list[str]:
     return [dump([str(x) for x in Workload(m).as_json()]) for m in mods]
 
 
-def make_runs(folder: Path, wl_lines: list[str], n_records: int, seed: int, n_targets: int = 2) -> list[Path]:
-    """n_records / RUN_RECORDS work dirs; run j holds workloads [j*RUN_WORKLOADS, ...); 90% of
-    the records for this host's target, the rest spread over ``n_targets`` - 1 other CPUs."""
-    tiny = tiny_records()
-    traces = [dump(t[1]) for t in tiny]
-    args = dump(tiny[0][4])
-    main_target = tiny[0][3]
+def make_runs(folder: Path, wl_lines: list[str], scheds: list[tuple[list[str], str]], runs: range, seed: int,
+              n_targets: int = 2) -> list[Path]:
+    """Work dirs ``runs`` (of RUN_RECORDS records each); run j holds workloads
+    [j*RUN_WORKLOADS, ...), each record one of its workload's traces (``scheds``: per workload,
+    its traces and its args_info as JSON; synthetic.schedules); 90% of the records for this
+    host's target, the rest spread over ``n_targets`` - 1 other CPUs. Run j is the same
+    whichever range it is made in."""
+    main_target = tiny_records()[0][3]
     targets = [dump(main_target)] + [dump({**main_target, "mcpu": m}) for m in OTHER_MCPUS[:n_targets - 1]]
-    rng = random.Random(seed)
-    runs = []
-    for j in range(n_records // RUN_RECORDS):
-        d = folder / f"run{j:04d}"
+    out_dirs = []
+    for j in runs:
+        rng, first = random.Random(seed * 1_000_003 + j), j * RUN_WORKLOADS
+        d = folder / f"run{j:05d}"
         d.mkdir(parents=True)
-        (d / WORKLOADS).write_text("".join(line + "\n" for line in
-                                           wl_lines[j * RUN_WORKLOADS:(j + 1) * RUN_WORKLOADS]))
+        (d / WORKLOADS).write_text("".join(line + "\n" for line in wl_lines[first:first + RUN_WORKLOADS]))
         out = []
         for i in range(RUN_RECORDS):
             if rng.random() < 0.2:  # MetaSchedule's failed-measurement sentinel (1e10), made distinct
@@ -220,20 +222,21 @@ def make_runs(folder: Path, wl_lines: list[str], n_records: int, seed: int, n_ta
             else:
                 mean = rng.lognormvariate(-11.5, 1.0)
                 secs = ",".join(repr(mean * rng.uniform(0.95, 1.05)) for _ in range(3))
-            out.append(f"[{rng.randrange(RUN_WORKLOADS)},[{traces[i % len(traces)]},[{secs}],"
-                       f"{_target(targets, rng.random())},{args}]]\n")
+            w = rng.randrange(RUN_WORKLOADS)
+            traces, args = scheds[first + w]
+            out.append(f"[{w},[{traces[i % len(traces)]},[{secs}],{_target(targets, rng.random())},{args}]]\n")
         (d / RECORDS).write_text("".join(out))
-        runs.append(d)
-    return runs
+        out_dirs.append(d)
+    return out_dirs
 
 
 # Other CPUs' records, as other machines would contribute them (TenSet has 6 platforms).
 OTHER_MCPUS = ("skylake-avx512", "znver4", "haswell", "znver2", "icelake-server", "sapphirerapids",
                "cascadelake", "tigerlake")
 
-# Disk a size needs while it is measured: its generated work dirs (4.4 MB per 2,000 records)
-# and the database (2.6 to 2.8 KB a record at 10^5 and 10^6), with room for the WAL.
-BYTES_PER_RECORD = 6_000
+# Disk a size needs while it is measured: the database (2.6 to 2.8 KB a record at 10^5 and
+# 10^6) with room for the WAL; the work dirs are generated a chunk at a time (CHUNK_RUNS).
+BYTES_PER_RECORD = 3_500
 
 
 def _target(targets: list[str], u: float) -> str:
@@ -282,19 +285,18 @@ def _time_calls(fn, args_list) -> dict:
             "cpu_median_ms": statistics.median(cpu)}
 
 
-def bench_scale(tmp: Path, n: int, wl_lines: list[str], probes: list, n_lookups: int, n_targets: int = 2) -> dict:
-    """A database of ``n`` records built by ingesting generated work dirs one after another,
-    then its k-NN queries and best-record lookups."""
+def bench_scale(tmp: Path, n: int, work: tuple, probes: list, n_lookups: int, n_targets: int = 2) -> dict:
+    """A database of ``n`` records built by ingesting generated work dirs one after another
+    (``work``: the workload lines and their schedules), then its k-NN queries and best-record
+    lookups."""
     from schedb import Store
 
-    runs = make_runs(tmp / f"runs{n}", wl_lines, n, seed=n, n_targets=n_targets)
     path = tmp / f"scale{n}.db"
     store = Store(path)
-    res = ingest_runs(store, tmp / f"runs{n}", n)
+    res = ingest_runs(store, tmp / f"runs{n}", n, lambda folder, runs: make_runs(
+        folder, *work, runs, seed=n, n_targets=n_targets))
     store.close()
-    res["ingest"]["records_mb_per_run"] = round(sum(p.stat().st_size for p in runs[0].iterdir()) / 2**20, 1)
-    res.update(runs=len(runs), db_mb=round(path.stat().st_size / 2**20, 1))
-    shutil.rmtree(tmp / f"runs{n}")
+    res["db_mb"] = round(path.stat().st_size / 2**20, 1)
 
     store = Store(path, readonly=True)
     target = queries.commonest_target(store)
@@ -308,11 +310,15 @@ def bench_scale(tmp: Path, n: int, wl_lines: list[str], probes: list, n_lookups:
     return res
 
 
-def ingest_runs(store, folder: Path, n: int) -> dict:
-    """Ingest the work dirs under ``folder``: the rate overall and per work dir, bytes written."""
+CHUNK_RUNS = 100  # work dirs generated at a time (440 MB): 10^7 records' would not fit the disk beside the database
+
+
+def ingest_runs(store, folder: Path, n: int, make) -> dict:
+    """Ingest ``n`` records as generated work dirs (``make(folder, runs)``), a chunk at a
+    time: the rate overall and per work dir, bytes written; generating them is not timed."""
     from schedb.ingest import ingest
 
-    per_run, written, last = [], [], [time.perf_counter(), _written()]
+    per_run, written, wall, cpu, totals = [], [], 0.0, 0.0, {"new_records": 0, "invalid": 0, "new_workloads": 0}
 
     def on_file(_path, _report):
         now_, w = time.perf_counter(), _written()
@@ -320,24 +326,30 @@ def ingest_runs(store, folder: Path, n: int) -> dict:
         written.append(None if w is None else w - last[1])
         last[:] = [now_, w]
 
-    c0, t0 = time.process_time(), time.perf_counter()
-    last[:] = [t0, _written()]
-    rep = ingest(store, [folder], on_file=on_file)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    assert not rep.errors and rep.skipped_lines == 0 and rep.new_records == n, rep.as_dict()
+    for start in range(0, n // RUN_RECORDS, CHUNK_RUNS):
+        runs = make(folder, range(start, min(start + CHUNK_RUNS, n // RUN_RECORDS)))
+        files_mb = round(sum(p.stat().st_size for p in runs[0].iterdir()) / 2**20, 1)
+        c0, t0 = time.process_time(), time.perf_counter()
+        last = [t0, _written()]
+        rep = ingest(store, [folder], on_file=on_file)
+        wall, cpu = wall + time.perf_counter() - t0, cpu + time.process_time() - c0
+        assert not rep.errors and rep.skipped_lines == 0 and rep.new_records == len(runs) * RUN_RECORDS, rep.as_dict()
+        totals = {k: v + getattr(rep, k) for k, v in totals.items()}
+        shutil.rmtree(folder)
     queries.checkpoint(store)
     rates = [RUN_RECORDS / t for t in per_run]
     rate_ci = report.median_ci(rates)
-    return {"records": n, "workloads": rep.new_workloads,
+    return {"records": n, "workloads": totals["new_workloads"], "runs": len(per_run),
             "ingest": {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "records_per_s": round(n / wall),
-                       "records_per_cpu_s": round(n / cpu), "invalid": rep.invalid,
+                       "records_per_cpu_s": round(n / cpu), "invalid": totals["invalid"],
                        "per_run_records_per_s": {k: round(rate_ci[k]) for k in ("median", "ci_low", "ci_high")} | {
                            "n": rate_ci["n"], "coverage": rate_ci["coverage"], "first": round(rates[0]),
                            "last": round(rates[-1])},
                        # bytes handed to write() per work dir (WAL + checkpoints): None without /proc
                        "written_mb_per_run": None if written[0] is None else {
                            "first": round(written[0] / 2**20, 1), "last": round(written[-1] / 2**20, 1),
-                           "median": round(statistics.median(written) / 2**20, 1)}}}
+                           "median": round(statistics.median(written) / 2**20, 1)},
+                       "records_mb_per_run": files_mb}}
 
 
 def knn_stats(store, target: str, probes: list) -> dict:
@@ -434,8 +446,10 @@ def scale_table(res: dict) -> list[str]:
             "same queries inside threadpoolctl's limit of one thread as well. "
             "Ingest: the N records arrive as N / "
             f"{RUN_RECORDS:,} generated MetaSchedule work dirs ({RUN_WORKLOADS} real TVM workloads x "
-            f"{RUN_RECORDS // RUN_WORKLOADS} records each; tiny_mlp's ~2 KB traces; 20% failed "
-            "measurements, 10% for a second target) ingested one after another into one growing "
+            f"{RUN_RECORDS // RUN_WORKLOADS} records each, every trace a real schedule of its workload: "
+            "MetaSchedule's design space sampled once per kind, applied to each workload, outer tile "
+            f"factors shuffled; 20% failed measurements, 10% spread over {s0.get('targets', 2) - 1} other "
+            "CPUs) ingested one after another into one growing "
             "database; records/s = N / total wall time (workload parsing included); the interval "
             "is over the per-work-dir rates. MB written: bytes the process handed to write() (WAL "
             "and checkpoints) per work dir. Distinct workloads grow with the database at 200 records "
@@ -541,7 +555,7 @@ def run(a) -> dict:
     ms_records = a.ms_records or (20_000 if a.quick else 100_000)
     sizes = [int(x) for x in (a.sizes or ("10000,100000" if a.quick else ",".join(map(str, SIZES)))).split(",")]
     assert all(n % RUN_RECORDS == 0 for n in sizes), f"sizes must be multiples of {RUN_RECORDS}"
-    from synthetic import make_workloads  # imports TVM up front: the timings below exclude its import
+    import synthetic  # noqa: F401  imports TVM up front: the timings below exclude its import
     from schedb.store import now
 
     tmp = Path(a.tmp or tempfile.mkdtemp(prefix="schedb-bench-"))
@@ -566,7 +580,7 @@ def run(a) -> dict:
             if not fit:
                 raise SystemExit(f"no size fits the {shutil.disk_usage(tmp).free / 1e9:.0f} GB free under {tmp} "
                                  f"({BYTES_PER_RECORD / 1e3:.0f} KB a record)")
-            res["scale"] = scale(tmp, fit, a.lookups, make_workloads, a.targets)
+            res["scale"] = scale(tmp, fit, a.lookups, a.targets)
         finally:
             if a.tmp is None:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -575,15 +589,19 @@ def run(a) -> dict:
     return res
 
 
-def scale(tmp: Path, sizes: list[int], n_lookups: int, make_workloads, n_targets: int = 2) -> list[dict]:
+def scale(tmp: Path, sizes: list[int], n_lookups: int, n_targets: int = 2) -> list[dict]:
     """bench_scale at each size, over workloads generated once (the largest size's, and the
     k-NN probes that are never ingested)."""
     from schedb import signature
+    from synthetic import make_workloads, schedules
 
     n_wl = max(sizes) // RUN_RECORDS * RUN_WORKLOADS
     print(f"3/3 scale: generating {n_wl + N_QUERIES:,} TVM workloads ...", file=sys.stderr)
     mods = make_workloads(n_wl + N_QUERIES)
     wl_lines = workload_lines(mods[:n_wl])
+    print(f"    their schedules ...", file=sys.stderr)
+    scheds = [([dump(t) for t in traces], dump(args))
+              for traces, args in schedules(mods[:n_wl], report.host_target())]
     probes = []
     for mod in mods[n_wl:]:
         _sig, kind, desc = signature(mod)
@@ -592,7 +610,7 @@ def scale(tmp: Path, sizes: list[int], n_lookups: int, make_workloads, n_targets
     out = []
     for n in sizes:
         print(f"    {n:,} records ...", file=sys.stderr)
-        out.append(bench_scale(tmp, n, wl_lines, probes, n_lookups, n_targets))
+        out.append(bench_scale(tmp, n, (wl_lines, scheds), probes, n_lookups, n_targets))
         print("    " + json.dumps({k: v for k, v in out[-1].items() if k != "lookup"})[:400], file=sys.stderr)
     return out
 

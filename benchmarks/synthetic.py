@@ -101,3 +101,46 @@ def make_workloads(n: int, seed: int = 0) -> list:
             seen.add((gen.__name__, p))
             out.append(tvm.IRModule({"main": te.create_prim_func(gen(*p))}))
     return out
+
+
+def _permuted(trace: list, rng: random.Random) -> list:
+    """``trace`` with each tile decision's outer factors shuffled: their product, and so the
+    loop they tile, is unchanged, and the innermost factor (bounded by its instruction) stays."""
+    insts, decisions = trace
+    out = []
+    for i, d in decisions:
+        if insts[i][0] == "SamplePerfectTile" and len(d) > 2:
+            outer = list(d[:-1])
+            rng.shuffle(outer)
+            d = outer + [d[-1]]
+        out.append([i, d])
+    return [insts, out]
+
+
+def schedules(mods: list, target, variants: int = 8, seed: int = 0) -> list[tuple[list, list]]:
+    """Per workload, ``(traces, args_info)``: ``variants`` traces that are real schedules of it
+    (MetaSchedule JSON, without postprocessing) and its arguments as MetaSchedule records them.
+    MetaSchedule's design space is sampled once per kind (its block names); each workload of
+    that kind gets those traces applied to it (TVM re-samples a tile decision that does not
+    fit its loop), and the variants shuffle their outer tile factors: a sampled design space
+    per workload would take about a tenth of a second each, which at 10^4 workloads is hours."""
+    from tvm import s_tir
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    from schedb.search.sample import sample_schedules
+    from schedb.tir.replay import as_json
+    from schedb.tir.signature import iter_blocks
+
+    rng, templates, out = random.Random(seed), {}, []
+    for mod in mods:
+        kind = frozenset(str(b.name_hint) for b in iter_blocks(mod["main"].body))
+        if kind not in templates:
+            templates[kind] = [s.trace.as_json(remove_postproc=True) for s in sample_schedules(mod, target, 2, seed)]
+        traces = []
+        for t in templates[kind]:
+            sch = s_tir.Schedule(mod)
+            s_tir.schedule.Trace.apply_json_to_schedule(t, sch)
+            traces.append(as_json(sch.trace.as_json(remove_postproc=True)))
+        variants_ = traces + [_permuted(traces[k % len(traces)], rng) for k in range(variants - len(traces))]
+        out.append((variants_, [as_json(a.as_json()) for a in ArgInfo.from_prim_func(mod["main"])]))
+    return out
