@@ -61,34 +61,12 @@ BLOCK = 16  # channels per block of the blocked layout: one AVX-512 vector of fl
 
 def blocked_tasks(model, target, chosen: list[dict]) -> None:
     """Each chosen kernel's counterpart with its convolution in the blocked layout oneDNN
-    uses (data NCHW16c, weights OIHW16i16o, folded into constants: prepacked at compile
-    time), as ``k["_blocked"]``: the model converted with Relax's ConvertLayout and the
-    conv legalized by TOPI's conv2d_NCHWc. A conv whose channels do not divide into blocks
-    stays as it was (its counterpart is itself)."""
-    import re
+    uses (``lower(..., conv_block=BLOCK)``: data NCHW16c, weights OIHW16i16o folded into
+    constants, prepacked at compile time), as ``k["_blocked"]``, matched by what it computes.
+    A conv whose channels do not divide into blocks stays as it was (its counterpart is itself)."""
+    from schedb import extract_tasks, lower
 
-    import tvm
-    from tvm import relax, topi
-    from tvm.s_tir import meta_schedule as ms
-
-    def conv_nchwc(bb, call):
-        a = call.attrs
-        if not re.fullmatch(r"NCHW\d+c", a.data_layout):
-            return call
-        return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], a.strides, a.padding, a.dilation,
-                          a.data_layout, a.out_layout, a.out_dtype or "float32", primfunc_name_hint="conv2d_NCHWc")
-
-    mod, params = model.to_relax()
-    weights = mod["main"].params[len(model.inputs):]
-    mod = relax.transform.BindParams("main", {v: tvm.runtime.tensor(x) for v, x in zip(weights, params)})(mod)
-    with target:
-        mod = tvm.transform.Sequential([
-            relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
-            relax.transform.FoldConstant(),
-            relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{BLOCK}c", f"OIHW{BLOCK}i{BLOCK}o"]}),
-            relax.transform.LegalizeOps({"relax.nn.conv2d": conv_nchwc}), relax.transform.FoldConstant(),
-            relax.get_pipeline("zero"), relax.transform.FoldConstant()])(mod)
-    blocked = ms.relax_integration.extract_tasks(mod, target)
+    blocked = [t.extracted for t in extract_tasks(lower(model, target, conv_block=BLOCK), target)]
     for k in chosen:
         match = [x for x in blocked if _footprint(x.dispatched[0]) == _footprint(k["_plain"].dispatched[0])]
         if len(match) != 1:

@@ -98,6 +98,21 @@ def test_weights_are_bound_and_folded_unless_asked(target):
         assert compile_model(lowered, target).max_abs_err < 1e-4
 
 
+def test_convolutions_in_the_blocked_layout_compute_what_pytorch_computes(target):
+    """``lower(conv_block=8)``: tiny_cnn's second conv (8 -> 16 channels) becomes TOPI's
+    conv2d_NCHWc with its weights repacked at compile time; the first (3 input channels)
+    keeps its layout. Compiled untuned, the model still matches PyTorch."""
+    from schedb.pipeline.evaluate import compile_model
+    from schedb.tir.tasks import extract_tasks, lower
+
+    model = load_model("tiny_cnn")
+    blocked = lower(model, target, conv_block=8)
+    names = [t.name for t in extract_tasks(blocked, target)]
+    assert sum("conv2d_NCHWc" in n for n in names) == 1, names
+    assert sum("conv2d" in n and "NCHWc" not in n for n in names) == 1, names
+    assert compile_model(blocked, target).max_abs_err < 1e-4
+
+
 def test_zoo_input_shape_override():
     model = load_model("tiny_mlp", input_shape="4,64")
     assert model.input_shapes == [[4, 64]]

@@ -27,14 +27,19 @@ class LoweredModel:
         return [*self.model.inputs, *self.params]
 
 
-def lower(model: Model, target, bind_params: bool = True) -> LoweredModel:
+def lower(model: Model, target, bind_params: bool = True, conv_block: int | None = None) -> LoweredModel:
     """torch / ONNX -> Relax, legalized to TIR, ready for task extraction or compile.
 
     ``bind_params`` (the default, an inference build): the weights become constants and
     whatever is computed from constants alone is folded at compile time (weight
     transposes and reshapes, batch-norm scales), so it never runs per inference.
     Otherwise the weights stay runtime inputs of ``main``, for a model whose weights
-    change after it is compiled."""
+    change after it is compiled.
+
+    ``conv_block``: convolutions in the blocked layout oneDNN uses (data NCHW{b}c, weights
+    OIHW{b}i{b}o, repacked at compile time), legalized by TOPI's conv2d_NCHWc; a conv whose
+    channels do not divide into blocks keeps its layout. Their workloads differ from the
+    plain layout's, so records of the one do not serve the other."""
     import tvm
     from tvm import relax
 
@@ -44,17 +49,35 @@ def lower(model: Model, target, bind_params: bool = True) -> LoweredModel:
         mod = relax.transform.BindParams("main", {v: tvm.runtime.tensor(a) for v, a in zip(weights, params)})(mod)
         params = []
     fold = [relax.transform.FoldConstant()] if bind_params else []
+    blocked = [] if conv_block is None else [
+        relax.transform.ConvertLayout({"relax.nn.conv2d": [f"NCHW{conv_block}c", f"OIHW{conv_block}i{conv_block}o"]}),
+        relax.transform.LegalizeOps({"relax.nn.conv2d": _conv2d_nchwc}), *fold]
     with target:
         mod = tvm.transform.Sequential(
             [
                 relax.transform.DecomposeOpsForInference(),
                 relax.transform.CanonicalizeBindings(),
                 *fold,
+                *blocked,
                 relax.get_pipeline("zero"),
                 *fold,  # again: legalized constant subgraphs fold only now
             ]
         )(mod)
     return LoweredModel(model, mod, params)
+
+
+def _conv2d_nchwc(bb, call):
+    """A conv2d that ConvertLayout blocked, legalized by TOPI's conv2d_NCHWc (the default
+    legalization knows only NCHW/NHWC); one it left as it was, by the default."""
+    import re
+
+    from tvm import topi
+
+    a = call.attrs
+    if not re.fullmatch(r"NCHW\d+c", a.data_layout):
+        return call
+    return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], a.strides, a.padding, a.dilation,
+                      a.data_layout, a.out_layout, a.out_dtype or "float32", primfunc_name_hint="conv2d_NCHWc")
 
 
 def extract_tasks(lowered: LoweredModel, target) -> list[Task]:
