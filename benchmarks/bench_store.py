@@ -65,6 +65,7 @@ GOAL_INGEST = 20_000  # records/s
 GOAL_LOOKUP_MS = 1.0
 SIZES = (10_000, 100_000, 1_000_000)
 RUN_RECORDS, RUN_WORKLOADS = 2_000, 10  # one generated tuning run (work dir): 200 records per workload
+FAILED = 0.2  # share of generated records that are failed measurements
 N_QUERIES, K = 200, 3
 
 
@@ -217,7 +218,7 @@ def make_runs(folder: Path, wl_lines: list[str], scheds: list[tuple[list[str], s
         (d / WORKLOADS).write_text("".join(line + "\n" for line in wl_lines[first:first + RUN_WORKLOADS]))
         out = []
         for i in range(RUN_RECORDS):
-            if rng.random() < 0.2:  # MetaSchedule's failed-measurement sentinel (1e10), made distinct
+            if rng.random() < FAILED:  # MetaSchedule's failed-measurement sentinel (1e10), made distinct
                 secs = repr(1e10 * (1 + rng.random()))  # per record: the traces are replicated
             else:
                 mean = rng.lognormvariate(-11.5, 1.0)
@@ -334,6 +335,8 @@ def ingest_runs(store, folder: Path, n: int, make) -> dict:
         rep = ingest(store, [folder], on_file=on_file)
         wall, cpu = wall + time.perf_counter() - t0, cpu + time.process_time() - c0
         assert not rep.errors and rep.skipped_lines == 0 and rep.new_records == len(runs) * RUN_RECORDS, rep.as_dict()
+        # about FAILED of them are failed measurements; more means traces that do not fit their workloads
+        assert rep.invalid < (FAILED + 0.05) * rep.new_records, rep.warnings[:3]
         totals = {k: v + getattr(rep, k) for k, v in totals.items()}
         shutil.rmtree(folder)
     queries.checkpoint(store)
