@@ -74,6 +74,10 @@ def test_user_model_tunes_and_benches(kind, tmp_path):
     assert {i: s[-1][1] for i, s in enumerate(steps) if s} == dict(per_workload)
     times = [t for s in steps for t, _ in s]
     assert all(0 <= t <= meta["wall_time_s"] + 1 for t in times)
+    # Where the search's time went, by MetaSchedule's profiler: builds and runs among it.
+    profile = meta["profile_s"]
+    assert 0 < profile["SendToBuilder"] < profile["Total"] <= meta["wall_time_s"] + 1, profile
+    assert "SendToRunner" in profile and any(k.startswith("EvoSearch") for k in profile), profile
 
     # TVM's own JSONDatabase reads the work dir, and MetaScheduleApplyDatabase uses it.
     from tvm.s_tir.meta_schedule.database import JSONDatabase

@@ -174,6 +174,8 @@ def _tune(model, target, out, budget, bind_params, resume, database, on_phase, o
     meta["runner"] = setup.runner
     meta["runner_retries"] = setup.retried
     meta["cost_model_warm_samples"] = setup.warm_samples
+    # where the search's time went (MetaSchedule's profiler: search, cost model, builder, runner)
+    meta["profile_s"] = {scope: round(s, 3) for scope, s in sorted(setup.profile.items(), key=lambda x: -x[1])}
     if selection is not None:
         meta["task_selection"] = {"tasks": selection, "of": len(every)}
     if resume:
@@ -210,6 +212,7 @@ class _Setup:
     retried: list = field(default_factory=list)  # RPC session errors whose candidates ran again
     database: object = None  # () -> the MetaSchedule database the trials go to
     warm_samples: int = 0  # stored measurements the cost model learned from before searching
+    profile: dict = field(default_factory=dict)  # seconds per MetaSchedule profiler scope, over the run
     lowered: object = None  # the model lowered already (see tune), or None
 
 
@@ -294,19 +297,23 @@ class _Run:
                              workers=self.setup.servers)
         if deadline is not None:
             callbacks = [*callbacks, deadline]
+        profiler = ms.Profiler()
         try:
-            ms.tune_tasks(
-                tasks=contexts, task_weights=weights, work_dir=str(self.log_root),
-                max_trials_global=total, max_trials_per_task=budget, num_trials_per_iter=per_iter,
-                builder=WarmBuilder(), runner=runner, cost_model=cost_model,
-                database=self.database, measure_callbacks=callbacks,
-                task_scheduler=_scheduler(total, budget, len(self.group)),
-            )
+            with profiler:
+                ms.tune_tasks(
+                    tasks=contexts, task_weights=weights, work_dir=str(self.log_root),
+                    max_trials_global=total, max_trials_per_task=budget, num_trials_per_iter=per_iter,
+                    builder=WarmBuilder(), runner=runner, cost_model=cost_model,
+                    database=self.database, measure_callbacks=callbacks,
+                    task_scheduler=_scheduler(total, budget, len(self.group)),
+                )
         except Exception:
             if deadline is None or not deadline.reached:
                 raise
         finally:
             self.setup.retried += getattr(runner, "retried", [])
+            for scope, seconds in profiler.get().items():
+                self.setup.profile[str(scope)] = self.setup.profile.get(str(scope), 0.0) + float(seconds)
         self.stopped = deadline is not None and deadline.reached
         self.wall_s = time.perf_counter() - t0
         steps = timeline(self.log_root / "logs", epoch0)
