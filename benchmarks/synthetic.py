@@ -136,9 +136,10 @@ def schedules(mods: list, target, variants: int = 8, seed: int = 0) -> list[tupl
         kind = frozenset(str(b.name_hint) for b in iter_blocks(mod["main"].body))
         if kind not in templates:
             templates[kind] = [s.trace.as_json(remove_postproc=True) for s in sample_schedules(mod, target, 2, seed)]
+            assert templates[kind], f"MetaSchedule sampled no schedule for {sorted(kind)}"
         traces = []
         for t in templates[kind]:
-            sch = s_tir.Schedule(mod)
+            sch = s_tir.Schedule(mod, seed=seed + 1)  # the decisions TVM re-samples: the same every run
             s_tir.schedule.Trace.apply_json_to_schedule(t, sch)
             traces.append(as_json(sch.trace.as_json(remove_postproc=True)))
         variants_ = traces + [_permuted(traces[k % len(traces)], rng) for k in range(variants - len(traces))]

@@ -629,6 +629,24 @@ def test_a_workloads_first_trace_not_applying_leaves_its_valid_records_valid(tmp
     assert store.conn.execute("SELECT COUNT(*) FROM records WHERE error LIKE 'trace does not apply%'").fetchone() == (0,)
 
 
+def test_a_first_line_that_applies_to_anything_does_not_clear_misplaced_records(tmp_path):
+    """A failed measurement with an empty trace (which applies to any workload) put first
+    for each swapped convolution: the replay check still decides on the first valid traces,
+    so the misplaced records are stored invalid as without it."""
+    from ingest_common import text_lines
+
+    cnn = TINY.parent / "tiny_cnn"
+    workloads, records = text_lines(cnn / (WORKLOADS + ".gz")), text_lines(cnn / (RECORDS + ".gz"))
+    workloads[2], workloads[3] = workloads[3], workloads[2]
+    head = json.loads(records[0])[1]
+    strays = [json.dumps([i, [[[], []], [1e10], *head[2:]]]) for i in (2, 3)]
+    store = Store(tmp_path / "a.db")
+    report = ingest(store, [write_workdir(tmp_path / "wd", workloads=workloads, records=strays + records)])
+    convs = [line for line in records if json.loads(line)[0] in (2, 3)]
+    bad = store.conn.execute("SELECT COUNT(*) FROM records WHERE error LIKE 'trace does not apply%'").fetchone()[0]
+    assert bad == sum(run_secs_valid(json.loads(line)[1][1]) for line in convs) > 0, report.warnings
+
+
 def test_merged_records_under_a_workload_they_were_not_tuned_for_are_invalid(tmp_path):
     """Another schedb file whose convolution records name the other convolution (same block
     names, other shapes): merged, they are stored invalid with the reason and a warning;

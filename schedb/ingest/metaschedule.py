@@ -46,12 +46,13 @@ class WorkDir(Source):
         parser = MsRecordParser(by_index, targets, model_id, file_id, report)
         lines = {i: store.workloads.get(wid)["ms_workload"] for i, (wid, *_) in enumerate(by_index) if wid}
         # The replay check's first round starts now, in a child, on each workload's first
-        # trace in the file: it runs on the other core while the records are parsed.
-        head_start = Sandboxed(trace_applies, ((i, replay_payload(lines[i], t)) for i, t in
-                                               _first_traces(self.path, lines).items()), "trace")
+        # trace in the file that looks valid: it runs on the other core while the records are
+        # parsed, and counts only where that trace is the first the parse found valid.
+        first = _first_traces(self.path, lines)
+        head_start = Sandboxed(trace_applies, ((i, replay_payload(lines[i], t)) for i, t in first.items()), "trace")
         try:
             ingest_lines(store, self.path, file_id, report, parser, skipped)
-            cleared = {i for i, _, why in head_start if why is None}
+            cleared = {i for i, _, why in head_start if why is None and parser.samples.get(i, [None])[0] == first[i]}
         finally:
             head_start.close()
         if parser.misfits:
@@ -108,18 +109,22 @@ class WorkDir(Source):
 
 
 def _first_traces(path: Path, lines: dict, limit: int = HEAD_START_LINES) -> dict[int, bytes]:
-    """Each readable workload's first trace (JSON) among the records file's first ``limit``
-    lines, unchecked: the child replays them, and a line the parse rejects only costs a
-    replay (its workload is then checked with its valid traces)."""
+    """Each readable workload's first trace (its JSON text, as the parse keeps it) among the
+    records file's first ``limit`` lines, from a line that looks valid: a non-empty trace of
+    registered instructions and measured run times. The parse has the last word."""
     out: dict[int, bytes] = {}
     for lineno, raw in read_lines(path, Report()):  # its warnings are the real parse's to give
         if len(out) == len(lines) or lineno > limit:
             break
         try:
-            index, rec = orjson.loads(raw)
-            if index in lines and index not in out:
-                out[index] = orjson.dumps(rec[0])
-        except (orjson.JSONDecodeError, TypeError, ValueError, IndexError, KeyError):
+            obj = parse_json(raw)
+            index, rec = obj[0], obj[1]
+            if type(index) is not int or index not in lines or index in out or len(rec[0][0]) == 0:
+                continue
+            check_trace(rec[0])
+            if check_run_secs(rec[1].as_list())[2]:
+                out[index] = rec[0].mini
+        except (Skip, TypeError, ValueError, IndexError, KeyError, AttributeError):
             continue
     return out
 

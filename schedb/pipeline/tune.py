@@ -312,8 +312,8 @@ class _Run:
                 raise
         finally:
             self.setup.retried += getattr(runner, "retried", [])
-            for scope, seconds in profiler.get().items():
-                self.setup.profile[str(scope)] = self.setup.profile.get(str(scope), 0.0) + float(seconds)
+        for scope, seconds in profiler.get().items():
+            self.setup.profile[str(scope)] = self.setup.profile.get(str(scope), 0.0) + float(seconds)
         self.stopped = deadline is not None and deadline.reached
         self.wall_s = time.perf_counter() - t0
         steps = timeline(self.log_root / "logs", epoch0)

@@ -37,7 +37,7 @@ def lower(model: Model, target, bind_params: bool = True, conv_block: int | None
     change after it is compiled.
 
     ``conv_block``: convolutions in the blocked layout oneDNN uses (data NCHW{b}c, weights
-    OIHW{b}i{b}o, repacked at compile time), legalized by TOPI's conv2d_NCHWc; a conv whose
+    OIHW{b}i{b}o, repacked at compile time when the weights are bound), legalized by TOPI's conv2d_NCHWc; a conv whose
     channels do not divide into blocks keeps its layout. Their workloads differ from the
     plain layout's, so records of the one do not serve the other."""
     import tvm
@@ -76,8 +76,9 @@ def _conv2d_nchwc(bb, call):
     a = call.attrs
     if not re.fullmatch(r"NCHW\d+c", a.data_layout):
         return call
+    out_dtype = str(a.out_dtype) if str(a.out_dtype) not in ("", "void") else call.struct_info.dtype
     return bb.call_te(topi.nn.conv2d_NCHWc, call.args[0], call.args[1], a.strides, a.padding, a.dilation,
-                      a.data_layout, a.out_layout, a.out_dtype or "float32", primfunc_name_hint="conv2d_NCHWc")
+                      a.data_layout, a.out_layout, out_dtype, primfunc_name_hint="conv2d_NCHWc")
 
 
 def extract_tasks(lowered: LoweredModel, target) -> list[Task]:
