@@ -626,8 +626,9 @@ def protocol(s: dict, n: int, conf: float = 0.95) -> str:
         "samples as independent; samples of one round share its load, so they understate the run's noise: "
         "compare them with the noise floor below. \"range from the intervals\" is TVM's interval over "
         "ours, end to end (low / high, high / low): it contains the true ratio of medians whenever both intervals "
-        "contain their medians (probability >= 90%), and it contains 1.0 exactly when the two intervals overlap. \"ours p\" is the one-sided Welch "
-        "test with which our search accepted its end point (- = it kept the start).")
+        "contain their medians (probability >= 90%), and it contains 1.0 exactly when the two intervals overlap. \"ours p\" is the p of "
+        "droplet's final head-to-head, a one-sided paired t-test on the per-round log ratios of its end point over "
+        "its start, with which our search accepted its end point (- = it kept the start).")
 
 
 def noise_floor(result) -> list[str]:
