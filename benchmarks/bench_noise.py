@@ -107,8 +107,21 @@ def render(res: dict):
         f"| per-round log ratio, standard deviation | {s['log_ratio_sd_per_round']:.3f} |",
         f"| mean log ratio of a call, standard deviation | {s['log_ratio_sd_of_call_means']:.3f} |",
         f"| one kernel's samples within a call, median log standard deviation | "
-        f"{s['within_kernel_log_sd_median']:.3f} |"])
+        f"{s['within_kernel_log_sd_median']:.3f} |", "",
+        f"Goal: false acceptances at most {GOAL_RATE:.0%}, the interval's upper end at most {GOAL_UPPER:.0%}: "
+        f"**{verdict(s['rate'], *s['rate_ci'])}**."])
     return md, None
+
+
+GOAL_RATE, GOAL_UPPER = 0.05, 0.10
+
+
+def verdict(rate: float, low: float, high: float) -> str:
+    if rate <= GOAL_RATE and high <= GOAL_UPPER:
+        return "met"
+    if low > GOAL_RATE:
+        return "missed (the whole interval is above it)"
+    return "not shown (the interval holds the goal and values above it)"
 
 
 def main(argv=None):
