@@ -59,16 +59,16 @@ def kernels(models, per_model: int, target) -> list[dict]:
 
 
 def measure(ks: list[dict], calls: int, batch: int, target) -> dict:
-    from schedb.search.droplet import FINAL_ROUNDS, MOVE_ROUNDS, significantly_faster
+    from schedb.search.droplet import FINAL_ROUNDS, MOVE_ROUNDS, DropletParams, significantly_faster
     from schedb.search.measure import Engine
 
-    engine = Engine(target)
+    engine, params = Engine(target), DropletParams()
     final, batches = [], []
     for c in range(calls):
         for k in ks:
             a, b = engine.measure([k["_mod"], k["_mod"]], rounds=FINAL_ROUNDS)
             if a.ok and b.ok:
-                accepted, p = significantly_faster(b.samples, a.samples, 0.05)
+                accepted, p = significantly_faster(b.samples, a.samples, params.pvalue, params.min_gain)
                 final.append({"task": k["task"], "call": c, "samples": [a.samples, b.samples],
                               "accepted": accepted, "p": p})
             if c % 4 == 0:
@@ -76,7 +76,8 @@ def measure(ks: list[dict], calls: int, batch: int, target) -> dict:
                 if all(m.ok for m in ms):
                     batches.append({"task": k["task"], "call": c, "samples": [m.samples for m in ms]})
         print(f"call {c + 1}/{calls}: {sum(f['accepted'] for f in final)} of {len(final)} accepted", flush=True)
-    return {"final_rounds": FINAL_ROUNDS, "move_rounds": MOVE_ROUNDS, "final": final, "batch": batches}
+    return {"final_rounds": FINAL_ROUNDS, "move_rounds": MOVE_ROUNDS, "pvalue": params.pvalue,
+            "min_gain": params.min_gain, "final": final, "batch": batches}
 
 
 def summarize(res: dict) -> None:
@@ -100,7 +101,8 @@ def render(res: dict):
         report.machine_line(res["machine"]), "",
         f"The {len(res['kernels'])} heaviest seed-fixture tasks ({', '.join(k['task'] for k in res['kernels'])}), "
         f"each schedule built twice and measured as droplet's final test measures: {res['final_rounds']} rounds, "
-        "one sample of each copy per round, the order rotating; the test decides at p <= 0.05.", "",
+        "one sample of each copy per round, the order rotating; the test accepts a gain of more than "
+        f"{res.get('min_gain', 0):.0%} at p <= {res.get('pvalue', 0.05)}.", "",
         "| droplet's final test on two copies of one kernel | value |", "| --- | --- |",
         f"| false acceptances | **{s['false_accepted']} of {s['trials']}** = {s['rate']:.1%} "
         f"(exact 95% interval [{s['rate_ci'][0]:.1%}, {s['rate_ci'][1]:.1%}]) |",

@@ -14,10 +14,13 @@ replayed by :func:`schedb.tir.replay.apply_trace`.
 Every comparison is paired: the kernels compared are measured in one call, one sample
 of each per round in a rotating order (``Engine.measure(..., rounds=)``), so load drift
 during the call hits all of them alike, and the test is a one-sided t-test on the
-per-round log ratios (:func:`significantly_faster`). Acceptance is decided in one place,
-:meth:`Droplet.finish`: the search's best end point and the start it is judged against,
-``FINAL_ROUNDS`` rounds, kept only if p <= ``pvalue``; ``DropletResult.accepted`` says
-so, and callers use nothing else. The gain of an accepted end point is measured afresh
+per-round log ratios (:func:`significantly_faster`). The final test also asks for a minimum
+gain: two builds of one kernel differ within a call by an offset that its rounds cannot
+average away, so a gain below ``min_gain`` is not told apart from it. A move asks for none:
+it only steers the search, and a wasted move costs trials, not a false acceptance.
+Acceptance is decided in one place, :meth:`Droplet.finish`: the search's best end point
+and the start it is judged against, ``FINAL_ROUNDS`` rounds, kept only if p <= ``pvalue``
+against ``min_gain``; ``DropletResult.accepted`` says so, and callers use nothing else. The gain of an accepted end point is measured afresh
 after that decision, so the samples that won the test do not also report their win.
 """
 
@@ -41,6 +44,9 @@ class DropletParams:
     """How a droplet search moves and decides, checked on construction."""
 
     pvalue: float = 0.05  # of every paired test (a move's is divided by the neighbours tested)
+    # Smallest gain the final test accepts: about twice the sd (~1.3%) of the offset between
+    # two builds of one kernel within a call here (benchmarks/results/noise.json).
+    min_gain: float = 0.02
     batch: int = 8  # neighbours measured per batch, beside the incumbent
     seed: int = 0
     max_neighbours: int | None = None  # points queued per radius (None: 4 x batch)
@@ -50,6 +56,8 @@ class DropletParams:
     def __post_init__(self):
         if not 0 < self.pvalue < 1:
             raise SchedbError(f"`pvalue` must lie between 0 and 1, not {self.pvalue}")
+        if not 0 <= self.min_gain < 1:
+            raise SchedbError(f"`min_gain` must lie in [0, 1), not {self.min_gain}")
         for name in ("batch", "max_radius", "patience"):
             if getattr(self, name) < 1:
                 raise SchedbError(f"`{name}` must be at least 1, not {getattr(self, name)}")
@@ -93,20 +101,23 @@ def log_ratios(candidate: list[float], incumbent: list[float]) -> list[float]:
     return [math.log(c / i) for c, i in zip(candidate, incumbent)]
 
 
-def significantly_faster(candidate: list[float], incumbent: list[float], pvalue: float) -> tuple[bool, float]:
-    """(accept, p) for samples paired by round: the mean log ratio candidate / incumbent is
-    below 0 and a one-sided one-sample t-test on the log ratios gives p <= pvalue. With
-    fewer than two rounds no test is possible: never accepted (p is nan)."""
+def significantly_faster(candidate: list[float], incumbent: list[float], pvalue: float,
+                         min_gain: float = 0.0) -> tuple[bool, float]:
+    """(accept, p) for samples paired by round: the candidate is more than ``min_gain``
+    faster, i.e. the mean log ratio candidate / incumbent lies below log(1 - min_gain) and a
+    one-sided one-sample t-test of the log ratios against that margin gives p <= pvalue.
+    With fewer than two rounds no test is possible: never accepted (p is nan)."""
     from scipy.stats import ttest_1samp
 
     d = log_ratios(candidate, incumbent)
-    if sum(d) >= 0:
+    margin = math.log1p(-min_gain)
+    if sum(d) >= margin * len(d):
         return False, 1.0
     if len(d) < 2:
         return False, math.nan
     if max(d) == min(d):  # no spread at all (synthetic samples): the sign decides
         return True, 0.0
-    p = float(ttest_1samp(d, 0.0, alternative="less").pvalue)
+    p = float(ttest_1samp(d, margin, alternative="less").pvalue)
     return p <= pvalue, p
 
 
@@ -273,6 +284,7 @@ class Droplet:
         self.starts = list(starts)
         self.mod, self.target, self.engine = mod, target, engine
         self.pvalue, self.batch, self.limit = params.pvalue, params.batch, params.max_neighbours or 4 * params.batch
+        self.min_gain = params.min_gain
         self.max_radius, self.patience = params.max_radius, params.patience
         self.start_samples = start_samples  # of starts[0], if already measured
         self.rng = random.Random(params.seed)
@@ -343,7 +355,8 @@ class Droplet:
             self.trials += CONFIRM
             self.failed += sum(not m.ok for m in final)
             if final[0].ok and final[1].ok:
-                accepted, p = significantly_faster(final[1].samples, final[0].samples, self.pvalue)
+                accepted, p = significantly_faster(final[1].samples, final[0].samples, self.pvalue,
+                                                    self.min_gain)
                 if accepted:  # the gain from a measurement that did not decide (no winner's curse)
                     again = self.engine.measure([base.mod, end.mod], rounds=FINAL_ROUNDS)
                     final = again if again[0].ok and again[1].ok else final
