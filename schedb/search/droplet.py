@@ -20,8 +20,9 @@ average away, so a gain below ``min_gain`` is not told apart from it. A move ask
 it only steers the search, and a wasted move costs trials, not a false acceptance.
 Acceptance is decided in one place, :meth:`Droplet.finish`: the search's best end point
 and the start it is judged against, ``FINAL_ROUNDS`` rounds, kept only if p <= ``pvalue``
-against ``min_gain``; ``DropletResult.accepted`` says so, and callers use nothing else. The gain of an accepted end point is measured afresh
-after that decision, so the samples that won the test do not also report their win.
+against ``min_gain``; ``DropletResult.accepted`` says so, and callers use nothing else.
+The gain of an accepted end point is measured afresh after that decision, so the samples
+that won the test do not also report their win.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ def _with_decisions(trace, points: list[DecisionPoint], key: tuple) -> list:
 
 CONFIRM = 2  # trials of the final head-to-head: the start and the end point in one call
 # Rounds of a batch (each kernel one sample per round) and of the final head-to-head.
-# The final test's rounds give it power: with a per-round log-ratio sd of up to 0.15 (as
+# The final test's rounds give it power: with a per-round log-ratio sd of 0.15-0.17 (as
 # measured here, benchmarks/results/noise.json) and the 2% minimum gain, a 10% faster kernel
 # passes in about 85% of head-to-heads at 28 rounds (about 70% at 14).
 MOVE_ROUNDS, FINAL_ROUNDS = 5, 28
