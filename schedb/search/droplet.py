@@ -202,11 +202,13 @@ def _with_decisions(trace, points: list[DecisionPoint], key: tuple) -> list:
 
 
 CONFIRM = 2  # trials of the final head-to-head: the start and the end point in one call
-# Rounds of a batch (each kernel one sample per round) and of the final head-to-head.
-# The final test's rounds give it power: with a per-round log-ratio sd of 0.15-0.17 (as
-# measured here, benchmarks/results/noise.json) and the 2% minimum gain, a 10% faster kernel
-# passes in about 85% of head-to-heads at 28 rounds (about 70% at 14).
-MOVE_ROUNDS, FINAL_ROUNDS = 5, 28
+# Rounds of a batch (each kernel one sample per round) and of the final head-to-head,
+# sized for power at this machine's per-round log-ratio sd of 0.15-0.17
+# (benchmarks/results/noise.json): a 10% faster neighbour must pass a batch's test at
+# pvalue / batch size (at 5 rounds, about half the searches that met one moved to it), and
+# the final test at the 2% minimum gain (about 84% at 28 rounds, 92% at 42). Rounds cost
+# wall time, not trials; a batch of 9 kernels at 15 rounds adds about 2 s to its builds.
+MOVE_ROUNDS, FINAL_ROUNDS = 15, 42
 
 
 def droplet(mod, target, start_trace, engine, trials: int = 64, time_budget: float | None = None,
