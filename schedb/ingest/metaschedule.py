@@ -49,12 +49,10 @@ class WorkDir(Source):
         # trace in the file that looks valid: it runs on the other core while the records are
         # parsed, and counts only where that trace is the first the parse found valid.
         first = _first_traces(self.path, lines)
-        head_start = Sandboxed(trace_applies, ((i, replay_payload(lines[i], t)) for i, t in first.items()), "trace")
-        try:
+        with Sandboxed(trace_applies, ((i, replay_payload(lines[i], t)) for i, t in first.items()),
+                       "trace") as head_start:
             ingest_lines(store, self.path, file_id, report, parser, skipped)
             cleared = {i for i, _, why in head_start if why is None and parser.samples.get(i, [None])[0] == first[i]}
-        finally:
-            head_start.close()
         if parser.misfits:
             report.warnings.append(f"{self.path}: {parser.misfits} records stored invalid: their trace is not a "
                                    f"schedule of the workload they name (first: line {parser.first_misfit}: "
@@ -117,9 +115,8 @@ def _first_traces(path: Path, lines: dict, limit: int = HEAD_START_LINES) -> dic
         if len(out) == len(lines) or lineno > limit:
             break
         try:
-            obj = parse_json(raw)
-            index, rec = obj[0], obj[1]
-            if type(index) is not int or index not in lines or index in out or len(rec[0][0]) == 0:
+            index, rec = _record(raw)
+            if index not in lines or index in out or len(rec[0][0]) == 0:
                 continue
             check_trace(rec[0])
             if check_run_secs(rec[1].as_list())[2]:
@@ -127,6 +124,15 @@ def _first_traces(path: Path, lines: dict, limit: int = HEAD_START_LINES) -> dic
         except (Skip, TypeError, ValueError, IndexError, KeyError, AttributeError):
             continue
     return out
+
+
+def _record(raw: bytes) -> tuple[int, Array]:
+    """A record line's workload index and its ``[trace, run_secs, target, args_info]``."""
+    obj = parse_json(raw)
+    if (type(obj) is not Array or len(obj) != 2 or type(index := obj[0]) is not int
+            or type(rec := obj[1]) is not Array or len(rec) < 2):
+        raise Skip("expected [workload_index, [trace, run_secs, target, args_info]]")
+    return index, rec
 
 
 def _add_tasks(store: Store, model_id: int, workloads: list, sidecar_tasks: list):
@@ -178,10 +184,7 @@ class MsRecordParser:
     def __call__(self, raw: bytes, lineno: int, stamp: str) -> tuple:
         # The trace never becomes a Python list. Its text is the minified JSON
         # (== orjson.dumps of it, which the digests of earlier ingests used).
-        obj = parse_json(raw)
-        if (type(obj) is not Array or len(obj) != 2 or type(index := obj[0]) is not int
-                or type(rec := obj[1]) is not Array or len(rec) < 2):
-            raise Skip("expected [workload_index, [trace, run_secs, target, args_info]]")
+        index, rec = _record(raw)
         by_index = self.by_index
         if not 0 <= index < len(by_index) or by_index[index][0] is None:
             raise Skip(f"workload index {index} is not a readable workload")

@@ -41,7 +41,8 @@ def sandboxed(fn, items: Iterator[tuple[object, bytes]], what: str) -> Iterator[
 
 class Sandboxed:
     """What ``sandboxed`` iterates, with its first child started on construction: the
-    caller works on while the child does, then iterates for the results, or closes it."""
+    caller works on while the child does, then iterates for the results; leaving its
+    ``with`` block (or ``close``) stops a child never asked for."""
 
     def __init__(self, fn, items: Iterator[tuple[object, bytes]], what: str):
         self.fn, self.what, self.pending = fn, what, list(items)
@@ -87,6 +88,12 @@ class Sandboxed:
         if self.started is not None:
             _reap(*self.started)
             self.started = None
+
+    def __enter__(self) -> Sandboxed:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _reap(child, recv) -> None:
