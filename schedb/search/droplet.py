@@ -203,11 +203,12 @@ def _with_decisions(trace, points: list[DecisionPoint], key: tuple) -> list:
 
 CONFIRM = 2  # trials of the final head-to-head: the start and the end point in one call
 # Rounds of a batch (each kernel one sample per round) and of the final head-to-head,
-# sized for power at this machine's per-round log-ratio sd of 0.15-0.17
-# (benchmarks/results/noise.json): a 10% faster neighbour must pass a batch's test at
-# pvalue / batch size (at 5 rounds, about half the searches that met one moved to it), and
-# the final test at the 2% minimum gain (about 84% at 28 rounds, 92% at 42). Rounds cost
-# wall time, not trials; a batch of 9 kernels at 15 rounds adds about 2 s to its builds.
+# sized for power at the noisiest per-round log-ratio sd recorded on this machine, 0.17
+# (0.05 to 0.17 across benchmarks/bench_noise.py runs): there, a 10% faster neighbour
+# seldom passed a 5-round batch's test at pvalue / batch size (about half the searches
+# that met one moved to it; 15 rounds: nearly nine in ten), and the final test at the 2%
+# minimum gain passes it in about 84% of head-to-heads at 28 rounds, 92% at 42. Rounds
+# cost wall time, not trials: 10 more rounds of a batch of 9 add about 2 s to its builds.
 MOVE_ROUNDS, FINAL_ROUNDS = 15, 42
 
 
