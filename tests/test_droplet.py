@@ -232,10 +232,7 @@ def widen(request, noise) -> float:
     the noisiest recorded here (the rounds are sized for it)."""
     if request.param == "recorded":
         return 1.0
-    logs = [math.log(b / a) for c in noise["final"] for a, b in zip(*c["samples"])]
-    mean = sum(logs) / len(logs)
-    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (len(logs) - 1))
-    return max(1.0, NOISIEST_SD / sd)
+    return max(1.0, NOISIEST_SD / noise["summary"]["log_ratio_sd_per_round"])  # bench_noise's, from these samples
 
 
 @pytest.fixture(scope="module")
