@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 import orjson
+import psutil  # here, not in each child: its import was a third of a child's start
 
 LINE_TIMEOUT = 60.0  # s without an answer from the child: the line hangs TVM
 MEMORY_HEADROOM = 4 << 30  # bytes the child may grow by before an allocation fails
@@ -134,8 +135,6 @@ def _guarded(send, fn, what: str, payloads: list[bytes], parent: int):
 
 
 def _child(send, fn, what: str, payloads: list[bytes]):
-    import psutil
-
     vms = psutil.Process().memory_info().vms
     resource.setrlimit(resource.RLIMIT_AS, (vms + MEMORY_HEADROOM, resource.RLIM_INFINITY))
     for payload in payloads:
