@@ -26,7 +26,9 @@ from helpers import explain
 from ingest_common import RECORDS, SEED, TINY, TINY_R, TINY_SIDECAR, TINY_W, WORKLOADS, ansor_line, cli_ok, needs_seed, run_secs_valid, snapshot, write_ansor, write_workdir
 
 from schedb_cli.main import cli
+from schedb.errors import StorageError
 from schedb.ingest import ingest
+from schedb.ingest.metaschedule import WorkDir
 from schedb.store import Store
 from schedb.store.tables import Records
 
@@ -501,6 +503,58 @@ def test_unreadable_workload_line_without_sidecar(tmp_path):
     assert store.counts()["workloads"] == len(TINY_W) - 1
     assert store.counts()["model_tasks"] == len(TINY_W) - 1
     assert store.conn.execute("SELECT name FROM models").fetchone()[0] == "wd"
+
+
+def _spy_work_dirs(monkeypatch) -> list:
+    """(step, work dir, its decoding started ahead?) for every WorkDir.prepare and call."""
+    events = []
+    prepare, call = WorkDir.prepare, WorkDir.__call__
+
+    def spy_prepare(self, store):
+        prepare(self, store)
+        events.append(("prepare", self.folder.name, bool(self.ahead and self.ahead[2])))
+        decodings.append(self.ahead and self.ahead[2])
+
+    def spy_call(self, *args):
+        events.append(("ingest", self.folder.name, bool(self.ahead and self.ahead[2])))
+        return call(self, *args)
+
+    decodings = []
+    monkeypatch.setattr(WorkDir, "prepare", spy_prepare)
+    monkeypatch.setattr(WorkDir, "__call__", spy_call)
+    return events, decodings
+
+
+def test_the_next_work_dir_decodes_while_one_is_ingested(tmp_path, monkeypatch):
+    """ingest starts the next work dir's workload decoding in the sandbox before it ingests
+    the current one (two cores busy); it stores and reports what one at a time gives, a
+    work dir read whole before starts no decoding, and one never reached is stopped."""
+    workloads = list(TINY_W)
+    workloads[1] = json.dumps([json.loads(TINY_W[1])[0], "bm90IGFuIElSTW9kdWxl"])  # a bad line: b's line 2
+    a, b = write_workdir(tmp_path / "a"), write_workdir(tmp_path / "b", workloads=workloads, sidecar=False)
+    alone = Store(tmp_path / "alone.db")
+    one_at_a_time = [ingest(alone, [wd]) for wd in (a, b)]
+    events, decodings = _spy_work_dirs(monkeypatch)
+    store = Store(tmp_path / "both.db")
+    both = ingest(store, [a, b])
+    assert events == [("prepare", "b", True), ("ingest", "a", False), ("ingest", "b", True)]
+    for field in ("files", "new_workloads", "new_records", "duplicates", "invalid", "skipped_lines"):
+        assert getattr(both, field) == sum(getattr(r, field) for r in one_at_a_time), field
+    assert both.warnings == [w for r in one_at_a_time for w in r.warnings]
+    assert any(w.startswith(f"{b / WORKLOADS}:2: skipped") for w in both.warnings)
+    assert store.counts() == alone.counts()
+
+    events.clear()
+    again = ingest(store, [b, a])  # a was read whole: nothing to decode; b (a line skipped) is read again
+    assert events[0] == ("prepare", "a", False) and again.already == 1
+
+    def full_disk(*_):
+        raise StorageError("database or disk is full")
+    monkeypatch.setattr(WorkDir, "_ingest", full_disk)
+    events.clear()
+    stopped = ingest(Store(tmp_path / "full.db"), [a, b])
+    assert events == [("prepare", "b", True), ("ingest", "a", False)] and len(stopped.errors) == 1
+    assert decodings[-1].started is None  # b's child: stopped, not left running
 
 
 def test_repeated_workload_lines_keep_positional_indices(tmp_path):

@@ -42,6 +42,13 @@ class Report:
         if n <= WARNINGS_PER_FILE:
             self.warnings.append(f"{path}:{lineno}: skipped: {why}")
 
+    def absorb(self, ahead: "Report"):
+        """What a read done ahead of its input's turn (Source.prepare) reported, as if now."""
+        self.skipped_lines += ahead.skipped_lines
+        self.warnings += ahead.warnings
+        for path, n in ahead._per_file.items():
+            self._per_file[path] = self._per_file.get(path, 0) + n
+
     def end_source(self):
         for path, n in self._per_file.items():
             if n > WARNINGS_PER_FILE:

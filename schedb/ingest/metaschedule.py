@@ -4,6 +4,7 @@ model and its tasks from the ``schedb.json`` sidecar, and every tuning record li
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import orjson
@@ -14,8 +15,8 @@ from schedb.store import Store
 from schedb.store.records import commit_workload, digest_of_text
 from schedb.ingest.checks import TargetCache, check_run_secs, check_trace, parse_json, trace_misfit
 from schedb.ingest.lines import Report, Skip, ingest_lines, read_lines
-from schedb.ingest.sandbox import Sandboxed, load_workloads, misplaced, replay_payload, trace_applies
-from schedb.ingest.source import Source, register_file
+from schedb.ingest.sandbox import Sandboxed, decode, load_workloads, misplaced, replay_payload, trace_applies
+from schedb.ingest.source import Source, register_file, sha256_files
 from schedb.ingest.workdir import RECORDS, SIDECAR, WORKLOADS, find, read_sidecar
 
 _dumps = orjson.dumps
@@ -30,17 +31,42 @@ class WorkDir(Source):
     def __init__(self, folder: Path):
         super().__init__(find(folder, RECORDS))
         self.folder = folder
+        self.ahead = None  # (sha256 of its files, the decoding's report, the decoding) from prepare
+
+    def prepare(self, store: Store):
+        """The files' digest, and unless that content was read whole before, the workload
+        lines' decoding started in the sandbox: it runs while the input before is ingested."""
+        try:
+            wl_path = find(self.folder, WORKLOADS)
+            sha = sha256_files(self.path, wl_path)
+            read = Report()
+            decoding = None if store.files.read_whole(sha) else Sandboxed(
+                decode, read_lines(wl_path, read), "workload")
+            self.ahead = (sha, read, decoding)
+        except Exception:  # whatever fails here fails again at this input's turn, and is reported there
+            self.ahead = None
+
+    def close(self):
+        if self.ahead and self.ahead[2]:
+            self.ahead[2].close()
+        self.ahead = None
 
     def __call__(self, store: Store, report: Report, model: str | None):
+        sha, read, decoding = self.ahead or (None, None, None)
+        self.ahead = None
+        with decoding or nullcontext():
+            self._ingest(store, report, model, sha, decoding and (read, decoding))
+
+    def _ingest(self, store: Store, report: Report, model: str | None, sha: str | None, decoding):
         wl_path = find(self.folder, WORKLOADS)
         meta = _sidecar(self.folder, report)
-        file_id = register_file(store, [self.path, wl_path], "metaschedule", report)
+        file_id = register_file(store, [self.path, wl_path], "metaschedule", report, sha)
         if file_id is None:
             return
         targets = TargetCache()
         model_id = self._model(store, meta, model, targets, report)
         skipped = report.skipped_lines  # a workload line skipped leaves the work dir unread too
-        workloads = self._workloads(store, wl_path, report, meta.get("tvm_version"))
+        workloads = self._workloads(store, wl_path, report, meta.get("tvm_version"), decoding)
         _add_tasks(store, model_id, workloads, meta.get("tasks", []))
         by_index = [entry for _, entry in workloads]  # records name workloads by line position
         parser = MsRecordParser(by_index, targets, model_id, file_id, report)
@@ -85,15 +111,21 @@ class WorkDir(Source):
         return store.models.upsert(name, meta.get("source"), meta.get("input_shapes"), target,
                                   meta.get("tvm_version"))
 
-    def _workloads(self, store, wl_path, report, tvm_version: str | None) -> list:
+    def _workloads(self, store, wl_path, report, tvm_version: str | None, decoding=None) -> list:
         """[(the line's structural hash, (workload id, signature, block names, TVM version))]
         in line order; (None, (None, None, None, None)) for a bad line. The TVM version is the
         sidecar's, else the one the workload's graph names, else this TVM's. A workload of an
-        older release is stored in this TVM's form."""
+        older release is stored in this TVM's form. ``decoding``: (its report, the decoding)
+        when prepare started it."""
         import tvm
 
+        if decoding is None:
+            decoding = load_workloads(wl_path, read_lines(wl_path, report))
+        else:
+            report.absorb(decoding[0])
+            decoding = decoding[1]
         out: list = []
-        for lineno, line, w in load_workloads(wl_path, read_lines(wl_path, report)):
+        for lineno, line, w in decoding:
             if isinstance(w, str):
                 report.skip(wl_path, lineno, w)
                 out.append((None, (None, None, None, None)))  # keep indices aligned with record lines

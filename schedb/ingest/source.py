@@ -19,10 +19,18 @@ class Source:
     def __call__(self, store: Store, report: Report, model: str | None):
         raise NotImplementedError
 
+    def prepare(self, store: Store) -> None:
+        """Start, in a child, what needs no writing while the input before this one is
+        ingested (ingest.walk calls it): the two overlap on two cores. By default nothing."""
 
-def register_file(store: Store, paths: list[Path], fmt: str, report: Report) -> int | None:
-    """Add the file row; None when this exact content was ingested before."""
-    file_id = store.files.add(str(paths[0].resolve()), _sha256_files(*paths), fmt,
+    def close(self) -> None:
+        """Stop what ``prepare`` started, when this input is never ingested."""
+
+
+def register_file(store: Store, paths: list[Path], fmt: str, report: Report, sha256: str | None = None) -> int | None:
+    """Add the file row; None when this exact content was ingested before. ``sha256``: the
+    files' digest (sha256_files), when already known."""
+    file_id = store.files.add(str(paths[0].resolve()), sha256 or sha256_files(*paths), fmt,
                              sum(p.stat().st_size for p in paths))
     if file_id is None:
         report.already += 1
@@ -31,7 +39,7 @@ def register_file(store: Store, paths: list[Path], fmt: str, report: Report) -> 
     return file_id
 
 
-def _sha256_files(*paths: Path) -> str:
+def sha256_files(*paths: Path) -> str:
     h = hashlib.sha256()
     for p in paths:
         with open(p, "rb") as f:

@@ -25,38 +25,55 @@ def ingest(store: Store, paths, model: str | None = None,
            on_file: Callable[[str, Report], None] | None = None) -> Report:
     """Ingest every tuning log under ``paths`` (files or folders, recursively)."""
     report = Report()
-    counters = ("files", "already", "new_workloads", "new_records", "duplicates", "invalid", "invalid_ansor",
-                "choices")
-    found = 0
-    for source in _discover([Path(p) for p in paths], report, store.path):
-        found += 1
-        before = [getattr(report, c) for c in counters]
-        n_errors, stop = len(report.errors), False
-        try:
-            with store.transaction():
-                source(store, report, model)
-        except StorageError as e:  # a full disk or a read-only file: every further input would fail alike
-            report.errors.append(f"{source.path}: not stored: {e}")
-            stop = True
-        except SchedbError as e:
-            report.errors.append(str(e))
-        except sqlite3.DatabaseError as e:
-            report.errors.append(f"{source.path}: database error: {e}")
-        except Exception as e:  # an input nobody foresaw: still an error for this file only
-            report.errors.append(f"{source.path}: cannot ingest ({type(e).__name__}: {e})")
-        if len(report.errors) != n_errors:
-            # The transaction rolled back: what this file seemed to add is not there.
-            for c, v in zip(counters, before):
-                setattr(report, c, v)
-        report.end_source()
-        if on_file:
-            on_file(str(source.path), report)
-        if stop:
-            break
+    found, upcoming = 0, _discover([Path(p) for p in paths], report, store.path)
+    following = next(upcoming, None)
+    try:
+        while following is not None:
+            source, following = following, next(upcoming, None)
+            found += 1
+            if following is not None:
+                following.prepare(store)  # its workloads decode on the other core meanwhile
+            stop = _ingest_one(store, source, report, model)
+            if on_file:
+                on_file(str(source.path), report)
+            if stop:
+                break
+    finally:
+        if following is not None:  # never reached: what it started is stopped
+            following.close()
     if not found and not report.errors:
         report.errors.append(f"{', '.join(map(str, paths))}: no tuning logs found (MetaSchedule work dirs, "
                              "Ansor JSON lines or schedb databases)")
     return report
+
+
+# What an input adds to the report: undone when its transaction rolls back.
+_COUNTERS = ("files", "already", "new_workloads", "new_records", "duplicates", "invalid", "invalid_ansor", "choices")
+
+
+def _ingest_one(store: Store, source: Source, report: Report, model: str | None) -> bool:
+    """``source`` ingested in a transaction of its own; True when no further input can be
+    stored (a full disk or a read-only file)."""
+    before = [getattr(report, c) for c in _COUNTERS]
+    n_errors, stop = len(report.errors), False
+    try:
+        with store.transaction():
+            source(store, report, model)
+    except StorageError as e:  # a full disk or a read-only file: every further input would fail alike
+        report.errors.append(f"{source.path}: not stored: {e}")
+        stop = True
+    except SchedbError as e:
+        report.errors.append(str(e))
+    except sqlite3.DatabaseError as e:
+        report.errors.append(f"{source.path}: database error: {e}")
+    except Exception as e:  # an input nobody foresaw: still an error for this file only
+        report.errors.append(f"{source.path}: cannot ingest ({type(e).__name__}: {e})")
+    if len(report.errors) != n_errors:
+        # The transaction rolled back: what this file seemed to add is not there.
+        for c, v in zip(_COUNTERS, before):
+            setattr(report, c, v)
+    report.end_source()
+    return stop
 
 
 def ingest_into(db_path, paths, model: str | None = None,

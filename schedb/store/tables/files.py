@@ -29,6 +29,11 @@ class Files(Table):
             "INSERT INTO files (path, sha256, format, size, ingested_at) VALUES (?, ?, ?, ?, ?)",
             (stored_path(path), sha256, fmt, size, now())).lastrowid
 
+    def read_whole(self, sha256: str) -> bool:
+        """Whether this exact content was read whole before (``add`` would return None)."""
+        row = self.conn.execute("SELECT lines FROM files WHERE sha256 = ?", (sha256,)).fetchone()
+        return row is not None and row[0] is not None
+
     def set_lines(self, file_id: int, lines: int | None):
         """How many lines (records, for a database) the file had, all of them stored; None
         when some could not be, so that the next ingest of it reads it again."""
