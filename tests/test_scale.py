@@ -236,7 +236,24 @@ def test_two_shards_over_two_tracker_keys_ingest_into_one_database(cluster, tmp_
 def test_a_server_killed_mid_run_costs_one_more_run_of_its_candidates(cluster, tmp_path):
     """Two servers under one key; one is killed (with its session in flight) while `schedb tune`
     measures on them. The candidates it had in flight run again on the other server, and the
-    run completes with every trial measured: nothing is lost, nothing is stored as failed."""
+    run completes with every trial measured: nothing is lost, nothing is stored as failed.
+    A kill can land in a session's last moments, after its result reached the client: then
+    nothing needs running again, and the run is tried once more with new servers (at most
+    three runs), each one held to the same completeness."""
+    retried = []
+    for attempt in range(3):
+        output, meta = _kill_a_server_mid_run(cluster, f"pair{attempt}", tmp_path / f"work{attempt}")
+        retried.append(len(meta["runner_retries"]))
+        assert retried[-1] <= 2, output  # at most what the victim had in flight
+        if retried[-1]:
+            assert "ran again after a failed RPC session" in output
+            break
+    assert retried[-1] >= 1, f"no kill landed mid-session in {len(retried)} runs"
+
+
+def _kill_a_server_mid_run(cluster, key: str, out) -> tuple[str, dict]:
+    """`schedb tune` on two servers of ``key``, one killed while a client is in its session:
+    (the run's output, its sidecar), after checking that every trial was measured."""
     import json
     import os
     import signal
@@ -245,11 +262,10 @@ def test_a_server_killed_mid_run_costs_one_more_run_of_its_candidates(cluster, t
     import time
     from pathlib import Path
 
-    victim = cluster.server("pair")
-    cluster.server("pair")
-    out = tmp_path / "work"
+    victim = cluster.server(key)
+    cluster.server(key)
     args = ["tune", "--model", "tiny_mlp", "--trials-per-task", "8", "--trials-per-iter", "4",
-            "--runner", cluster.runner("pair"), "--out", str(out)]
+            "--runner", cluster.runner(key), "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "schedb_cli.main", *args], cwd=Path(__file__).parents[1],
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -265,9 +281,8 @@ def test_a_server_killed_mid_run_costs_one_more_run_of_its_candidates(cluster, t
             proc.wait()
     assert proc.returncode == 0, output
     meta = json.loads((out / "schedb.json").read_text())
-    assert 1 <= len(meta["runner_retries"]) <= 2, output  # what the victim had in flight
-    assert "ran again after a failed RPC session" in output
     lines = [json.loads(line) for line in (out / "database_tuning_record.json").read_text().splitlines()]
-    assert len(lines) == meta["measured"] >= 8 * len(meta["tasks"])
+    assert len(lines) == meta["measured"] >= 8 * len(meta["tasks"]), output
     failed = [run_secs for _, (_, run_secs, *_) in lines if not run_secs or min(run_secs) >= 1e9]
     assert failed == [], failed
+    return output, meta
