@@ -265,10 +265,10 @@ def _cpu() -> float:
 
 
 def _peak_rss_mb() -> float:
-    """The process's peak resident memory so far (Linux reports ru_maxrss in KB)."""
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """This process's peak resident memory so far (Linux VmHWM: kept per address space, so
+    a spawned process does not report its parent's peak, as ru_maxrss would)."""
+    with open("/proc/self/status") as f:
+        return round(next(int(x.split()[1]) for x in f if x.startswith("VmHWM:")) / 1024, 1)
 
 
 def _written() -> int | None:

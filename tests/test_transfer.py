@@ -132,6 +132,33 @@ def test_index_finds_same_kind_nearest_first(source_db, target):
     assert Index(exclude=["tiny_cnn"]).fit(store.workloads.tuned(canonical(target))).neighbors(desc, kind) == []
 
 
+def test_tuned_workloads_name_their_closest_target_and_every_model(source_db, target, tmp_path):
+    """store.workloads.tuned: per workload with valid MetaSchedule records of the target's
+    kind, the closest target among them (its distance), the models of those records; a
+    failed record's target does not count, and ``max_distance`` leaves out the rest."""
+    import sqlite3
+
+    path = tmp_path / "db.db"
+    with sqlite3.connect(source_db) as src, sqlite3.connect(path) as dst:
+        src.backup(dst)  # (its WAL included)
+    here = canonical(target)
+    with sqlite3.connect(path) as conn:
+        wids = [w for (w,) in conn.execute("SELECT DISTINCT workload_id FROM records WHERE valid = 1 ORDER BY 1")]
+        near, failed = [w for (w,) in conn.execute(  # one gets a valid record of this CPU, one a failed one
+            "SELECT workload_id FROM records WHERE valid = 1 GROUP BY 1 HAVING COUNT(*) > 1 ORDER BY 1 LIMIT 2")]
+        other = conn.execute("INSERT INTO models (name, created_at) VALUES ('other', '')").lastrowid
+        conn.execute("UPDATE records SET target = ?, model_id = ? WHERE id = (SELECT MIN(id) FROM records "
+                     "WHERE workload_id = ? AND valid = 1)", (here, other, near))
+        conn.execute("UPDATE records SET target = ?, valid = 0 WHERE id = (SELECT MIN(id) FROM records "
+                     "WHERE workload_id = ? AND valid = 1)", (here, failed))
+    rows = {r["id"]: r for r in Store(path, readonly=True).workloads.tuned(here)}
+    assert sorted(rows) == wids
+    assert (rows[near]["target"], rows[near]["target_distance"], rows[near]["models"]) == (here, 0, "other,tiny_cnn")
+    assert rows[failed]["target"] == foreign_target() and rows[failed]["target_distance"] > 0
+    assert rows[failed]["models"] == "tiny_cnn"
+    assert [r["id"] for r in Store(path, readonly=True).workloads.tuned(here, max_distance=0)] == [near]
+
+
 def test_transfer_to_new_shapes_is_never_slower_than_untuned(source_db, target, tmp_path, measure_log):
     db = tmp_path / "t.db"
     Store(db)
