@@ -5,7 +5,8 @@ MetaSchedule tunes each kernel alone, plain, with its weights layout-free (prepa
 ``AttachAttrLayoutFreeBuffers``) and blocked (the convolution in the layout oneDNN uses,
 NCHW16c with OIHW16i16o weights folded at compile time: layers.blocked_tasks), level by level: every kernel reaches 128 trials before
 any goes on to 256, then 512, then 1024, so a run stopped at any point leaves comparable
-curves. Each level is one ``tune_tasks`` call on the kernel's own work dir (the line
+curves. Each level is one ``tune_tasks`` call on the kernel's own work dir (a level stopped
+part-way is finished by a second call for the trials it lacks; the line
 count of its records file marks where each level ended); the next call starts its
 evolutionary search from the records already there (its cost model starts anew at each
 level). ``run`` resumes where it stopped (state in SCRATCH/state.json).
@@ -97,11 +98,13 @@ def run(a) -> None:
                                                       "variant": variant, "weight": k["weight"],
                                                       "flops": k["flops"], "arg_shapes": k["arg_shapes"],
                                                       "levels": []})
-                done = job["levels"][-1]["trials"] if job["levels"] else 0
-                if done >= level:
+                if job["levels"] and job["levels"][-1]["trials"] >= level:
                     continue
+                # A level stopped part-way left its records: only the rest is tuned (one line a trial).
+                done = record_lines(scratch / name)
                 t0 = time.perf_counter()
-                tune_one(k[key], scratch / name, level - done, a.per_iter, a.seed + level, builder, more=True)
+                if done < level:
+                    tune_one(k[key], scratch / name, level - done, a.per_iter, a.seed + level, builder, more=True)
                 job["levels"].append({"trials": level, "records": record_lines(scratch / name),
                                       "wall_s": round(time.perf_counter() - t0, 1),
                                       "ended": report.now(), "load_average": [round(x, 2) for x in os.getloadavg()]})
