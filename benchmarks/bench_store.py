@@ -524,11 +524,15 @@ def scale_table(res: dict) -> list[str]:
 
 def _goals(r: dict) -> str:
     """Ingest >= 20,000 records/s (overall and the per-work-dir interval), lookup <= 1 ms,
-    k-NN <= 5 ms: met, or not shown with the interval that misses."""
+    k-NN <= 5 ms, each met, missed or not shown on its whole interval."""
     pr, lk, knn = r["ingest"]["per_run_records_per_s"], r["lookup"]["best_record(wid, target)"], r["knn"]["query"]
-    verdicts = [("ingest >= 20,000/s", r["ingest"]["records_per_s"] >= GOAL_INGEST and pr["ci_low"] >= GOAL_INGEST),
-                ("lookup <= 1 ms", lk["ci_high_ms"] <= GOAL_LOOKUP_MS), ("k-NN <= 5 ms", knn["ci_high_ms"] <= 5.0)]
-    return ", ".join(f"{name} {'met' if ok else 'not shown'}" for name, ok in verdicts)
+    ingest = ("met" if r["ingest"]["records_per_s"] >= GOAL_INGEST and pr["ci_low"] >= GOAL_INGEST
+              else "missed" if pr["ci_high"] < GOAL_INGEST else "not shown")
+    at_most = {"lookup <= 1 ms": (lk, GOAL_LOOKUP_MS), "k-NN <= 5 ms": (knn, 5.0)}
+    verdicts = [("ingest >= 20,000/s", ingest)] + [
+        (name, report.verdict({"ci_low": t["ci_low_ms"], "ci_high": t["ci_high_ms"]}, goal))
+        for name, (t, goal) in at_most.items()]
+    return ", ".join(f"{name} {v}" for name, v in verdicts)
 
 
 def other_table(res: dict) -> list[str]:
