@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 import report
+from schedb import host_cores
 from shared import load_state, save_state
 from layers import (TorchLayer, blocked_tasks, fixture_tuning_paused, match_conv, plain_kernel, prepacked_kernel,
                     select, torch_convs, tune_one)
@@ -195,7 +196,7 @@ def build_all(a, state: dict, target) -> tuple[list[dict], dict]:
 def time_phase(a) -> None:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(host_cores())
     state = load_state(Path(a.scratch))
     target = report.host_target()
     res = {"machine": report.describe(), "started": report.now(), "tuning": state["jobs"],

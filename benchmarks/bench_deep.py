@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import report
+from schedb import host_cores
 from shared import SEEDS, base_db, by_source, interleaved, others, own_fixture, pair_database, scratch, search
 from layers import Kernel, TorchLayer, fixture_tuning_paused, match_conv, torch_convs
 
@@ -98,7 +99,7 @@ def measure(model_name: str, pair: dict, target, a) -> dict:
     dbs, transfer = variants(model_name, pair, tasks, target, Path(a.work))
     compiled = {name: compile_model(lowered, target, db) for name, db in dbs.items()}
     kernels = heaviest(model, tasks, dbs, target, a.top, a.min_ms)
-    torch.set_num_threads(2)
+    torch.set_num_threads(host_cores())
     with fixture_tuning_paused() as pgid:
         time.sleep(2)  # let the stopped workers' cores go idle
         load = [round(x, 2) for x in os.getloadavg()]

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import report
+from schedb import host_cores
 from shared import SEEDS, base_db, by_source, others, own_fixture, pair_database, scratch, search
 
 AVX512, AVX2 = "avx512", "avx2"
@@ -89,7 +90,7 @@ def torch_worker(model_name: str):
     from schedb import load_model
 
     model = load_model(model_name)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(host_cores())
     xs = [torch.from_numpy(x) for x in model.inputs]
     with torch.no_grad():
         model.torch_module(*xs)

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 import report
+from schedb import host_cores
 from layers import (TorchLayer, fixture_tuning_paused, match_conv, plain_kernel, prepacked_kernel, select, torch_convs,
                     tune_one)
 
@@ -208,7 +209,7 @@ def run(a) -> dict:
         k["_torch_layer"] = TorchLayer(k, a.min_ms) if k["_conv"] is not None else None
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(host_cores())
     res["timing"] = time_all(timed, a.rounds, a.max_pause)
     res["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     res["finished"] = report.now()

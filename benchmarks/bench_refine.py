@@ -22,7 +22,6 @@ and PyTorch eager are timed interleaved; the ratios are per round.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import report
+from schedb import host_cores
 from layers import fixture_tuning_paused
 from peers import peers, time_once
 from shared import Search, base_db, copy_db, load_state, log_points, others, save_state
@@ -101,7 +102,7 @@ def time_model(lowered, compiled: dict, runtimes: list, rounds: int) -> dict:
 def time_phase(a) -> None:
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(host_cores())
     scratch = Path(a.scratch)
     state, target = load_state(scratch), report.host_target()
     res = {"machine": report.describe(), "started": report.now(), "tuning_machine": state.get("machine"),

@@ -5,9 +5,10 @@ dynamo exporter needs onnxscript), so the graph is the one PyTorch runs."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
+
+from schedb import host_cores
 
 
 def export_onnx(model, folder: Path) -> Path:
@@ -31,7 +32,7 @@ class OnnxRuntime:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        opts.intra_op_num_threads = threads or host_cores()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         self.feed = {i.name: x for i, x in zip(self.session.get_inputs(), inputs)}
@@ -49,7 +50,7 @@ class OpenVino:
 
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", {
-            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1})
+            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or host_cores()})
         self.request = self.compiled.create_infer_request()
         self.inputs = list(inputs)
         self.run()  # warm-up

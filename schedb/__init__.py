@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import importlib
 
+from schedb.tir.target import use_host_cores
+
 __version__ = "0.1.0"
+use_host_cores()  # before any TVM kernel runs in this process or a child
 
 _PUBLIC = {
     "SchedbError": "schedb.errors",
     "Model": "schedb.models", "load_model": "schedb.models", "ZOO": "schedb.models.zoo",
     "parse_target": "schedb.tir.target", "canonical": "schedb.tir.target", "label": "schedb.tir.target",
     "target_distance": ("schedb.tir.target", "distance"), "host_target_dict": "schedb.tir.target",
+    "host_cores": "schedb.tir.target",
     "load_intrinsics": "schedb.tir.target", "vector_unit": "schedb.tir.target", "VectorUnit": "schedb.tir.target",
     "adapt_trace": ("schedb.tir.isa", "adapt"),
     "lower": "schedb.tir.tasks", "extract_tasks": "schedb.tir.tasks", "Task": "schedb.tir.tasks",

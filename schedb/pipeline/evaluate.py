@@ -16,6 +16,7 @@ import numpy as np
 
 from schedb.errors import SchedbError
 from schedb.pipeline.phases import phase
+from schedb.tir.target import host_cores
 from schedb.tir.tasks import LoweredModel
 
 
@@ -125,7 +126,7 @@ def time_torch(lowered: LoweredModel, repeat: int = 10, threads: int | None = No
     module = lowered.model.torch_module
     if module is None:
         return None
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads or host_cores())
     xs = [torch.from_numpy(x) for x in lowered.model.inputs]
     samples = []
     with torch.no_grad():

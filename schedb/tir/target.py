@@ -16,7 +16,26 @@ def host_target_dict() -> dict:
     """llvm for this CPU (TVM's own detection), so AVX-512 is used where it exists."""
     from tvm.target import codegen
 
-    return {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu(), "num-cores": os.cpu_count() or 1}
+    return {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu(), "num-cores": host_cores()}
+
+
+def host_cores() -> int:
+    """The physical cores this process may run on: the host target's ``num-cores`` and the
+    threads TVM's and PyTorch's pools get."""
+    import psutil
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    logical, physical = psutil.cpu_count() or usable, psutil.cpu_count(logical=False) or usable
+    return max(1, usable * physical // logical)
+
+
+def use_host_cores() -> None:
+    """TVM's runtime starts a thread per two logical CPUs (it assumes two hardware threads a
+    core): where each core runs one, half the cores idle and every kernel, measured or
+    deployed, runs on half the machine. Unless the user set it, ``TVM_NUM_THREADS`` is the
+    host's physical cores, set before TVM's thread pool starts (it reads it once) and
+    before any measuring process starts (they inherit it)."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(host_cores()))
 
 
 def parse_target(spec: str | dict | None, check_cpu: bool = True):
