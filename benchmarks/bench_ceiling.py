@@ -14,7 +14,7 @@ level). ``run`` resumes where it stopped (state in SCRATCH/state.json).
 ``pack`` keeps the run's records (gzip-compressed, without MetaSchedule's logs) and its
 progress in benchmarks/runs/ceiling, so that ``run --scratch DIR`` on another day (or
 machine of the same kind) starts from there: a run resumes from the packed copy when DIR
-is new.
+is new and the copy was made on the same CPU with the same TVM thread count.
 
 ``time`` builds, for every kernel, variant and level reached, the best schedule found
 within that many trials, and times them round by round next to the same layer in PyTorch
@@ -77,6 +77,10 @@ def unpack(scratch: Path, src: Path = PACKED) -> None:
                 shutil.copyfileobj(packed, out)
 
 
+def same_machine(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("cpu", "llvm_mcpu", "tvm_threads"))
+
+
 def run(a) -> None:
     """Tune every kernel and variant level by level, saving progress after each call."""
     from schedb.search.measure import WarmBuilder
@@ -84,7 +88,10 @@ def run(a) -> None:
     scratch = Path(a.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     if not (scratch / "state.json").exists() and (PACKED / "state.json").exists():
-        unpack(scratch)
+        if same_machine(load_state(PACKED).get("machine") or {}, report.describe()):
+            unpack(scratch)
+        else:  # its records' times are another machine's (or another thread count's)
+            print(f"{PACKED}: packed on another machine; starting anew", flush=True)
     (scratch / "pgid").write_text(str(os.getpgid(0)))  # what the timing stops (layers.PAUSE_ENV)
     target = report.host_target()
     state = load_state(scratch)

@@ -37,6 +37,7 @@ def describe() -> dict:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "tvm": tvm.__version__,
+        "tvm_threads": int(tvm.get_global_func("runtime.NumThreads")()),  # what its kernels ran on
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "schedb_commit": _commit(),
         "dirty": _dirty(),
