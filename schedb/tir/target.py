@@ -35,7 +35,8 @@ def use_host_cores() -> None:
     deployed, runs on half the machine. Unless the user set it, ``TVM_NUM_THREADS`` is the
     host's physical cores, set before TVM's thread pool starts (it reads it once) and
     before any measuring process starts (they inherit it)."""
-    os.environ.setdefault("TVM_NUM_THREADS", str(host_cores()))
+    if "TVM_NUM_THREADS" not in os.environ:  # (counting the cores imports psutil: only when needed)
+        os.environ["TVM_NUM_THREADS"] = str(host_cores())
 
 
 def parse_target(spec: str | dict | None, check_cpu: bool = True):
