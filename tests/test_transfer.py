@@ -271,6 +271,19 @@ def test_tasks_nothing_transfers_to_get_a_short_metaschedule_search(target, tmp_
     assert {r.source for r in none.tasks} <= {"exact", "untuned"}  # exact: what the first run stored
 
 
+def test_sampled_schedules_are_distinct(target):
+    """A kernel whose design space has no decisions (a reshape) gives one schedule however
+    many are asked for: n copies would each cost a build and a run, all alike."""
+    import tvm_ffi
+
+    from schedb.search.sample import sample_schedules
+
+    tasks = {t.name: t.func for t in extract_tasks(lower(load_model("tiny_cnn"), target), target)}
+    assert len(sample_schedules(tasks["reshape"], target, 6)) == 1
+    conv = sample_schedules(tasks["fused_conv2d_add_relu"], target, 6)
+    assert len({tvm_ffi.structural_hash(s.mod) for s in conv}) == len(conv) > 1
+
+
 def test_anchor_is_the_main_reduction_block(target):
     from schedb.tir.anchor import anchor_of
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from schedb.errors import SchedbError
@@ -205,17 +206,20 @@ class Transfer:
             load_intrinsics(target)
         self.t_begin = time.perf_counter()  # search_wall_s: once per process, the intrinsics are not the search's
         self.unit = vector_unit(self.target_key)  # lanes and registers, for records of another ISA
-        if self.lowered is None:
-            with phase(on_phase, "lowering"):
-                self.lowered = lower(model, target, opts.bind_params)
-        with phase(on_phase, "extracting tasks"):
-            self.tasks = extract_tasks(self.lowered, target)
-        self.note = store.records.coverage_note(self.target_key, opts.same_target_only)
-        with phase(on_phase, "building the index"):
-            self.index = self._index()
-        self._anchor_index: Index | None = None  # built when a task first needs it
-        with phase(on_phase, "starting the measurement engine"):
-            self.engine = Engine(target, runner=opts.runner, repeat=opts.repeat)
+        # The engine's runner starts a worker that imports TVM (~3 s): it does so while the model lowers.
+        with ThreadPoolExecutor(1, thread_name_prefix="schedb-engine") as starting:
+            engine = starting.submit(Engine, target, runner=opts.runner, repeat=opts.repeat)
+            if self.lowered is None:
+                with phase(on_phase, "lowering"):
+                    self.lowered = lower(model, target, opts.bind_params)
+            with phase(on_phase, "extracting tasks"):
+                self.tasks = extract_tasks(self.lowered, target)
+            self.note = store.records.coverage_note(self.target_key, opts.same_target_only)
+            with phase(on_phase, "building the index"):
+                self.index = self._index()
+            self._anchor_index: Index | None = None  # built when a task first needs it
+            with phase(on_phase, "starting the measurement engine"):
+                self.engine = engine.result()
         with store.transaction():
             self.model_id = store.models.upsert(model.name, model.source, model.input_shapes, self.target_key,
                                                tvm.__version__)

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 
 from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
@@ -184,8 +185,14 @@ class Engine:
         self.target, self.runner_spec = target, runner  # (the spec: what a run row records)
         self.builder = WarmBuilder(timeout_sec=build_timeout)
         self.runner = make_runner(runner, number=number, repeat=repeat, timeout_sec=run_timeout)
-        self.runner_for_rounds = make_runner(runner, number=number, repeat=1, timeout_sec=run_timeout)
+        self.number, self.run_timeout = number, run_timeout
         self.count = 0
+
+    @cached_property
+    def runner_for_rounds(self):
+        """The runner of interleaved rounds, one sample a call: made when first needed (its
+        worker's start, TVM imported again, is ~3 s that a plain transfer does not need)."""
+        return make_runner(self.runner_spec, number=self.number, repeat=1, timeout_sec=self.run_timeout)
 
     def measure(self, mods: list, rounds: int | None = None) -> list[Measurement]:
         from tvm.s_tir.meta_schedule.arg_info import ArgInfo

@@ -9,7 +9,10 @@ from schedb.errors import SchedbError
 def sample_schedules(mod, target, n: int, seed: int = 0) -> list:
     """Up to ``n`` distinct schedules of ``mod`` (tvm Schedules, postprocessed), drawn as
     MetaSchedule's ``replay-trace`` strategy does: its design space's traces with random
-    decisions. A kernel MetaSchedule cannot schedule raises SchedbError."""
+    decisions. Draws that schedule the kernel alike are one (a design space without
+    decisions, a concatenation's say, gives n copies of one schedule: each measured costs
+    a build and a run). A kernel MetaSchedule cannot schedule raises SchedbError."""
+    import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
     ctx = ms.TuneContext(mod=mod, target=target, space_generator="post-order-apply",
@@ -22,4 +25,9 @@ def sample_schedules(mod, target, n: int, seed: int = 0) -> list:
         strategy.post_tuning()
     except Exception as e:  # TVM's own error types: this kernel has no design space to draw from
         raise SchedbError(f"MetaSchedule cannot sample schedules for it: {e}") from None
-    return [c.sch for c in candidates]
+    seen, out = set(), []
+    for c in candidates:
+        if (h := tvm_ffi.structural_hash(c.sch.mod)) not in seen:
+            seen.add(h)
+            out.append(c.sch)
+    return out
