@@ -64,10 +64,13 @@ def build_and_export(mod, target) -> str:
     return path
 
 
-def make_runner(spec: str = "local", number: int = 3, repeat: int = 5, min_repeat_ms: int = 20,
+def make_runner(spec: str = "local", number: int = 1, repeat: int = 5, min_repeat_ms: int = 20,
                 timeout_sec: float = 30, workers: int | None = 1):
     """``local`` (this machine) or ``rpc://host:port/key`` (TVM's RPC tracker); either way
-    every candidate comes back with ``repeat`` samples (the t-test needs them).
+    every candidate comes back with ``repeat`` samples (the t-test needs them). Each sample
+    runs the kernel ``number`` times, more until it lasts ``min_repeat_ms``: with 1, a kernel
+    of 20 ms or more runs once a sample where 3 ran it three times (an untuned convolution's
+    samples were a fifth of a transfer's run time) and a faster one as before.
 
     Over RPC, ``workers`` candidates run at once (None: one per server the tracker has for
     the key, which is then checked to have one), and a candidate whose session fails
@@ -180,7 +183,7 @@ class Engine:
     of each per round, the order rotating from round to round, so that drift during the
     call affects all of them alike and round r's samples pair up (droplet's tests)."""
 
-    def __init__(self, target, runner: str = "local", repeat: int = 5, number: int = 3,
+    def __init__(self, target, runner: str = "local", repeat: int = 5, number: int = 1,
                  build_timeout: float = 30.0, run_timeout: float = 30.0):
         self.target, self.runner_spec = target, runner  # (the spec: what a run row records)
         self.builder = WarmBuilder(timeout_sec=build_timeout)
