@@ -69,8 +69,9 @@ def make_runner(spec: str = "local", number: int = 1, repeat: int = 5, min_repea
     """``local`` (this machine) or ``rpc://host:port/key`` (TVM's RPC tracker); either way
     every candidate comes back with ``repeat`` samples (the t-test needs them). Each sample
     runs the kernel ``number`` times, more until it lasts ``min_repeat_ms``: with 1, a kernel
-    of 20 ms or more runs once a sample where 3 ran it three times (an untuned convolution's
-    samples were a fifth of a transfer's run time) and a faster one as before.
+    under 7 ms runs as often as with 3 (as many times as fill 20 ms) and one of 20 ms or more
+    once instead of three times (an untuned convolution's samples were a fifth of a
+    transfer's run time).
 
     Over RPC, ``workers`` candidates run at once (None: one per server the tracker has for
     the key, which is then checked to have one), and a candidate whose session fails
