@@ -66,7 +66,7 @@ def total_s(r: dict) -> float:
 
 
 def render(res: dict):
-    runs = res.get("runs") or [res["run"]]  # (a result of one run, before --repeats)
+    runs = res["runs"]
     r = sorted(runs, key=total_s)[len(runs) // 2]  # the run of the median total (the upper one of two)
     s = r["by_source"]
     lat = {k: report.fmt_ci(report.median_ci(v["samples_ms"])) for k, v in r["e2e"].items()}

@@ -628,8 +628,8 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @click.option("--trials", type=int, default=None, help="Cap on measured candidates in all.")
 @click.option("--budget", type=Duration("m"), default=None, help=duration_help("Cap on search time.", "m"))
 @click.option("--e2e-repeat", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Rounds of the end-to-end timing, the model and PyTorch interleaved (0: compile and check "
-                   "the model, time nothing).")
+              help="Rounds of the end-to-end timing, the model and PyTorch interleaved (an untuned model over "
+                   "10x slower than the rest: 3 of them; 0: compile and check the model, time nothing).")
 @click.option("--runner", default="local", show_default=True, help="local or rpc://host:port/key")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 @same_target_option

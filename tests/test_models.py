@@ -272,7 +272,7 @@ def test_bad_input_shape_text():
 
 def test_an_untuned_model_ten_times_slower_is_timed_in_the_first_rounds_only(monkeypatch):
     """The report's timing: an untuned model at 70x the transferred one runs in 3 rounds, not
-    all 10 (its second a run was most of a transfer's timing); the others in every round,
+    all 10 (its 1.5 s a run was most of a transfer's timing); the others in every round,
     PyTorch too, however much faster than TVM it is (a tiny model's VM overhead). Within
     10x of a variant, it runs in every round as well."""
     from schedb.pipeline import evaluate
