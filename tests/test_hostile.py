@@ -167,6 +167,19 @@ def test_trace_with_an_unregistered_instruction_is_not_stored(tmp_path):
     assert b"NotAnInstruction" not in (out / RECORDS).read_bytes()
 
 
+def test_an_unregistered_instruction_after_a_checked_list_is_not_stored(tmp_path):
+    """Lines as TVM writes them (compact) whose instructions are an earlier valid line's plus
+    one: the checked list is remembered by its text, and a longer one is checked anew."""
+    compact = [json.dumps(json.loads(line), separators=(",", ":")) for line in TINY_R]
+    r = json.loads(compact[0])
+    r[1][0][0].append(["NotAnInstruction", [], [], []])
+    wd = write_workdir(tmp_path / "wd", records=compact + [json.dumps(r, separators=(",", ":"))])
+    report = ingest(Store(tmp_path / "a.db"), [wd])
+    assert report.new_records == len(TINY_R)
+    assert report.warnings == [f"{wd / RECORDS}:{len(TINY_R) + 1}: skipped: trace instruction "
+                               "'NotAnInstruction' is not registered in this TVM"]
+
+
 def test_merge_revalidates_records(tmp_path):
     """A schedb file whose rows carry junk run times or a negative mean with valid = 1."""
     src = Store(tmp_path / "src.db")

@@ -40,21 +40,24 @@ def check_run_secs(value) -> tuple[list[float] | None, float | None, bool]:
     return samples, (sum(samples) / len(samples) if valid else None), valid
 
 
-# Instruction lists already found valid, by their JSON text: a work dir's records share a
-# few design-space sketches whose instructions repeat record after record (only their
+# Instruction lists already found valid, by their minified JSON: a work dir's records share
+# a few design-space sketches whose instructions repeat record after record (only their
 # decisions differ), and walking each instruction was a quarter of ingest's time.
 _CHECKED: set[bytes] = set()
 _CHECKED_MAX = 4096
 
 
-def check_trace(trace):
+def check_trace(trace, text: bytes | None = None) -> bytes:
     """A MetaSchedule trace's shape, ``[[instruction, ...], [decision, ...]]``, and that
-    every instruction kind is registered in this TVM (else nothing can replay it)."""
+    every instruction kind is registered in this TVM (else nothing can replay it). Returns
+    the instructions' minified JSON, which names the checked list. ``text``: the trace's own
+    compact JSON, when the caller has it (then the instructions' text is cut from it)."""
     if type(trace) is not Array or len(trace) != 2 or type(insts := trace[0]) is not Array:
         raise Skip("trace is not [instructions, decisions]")
-    text = insts.mini
-    if text in _CHECKED:
-        return
+    if text is not None and (cut := _instructions_of(trace, text)) in _CHECKED:
+        return cut
+    if (key := insts.mini) in _CHECKED:
+        return key
     for inst in insts:
         if type(inst) is not Array or len(inst) != 4 or not isinstance(kind := inst[0], str):
             raise Skip("trace instruction is not [kind, inputs, attrs, outputs]")
@@ -62,7 +65,23 @@ def check_trace(trace):
             raise Skip(f"trace instruction {kind[:80]!r} is not registered in this TVM")
     if len(_CHECKED) >= _CHECKED_MAX:
         _CHECKED.clear()
-    _CHECKED.add(text)
+    _CHECKED.add(key)
+    return key
+
+
+def _instructions_of(trace, text: bytes) -> bytes | None:
+    """The instructions' text cut from the trace's, ``[instructions,decisions]``, before its
+    decisions (re-minifying the instructions cost as much as the rest of a line's checks). A
+    wrong cut can only miss the cache: what it holds are whole JSON arrays, minified, and a
+    JSON array's text is never a proper prefix, or an extension, of another one's."""
+    decisions = trace[1]
+    if type(decisions) is not Array:
+        return None
+    tail = decisions.mini
+    end = len(text) - len(tail) - 2
+    if end > 1 and text[end] == 44 and text[end + 1:-1] == tail:  # (44: ",")
+        return text[1:end]
+    return None
 
 
 def trace_misfit(trace, blocks: frozenset) -> str | None:

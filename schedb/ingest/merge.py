@@ -62,7 +62,8 @@ def _check_merged(r: dict):
         samples, mean, valid = check_run_secs(loads(r["run_secs"]) if r["run_secs"] is not None else None)
         empty = False
         if r["format"] == "ms-trace":
-            check_trace(trace := parse_json(r["trace"].encode(), "trace is not JSON"))
+            text = r["trace"].encode()
+            check_trace(trace := parse_json(text, "trace is not JSON"), text)
             empty = len(trace[0]) == 0  # schedules nothing: every TIR workload has blocks to schedule
         elif not isinstance(loads(r["trace"]), list):
             raise Skip("trace is not a list")

@@ -23,6 +23,7 @@ _dumps = orjson.dumps
 SAMPLES = 2  # valid traces per workload tried before its line is judged misplaced
 NOT_APPLYING = "trace does not apply to its workload"
 HEAD_START_LINES = 1000  # record lines read ahead for each workload's first trace
+FITS_MAX = 4096  # (workload, instruction list) pairs whose fit is remembered
 
 
 class WorkDir(Source):
@@ -212,6 +213,7 @@ class MsRecordParser:
         self.model_id, self.file_id = model_id, file_id
         self.misfits, self.first_misfit, self.misfit_why = 0, None, None
         self.samples: dict[int, list[bytes]] = {}  # workload index -> its first valid traces (JSON)
+        self.fits: dict[tuple[int, bytes], str | None] = {}  # (workload index, instructions) -> misfit
 
     def __call__(self, raw: bytes, lineno: int, stamp: str) -> tuple:
         # The trace never becomes a Python list. Its text is the minified JSON
@@ -221,24 +223,24 @@ class MsRecordParser:
         if not 0 <= index < len(by_index) or by_index[index][0] is None:
             raise Skip(f"workload index {index} is not a readable workload")
         wid, sig, blocks, tvm_version = by_index[index]
-        trace = rec[0]
-        check_trace(trace)
+        trace, run_secs = rec[0], rec[1]
         target, target_json = self._target(rec)
-        run_secs = rec[1]
-        samples, mean, valid = check_run_secs(run_secs.as_list() if type(run_secs) is Array else run_secs)
-        error = None if valid else "failed measurement"
-        if valid and (misfit := trace_misfit(trace, blocks)):  # measured, but not a schedule of this workload
-            mean, valid, error = None, False, misfit
-            self._misfit(lineno, misfit)
-        self.report.invalid += not valid
-        if valid and len(kept := self.samples.setdefault(index, [])) < SAMPLES:
-            kept.append(trace.mini)
         args = rec[3] if len(rec) > 3 else None
         args_json = args.mini if type(args) in (Array, Object) else None
-        trace_text = None
+        compact = None
         if len(rec) == 4 and target_json and args_json and type(run_secs) is Array:
-            trace_text = _compact_trace(raw, index, target_json, args_json)
-        trace_text = trace_text or trace.mini.decode()
+            compact = _compact_trace(raw, index, target_json, args_json)
+        instructions = check_trace(trace, compact)
+        samples, mean, valid = check_run_secs(run_secs.as_list() if type(run_secs) is Array else run_secs)
+        error = None if valid else "failed measurement"
+        if valid and (misfit := self._misfit_of(index, instructions, trace, blocks)):
+            mean, valid, error = None, False, misfit  # measured, but not a schedule of this workload
+            self._misfit(lineno, misfit)
+        self.report.invalid += not valid
+        trace_json = compact or trace.mini
+        if valid and len(kept := self.samples.setdefault(index, [])) < SAMPLES:
+            kept.append(trace_json)
+        trace_text = trace_json.decode()
         secs_text = _dumps(samples).decode()
         args_text = (None if len(rec) < 4 else args_json.decode() if args_json else _dumps(args).decode())
         # Records.COLUMNS order
@@ -247,6 +249,15 @@ class MsRecordParser:
                 args_text, "tuned", None, None, None, None,
                 self.model_id, self.file_id, lineno, None, tvm_version, stamp,
                 digest_of_text(sig, target, trace_text, secs_text))
+
+    def _misfit_of(self, index: int, instructions: bytes, trace, blocks: frozenset) -> str | None:
+        """trace_misfit, once per workload and instruction list (it reads nothing else)."""
+        memo, key = self.fits, (index, instructions)
+        if key not in memo:
+            if len(memo) >= FITS_MAX:
+                memo.clear()
+            memo[key] = trace_misfit(trace, blocks)
+        return memo[key]
 
     def _misfit(self, lineno: int, why: str):
         """Counted for one warning per file (a misordered work dir makes hundreds)."""
@@ -266,7 +277,7 @@ class MsRecordParser:
         return self.targets.check(raw_target, key=target_json), target_json
 
 
-def _compact_trace(raw: bytes, index: int, target_json: bytes, args_json: bytes) -> str | None:
+def _compact_trace(raw: bytes, index: int, target_json: bytes, args_json: bytes) -> bytes | None:
     """The trace's own text when the line is compact, as TVM writes it: then it is what
     minifying would give, and slicing it out costs a third. None otherwise."""
     head = b"[%d,[" % index
@@ -281,4 +292,4 @@ def _compact_trace(raw: bytes, index: int, target_json: bytes, args_json: bytes)
     trace = rest[len(head):cut]
     if b" " in trace or b"\n" in trace or b"\t" in trace or b"\r" in trace:
         return None  # whitespace, in strings or not: let simdjson minify it
-    return trace.decode()
+    return trace
