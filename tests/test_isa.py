@@ -155,6 +155,34 @@ def test_transfer_to_avx2_measures_adapted_records_and_searches_natively(tmp_pat
     assert tuned > 0  # the native trials went into the database
 
 
+@pytest.mark.slow
+def test_exact_matches_of_another_isa_come_with_their_neighbours(tmp_path):
+    """tiny_cnn from its own AVX-512 fixture: on an AVX2 target a task's exact matches are
+    of another ISA, so its neighbours' records are candidates beside them (other tilings to
+    adapt); on an AVX-512 target the exact matches alone."""
+    from click.testing import CliRunner
+    from helpers import explain
+
+    from schedb.ingest import ingest
+    from schedb.store import Store
+    from schedb_cli.main import cli
+
+    def candidates(spec, name) -> dict:
+        db, report = tmp_path / f"{name}.db", tmp_path / f"{name}.json"
+        assert not ingest(Store(db), [FIXTURE]).rejected
+        target = " ".join(f"-{k}={v}" if k != "kind" else v for k, v in spec.items())
+        res = CliRunner().invoke(cli, ["transfer", "--model", "tiny_cnn", "--db", str(db), "--target", target,
+                                       "--search-trials", "0", "--native-trials", "0", "--e2e-repeat", "0",
+                                       "--report", str(report)])
+        assert res.exit_code == 0, explain(res)
+        return {t["task"]: t for t in json.loads(report.read_text())["tasks"]}
+
+    same, other = candidates(ROCKETLAKE, "avx512"), candidates(HASWELL, "avx2")
+    exact = [name for name, t in same.items() if t["source"] == "exact"]
+    assert exact and all(other[n]["candidates"] >= same[n]["candidates"] for n in exact)
+    assert any(other[n]["candidates"] > same[n]["candidates"] for n in exact)
+
+
 def test_the_summary_line_says_how_many_tasks_and_what_it_gained():
     from schedb_cli.main import isa_line
 

@@ -19,7 +19,8 @@ then the whole model is compiled and timed.
 
 Records of another vector ISA (say AVX-512 records on an AVX2 host) are replayed twice: as
 tuned and adapted to this CPU's lanes and registers (schedb.tir.isa), both measured side by
-side; the tasks whose winner is of another ISA then get a short native search, MetaSchedule
+side; a task whose exact matches are all of another ISA also gets its neighbours' records;
+the tasks whose winner is of another ISA then get a short native search, MetaSchedule
 warm-started from the winners (schedb.pipeline.native), and the report says what each gained
 (schedb.pipeline.other_isa).
 """
@@ -445,13 +446,24 @@ class Transfer:
         return untuned, sorted(((m, i) for i, m in enumerate(measured[1:]) if m.ok), key=lambda x: x[0].mean)
 
     def _candidates(self, ctx: TaskContext) -> list[Candidate]:
-        """Exact matches, else records of the nearest workloads of the same kind, else of
-        the nearest with the same anchor (retargeted to the task)."""
+        """Exact matches (of any target: measured here like every other candidate, never
+        trusted); where there are none, or all are of another vector ISA, also records of
+        the nearest workloads of the same kind, else of the nearest with the same anchor
+        (retargeted to the task). A run's records of one workload share their tiling, so
+        adapting them alone to another ISA explores little; other workloads' records bring
+        other tilings to adapt."""
+        opts = self.opts
+        exact = [Candidate(r, 0.0, "exact", json.loads(r["trace"]))
+                 for r in self.store.records.top(ctx.workload_id, self.target_key, opts.k * opts.per_source,
+                                                 self.allowed, opts.max_distance)]
+        if exact and not (opts.adapt_isa and all(other_isa.other_isa(c.row["target"], self.unit) for c in exact)):
+            return exact
+        return exact + self._neighbor_candidates(ctx, quiet=bool(exact))
+
+    def _neighbor_candidates(self, ctx: TaskContext, quiet: bool) -> list[Candidate]:
+        """The records of the task's nearest workloads (see _candidates); with none, the
+        task's reason says why unless ``quiet``."""
         opts, res = self.opts, ctx.result
-        exact = self.store.records.top(ctx.workload_id, self.target_key, opts.k * opts.per_source, self.allowed,
-                                       opts.max_distance)
-        if exact:  # of any target: measured here like every other candidate, never trusted
-            return [Candidate(r, 0.0, "exact", json.loads(r["trace"])) for r in exact]
         neighbors = [nb for nb in self.index.neighbors(ctx.desc, ctx.kind, opts.k) if nb.workload_id != ctx.workload_id]
         source = "neighbor"
         anchor = anchor_of(ctx.desc) if not neighbors else None
@@ -460,7 +472,8 @@ class Transfer:
                          if nb.workload_id != ctx.workload_id]
             source = "anchor"
         if not neighbors:
-            res.reason = no_candidates(self.store, self.opts, self.target_key, ctx.kind, anchor)
+            if not quiet:
+                res.reason = no_candidates(self.store, self.opts, self.target_key, ctx.kind, anchor)
             return []
         out = []
         for nb in neighbors:
@@ -574,6 +587,7 @@ def _unadapted(contexts: list[TaskContext], best: dict[str, Winner]) -> dict[str
             if ctx.unadapted is not None:
                 out[ctx.task.name] = ctx.unadapted
     return out
+
 
 
 def _us(m: Measurement) -> float | None:
