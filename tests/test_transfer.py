@@ -24,7 +24,7 @@ from schedb.tir.signature import signature
 from schedb.store import Store
 from schedb.tir.target import canonical, load_intrinsics, parse_target
 from schedb.tir.tasks import extract_tasks, lower
-from schedb.pipeline.transfer import Options, Transfer, transfer
+from schedb.pipeline.transfer import Options, Transfer, paced, transfer
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 
@@ -269,6 +269,16 @@ def test_tasks_nothing_transfers_to_get_a_short_metaschedule_search(target, tmp_
     assert rep.check["transferred"]["kernels_scheduled"] == len(searched)
     none = transfer(store, load_model("tiny_mlp"), target, Options(search_trials=0, e2e_repeat=3))
     assert {r.source for r in none.tasks} <= {"exact", "untuned"}  # exact: what the first run stored
+
+
+def test_a_time_budget_is_spread_over_every_task():
+    """Under a budget a task measures as many candidates as its share of the time left pays
+    for (the untuned kernel counted), never none; without a budget or a cost yet, all."""
+    assert paced(6, None, 10, 0.5) == 6 and paced(6, 30.0, 10, None) == 6
+    assert paced(6, 100.0, 10, 0.5) == 6  # 10 s a task pays for 20 modules
+    assert paced(6, 20.0, 10, 0.5) == 3  # 2 s a task: the untuned kernel and 3 candidates
+    assert paced(6, 1.0, 10, 0.5) == 1  # short of one: still the nearest candidate
+    assert paced(0, 20.0, 10, 0.5) == 0
 
 
 def test_sampled_schedules_are_distinct(target):

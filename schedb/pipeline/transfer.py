@@ -8,8 +8,10 @@ kind is tuned, those of the nearest workloads with the same anchor, the main red
 block, are retargeted (schedb.tir.anchor: another epilogue, e.g. bias + ReLU instead of a
 batch norm) and replayed the same way, and the task's source is "anchor". Every candidate **and the task's
 untuned kernel** are measured for real and the fastest is kept, so no task ends up
-slower than untuned. A task that nothing beats untuned on gets a few schedules sampled
-from MetaSchedule's own design space (source "searched"), so no kernel ships naive.
+slower than untuned. Under a time budget a task measures only as many of its candidates,
+best first, as its share of the time left pays for, so the budget reaches every task. A
+task that nothing beats untuned on gets a few schedules sampled from MetaSchedule's own
+design space (source "searched"), so no kernel ships naive.
 Winners can be refined by droplet search, within one budget spent where weight x kernel
 time is largest (schedb.search.allocate), and a refinement is kept only if it is
 significantly faster than the transferred kernel measured beside it. Winners are committed
@@ -332,7 +334,7 @@ class Transfer:
             for n, task in enumerate(self.tasks):
                 ctx = self._context(task)
                 self.contexts.append(ctx)
-                win = self._search_task(ctx) or self._sample(ctx)
+                win = self._search_task(ctx, len(self.tasks) - n) or self._sample(ctx)
                 if win is not None:
                     transferred[task.name] = win
                     found.append((ctx, win))
@@ -348,13 +350,16 @@ class Transfer:
             self.store.models.add_task(self.model_id, wid, task.name, task.weight)
         return TaskContext(task, wid, sig, kind, desc, TaskResult(task.name, task.weight, wid, "untuned"))
 
-    def _search_task(self, ctx: TaskContext) -> Winner | None:
-        """Replay and measure every candidate and the untuned kernel; commit and return the
-        fastest candidate if it beats untuned."""
+    def _search_task(self, ctx: TaskContext, tasks_left: int) -> Winner | None:
+        """Replay and measure the candidates the task's share of the time left pays for (all
+        without a budget) and the untuned kernel; commit and return the fastest candidate if
+        it beats untuned."""
         res = ctx.result
         candidates = self._candidates(ctx)
+        elapsed, measured = time.perf_counter() - self.t_start, self.engine.count
         replayed = []
-        for cand in candidates:
+        for cand in candidates[:paced(len(candidates), self.time_left(), tasks_left,
+                                      elapsed / measured if measured else None)]:
             left = self.trials_left()
             if left is not None and len(replayed) >= left or self.time_left() == 0:
                 res.reason = "search budget spent"
@@ -449,7 +454,7 @@ class Transfer:
         """Exact matches (of any target: measured here like every other candidate, never
         trusted); where there are none, or all are of another vector ISA, also records of
         the nearest workloads of the same kind, else of the nearest with the same anchor
-        (retargeted to the task). A run's records of one workload share their tiling, so
+        (retargeted to the task). One run's records of a workload tend to share a tiling, so
         adapting them alone to another ISA explores little; other workloads' records bring
         other tilings to adapt."""
         opts = self.opts
@@ -588,6 +593,16 @@ def _unadapted(contexts: list[TaskContext], best: dict[str, Winner]) -> dict[str
                 out[ctx.task.name] = ctx.unadapted
     return out
 
+
+def paced(wanted: int, left_s: float | None, tasks_left: int, module_s: float | None) -> int:
+    """How many of a task's ``wanted`` candidates its share of the time left (``left_s`` over
+    ``tasks_left`` tasks, this one included) pays for, when a measured module (a candidate or
+    the untuned kernel) has cost ``module_s`` seconds so far: at least one, so that a tight
+    budget is spread over every task rather than spent on the first ones (None: no budget
+    or no cost known yet, all of them)."""
+    if left_s is None or module_s is None or wanted == 0:
+        return wanted
+    return max(1, min(wanted, int(left_s / tasks_left / module_s) - 1))
 
 
 def _us(m: Measurement) -> float | None:
