@@ -463,12 +463,7 @@ class Transfer:
                                                  self.allowed, opts.max_distance)]
         if exact and not (opts.adapt_isa and all(other_isa.other_isa(c.row["target"], self.unit) for c in exact)):
             return exact
-        return exact + self._neighbor_candidates(ctx, quiet=bool(exact))
-
-    def _neighbor_candidates(self, ctx: TaskContext, quiet: bool) -> list[Candidate]:
-        """The records of the task's nearest workloads (see _candidates); with none, the
-        task's reason says why unless ``quiet``."""
-        opts, res = self.opts, ctx.result
+        res = ctx.result
         neighbors = [nb for nb in self.index.neighbors(ctx.desc, ctx.kind, opts.k) if nb.workload_id != ctx.workload_id]
         source = "neighbor"
         anchor = anchor_of(ctx.desc) if not neighbors else None
@@ -477,10 +472,10 @@ class Transfer:
                          if nb.workload_id != ctx.workload_id]
             source = "anchor"
         if not neighbors:
-            if not quiet:
+            if not exact:
                 res.reason = no_candidates(self.store, self.opts, self.target_key, ctx.kind, anchor)
-            return []
-        out = []
+            return exact
+        out = exact
         for nb in neighbors:
             src = self.store.workloads.get(nb.workload_id) if source == "anchor" else None
             src_desc = json.loads(src["description"]) if src else None
