@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from schedb.tir.signature import signature
 from schedb.store import Store
 from schedb.tir.target import canonical, load_intrinsics, parse_target
 from schedb.tir.tasks import extract_tasks, lower
+from schedb.pipeline.evaluate import SLOW_ROUNDS, SLOW_X
 from schedb.pipeline.transfer import Options, Transfer, paced, transfer
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -190,8 +192,13 @@ def test_transfer_to_new_shapes_is_never_slower_than_untuned(source_db, target, 
     assert any(r.source == "neighbor" for r in conv)  # the schedules that matter do transfer
     assert rep.check["transferred"]["kernels_scheduled"] == sum(r.source != "untuned" for r in rep.tasks)
     assert rep.check["untuned"]["kernels_scheduled"] == 0
-    # Every variant and PyTorch timed in the same 5 rounds.
-    assert {k: len(v["samples_ms"]) for k, v in rep.e2e.items()} == {"untuned": 5, "transferred": 5, "pytorch": 5}
+    # Every variant and PyTorch timed in the same 5 rounds; the untuned model in the first 3
+    # only when it measured over SLOW_X times slower than the transferred one there.
+    counts = {k: len(v["samples_ms"]) for k, v in rep.e2e.items()}
+    assert counts == {"untuned": counts["untuned"], "transferred": 5, "pytorch": 5}
+    first = {k: statistics.median(rep.e2e[k]["samples_ms"][:SLOW_ROUNDS]) for k in ("untuned", "transferred")}
+    far_slower = first["untuned"] > SLOW_X * first["transferred"]
+    assert counts["untuned"] == (SLOW_ROUNDS if far_slower else 5), (counts, first)
     # The new model and its tasks are in the database now.
     assert store.conn.execute(
         "SELECT COUNT(*) FROM model_tasks t JOIN models m ON m.id = t.model_id WHERE m.name = 'tiny_cnn_wide'"
