@@ -170,8 +170,7 @@ def test_exact_matches_of_another_isa_come_with_their_neighbours(tmp_path):
     def candidates(spec, name) -> dict:
         db, report = tmp_path / f"{name}.db", tmp_path / f"{name}.json"
         assert not ingest(Store(db), [FIXTURE]).rejected
-        target = " ".join(f"-{k}={v}" if k != "kind" else v for k, v in spec.items())
-        res = CliRunner().invoke(cli, ["transfer", "--model", "tiny_cnn", "--db", str(db), "--target", target,
+        res = CliRunner().invoke(cli, ["transfer", "--model", "tiny_cnn", "--db", str(db), "--target", json.dumps(spec),
                                        "--search-trials", "0", "--native-trials", "0", "--e2e-repeat", "0",
                                        "--report", str(report)])
         assert res.exit_code == 0, explain(res)
