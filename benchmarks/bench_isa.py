@@ -37,7 +37,7 @@ from pathlib import Path
 
 import report
 from schedb import host_cores
-from shared import SEEDS, base_db, by_source, others, own_fixture, pair_database, scratch, search
+from shared import SEEDS, SETTLE_S, base_db, by_source, others, own_fixture, pair_database, scratch, search
 
 AVX512, AVX2 = "avx512", "avx2"
 OWN, TRANSFERRED = "own fixture", "transferred from the other two"
@@ -55,12 +55,6 @@ def avx2_target(host):
     target = parse_target(cfg)
     load_intrinsics(target)
     return target
-
-
-# Seconds between one runtime's run and the next one's. Without them, and without the
-# worker's warm-up run, googlenet's PyTorch took up to 2.3 s instead of about 45 ms in 9 of
-# 15 rounds (two processes' thread pools on 2 cores); with both, in none.
-SETTLE_S = 1.0
 
 
 class TorchWorker:

@@ -30,7 +30,7 @@ import report
 from schedb import host_cores
 from layers import fixture_tuning_paused
 from peers import peers, time_once
-from shared import Search, base_db, copy_db, load_state, log_points, others, save_state
+from shared import SETTLE_S, Search, base_db, copy_db, load_state, log_points, others, save_state
 
 MODELS = ("resnet50", "alexnet", "googlenet")
 GOAL = 1.0  # x PyTorch eager
@@ -88,7 +88,8 @@ def compiled_variants(model: str, steps: list[dict], scratch: Path, a, target):
 
 
 def time_model(lowered, compiled: dict, runtimes: list, rounds: int) -> dict:
-    """{name: samples in ms}, one run of each per round: TVM's variants, PyTorch, the peers."""
+    """{name: samples in ms}, one run of each per round: TVM's variants, PyTorch, the peers
+    (each after SETTLE_S seconds)."""
     from schedb.pipeline.evaluate import interleaved_samples
 
     samples = {}
@@ -96,6 +97,7 @@ def time_model(lowered, compiled: dict, runtimes: list, rounds: int) -> dict:
         for name, xs in interleaved_samples(lowered, compiled, 1, with_torch=True).items():
             samples.setdefault("pytorch eager" if name == "pytorch" else name, []).extend(xs)
         for p in runtimes:
+            time.sleep(SETTLE_S)
             samples.setdefault(p.name, []).append(time_once(p))
     return samples
 

@@ -67,7 +67,8 @@ def peers(model, folder: Path) -> list:
 
 
 def time_once(peer) -> float:
-    """One run, in ms."""
+    """One run after a warm-up run (as TVM's and PyTorch's timing do), in ms."""
+    peer.run()
     t0 = time.perf_counter()
     peer.run()
     return (time.perf_counter() - t0) * 1e3
