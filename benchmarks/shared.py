@@ -24,8 +24,8 @@ WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 # Seconds between one runtime's run and the next one's, each timed run after a warm-up run.
 # Without both, googlenet's PyTorch (in a second process) took up to 2.3 s instead of about
 # 45 ms in 9 of 15 rounds, and ONNX Runtime and OpenVINO (in the same process) ran AlexNet
-# in 26-44 ms in about half the rounds and 12-15 ms in the rest: the thread pools of the
-# runtime before them were still busy on the 2 cores. With both, in none.
+# at 26-44 ms in most rounds and 12-19 ms in the rest: the thread pools of the runtime
+# before them were still busy on the 2 cores. With both, in none.
 SETTLE_S = 1.0
 
 
