@@ -13,6 +13,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from ingest_common import (
 from schedb_cli.main import cli
 from schedb.ingest import ingest
 from schedb.store import Store
+from schedb.store.schema import SCHEMA_VERSION
 
 
 # --------------------------------------------------------------------------- helpers
@@ -218,6 +220,7 @@ _WRITER = """
 import sys
 from schedb.ingest import ingest
 from schedb.store import Store
+from schedb.store.schema import SCHEMA_VERSION
 report = ingest(Store(sys.argv[1]), sys.argv[2:])
 sys.exit(1 if report.errors or report.skipped_lines else 0)
 """
@@ -240,6 +243,20 @@ def test_concurrent_ingests_into_a_fresh_file_all_succeed(tmp_path):
     assert store.counts()["records"] == 4 * len(TINY_R)
     assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
+
+
+def test_opening_a_new_file_waits_for_another_writer(tmp_path):
+    """A new file another process holds a write lock on: opening it waits for the lock (as
+    any write does) instead of failing at once, as SQLite does when switching to WAL."""
+    db = tmp_path / "new.db"
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.5, lambda: other.execute("ROLLBACK"))
+    release.start()
+    start = time.monotonic()
+    store = Store(db)
+    release.join()
+    assert time.monotonic() - start >= 0.5 and store.version() == SCHEMA_VERSION
 
 # --------------------------------------------------------------------------- 5. tracebacks and wrong files
 def run(*args):

@@ -23,7 +23,7 @@ from schedb.tir.target import distance as target_distance
 DEFAULT_DB = "schedb.db"
 WRITE_CACHE_KIB = 64 * 1024  # page cache of a writing connection
 # SQLite's primary result codes (Python has them as sqlite3.SQLITE_* from 3.11 only).
-SQLITE_READONLY, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 8, 13, 14, 26
+SQLITE_BUSY, SQLITE_READONLY, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 5, 8, 13, 14, 26
 # How long a writer waits for another's transaction (an ingest holds one per input file,
 # ~4 s per 10^5 records) before giving up with "database is locked".
 BUSY_TIMEOUT_S = 300.0
@@ -80,7 +80,8 @@ class Store:
                                   f"1 to {schema.SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
             conn.close()
-            raise storage_error(self.path, e) or SchedbError(f"{self.path}: not a schedb database ({e})") from None
+            what = "busy: another process held it too long" if _code(e) == SQLITE_BUSY else "not a schedb database"
+            raise storage_error(self.path, e) or SchedbError(f"{self.path}: {what} ({e})") from None
 
     def _open(self, memory: bool) -> sqlite3.Connection:
         """The connection: read-write, read-only, or for a read-only file that SQLite cannot
@@ -115,8 +116,23 @@ class Store:
         # Index pages stay in memory during bulk inserts (the default 2 MiB thrashes on
         # the digest and best-record indexes beyond a few 10^4 records). Allocated lazily.
         conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        self._switch_to_wal()
         conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _switch_to_wal(self):
+        """WAL mode, waiting for other writers as any write does. Switching a file not yet
+        in WAL mode (a new one) upgrades a read lock to a write lock, and SQLite does not
+        call its busy handler for that (two such upgraders would wait on each other): so
+        it is retried here until BUSY_TIMEOUT_S."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if _code(e) != SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     # ------------------------------------------------------------------ schema
     def version(self) -> int:
