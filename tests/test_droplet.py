@@ -1,7 +1,7 @@
 """Droplet search: acceptance rule, determinism, budgets and failures with a fake engine
-(synthetic samples; real replays), its false-acceptance rate and power under this
-machine's own measurement noise (benchmarks/results/noise.json), and one short real
-search on tiny_cnn's conv."""
+(synthetic samples; real replays), its false-acceptance rate and power under the measurement noise recorded on each
+machine kind it has run on (benchmarks/results/noise*.json), and one short real search on
+tiny_cnn's conv."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ from schedb.search.measure import Measurement
 from schedb.tir.replay import apply_trace, as_json
 
 SPREAD = [1.0, 1.02, 0.98, 1.01, 0.99]  # +-2% noise, one sample a round
-NOISE = Path(__file__).parents[1] / "benchmarks" / "results" / "noise.json"
-# The largest per-round log-ratio sd a noise recording on this machine has measured (at
-# 8160350): the searches are also run with the committed recording's noise widened to it.
+# One recording per machine kind (noise.json: Intel Xeon; noise_epyc.json: AMD EPYC): every
+# rate is asserted on each, whatever CPU the suite runs on.
+RECORDINGS = sorted((Path(__file__).parents[1] / "benchmarks" / "results").glob("noise*.json"))
+# The largest per-round log-ratio sd a noise recording has measured (Intel, at 8160350): the
+# searches are also run with each recording's noise widened to it.
 NOISIEST_SD = 0.174
 
 
@@ -123,6 +125,8 @@ def test_params_are_checked_on_construction():
         DropletParams(pvalue=1.5)
     with pytest.raises(SchedbError, match="`min_gain` must lie in"):
         DropletParams(min_gain=1.0)
+    with pytest.raises(SchedbError, match="`move_gain` must lie in"):
+        DropletParams(move_gain=-0.01)
     with pytest.raises(SchedbError, match="`batch` must be at least 1"):
         DropletParams(batch=0)
 
@@ -196,7 +200,7 @@ def test_refine_many_moves_on_to_the_next_start(setup):
 
 # --------------------------------------------------------------------------- false acceptance
 class EmpiricalEngine:
-    """``Engine.measure`` with this machine's own noise around a true time per kernel
+    """``Engine.measure`` with a machine's recorded noise around a true time per kernel
     (``truth(structural hash)``): each call replays a call recorded by
     benchmarks/bench_noise.py on copies of one real kernel (the same number of rounds,
     kernels assigned to its copies at random), its samples divided by that call's
@@ -221,15 +225,15 @@ class EmpiricalEngine:
                 for m, col in zip(mods, cols)]
 
 
-@pytest.fixture(scope="module")
-def noise() -> dict:
-    return json.loads(NOISE.read_text())
+@pytest.fixture(scope="module", params=RECORDINGS, ids=lambda p: p.stem)
+def noise(request) -> dict:
+    return json.loads(request.param.read_text())
 
 
 @pytest.fixture(scope="module", params=["recorded", "noisiest"])
 def widen(request, noise) -> float:
-    """1, then the factor that widens the committed recording's per-round log-ratio sd to
-    the noisiest recorded here (the rounds are sized for it)."""
+    """1, then the factor that widens the recording's per-round log-ratio sd to the
+    noisiest recorded (the rounds are sized for it)."""
     if request.param == "recorded":
         return 1.0
     return max(1.0, NOISIEST_SD / noise["summary"]["log_ratio_sd_per_round"])  # bench_noise's, from these samples
@@ -253,7 +257,7 @@ def small():
     return target, func, [s.trace for s in ctx.generate_design_space()]
 
 
-def test_the_final_test_holds_its_rate_on_this_machines_recorded_calls(noise):
+def test_the_final_test_holds_its_rate_on_the_recorded_calls(noise):
     """Droplet's final test with its default minimum gain, on every call that
     benchmarks/bench_noise.py recorded of two copies of one real kernel: each acceptance is
     a false one, at most 5% (the bare t-test, no minimum gain, accepted 7.4% of such calls:
@@ -270,23 +274,24 @@ def test_the_final_test_holds_its_rate_on_this_machines_recorded_calls(noise):
 
 def test_equal_kernels_are_almost_never_accepted(small, noise, widen):
     """The null: every candidate as fast as the start in truth. Multi-start searches (the
-    transfer and ``schedb droplet`` path) accept something in at most 5% of 200 seeds, at the
-    recorded noise and at the noisiest recorded here."""
+    transfer and ``schedb droplet`` path) accept something in at most 5% of 100 seeds, at the
+    recorded noise and at the noisiest recorded."""
     target, func, traces = small
     accepted = 0
-    for seed in range(200):
+    for seed in range(100):
         engine = EmpiricalEngine(lambda h: 1e-4, seed, noise, widen)
         res = refine_many(traces, func, target, engine, trials=16, params=DropletParams(batch=4, seed=seed))
         assert res.accepted == (res.pvalue is not None and res.pvalue <= 0.05)
         accepted += res.accepted
-    print(f"{accepted} of 200 null searches accepted")
-    assert accepted <= 10, f"{accepted} of 200 null searches accepted"
+    print(f"{accepted} of 100 null searches accepted")
+    assert accepted <= 5, f"{accepted} of 100 null searches accepted"
 
 
 def test_noise_rarely_moves_the_search(small, noise):
     """The null again, batch by batch: the fastest of a batch of equal kernels is tested
-    at pvalue over the batch size, so at most ~5% of batches move (untested for the
-    selection, 115 of these 800 batches moved, 14%, and the search wandered after the noise)."""
+    at pvalue over the batch size against ``move_gain``, so at most ~5% of batches move
+    (untested for the selection, 115 of these 800 batches moved, 14%, and the search
+    wandered after the noise; tested against no gain, 42 on the AMD recording)."""
     target, func, traces = small
     batches = moves = 0
     for seed in range(100):
@@ -304,7 +309,7 @@ def test_noise_rarely_moves_the_search(small, noise):
 def test_a_truly_faster_neighbour_is_accepted(small, noise, widen):
     """The positive control: a quarter of the kernels truly 10% faster than the start;
     the same searches accept one in at least 80% of the seeds, and only truly faster ones, at
-    the recorded noise and at the noisiest recorded here."""
+    the recorded noise and at the noisiest recorded."""
     import tvm_ffi
 
     target, func, traces = small
