@@ -35,7 +35,7 @@ _PUBLIC = {
     "IngestReport": ("schedb.ingest", "Report"),
     "export_workdir": "schedb.ingest.workdir", "open_workdir": "schedb.ingest.workdir",
     "Index": "schedb.search.index", "features": "schedb.search.index",
-    "Engine": "schedb.search.measure", "Measurement": "schedb.search.measure",
+    "Engine": "schedb.search.measure", "Measurement": "schedb.search.measure", "WarmBuilder": "schedb.search.measure",
     "droplet": "schedb.search.droplet", "refine_many": "schedb.search.droplet",
     "DropletParams": "schedb.search.droplet",
     "tune": "schedb.pipeline.tune", "TuneBudget": "schedb.pipeline.tune",

@@ -55,6 +55,8 @@ def test_readme_python_example_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"\('\w+', '(exact|neighbor|anchor|searched|untuned)'\)", proc.stdout), proc.stdout
     assert (tmp_path / "demo.db").is_file() and (tmp_path / "tune-work").is_dir()
+    logs = "".join(f.read_text() for f in (tmp_path / "tune-work" / "logs").glob("*task_*.log"))
+    assert "Best GFLOPs" in logs and "Error in building" not in logs, logs[-3000:]  # TVM's tuning built and ran
 
 
 def test_every_package_is_in_the_distribution():
