@@ -1,7 +1,7 @@
 """Droplet search: acceptance rule, determinism, budgets and failures with a fake engine
-(synthetic samples; real replays), its false-acceptance rate and power under the measurement noise recorded on each
-machine kind it has run on (benchmarks/results/noise*.json), and one short real search on
-tiny_cnn's conv."""
+(synthetic samples; real replays), its false-acceptance rate and power under the
+measurement noise recorded on each machine kind it has run on
+(benchmarks/results/noise*.json), and one short real search on tiny_cnn's conv."""
 
 from __future__ import annotations
 

@@ -220,7 +220,6 @@ _WRITER = """
 import sys
 from schedb.ingest import ingest
 from schedb.store import Store
-from schedb.store.schema import SCHEMA_VERSION
 report = ingest(Store(sys.argv[1]), sys.argv[2:])
 sys.exit(1 if report.errors or report.skipped_lines else 0)
 """
@@ -244,9 +243,8 @@ def test_concurrent_ingests_into_a_fresh_file_all_succeed(tmp_path):
     assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-
 def test_opening_a_new_file_waits_for_another_writer(tmp_path):
-    """A new file another process holds a write lock on: opening it waits for the lock (as
+    """A new file another connection holds a write lock on: opening it waits for the lock (as
     any write does) instead of failing at once, as SQLite does when switching to WAL."""
     db = tmp_path / "new.db"
     other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
@@ -257,6 +255,7 @@ def test_opening_a_new_file_waits_for_another_writer(tmp_path):
     store = Store(db)
     release.join()
     assert time.monotonic() - start >= 0.5 and store.version() == SCHEMA_VERSION
+
 
 # --------------------------------------------------------------------------- 5. tracebacks and wrong files
 def run(*args):
