@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import Cluster
 from ingest_common import SEED, TINY, ansor_line, write_ansor
 
 from schedb.ingest import ingest
@@ -62,3 +63,12 @@ def lowered(target):
     return lower(load_model("tiny_mlp"), target)
 
 
+@pytest.fixture
+def cluster():
+    """A TVM RPC tracker on loopback (add servers with ``cluster.server(key)``), stopped
+    with all its processes after the test."""
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        c.stop()

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -500,29 +497,10 @@ def test_engine_survives_a_hanging_candidate(target, tmp_path):
     assert again[0].ok
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_engine_over_rpc_tracker(target):
-    port = _free_port()
-    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
-                                "--port", str(port), "--port-end", str(port + 1)])
-    server = None
-    try:
-        time.sleep(3)
-        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
-                                   "--tracker", f"127.0.0.1:{port}", "--key", "schedb-test"])
-        time.sleep(5)
-        good = extract_tasks(lower(load_model("tiny_mlp"), target), target)[0].func
-        engine = Engine(target, runner=f"rpc://127.0.0.1:{port}/schedb-test", repeat=3, run_timeout=60)
-        out = engine.measure([good])
-        assert out[0].ok, out[0].error
-        assert len(out[0].samples) == 3
-    finally:
-        for p in (server, tracker):
-            if p is not None:
-                p.terminate()
-                p.wait(10)
+def test_engine_over_rpc_tracker(cluster, target):
+    cluster.server("schedb-test")
+    good = extract_tasks(lower(load_model("tiny_mlp"), target), target)[0].func
+    engine = Engine(target, runner=cluster.runner("schedb-test"), repeat=3, run_timeout=60)
+    out = engine.measure([good])
+    assert out[0].ok, out[0].error
+    assert len(out[0].samples) == 3
