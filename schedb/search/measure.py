@@ -50,9 +50,10 @@ class WarmBuilder(PyBuilder):
 def build_and_export(mod, target) -> str:
     """MetaSchedule's default build, minus ``import tvm.s_tir.tensor_intrin``.
 
-    That import registers every tensor intrinsic of every backend and takes ~45 s
-    here (CUDA's alone ~35 s); scheduling needs the registry, building a scheduled
-    module does not."""
+    That import registers every tensor intrinsic of every backend and takes tens of
+    seconds on a small CPU, in every fresh worker: LocalBuilder's builds, a fresh pool
+    each batch, take about its 30 s timeout and sometimes pass it. Scheduling needs
+    the registry, building a scheduled module does not."""
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
