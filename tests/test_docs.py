@@ -102,3 +102,10 @@ def test_generator_refuses_results_without_provenance(tmp_path, monkeypatch):
     _result(tmp_path, "other", cpu="EPYC", mcpu="znver2")
     with pytest.raises(SystemExit, match="several CPUs"):
         readme.fill(block("good", "other"), page)
+    # A table computed from several results: each is checked, and they must share a CPU.
+    monkeypatch.setitem(readme.COMPUTED, "both", (("good", "other"), lambda: "table of both"))
+    with pytest.raises(SystemExit, match="results:both comes from several CPUs"):
+        readme.fill(block("both"), page)
+    monkeypatch.setitem(readme.COMPUTED, "both", (("good", "nostart"), lambda: "table of both"))
+    with pytest.raises(SystemExit, match="results:nostart is refused"):
+        readme.fill(block("both"), page)
