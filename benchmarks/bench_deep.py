@@ -13,7 +13,7 @@ Both are timed **interleaved** with PyTorch eager (2 threads), round by round, w
 background fixture tuning (if any) is stopped. "x PyTorch" is the median of the per-round
 ratios with its 95% interval. Then the 5 heaviest kernels of the target (weight x FLOPs)
 are built from each variant's schedule and timed interleaved with the same layer in
-PyTorch (bench_prepack.TorchLayer): GFLOP/s side by side, where the gap lies.
+PyTorch (layers.heaviest_kernels): GFLOP/s side by side, where the gap lies.
 
     python benchmarks/bench_deep.py [--models alexnet,resnet50,googlenet] [--rounds 15]
     python benchmarks/bench_deep.py --replot
@@ -32,10 +32,10 @@ from pathlib import Path
 import report
 from schedb import host_cores
 from shared import SEEDS, base_db, by_source, interleaved, others, own_fixture, pair_database, scratch, search
-from layers import Kernel, TorchLayer, fixture_tuning_paused, match_conv, torch_convs
+from layers import TORCH, fixture_tuning_paused, heaviest_kernels, time_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
-OWN, TRANSFERRED, TORCH = "own fixture", "transferred from the other two", "pytorch eager"
+OWN, TRANSFERRED = "own fixture", "transferred from the other two"
 
 
 def transfer_to(model: str, base: Path, target, keep: Path) -> dict:
@@ -51,43 +51,6 @@ def variants(model: str, pair: dict, tasks, target, work: Path) -> tuple[dict, d
             TRANSFERRED: pair_database(pair, tasks, target, refined=False)}, summary
 
 
-def heaviest(model, tasks, dbs: dict, target, top: int, min_ms: float) -> list[dict]:
-    """The ``top`` heaviest kernels, each built with every variant's schedule (None:
-    untuned there) and with its PyTorch layer (None: PyTorch has no conv of its shapes)."""
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.analysis import estimate_tir_flops
-
-    convs = torch_convs(model.torch_module, list(model.inputs[0].shape))
-    out = []
-    for t in sorted(tasks, key=lambda t: -t.weight * estimate_tir_flops(t.func))[:top]:
-        k = {"task": t.name, "weight": t.weight, "flops": float(estimate_tir_flops(t.func)),
-             "arg_shapes": [[int(d) for d in a.shape] for a in ms.arg_info.ArgInfo.from_prim_func(t.func["main"])]}
-        k["_conv"] = match_conv(k, convs)
-        k["_built"] = {}
-        for name, db in dbs.items():
-            sch = db.query_schedule(t.func, target, workload_name="main")
-            if sch is not None:
-                k["_built"][name] = Kernel(sch.mod, target, ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"]),
-                                           min_ms)
-        k["_built"][TORCH] = TorchLayer(k, min_ms) if k["_conv"] is not None else None
-        k["untuned_in"] = [n for n in dbs if n not in k["_built"]]
-        out.append(k)
-    return out
-
-
-def time_kernels(kernels: list[dict], rounds: int) -> None:
-    """Round by round, every kernel's variants and its PyTorch layer back to back."""
-    for k in kernels:
-        k["samples_us"] = {n: [] for n, b in k["_built"].items() if b is not None}
-    for _ in range(rounds):
-        for k in kernels:
-            for n in k["samples_us"]:
-                k["samples_us"][n].append(k["_built"][n].sample_us())
-    for k in kernels:
-        k["cells_us"] = {n: report.median_ci(s) for n, s in k["samples_us"].items()}
-        k["gflops"] = {n: k["flops"] / c["median"] / 1e3 for n, c in k["cells_us"].items()}
-
-
 def measure(model_name: str, pair: dict, target, a) -> dict:
     import torch
 
@@ -98,7 +61,7 @@ def measure(model_name: str, pair: dict, target, a) -> dict:
     tasks = extract_tasks(lowered, target)
     dbs, transfer = variants(model_name, pair, tasks, target, Path(a.work))
     compiled = {name: compile_model(lowered, target, db) for name, db in dbs.items()}
-    kernels = heaviest(model, tasks, dbs, target, a.top, a.min_ms)
+    kernels = heaviest_kernels(model, tasks, dbs, target, a.top, a.min_ms)
     torch.set_num_threads(host_cores())
     with fixture_tuning_paused() as pgid:
         time.sleep(2)  # let the stopped workers' cores go idle

@@ -12,7 +12,9 @@ one run of each per round, with the untuned model, PyTorch eager, ONNX Runtime a
 (the ``bench`` extra), and with MetaSchedule from scratch: the model's own fixture (a tuning
 run from an empty database) at log-spaced points of its timeline, each task's records by then
 and its untuned kernel chosen side by side, as ``tune --db`` ends. Goals, each on its whole
-95% interval: the model at or below PyTorch eager within 60 minutes.
+95% interval: the model at or below PyTorch eager within 60 minutes, and each of its ``--top``
+heaviest kernels (weight x FLOPs), as the last step builds them, at 90% or more of PyTorch's
+GFLOP/s on the same layer (timed alone, interleaved with it, in the same rounds).
 
     python benchmarks/bench_time_to_latency.py run --scratch DIR [--models ...] [--steps 5,10,20,40,60]
     python benchmarks/bench_time_to_latency.py time --scratch DIR [--rounds 15]
@@ -28,12 +30,13 @@ from pathlib import Path
 
 import report
 from schedb import host_cores
-from layers import fixture_tuning_paused
+from layers import TORCH, fixture_tuning_paused, heaviest_kernels, time_kernels
 from peers import peers, time_once
 from shared import SETTLE_S, Search, base_db, copy_db, load_state, log_points, others, save_state
 
 MODELS = ("resnet50", "alexnet", "googlenet")
 GOAL = 1.0  # x PyTorch eager
+KERNEL_GOAL = 0.9  # of PyTorch's GFLOP/s on the same layer, for each heaviest kernel
 
 
 def run(a) -> None:
@@ -71,20 +74,23 @@ def run(a) -> None:
 
 
 def compiled_variants(model: str, steps: list[dict], scratch: Path, a, target):
-    """{name: compiled model}: schedb after each step, untuned, MetaSchedule from scratch."""
+    """The lowered model, {name: compiled model} (schedb after each step, untuned, MetaSchedule
+    from scratch) and the ``--top`` heaviest kernels as the last step builds them."""
     from schedb import Database, Engine, compile_model, extract_tasks, load_model, lower
 
     lowered = lower(load_model(model), target)
-    compiled = {"untuned": compile_model(lowered, target, None)}
+    compiled, dbs = {"untuned": compile_model(lowered, target, None)}, {}
     for s in steps:
-        compiled[f"schedb {s['cumulative_s']:.0f} s"] = compile_model(
-            lowered, target, Database(scratch / model / s["db"], target=target))
+        dbs[f"schedb {s['cumulative_s']:.0f} s"] = Database(scratch / model / s["db"], target=target)
+    compiled.update({name: compile_model(lowered, target, db) for name, db in dbs.items()})
     tasks = extract_tasks(lowered, target)
+    last = list(dbs)[-1]
+    kernels = heaviest_kernels(lowered.model, tasks, {last: dbs[last]}, target, a.top, a.min_ms)
     search = Search(report.RESULTS.parents[1] / "fixtures" / model, tasks)
     engine, work = Engine(target), scratch / model
     for t in (search.events[i] for i in log_points(search.events, a.scratch_points)):
         compiled[f"metaschedule {t:.0f} s"] = compile_model(lowered, target, search.at(t, work, tasks, target, engine))
-    return lowered, compiled
+    return lowered, compiled, kernels, last
 
 
 def time_model(lowered, compiled: dict, runtimes: list, rounds: int) -> dict:
@@ -115,13 +121,16 @@ def time_phase(a) -> None:
         steps = state["jobs"].get(model, [])
         if not steps:
             continue
-        lowered, compiled = compiled_variants(model, steps, scratch, a, target)
+        lowered, compiled, kernels, last = compiled_variants(model, steps, scratch, a, target)
         with fixture_tuning_paused():
             load = [round(x, 2) for x in os.getloadavg()]
             samples = time_model(lowered, compiled, peers(lowered.model, scratch / "onnx"), a.rounds)
+            time_kernels(kernels, a.rounds)
         res["models"][model] = {"steps": steps, "load_average_before": load, "samples_ms": samples,
                                 "cells": {k: report.median_ci(v) for k, v in samples.items()},
-                                "x_pytorch": {k: ratio(samples, k) for k in samples if k != "pytorch eager"}}
+                                "x_pytorch": {k: ratio(samples, k) for k in samples if k != "pytorch eager"},
+                                "kernels_from": last,
+                                "kernels": [{x: v for x, v in k.items() if not x.startswith("_")} for k in kernels]}
     res["finished"] = report.now()
     report.publish(a.name, res, render)
 
@@ -144,8 +153,28 @@ def render(res: dict):
             x = m["x_pytorch"].get(name)
             lines.append(f"| {name} | {report.fmt_ci(c)} | {report.fmt_ci(x, 'x', 2) if x else '1'} | "
                          f"{report.verdict(x, GOAL) if x and name.startswith('schedb') else ''} |")
-        lines.append("")
+        rows = kernel_rows(m.get("kernels", []), m.get("kernels_from"))
+        lines += ["", *rows, ""] if rows else [""]
     return "\n".join(lines), figure(res)
+
+
+def kernel_rows(kernels: list[dict], last: str | None) -> list[str]:
+    """The heaviest kernels of the last step beside PyTorch, judged against KERNEL_GOAL."""
+    if not kernels:
+        return []
+    rows = [f"The {len(kernels)} heaviest kernels (weight x FLOPs) as {last} builds them, each alone, interleaved "
+            f"with the same layer in PyTorch eager; share: PyTorch's time over the kernel's, round by round. Goal: "
+            f"at least {KERNEL_GOAL:.0%} of PyTorch's GFLOP/s.", "",
+            "| kernel (weight) | GFLOP | GFLOP/s | PyTorch GFLOP/s | share of PyTorch's GFLOP/s | goal |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for k in kernels:
+        share = k.get("of_pytorch", {}).get(last)
+        cells = [f"{k['gflops'][n]:.1f}" if n in k["gflops"] else "untuned" if n in k["untuned_in"] else "-"
+                 for n in (last, TORCH)]
+        rows.append(f"| `{k['task'][:48]}` ({k['weight']}) | {k['flops'] / 1e9:.3f} | {cells[0]} | {cells[1]} | "
+                    f"{report.fmt_ci(share, '', 2) if share else '-'} | "
+                    f"{report.verdict(share, KERNEL_GOAL, at_least=True) if share else ''} |")
+    return rows
 
 
 def figure(res: dict):
@@ -177,6 +206,8 @@ def main(argv=None):
     ap.add_argument("--steps", default="5,10,20,40,60", help="schedb's wall time in all after each step, minutes")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--scratch-points", type=int, default=6, help="points of MetaSchedule's run from scratch")
+    ap.add_argument("--top", type=int, default=5, help="heaviest kernels of the last step timed alone")
+    ap.add_argument("--min-ms", type=float, default=20.0, help="each kernel sample runs at least this long")
     a = report.parse(ap, argv, "time_to_latency", render)
     if a is None:
         return

@@ -207,6 +207,55 @@ class TorchLayer:
         return self._time(self.number) / self.number * 1e6
 
 
+TORCH = "pytorch eager"
+
+
+def heaviest_kernels(model, tasks, dbs: dict, target, top: int, min_ms: float) -> list[dict]:
+    """The ``top`` heaviest kernels (weight x FLOPs), each built from every database's
+    schedule as the model runs it (weights prepacked where the schedule rewrites their
+    layout: that runs once at load) and with its PyTorch layer (None: PyTorch has no layer
+    of its shapes); ``untuned_in``: the databases without a schedule for it."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    convs = torch_convs(model.torch_module, list(model.inputs[0].shape))
+    out = []
+    for t in sorted(tasks, key=lambda t: -t.weight * estimate_tir_flops(t.func))[:top]:
+        k = {"task": t.name, "weight": t.weight, "flops": float(estimate_tir_flops(t.func)),
+             "arg_shapes": [[int(d) for d in a.shape] for a in ms.arg_info.ArgInfo.from_prim_func(t.func["main"])]}
+        k["_conv"] = match_conv(k, convs)
+        k["_built"] = {}
+        for name, db in dbs.items():
+            sch = db.query_schedule(t.func, target, workload_name="main")
+            if sch is not None:
+                k["_built"][name] = prepacked_kernel(sch.mod, target, min_ms)
+        k["_built"][TORCH] = TorchLayer(k, min_ms) if k["_conv"] is not None else None
+        k["untuned_in"] = [n for n in dbs if n not in k["_built"]]
+        out.append(k)
+    return out
+
+
+def time_kernels(kernels: list[dict], rounds: int) -> None:
+    """Round by round, every kernel's builds and its PyTorch layer back to back; then per
+    build its GFLOP/s (FLOPs / median time) and ``of_pytorch``: the share of PyTorch's
+    GFLOP/s it reaches (PyTorch's time over its own, round by round, as median_ci)."""
+    import report
+
+    for k in kernels:
+        k["samples_us"] = {n: [] for n, b in k["_built"].items() if b is not None}
+    for _ in range(rounds):
+        for k in kernels:
+            for n in k["samples_us"]:
+                k["samples_us"][n].append(k["_built"][n].sample_us())
+    for k in kernels:
+        s = k["samples_us"]
+        k["cells_us"] = {n: report.median_ci(x) for n, x in s.items()}
+        k["gflops"] = {n: k["flops"] / c["median"] / 1e3 for n, c in k["cells_us"].items()}
+        if TORCH in s:
+            k["of_pytorch"] = {n: report.median_ci([t / x for t, x in zip(s[TORCH], xs)])
+                               for n, xs in s.items() if n != TORCH}
+
+
 def torch_convs(module, example_shape) -> list[dict]:
     """Every Conv2d of the model with its input/weight/output shapes, stride and padding,
     and whether a BatchNorm2d follows it (with its eps); every Linear with its shapes."""

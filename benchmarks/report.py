@@ -145,9 +145,12 @@ def fmt_ci(c: dict, unit: str = "ms", digits: int | None = None) -> str:
     return f"{c['median']:{f}} [{c['ci_low']:{f}}, {c['ci_high']:{f}}] {unit}".rstrip() + coverage_note(c)
 
 
-def verdict(c: dict, goal: float) -> str:
-    """A goal 'at most ``goal``' judged on the whole interval of ``c`` (a median_ci dict):
-    met when its upper end meets the goal, missed when its lower end does not, else not shown."""
+def verdict(c: dict, goal: float, at_least: bool = False) -> str:
+    """A goal 'at most ``goal``' (or 'at least', ``at_least``) judged on the whole interval of
+    ``c`` (a median_ci dict): met when all of it meets the goal, missed when none does, else
+    not shown."""
+    if at_least:
+        return "met" if c["ci_low"] >= goal else "missed" if c["ci_high"] < goal else "not shown"
     return "met" if c["ci_high"] <= goal else "missed" if c["ci_low"] > goal else "not shown"
 
 

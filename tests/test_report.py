@@ -175,3 +175,44 @@ def test_droplet_reach_splits_the_kernel_time_by_what_droplet_did():
     assert r["kernel_sum_ms"] == pytest.approx(0.22) and r["predicted_gain"] == pytest.approx(260 / 220)
     assert r["searched_share"] == pytest.approx(210 / 220) and r["accepted_share"] == pytest.approx(160 / 220)
     assert (r["searched"], r["accepted"]) == (2, 1)
+
+
+def test_verdicts_judge_the_whole_interval_either_way():
+    c = {"median": 1.0, "ci_low": 0.95, "ci_high": 1.05}
+    assert [report.verdict(c, g) for g in (1.1, 1.0, 0.9)] == ["met", "not shown", "missed"]
+    assert [report.verdict(c, g, at_least=True) for g in (0.9, 1.0, 1.1)] == ["met", "not shown", "missed"]
+
+
+class _Samples:
+    """A built kernel that returns the given samples one per call."""
+
+    def __init__(self, xs):
+        self.xs = iter(xs)
+
+    def sample_us(self):
+        return next(self.xs)
+
+
+def test_kernel_goal_is_the_share_of_pytorchs_gflops_round_by_round():
+    """time_kernels takes one sample of each build per round; the share of PyTorch's GFLOP/s
+    is PyTorch's time over the kernel's in the same round, and the time-to-latency table
+    judges each kernel against 90% on that share's whole interval."""
+    import bench_time_to_latency as ttl
+    import layers
+
+    last = "schedb 3600 s"
+    fast = {"task": "fused_conv2d_add_relu", "weight": 2, "flops": 2e8, "untuned_in": [],
+            "_built": {last: _Samples([100.0, 115, 100, 105, 100, 102]),
+                       layers.TORCH: _Samples([99.0, 100, 101, 100, 100, 100])}}
+    slow = {"task": "fused_conv2d1_add1_relu1", "weight": 1, "flops": 1e8, "untuned_in": [],
+            "_built": {last: _Samples([200.0] * 6), layers.TORCH: _Samples([100.0] * 6)}}
+    untuned = {"task": "fused_conv2d2_add2", "weight": 1, "flops": 1e8, "untuned_in": [last],
+               "_built": {layers.TORCH: _Samples([50.0] * 6)}}
+    kernels = [fast, slow, untuned]
+    layers.time_kernels(kernels, rounds=6)
+    assert fast["samples_us"][last] == [100.0, 115, 100, 105, 100, 102]
+    assert slow["of_pytorch"][last]["median"] == 0.5
+    assert slow["gflops"][last] == 1e8 / 200 / 1e3
+    rows = _table("\n".join(ttl.kernel_rows(kernels, last)))
+    assert [r[-1] for r in rows] == ["not shown", "missed", ""]
+    assert rows[2][2] == "untuned" and rows[1][3] == "1000.0"
