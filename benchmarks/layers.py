@@ -19,6 +19,14 @@ LF = "layout_free_buffers"
 PAUSE_ENV = "SCHEDB_BENCH_PAUSE"
 
 
+def heaviest_tasks(tasks, top: int) -> list:
+    """The ``top`` tasks by weight x FLOPs, the heaviest first: which kernels every
+    kernel-level benchmark looks at."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    return sorted(tasks, key=lambda t: -t.weight * estimate_tir_flops(t.func))[:top]
+
+
 def select(model: str, target, top: int) -> list[dict]:
     """The ``top`` heaviest kernels by weight x FLOPs, each with its plain task and the
     same kernel extracted after AttachAttrLayoutFreeBuffers (matched by structure)."""
@@ -35,7 +43,7 @@ def select(model: str, target, top: int) -> list[dict]:
     with target:
         marked_mod = relax.transform.AttachAttrLayoutFreeBuffers()(lowered.mod)
     marked = ms.relax_integration.extract_tasks(marked_mod, target)
-    ranked = sorted(plain, key=lambda t: -t.weight * estimate_tir_flops(t.func))[:top]
+    ranked = heaviest_tasks(plain, top)
     out = []
     for rank, t in enumerate(ranked):
         f = t.func["main"]
@@ -220,7 +228,7 @@ def heaviest_kernels(model, tasks, dbs: dict, target, top: int, min_ms: float) -
 
     convs = torch_convs(model.torch_module, list(model.inputs[0].shape))
     out = []
-    for t in sorted(tasks, key=lambda t: -t.weight * estimate_tir_flops(t.func))[:top]:
+    for t in heaviest_tasks(tasks, top):
         k = {"task": t.name, "weight": t.weight, "flops": float(estimate_tir_flops(t.func)),
              "arg_shapes": [[int(d) for d in a.shape] for a in ms.arg_info.ArgInfo.from_prim_func(t.func["main"])]}
         k["_conv"] = match_conv(k, convs)
