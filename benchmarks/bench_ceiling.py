@@ -40,9 +40,9 @@ import numpy as np
 
 import report
 from schedb import host_cores
-from shared import load_state, save_state
+from shared import SETTLE_S, load_state, save_state
 from layers import (TorchLayer, blocked_tasks, fixture_tuning_paused, match_conv, plain_kernel, prepacked_kernel,
-                    select, torch_convs, tune_one)
+                    sample_each, select, torch_convs, tune_one)
 
 LEVELS = (128, 256, 512, 1024)
 PACKED = report.RESULTS.parent / "runs" / "ceiling"
@@ -208,16 +208,15 @@ def time_phase(a) -> None:
     target = report.host_target()
     res = {"machine": report.describe(), "started": report.now(), "tuning": state["jobs"],
            "settings": {"models": a.models, "top": a.top, "rounds": a.rounds, "min_ms": a.min_ms,
-                        "per_iter": a.per_iter, "levels": list(LEVELS), "tuning_machine": state.get("machine")}}
+                        "per_iter": a.per_iter, "levels": list(LEVELS), "settle_s": SETTLE_S,
+                        "tuning_machine": state.get("machine")}}
     built, layers = build_all(a, state, target)
     samples = {i: [] for i in range(len(built))} | {k: [] for k in layers}
     with fixture_tuning_paused():
         res["load_average_timing"] = [round(x, 2) for x in os.getloadavg()]
         for _ in range(a.rounds):  # every kernel and layer once a round
-            for i, b in enumerate(built):
-                samples[i].append(b["_kernel"].sample_us())
-            for k, layer in layers.items():
-                samples[k].append(layer.sample_us())
+            sample_each([*((samples[i], b["_kernel"]) for i, b in enumerate(built)),
+                         *((samples[k], layer) for k, layer in layers.items())])
     res["kernels"] = [{**{x: v for x, v in b.items() if not x.startswith("_")}, "samples_us": samples[i]}
                       for i, b in enumerate(built)]
     res["pytorch"] = [{"model": m, "rank": r, "samples_us": samples[(m, r)]} for m, r in layers]

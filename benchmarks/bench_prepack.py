@@ -47,8 +47,8 @@ import numpy as np
 
 import report
 from schedb import host_cores
-from layers import (TorchLayer, fixture_tuning_paused, match_conv, plain_kernel, prepacked_kernel, select, torch_convs,
-                    tune_one)
+from layers import (TorchLayer, fixture_tuning_paused, match_conv, plain_kernel, prepacked_kernel, sample_each, select,
+                    torch_convs, tune_one)
 
 
 
@@ -87,11 +87,9 @@ def time_all(kernels: list[dict], rounds: int, max_pause_s: float) -> dict:
         t0 = time.perf_counter()
         for r in range(rounds):
             order = names if r % 2 == 0 else [names[1], names[0], names[2]]
-            for k in kernels:
-                for n in order:
-                    k["samples_us"][n].append(k["_built"][n].sample_us())
-                if k.get("_torch_layer") is not None:
-                    k["samples_us"]["pytorch"].append(k["_torch_layer"].sample_us())
+            sample_each((k["samples_us"][n], timer) for k in kernels
+                        for n, timer in [*((n, k["_built"][n]) for n in order), ("pytorch", k.get("_torch_layer"))]
+                        if timer is not None)
             if time.perf_counter() - t0 > max_pause_s:
                 print(f"timing stopped after {r + 1} rounds: the pause limit ({max_pause_s:.0f} s) is reached")
                 break

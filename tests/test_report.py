@@ -193,7 +193,26 @@ class _Samples:
         return next(self.xs)
 
 
-def test_kernel_goal_is_the_share_of_pytorchs_gflops_round_by_round():
+class _Torch(_Samples):
+    """A PyTorch layer: another runtime than _Samples' kernels."""
+
+
+def test_sampling_settles_first_and_at_each_change_of_runtime(monkeypatch):
+    """A runtime's thread pool spins on the cores after its run: sample_each pauses before
+    its first sample and before each sample of another runtime than the one before, only."""
+    import layers
+
+    out = {n: [] for n in "abcde"}
+    timers = {"a": _Samples([1.0]), "b": _Samples([2.0]), "c": _Torch([3.0]), "d": _Torch([4.0]),
+              "e": _Samples([5.0])}
+    marks = []
+    monkeypatch.setattr(layers.time, "sleep", lambda s: marks.append(sum(map(len, out.values()))))
+    layers.sample_each((out[n], t) for n, t in timers.items())
+    assert out == {"a": [1.0], "b": [2.0], "c": [3.0], "d": [4.0], "e": [5.0]}
+    assert marks == [0, 2, 4]  # before a, before c (PyTorch after TVM), before e (TVM after PyTorch)
+
+
+def test_kernel_goal_is_the_share_of_pytorchs_gflops_round_by_round(monkeypatch):
     """time_kernels takes one sample of each build per round; the share of PyTorch's GFLOP/s
     is PyTorch's time over the kernel's in the same round, and the time-to-latency table
     judges each kernel against 90% on that share's whole interval."""
@@ -209,6 +228,7 @@ def test_kernel_goal_is_the_share_of_pytorchs_gflops_round_by_round():
     untuned = {"task": "fused_conv2d2_add2", "weight": 1, "flops": 1e8, "untuned_in": [last],
                "_built": {layers.TORCH: _Samples([50.0] * 6)}}
     kernels = [fast, slow, untuned]
+    monkeypatch.setattr(layers, "SETTLE_S", 0)
     layers.time_kernels(kernels, rounds=6)
     assert fast["samples_us"][last] == [100.0, 115, 100, 105, 100, 102]
     assert slow["of_pytorch"][last]["median"] == 0.5
