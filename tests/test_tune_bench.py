@@ -289,6 +289,34 @@ def test_tune_into_a_database_starts_from_its_records(tmp_path, monkeypatch):
     assert run.records == new
 
 
+HEAVY_LIGHT = """
+from torch import nn
+
+def heavy_light():
+    return nn.Sequential(nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 4))
+
+heavy_light.input_shape = (1, 1024)
+"""
+
+
+def test_tuning_by_latency_share_gives_the_heavy_task_the_batches(tmp_path):
+    """by_latency: each batch goes to the task with the largest weight x best time so far,
+    halved for each batch since it last improved; a kernel 256x the other's work gets
+    nearly every batch after the first pass, where round-robin would share them equally."""
+    from schedb import load_model, parse_target
+    from schedb.pipeline.tune import TuneBudget, tune
+
+    (tmp_path / "hl.py").write_text(HEAVY_LIGHT)
+    model = load_model(f"{tmp_path / 'hl.py'}:heavy_light")
+    budget = TuneBudget(trials=16, trials_per_task=16, trials_per_iter=2, by_latency=True)
+    meta = tune(model, parse_target(None), tmp_path / "work", budget, database=tmp_path / "s.db")
+    trials = {t["name"]: s[-1][1] if s else 0 for t, s in zip(meta["tasks"], meta["timeline"]["tasks"])}
+    heavy = next(n for n in trials if "relu" in n)
+    light = next(n for n in trials if n != heavy)
+    assert meta["by_latency"] and sum(trials.values()) >= 14, trials
+    assert trials[light] >= 2 and trials[heavy] >= 3 * trials[light], trials  # both tried, the heavy one most
+
+
 def test_a_budget_is_checked_before_any_tuning(tmp_path):
     from schedb.errors import SchedbError
     from schedb.pipeline.tune import TuneBudget

@@ -36,6 +36,7 @@ class TuneBudget:
     trials_per_task: int | None = 32  # None: the global budget, shared by MetaSchedule's gradient scheduler
     trials_per_iter: int = 32  # candidates per batch
     time_limit: float | None = None  # seconds; the batches in flight are measured and kept
+    by_latency: bool = False  # each batch to the task by its share of the latency (schedb.search.share)
 
     def __post_init__(self):
         for name in ("trials", "trials_per_task", "trials_per_iter"):
@@ -48,7 +49,7 @@ class TuneBudget:
     def resolved(self, n_tasks: int) -> "TuneBudget":
         """The same budget with its global trials worked out for ``n_tasks`` tasks."""
         trials = self.trials if self.trials is not None else (self.trials_per_task or 32) * n_tasks
-        return TuneBudget(trials, self.trials_per_task, self.trials_per_iter, self.time_limit)
+        return TuneBudget(trials, self.trials_per_task, self.trials_per_iter, self.time_limit, self.by_latency)
 
 
 def tune(
@@ -230,7 +231,7 @@ def _tune_parts(out: Path, tasks, spent: list[int], budget: TuneBudget, before: 
         run = _Run(tasks, group, out if not done else out / f"resume-{done}", setup)
         limit = None if budget.time_limit is None else max(budget.time_limit - (time.perf_counter() - t0), 0)
         total = budget.trials - done if per_task is None else min(per_task * len(group), budget.trials - done)
-        elapsed = run.tune(total, per_task, budget.trials_per_iter, limit)
+        elapsed = run.tune(total, per_task, budget.trials_per_iter, limit, budget.by_latency)
         for local, global_id in enumerate(group):
             base = steps[global_id][-1][1] if steps[global_id] else 0
             steps[global_id] += [[round(offset + t, 1), base + n] for t, n in elapsed.get(local, [])]
@@ -275,7 +276,7 @@ class _Run:
         self.seed, self.progress, self.database = setup.seed, setup.progress, setup.database()
         self.wall_s, self.stopped = 0.0, False
 
-    def tune(self, total, budget, per_iter, time_limit) -> dict:
+    def tune(self, total, budget, per_iter, time_limit, by_latency=False) -> dict:
         """Tune the group; -> {task index in the group: [[seconds, candidates], ...]}."""
         from tvm.s_tir import meta_schedule as ms
 
@@ -305,7 +306,7 @@ class _Run:
                     max_trials_global=total, max_trials_per_task=budget, num_trials_per_iter=per_iter,
                     builder=WarmBuilder(), runner=runner, cost_model=cost_model,
                     database=self.database, measure_callbacks=callbacks,
-                    task_scheduler=_scheduler(total, budget, len(self.group)),
+                    task_scheduler=_scheduler(total, budget, len(self.group), by_latency, self.database),
                 )
         except Exception:
             if deadline is None or not deadline.reached:
@@ -320,11 +321,16 @@ class _Run:
         return dict(enumerate(steps.get("tasks", [])))
 
 
-def _scheduler(total: int, per_task: int | None, n_tasks: int) -> str:
-    """Round-robin when every task gets its whole per-task budget anyway: the gradient
+def _scheduler(total: int, per_task: int | None, n_tasks: int, by_latency: bool = False, database=None):
+    """By latency share when asked (schedb.search.share, reading ``database``). Otherwise
+    round-robin when every task gets its whole per-task budget anyway: the gradient
     scheduler would only change the order, and it commits nothing of its first pass over
     the tasks until that pass is over (a kill then loses all of it: googlenet's pass is
     30-40 minutes here), while round-robin commits each batch once it has run."""
+    if by_latency:
+        from schedb.search.share import LatencyShare
+
+        return LatencyShare(database)
     return "round-robin" if per_task is not None and total >= per_task * n_tasks else "gradient"
 
 
@@ -343,6 +349,7 @@ def _sidecar(model, target, tasks, budget: TuneBudget, seed, started, wall_s, st
         "measured": sum(s[-1][1] for s in steps["tasks"] if s),  # candidates sent to the runner
         "trials_per_task": budget.trials_per_task,
         "trials_per_iter": budget.trials_per_iter,
+        "by_latency": budget.by_latency,
         "seed": seed,
         "started": started,
         "wall_time_s": round(wall_s, 1),
