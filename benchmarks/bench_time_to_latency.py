@@ -15,9 +15,11 @@ and its untuned kernel chosen side by side, as ``tune --db`` ends. Goals, each o
 95% interval: the model at or below PyTorch eager within 60 minutes, and each of its ``--top``
 heaviest kernels (weight x FLOPs), as the last step builds them, at 90% or more of PyTorch's
 GFLOP/s on the same layer (timed alone, interleaved with it, in the same rounds).
+``--versus DIR:LABEL`` times another run's steps of the same models in the same rounds (say,
+``schedb fast --in-turn``), each step over this run's step of the same minutes.
 
     python benchmarks/bench_time_to_latency.py run --scratch DIR [--models ...] [--steps 5,10,20,40,60]
-    python benchmarks/bench_time_to_latency.py time --scratch DIR [--rounds 15]
+    python benchmarks/bench_time_to_latency.py time --scratch DIR [--rounds 15] [--versus DIR:LABEL]
     python benchmarks/bench_time_to_latency.py --replot
 """
 
@@ -61,13 +63,15 @@ def run(a) -> None:
                 continue
             spent = steps[-1]["cumulative_s"] if steps else 0.0
             t0, store = time.perf_counter(), Store(live)
-            rep = fast(store, load_model(model), target, FastOptions(budget_s=minutes * 60 - spent))
+            opts = FastOptions(budget_s=minutes * 60 - spent)
+            rep = fast(store, load_model(model), target, opts)
             store.close()
             wall = time.perf_counter() - t0
             snap = live.with_name(f"at-{minutes:g}min.db")
             copy_db(live, snap)
             steps.append({"minutes": minutes, "wall_s": round(wall, 1), "cumulative_s": round(spent + wall, 1),
-                          "db": snap.name, "tuned_tasks": rep.tuned_tasks, "own_timing": rep.e2e,
+                          "db": snap.name, "by_latency": opts.by_latency, "tuned_tasks": rep.tuned_tasks,
+                          "own_timing": rep.e2e,
                           "ended": report.now(), "load_average": [round(x, 2) for x in os.getloadavg()]})
             save_state(scratch, state)
             print(f"{model}: {spent + wall:.0f} s of schedb, own timing {rep.e2e['final']}", flush=True)
@@ -82,15 +86,31 @@ def compiled_variants(model: str, steps: list[dict], scratch: Path, a, target):
     compiled, dbs = {"untuned": compile_model(lowered, target, None)}, {}
     for s in steps:
         dbs[f"schedb {s['cumulative_s']:.0f} s"] = Database(scratch / model / s["db"], target=target)
+    for s in versus_steps(a, model):
+        dbs[f"{a.versus_label} {s['cumulative_s']:.0f} s"] = Database(Path(a.versus_dir) / model / s["db"], target=target)
     compiled.update({name: compile_model(lowered, target, db) for name, db in dbs.items()})
     tasks = extract_tasks(lowered, target)
-    last = list(dbs)[-1]
+    last = f"schedb {steps[-1]['cumulative_s']:.0f} s"
     kernels = heaviest_kernels(lowered.model, tasks, {last: dbs[last]}, target, a.top, a.min_ms)
     search = Search(report.RESULTS.parents[1] / "fixtures" / model, tasks)
     engine, work = Engine(target), scratch / model
     for t in (search.events[i] for i in log_points(search.events, a.scratch_points)):
         compiled[f"metaschedule {t:.0f} s"] = compile_model(lowered, target, search.at(t, work, tasks, target, engine))
     return lowered, compiled, kernels, last
+
+
+def versus_steps(a, model: str) -> list[dict]:
+    """The steps of the ``--versus`` run for ``model`` (none without it)."""
+    return load_state(Path(a.versus_dir))["jobs"].get(model, []) if a.versus_dir else []
+
+
+def versus(a, model: str, steps: list[dict], samples: dict) -> list[dict]:
+    """Each step of this run over the ``--versus`` run's step of the same minutes, round by round."""
+    out = []
+    for s, v in ((s, v) for s in steps for v in versus_steps(a, model) if v["minutes"] == s["minutes"]):
+        mine, theirs = samples[f"schedb {s['cumulative_s']:.0f} s"], samples[f"{a.versus_label} {v['cumulative_s']:.0f} s"]
+        out.append({"minutes": s["minutes"], "ratio": report.median_ci([x / y for x, y in zip(mine, theirs)])})
+    return out
 
 
 def time_model(lowered, compiled: dict, runtimes: list, rounds: int) -> dict:
@@ -115,7 +135,8 @@ def time_phase(a) -> None:
     scratch = Path(a.scratch)
     state, target = load_state(scratch), report.host_target()
     res = {"machine": report.describe(), "started": report.now(), "tuning_machine": state.get("machine"),
-           "settings": {"rounds": a.rounds, "scratch_points": a.scratch_points, "goal_x_pytorch": GOAL},
+           "settings": {"rounds": a.rounds, "scratch_points": a.scratch_points, "goal_x_pytorch": GOAL,
+                        "versus": a.versus_label},
            "models": {}}
     for model in a.models.split(","):
         steps = state["jobs"].get(model, [])
@@ -129,6 +150,7 @@ def time_phase(a) -> None:
         res["models"][model] = {"steps": steps, "load_average_before": load, "samples_ms": samples,
                                 "cells": {k: report.median_ci(v) for k, v in samples.items()},
                                 "x_pytorch": {k: ratio(samples, k) for k in samples if k != "pytorch eager"},
+                                "versus": versus(a, model, steps, samples),
                                 "kernels_from": last,
                                 "kernels": [{x: v for x, v in k.items() if not x.startswith("_")} for k in kernels]}
     res["finished"] = report.now()
@@ -153,6 +175,11 @@ def render(res: dict):
             x = m["x_pytorch"].get(name)
             lines.append(f"| {name} | {report.fmt_ci(c)} | {report.fmt_ci(x, 'x', 2) if x else '1'} | "
                          f"{report.verdict(x, GOAL) if x and name.startswith('schedb') else ''} |")
+        if m.get("versus"):
+            label = res["settings"]["versus"]
+            lines += ["", f"schedb over {label} after the same minutes (median of the per-round ratios; below 1: "
+                      "schedb faster):", "", f"| minutes | schedb / {label} |", "| --- | --- |",
+                      *(f"| {v['minutes']:g} | {report.fmt_ci(v['ratio'], 'x', 3)} |" for v in m["versus"])]
         rows = kernel_rows(m.get("kernels", []), m.get("kernels_from"))
         lines += ["", *rows, ""] if rows else [""]
     return "\n".join(lines), figure(res)
@@ -183,8 +210,8 @@ def figure(res: dict):
     fig, axes = plt.subplots(1, max(1, len(models)), figsize=(5.5 * max(1, len(models)), 4.2), squeeze=False)
     for ax, model in zip(axes[0], models):
         cells = res["models"][model]["cells"]
-        for prefix, col in (("schedb", "#1f5fa0"), ("metaschedule", "#555")):
-            pts = sorted((float(k.split()[1]), c) for k, c in cells.items() if k.startswith(prefix + " "))
+        for prefix, col in (("schedb", "#1f5fa0"), (res["settings"].get("versus"), "#e67e22"), ("metaschedule", "#555")):
+            pts = sorted((float(k.split()[-2]), c) for k, c in cells.items() if prefix and k.startswith(prefix + " "))
             if pts:
                 ax.errorbar([t for t, _ in pts], [c["median"] for _, c in pts],
                             yerr=[[c["median"] - c["ci_low"] for _, c in pts], [c["ci_high"] - c["median"] for _, c in pts]],
@@ -205,6 +232,7 @@ def main(argv=None):
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--steps", default="5,10,20,40,60", help="schedb's wall time in all after each step, minutes")
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--versus", default=None, help="DIR:LABEL, another run's scratch whose steps are timed beside")
     ap.add_argument("--scratch-points", type=int, default=6, help="points of MetaSchedule's run from scratch")
     ap.add_argument("--top", type=int, default=5, help="heaviest kernels of the last step timed alone")
     ap.add_argument("--min-ms", type=float, default=20.0, help="each kernel sample runs at least this long")
@@ -213,6 +241,9 @@ def main(argv=None):
         return
     if not a.phase or not a.scratch:
         ap.error("a phase (run or time) and --scratch are needed")
+    a.versus_dir, _, a.versus_label = (a.versus or "").partition(":")
+    if a.versus and not a.versus_label:
+        ap.error("--versus needs DIR:LABEL")
     (run if a.phase == "run" else time_phase)(a)
 
 

@@ -62,3 +62,22 @@ def test_fast_transfers_tunes_the_heaviest_and_builds_from_the_choices(tmp_path,
     tune_run = store.runs.get(next(c.id for c in children if c.kind == "tune"))
     by_task = {t.task: t for t in run.tasks}
     assert len(run.tasks) == len(rep.transfer.tasks) and all(by_task[t.task] == t for t in tune_run.tasks)
+
+
+@pytest.mark.parametrize("flag, by_latency", [([], True), (["--in-turn"], False)])
+def test_the_cli_tunes_by_latency_share_unless_told_in_turn(tmp_path, monkeypatch, flag, by_latency):
+    from click.testing import CliRunner
+
+    from schedb.pipeline import fast as fast_mod
+    from schedb_cli.main import cli
+
+    seen = []
+
+    def record(store, model, target, opts, *rest):
+        seen.append(opts)
+        raise SchedbError("stopped by the test")
+
+    monkeypatch.setattr(fast_mod, "fast", record)
+    result = CliRunner().invoke(cli, ["fast", "-m", "tiny_mlp", "--budget", "1m", "--db", str(tmp_path / "f.db"), *flag])
+    assert result.exit_code != 0 and "stopped by the test" in result.output, result.output
+    assert [o.by_latency for o in seen] == [by_latency]
