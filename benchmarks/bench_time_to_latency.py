@@ -168,7 +168,9 @@ def render(res: dict):
              "eager (median of the per-round ratios). schedb N s: the model as `schedb fast` left the database "
              "after N seconds of its wall time in all, from the other two models' fixtures; MetaSchedule N s: the "
              "model's own fixture tuned from scratch, by N s of its run. Goal: at or below PyTorch eager "
-             f"({GOAL:g}x), judged on the whole interval.", ""]
+             f"({GOAL:g}x), judged on the whole interval."
+             + (f" {v} N s: the same from a second run of `schedb fast`, timed in the same rounds."
+                if (v := res["settings"].get("versus")) else ""), ""]
     for model, m in res["models"].items():
         lines += [f"**{model}**", "", "| variant | latency, ms | x PyTorch eager | goal |", "| --- | --- | --- | --- |"]
         for name, c in m["cells"].items():
