@@ -18,7 +18,7 @@ GFLOP/s on the same layer (timed alone, interleaved with it, in the same rounds)
 ``--versus DIR:LABEL`` times another run's steps of the same models in the same rounds (say,
 ``schedb fast --in-turn``), each step over this run's step of the same minutes.
 
-    python benchmarks/bench_time_to_latency.py run --scratch DIR [--models ...] [--steps 5,10,20,40,60]
+    python benchmarks/bench_time_to_latency.py run --scratch DIR [--models ...] [--steps 5,10,20,40,60] [--by-latency]
     python benchmarks/bench_time_to_latency.py time --scratch DIR [--rounds 15] [--versus DIR:LABEL]
     python benchmarks/bench_time_to_latency.py --replot
 """
@@ -63,7 +63,7 @@ def run(a) -> None:
                 continue
             spent = steps[-1]["cumulative_s"] if steps else 0.0
             t0, store = time.perf_counter(), Store(live)
-            opts = FastOptions(budget_s=minutes * 60 - spent)
+            opts = FastOptions(budget_s=minutes * 60 - spent, by_latency=a.by_latency)
             rep = fast(store, load_model(model), target, opts)
             store.close()
             wall = time.perf_counter() - t0
@@ -233,6 +233,7 @@ def main(argv=None):
     ap.add_argument("--scratch", help="databases and progress (run resumes from it)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--steps", default="5,10,20,40,60", help="schedb's wall time in all after each step, minutes")
+    ap.add_argument("--by-latency", action="store_true", help="run: fast's tuning by latency share, not in turn")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--versus", default=None, help="DIR:LABEL, another run's scratch whose steps are timed beside")
     ap.add_argument("--scratch-points", type=int, default=6, help="points of MetaSchedule's run from scratch")

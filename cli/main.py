@@ -708,14 +708,14 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
               help="Share of the budget the transfer (droplet included) may take.")
 @click.option("--latency-share", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
               help="Tune the heaviest tasks until they cover this share of the estimated latency.")
-@click.option("--in-turn", is_flag=True,
-              help="Give the tuned tasks their batches in turn, not each to the task with the largest share of "
-                   "the latency so far.")
+@click.option("--by-latency", is_flag=True,
+              help="Give each tuning batch to the task with the largest share of the latency so far (halved per "
+                   "batch since it last improved), not to the tasks in turn.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write the report as JSON.")
 @params_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (what --report writes).")
 @handle_errors
-def fast(model_spec, input_shape, target, db_path, budget, transfer_share, latency_share, in_turn, report_path,
+def fast(model_spec, input_shape, target, db_path, budget, transfer_share, latency_share, by_latency, report_path,
          params_as_inputs, as_json):
     """The fastest model a time budget buys: transfer, tune the heaviest tasks, choose, time."""
     from schedb.pipeline.phases import phase
@@ -731,7 +731,7 @@ def fast(model_spec, input_shape, target, db_path, budget, transfer_share, laten
 
         target = parse_target(target)
     quiet_tvm()
-    opts = FastOptions(budget, transfer_share, latency_share, by_latency=not in_turn,
+    opts = FastOptions(budget, transfer_share, latency_share, by_latency=by_latency,
                        bind_params=not params_as_inputs)
     with phase(report.phase, "importing the model"):
         model = load_model(model_spec, input_shape)

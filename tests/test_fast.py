@@ -64,8 +64,8 @@ def test_fast_transfers_tunes_the_heaviest_and_builds_from_the_choices(tmp_path,
     assert len(run.tasks) == len(rep.transfer.tasks) and all(by_task[t.task] == t for t in tune_run.tasks)
 
 
-@pytest.mark.parametrize("flag, by_latency", [([], True), (["--in-turn"], False)])
-def test_the_cli_tunes_by_latency_share_unless_told_in_turn(tmp_path, monkeypatch, flag, by_latency):
+@pytest.mark.parametrize("flag, by_latency", [([], False), (["--by-latency"], True)])
+def test_the_cli_tunes_in_turn_unless_told_by_latency_share(tmp_path, monkeypatch, flag, by_latency):
     from click.testing import CliRunner
 
     from schedb.pipeline import fast as fast_mod

@@ -5,10 +5,10 @@
    untuned kernel);
 2. **tune** the tasks that carry most of the model's estimated latency (weight x chosen
    kernel time; the heaviest first, until ``latency_share`` of it is covered) with
-   MetaSchedule, warm-started from the database's records (``tune(database=...)``), each
-   batch to the task of largest weight x best kernel time so far (schedb.search.share; in
-   turn with ``by_latency=False``) until the budget's time is spent, then each tuned
-   task's records and its untuned kernel side by side (the choice);
+   MetaSchedule, warm-started from the database's records (``tune(database=...)``), in
+   turn (or with ``by_latency`` each batch to the task of largest weight x best kernel time
+   so far, schedb.search.share) until the budget's time is spent, then each tuned task's
+   records and its untuned kernel side by side (the choice);
 3. compile the model from the database's choices and time it against PyTorch eager.
 
 Everything is written to the database as it goes, so running again with the same
@@ -46,7 +46,7 @@ class FastOptions:
     transfer_share: float = 0.4  # of the budget, at most, for the transfer (droplet included)
     latency_share: float = 0.8  # tune the heaviest tasks until they cover this share of the latency
     trials_per_iter: int = 8  # candidates per tuning batch: small, so the time limit bites soon
-    by_latency: bool = True  # each batch to a task by its share of the latency (schedb.search.share), not in turn
+    by_latency: bool = False  # each batch to a task by its share of the latency (schedb.search.share), not in turn
     e2e_repeat: int = 10  # rounds of the final timing
     bind_params: bool = True
 
