@@ -16,7 +16,8 @@ and its untuned kernel chosen side by side, as ``tune --db`` ends. Goals, each o
 heaviest kernels (weight x FLOPs), as the last step builds them, at 90% or more of PyTorch's
 GFLOP/s on the same layer (timed alone, interleaved with it, in the same rounds).
 ``--versus DIR:LABEL`` times another run's steps of the same models in the same rounds (say,
-``schedb fast --in-turn``), each step over this run's step of the same minutes.
+a run without ``--by-latency`` beside one with it), each step over this run's step of the
+same minutes.
 
     python benchmarks/bench_time_to_latency.py run --scratch DIR [--models ...] [--steps 5,10,20,40,60] [--by-latency]
     python benchmarks/bench_time_to_latency.py time --scratch DIR [--rounds 15] [--versus DIR:LABEL]
