@@ -330,6 +330,8 @@ def fixture_tuning_paused(pause: bool = True):
     SIGCONT it on the way out, whatever happens. ``pause=False``: leave it running."""
     pause_file = Path(os.environ.get(PAUSE_ENV, "")) if os.environ.get(PAUSE_ENV) else None
     pgid = int(pause_file.read_text().strip()) if pause and pause_file and pause_file.is_file() else None
+    if pgid == os.getpgid(0):  # the tuning ran in this process group (one script: run, then time): it is over
+        pgid = None
     if pgid is not None:
         try:
             os.killpg(pgid, signal.SIGSTOP)

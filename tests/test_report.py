@@ -236,3 +236,23 @@ def test_kernel_goal_is_the_share_of_pytorchs_gflops_round_by_round(monkeypatch)
     rows = _table("\n".join(ttl.kernel_rows(kernels, last)))
     assert [r[-1] for r in rows] == ["not shown", "missed", ""]
     assert rows[2][2] == "untuned" and rows[1][3] == "1000.0"
+
+
+def test_timing_never_pauses_its_own_process_group(tmp_path, monkeypatch):
+    """A script that runs the tuning and then the timing leaves its own process group in the
+    pause file: stopping that group would stop the timing itself, for good."""
+    import os
+
+    import layers
+
+    stopped = []
+    monkeypatch.setattr(layers.os, "killpg", lambda pgid, sig: stopped.append((pgid, sig)))
+    (tmp_path / "pgid").write_text(str(os.getpgid(0)))
+    monkeypatch.setenv(layers.PAUSE_ENV, str(tmp_path / "pgid"))
+    with layers.fixture_tuning_paused() as paused:
+        assert paused is None
+    assert stopped == []
+    (tmp_path / "pgid").write_text(str(os.getpgid(0) + 1))  # another group: paused, then resumed
+    with layers.fixture_tuning_paused() as paused:
+        assert paused == os.getpgid(0) + 1
+    assert [sig for _, sig in stopped] == [layers.signal.SIGSTOP, layers.signal.SIGCONT]
