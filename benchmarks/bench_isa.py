@@ -21,6 +21,7 @@ fixture and transferred, AVX2 / AVX-512 <= 1.25.
 
     python benchmarks/bench_isa.py             # on a quiet machine: transfers (kept, resumable), timing
     python benchmarks/bench_isa.py --quick     # smoke run: alexnet, small budgets, 3 rounds, scratch results
+    python benchmarks/bench_isa.py --native-trials 64 --native-budget 900 --name isa_native64
     python benchmarks/bench_isa.py --replot
 
 The transfers are kept in results/NAME/<target>/SOURCES_to_MODEL.json and reused when rerun.
@@ -33,6 +34,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import report
@@ -201,10 +203,17 @@ def render(res: dict):
         f"with `ONEDNN_MAX_CPU_ISA=AVX2`. Latency: median [95% interval] over {res['models'][0]['rounds']} "
         "interleaved rounds; x PyTorch: median of the per-round ratios to the PyTorch of the same ISA; "
         "AVX2 / AVX-512: median of the per-round ratio of the two ratios. Verdicts on the whole interval.", "",
-        *rows, "", "The AVX2 transfers (" + ("a smoke run's cut budgets, not a result" if res["args"].get("quick")
-                                          else "schedb transfer's defaults")
+        *rows, "", "The AVX2 transfers (" + _settings(res["args"])
         + "; gains in weight x kernel time, the kernels compared measured side by side):", "", *isa_rows])
     return md, None
+
+
+def _settings(args: dict) -> str:
+    if args.get("quick"):
+        return "a smoke run's cut budgets, not a result"
+    native = [f"{v:g} {k}" for k, v in (("native trials per task", args.get("native_trials")),
+                                         ("s native budget", args.get("native_budget"))) if v is not None]
+    return "schedb transfer's defaults" + (f" but {' and '.join(native)}" if native else "")
 
 
 def _x(v) -> str:
@@ -221,6 +230,8 @@ def main(argv=None):
     ap.add_argument("--models", default="googlenet,alexnet,resnet50")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--work", default=scratch("isa"), help="scratch folder for the databases")
+    ap.add_argument("--native-trials", type=int, help="trials per task of the native search (default: transfer's)")
+    ap.add_argument("--native-budget", type=float, help="its seconds for a model all of another ISA (default: transfer's)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: alexnet, one record per task, 2 native trials per task, 3 rounds; results and "
                          "transfers in the scratch folder, never in results/")
@@ -235,6 +246,9 @@ def main(argv=None):
     results = work / "results" if a.quick else report.RESULTS
     models, rounds = (["alexnet"], 3) if a.quick else (a.models.split(","), a.rounds)
     options = {**QUICK, "native": NativeOptions(**QUICK["native"])} if a.quick else {}
+    native = {k: v for k, v in (("trials", a.native_trials), ("budget_s", a.native_budget)) if v is not None}
+    if native:
+        options["native"] = replace(options.get("native", NativeOptions()), **native)
     res = {"machine": report.describe(), "started": report.now(), "args": vars(a), "goals": GOALS, "models": []}
     for m in models:
         print(f"{m}: transfers, builds, timing", file=sys.stderr)
