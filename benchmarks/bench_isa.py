@@ -21,7 +21,7 @@ fixture and transferred, AVX2 / AVX-512 <= 1.25.
 
     python benchmarks/bench_isa.py             # on a quiet machine: transfers (kept, resumable), timing
     python benchmarks/bench_isa.py --quick     # smoke run: alexnet, small budgets, 3 rounds, scratch results
-    python benchmarks/bench_isa.py --native-trials 64 --native-budget 900 --name isa_native64
+    python benchmarks/bench_isa.py --native-trials 64 --native-budget 600 --name isa_native64   # a larger native search (kept apart by name)
     python benchmarks/bench_isa.py --replot
 
 The transfers are kept in results/NAME/<target>/SOURCES_to_MODEL.json and reused when rerun.
@@ -209,6 +209,7 @@ def render(res: dict):
 
 
 def _settings(args: dict) -> str:
+    """How the AVX2 transfers were budgeted, for the table's caption."""
     if args.get("quick"):
         return "a smoke run's cut budgets, not a result"
     native = [f"{v:g} {k}" for k, v in (("native trials per task", args.get("native_trials")),
