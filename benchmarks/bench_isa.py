@@ -22,14 +22,20 @@ fixture and transferred, AVX2 / AVX-512 <= 1.25.
     python benchmarks/bench_isa.py             # on a quiet machine: transfers (kept, resumable), timing
     python benchmarks/bench_isa.py --quick     # smoke run: alexnet, small budgets, 3 rounds, scratch results
     python benchmarks/bench_isa.py --native-trials 64 --native-budget 600 --name isa_native64   # a larger native search (kept apart by name)
+    python benchmarks/bench_isa.py --native-budget 1200 --native-trials 128 --name isa_native128 --versus isa_native64
     python benchmarks/bench_isa.py --replot
 
 The transfers are kept in results/NAME/<target>/SOURCES_to_MODEL.json and reused when rerun.
+``--versus OTHER`` also builds the AVX2 transfers kept by an earlier run named OTHER (other
+native settings; their databases still in its ``--work``) and times them in the same rounds:
+its rows carry ``[OTHER]`` and no verdict, and "this run / OTHER" is the median of the
+per-round latency ratio of the two AVX2 builds, the one comparison of the settings that holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -110,6 +116,19 @@ def transfers(model: str, targets: dict, work: Path, keep: Path, options: dict) 
     return out
 
 
+def kept(model: str, name: str, results: Path) -> dict:
+    """{(AVX2, "BUILD [NAME]"): transfer report} the AVX2 transfers the run ``name`` kept."""
+    out = {}
+    for build, sources in ((OWN, [model]), (TRANSFERRED, others(model))):
+        if model == "googlenet" and build == OWN:
+            continue
+        path = results / name / AVX2 / f"{'+'.join(sources)}_to_{model}.json"
+        if not path.exists() or not Path((pair := json.loads(path.read_text()))["db"]).exists():
+            sys.exit(f"{path}: no kept transfer with its database, which --versus {name} needs")
+        out[(AVX2, f"{build} [{name}]")] = pair
+    return out
+
+
 def builds(model: str, targets: dict, pairs: dict, work: Path) -> dict:
     """{"isa build": (Compiled, lowered)}: every build of the model, checked against PyTorch."""
     from schedb import compile_model, extract_tasks, load_model, lower
@@ -121,9 +140,8 @@ def builds(model: str, targets: dict, pairs: dict, work: Path) -> dict:
         dbs = {n: pair_database(p, tasks, target, refined=False) for (i, n), p in pairs.items() if i == isa}
         if isa == AVX512 and model != "googlenet":
             dbs[OWN] = own_fixture(model, tasks, target, work / isa)
-        for name in (OWN, TRANSFERRED):
-            if name in dbs:
-                out[f"{isa} {name}"] = (compile_model(lowered, target, dbs[name]), lowered)
+        for name in sorted(dbs, key=lambda n: ("[" in n, n)):  # own fixture, transferred, then --versus
+            out[f"{isa} {name}"] = (compile_model(lowered, target, dbs[name]), lowered)
     return out
 
 
@@ -149,7 +167,9 @@ def measure(model: str, targets: dict, pairs: dict, work: Path, rounds: int) -> 
     finally:
         worker.close()
     over = {name: [x / y for x, y in zip(samples[name], samples[TORCH[name.split()[0]]])] for name in compiled}
-    both = [n for n in (OWN, TRANSFERRED) if f"{AVX2} {n}" in over and f"{AVX512} {n}" in over]
+    avx2 = {name.split(" ", 1)[1]: name for name in compiled if name.startswith(AVX2)}
+    both = {b: f"{AVX512} {b.split(' [')[0]}" for b in avx2 if f"{AVX512} {b.split(' [')[0]}" in over}
+    versus = {b.split(" [")[0]: (n, f"{AVX2} {b.split(' [')[0]}") for b, n in avx2.items() if "[" in b}
     return {
         "model": model, "rounds": rounds, "timing_started": started, "load_average_before": load,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
@@ -157,8 +177,10 @@ def measure(model: str, targets: dict, pairs: dict, work: Path, rounds: int) -> 
         "checks": {name: c.as_dict() for name, (c, _) in compiled.items()},
         "samples_ms": samples, "cells": {name: report.median_ci(s) for name, s in samples.items()},
         "over_pytorch": {name: report.median_ci(r) for name, r in over.items()},
-        "avx2_over_avx512": {n: report.median_ci([a / b for a, b in zip(over[f"{AVX2} {n}"], over[f"{AVX512} {n}"])])
-                             for n in both},
+        "avx2_over_avx512": {n: report.median_ci([a / b for a, b in zip(over[avx2[n]], over[o])])
+                             for n, o in both.items()},
+        "this_over_versus": {b: report.median_ci([a / v for a, v in zip(samples[this], samples[other])])
+                             for b, (other, this) in versus.items()},
     }
 
 
@@ -204,8 +226,21 @@ def render(res: dict):
         "interleaved rounds; x PyTorch: median of the per-round ratios to the PyTorch of the same ISA; "
         "AVX2 / AVX-512: median of the per-round ratio of the two ratios. Verdicts on the whole interval.", "",
         *rows, "", "The AVX2 transfers (" + _settings(res["args"])
-        + "; gains in weight x kernel time, the kernels compared measured side by side):", "", *isa_rows])
+        + "; gains in weight x kernel time, the kernels compared measured side by side):", "", *isa_rows,
+        *_versus(res)])
     return md, None
+
+
+def _versus(res: dict) -> list[str]:
+    """The within-run comparison with the --versus run's AVX2 builds, when there is one."""
+    other = res["args"].get("versus")
+    if not other:
+        return []
+    rows = [f"| model | AVX2 build | this run / {other} |", "| --- | --- | --- |"]
+    rows += [f"| {m['model']} | {b} | {report.fmt_ci(r, '', 2)} |" for m in res["models"]
+             for b, r in m["this_over_versus"].items()]
+    return ["", f"This run's AVX2 builds ({_settings(res['args'])}) over those of {other} "
+                f"({_settings(res['versus_args'])}), per-round latency ratio in the same rounds:", "", *rows]
 
 
 def _settings(args: dict) -> str:
@@ -233,6 +268,7 @@ def main(argv=None):
     ap.add_argument("--work", default=scratch("isa"), help="scratch folder for the databases")
     ap.add_argument("--native-trials", type=int, help="trials per task of the native search (default: transfer's)")
     ap.add_argument("--native-budget", type=float, help="its seconds for a model all of another ISA (default: transfer's)")
+    ap.add_argument("--versus", help="an earlier run's name: its kept AVX2 transfers timed in the same rounds")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: alexnet, one record per task, 2 native trials per task, 3 rounds; results and "
                          "transfers in the scratch folder, never in results/")
@@ -251,9 +287,13 @@ def main(argv=None):
     if native:
         options["native"] = replace(options.get("native", NativeOptions()), **native)
     res = {"machine": report.describe(), "started": report.now(), "args": vars(a), "goals": GOALS, "models": []}
+    if a.versus:
+        res["versus_args"] = json.loads((results / f"{a.versus}.json").read_text())["args"]
     for m in models:
         print(f"{m}: transfers, builds, timing", file=sys.stderr)
         pairs = transfers(m, targets, work, results / a.name, options)
+        if a.versus:
+            pairs.update(kept(m, a.versus, results))
         res["models"].append(measure(m, targets, pairs, work, rounds))
     res["finished"] = report.now()
     report.publish(a.name, res, render, results)
