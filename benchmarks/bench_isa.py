@@ -22,14 +22,15 @@ fixture and transferred, AVX2 / AVX-512 <= 1.25.
     python benchmarks/bench_isa.py             # on a quiet machine: transfers (kept, resumable), timing
     python benchmarks/bench_isa.py --quick     # smoke run: alexnet, small budgets, 3 rounds, scratch results
     python benchmarks/bench_isa.py --native-trials 64 --native-budget 600 --name isa_native64   # a larger native search (kept apart by name)
-    python benchmarks/bench_isa.py --native-budget 1200 --native-trials 128 --name isa_native128 --versus isa_native64
+    python benchmarks/bench_isa.py --native-budget 1200 --native-trials 128 --name isa_native128 --versus isa_native64 --work /tmp/isa128
     python benchmarks/bench_isa.py --replot
 
 The transfers are kept in results/NAME/<target>/SOURCES_to_MODEL.json and reused when rerun.
 ``--versus OTHER`` also builds the AVX2 transfers kept by an earlier run named OTHER (other
-native settings; their databases still in its ``--work``) and times them in the same rounds:
-its rows carry ``[OTHER]`` and no verdict, and "this run / OTHER" is the median of the
-per-round latency ratio of the two AVX2 builds, the one comparison of the settings that holds.
+native settings; their databases still in its ``--work``, and this run given another) and
+times them in the same rounds: its rows carry ``[OTHER]`` and no verdict, and "this run /
+OTHER" is the median of the per-round latency ratio of the two AVX2 builds, the one
+comparison of the settings that holds.
 """
 
 from __future__ import annotations
@@ -116,8 +117,9 @@ def transfers(model: str, targets: dict, work: Path, keep: Path, options: dict) 
     return out
 
 
-def kept(model: str, name: str, results: Path) -> dict:
-    """{(AVX2, "BUILD [NAME]"): transfer report} the AVX2 transfers the run ``name`` kept."""
+def kept(model: str, name: str, results: Path, work: Path) -> dict:
+    """{(AVX2, "BUILD [NAME]"): transfer report} the AVX2 transfers the run ``name`` kept; their
+    databases must lie outside this run's ``work``, where this run's transfers would replace them."""
     out = {}
     for build, sources in ((OWN, [model]), (TRANSFERRED, others(model))):
         if model == "googlenet" and build == OWN:
@@ -125,6 +127,8 @@ def kept(model: str, name: str, results: Path) -> dict:
         path = results / name / AVX2 / f"{'+'.join(sources)}_to_{model}.json"
         if not path.exists() or not Path((pair := json.loads(path.read_text()))["db"]).exists():
             sys.exit(f"{path}: no kept transfer with its database, which --versus {name} needs")
+        if Path(pair["db"]).resolve().is_relative_to(work.resolve()):
+            sys.exit(f"{path}: its database is in this run's scratch folder {work}: give this run another --work")
         out[(AVX2, f"{build} [{name}]")] = pair
     return out
 
@@ -288,12 +292,13 @@ def main(argv=None):
         options["native"] = replace(options.get("native", NativeOptions()), **native)
     res = {"machine": report.describe(), "started": report.now(), "args": vars(a), "goals": GOALS, "models": []}
     if a.versus:
-        res["versus_args"] = json.loads((results / f"{a.versus}.json").read_text())["args"]
+        if not (other := results / f"{a.versus}.json").exists():
+            sys.exit(f"{other}: no such result, which --versus {a.versus} needs")
+        res["versus_args"] = json.loads(other.read_text())["args"]
     for m in models:
         print(f"{m}: transfers, builds, timing", file=sys.stderr)
-        pairs = transfers(m, targets, work, results / a.name, options)
-        if a.versus:
-            pairs.update(kept(m, a.versus, results))
+        versus = kept(m, a.versus, results, work) if a.versus else {}  # checked before this run's transfers
+        pairs = {**transfers(m, targets, work, results / a.name, options), **versus}
         res["models"].append(measure(m, targets, pairs, work, rounds))
     res["finished"] = report.now()
     report.publish(a.name, res, render, results)
