@@ -172,8 +172,9 @@ def measure(model: str, targets: dict, pairs: dict, work: Path, rounds: int) -> 
         worker.close()
     over = {name: [x / y for x, y in zip(samples[name], samples[TORCH[name.split()[0]]])] for name in compiled}
     avx2 = {name.split(" ", 1)[1]: name for name in compiled if name.startswith(AVX2)}
-    both = {b: f"{AVX512} {b.split(' [')[0]}" for b in avx2 if f"{AVX512} {b.split(' [')[0]}" in over}
-    versus = {b.split(" [")[0]: (n, f"{AVX2} {b.split(' [')[0]}") for b, n in avx2.items() if "[" in b}
+    base = {b: b.split(" [")[0] for b in avx2}  # "own fixture [OTHER]" -> "own fixture"
+    both = {b: f"{AVX512} {base[b]}" for b in avx2 if f"{AVX512} {base[b]}" in over}
+    versus = {base[b]: (n, avx2[base[b]]) for b, n in avx2.items() if b != base[b]}
     return {
         "model": model, "rounds": rounds, "timing_started": started, "load_average_before": load,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
