@@ -23,6 +23,7 @@ fixture and transferred, AVX2 / AVX-512 <= 1.25.
     python benchmarks/bench_isa.py --quick     # smoke run: alexnet, small budgets, 3 rounds, scratch results
     python benchmarks/bench_isa.py --native-trials 64 --native-budget 600 --name isa_native64   # a larger native search (kept apart by name)
     python benchmarks/bench_isa.py --native-budget 1200 --native-trials 128 --name isa_native128 --versus isa_native64 --work /tmp/isa128
+    python benchmarks/bench_isa.py --native-trials 64 --native-budget 600 --native-per-iter 32 --name isa_batch32 --versus isa_native64 --work /tmp/isa32
     python benchmarks/bench_isa.py --replot
 
 The transfers are kept in results/NAME/<target>/SOURCES_to_MODEL.json and reused when rerun.
@@ -253,7 +254,8 @@ def _settings(args: dict) -> str:
     if args.get("quick"):
         return "a smoke run's cut budgets, not a result"
     native = [f"{v:g} {k}" for k, v in (("native trials per task", args.get("native_trials")),
-                                         ("s native budget", args.get("native_budget"))) if v is not None]
+                                         ("s native budget", args.get("native_budget")),
+                                         ("candidates per native batch", args.get("native_per_iter"))) if v is not None]
     return "schedb transfer's defaults" + (f" but {' and '.join(native)}" if native else "")
 
 
@@ -262,6 +264,18 @@ def _x(v) -> str:
 
 
 QUICK = {"k": 1, "per_source": 1, "search_trials": 0, "native": {"trials": 2, "trials_per_iter": 2, "budget_s": 60}}
+
+
+def transfer_options(a) -> dict:
+    """The AVX2 transfers' options: transfer's defaults, the smoke run's cuts, the native search's flags."""
+    from schedb import NativeOptions
+
+    options = {**QUICK, "native": NativeOptions(**QUICK["native"])} if a.quick else {}
+    native = {k: v for k, v in (("trials", a.native_trials), ("budget_s", a.native_budget),
+                                ("trials_per_iter", a.native_per_iter)) if v is not None}
+    if native:
+        options["native"] = replace(options.get("native", NativeOptions()), **native)
+    return options
 
 
 def main(argv=None):
@@ -273,6 +287,7 @@ def main(argv=None):
     ap.add_argument("--work", default=scratch("isa"), help="scratch folder for the databases")
     ap.add_argument("--native-trials", type=int, help="trials per task of the native search (default: transfer's)")
     ap.add_argument("--native-budget", type=float, help="its seconds for a model all of another ISA (default: transfer's)")
+    ap.add_argument("--native-per-iter", type=int, help="candidates per batch of the native search (default: transfer's)")
     ap.add_argument("--versus", help="an earlier run's name: its kept AVX2 transfers timed in the same rounds")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: alexnet, one record per task, 2 native trials per task, 3 rounds; results and "
@@ -280,17 +295,12 @@ def main(argv=None):
     a = report.parse(ap, argv, "isa", render)
     if a is None:
         return
-    from schedb import NativeOptions
-
     host = report.host_target()
     targets = {AVX512: host, AVX2: avx2_target(host)}
     work = Path(a.work) / ("quick" if a.quick else "full")
     results = work / "results" if a.quick else report.RESULTS
     models, rounds = (["alexnet"], 3) if a.quick else (a.models.split(","), a.rounds)
-    options = {**QUICK, "native": NativeOptions(**QUICK["native"])} if a.quick else {}
-    native = {k: v for k, v in (("trials", a.native_trials), ("budget_s", a.native_budget)) if v is not None}
-    if native:
-        options["native"] = replace(options.get("native", NativeOptions()), **native)
+    options = transfer_options(a)
     res = {"machine": report.describe(), "started": report.now(), "args": vars(a), "goals": GOALS, "models": []}
     if a.versus:
         if not (other := results / f"{a.versus}.json").exists():
