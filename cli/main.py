@@ -625,6 +625,9 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @click.option("--native-budget", type=Duration("m", zero=True), default="5m", show_default=True,
               help=duration_help("Time for that search when all of the model's latency is of another ISA; scaled "
                                  "by the share it is (under 30 s: skipped).", "m"))
+@click.option("--native-per-iter", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Candidates per batch of that search: larger batches measure more in the same time, since "
+                   "proposing a batch takes most of it.")
 @click.option("--trials", type=int, default=None, help="Cap on measured candidates in all.")
 @click.option("--budget", type=Duration("m"), default=None, help=duration_help("Cap on search time.", "m"))
 @click.option("--e2e-repeat", type=click.IntRange(min=0), default=10, show_default=True,
@@ -638,7 +641,7 @@ def neighbors(model_spec, input_shape, target, db_path, k, exclude_model, same_t
 @handle_errors
 def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k, droplet, droplet_trials,
              droplet_share, trials, budget, e2e_repeat, runner, report_path, same_target_only, params_as_inputs,
-             search_trials, adapt_isa, native_trials, native_budget, as_json):
+             search_trials, adapt_isa, native_trials, native_budget, native_per_iter, as_json):
     """Transfer-tune a model from the schedules in the database."""
     from schedb.pipeline.phases import phase
     from schedb.store import Store
@@ -659,7 +662,8 @@ def transfer(model_spec, input_shape, target, db_path, sources, exclude_model, k
                    budget_s=budget, runner=runner,
                    same_target_only=same_target_only, bind_params=not params_as_inputs,
                    search_trials=search_trials, e2e_repeat=e2e_repeat, adapt_isa=adapt_isa,
-                   native=NativeOptions(trials=native_trials, budget_s=native_budget))
+                   native=NativeOptions(trials=native_trials, budget_s=native_budget,
+                                         trials_per_iter=native_per_iter))
 
     def progress(done, total, r):
         best = r.refined_us or r.transferred_us

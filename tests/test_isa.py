@@ -131,7 +131,8 @@ def test_transfer_to_avx2_measures_adapted_records_and_searches_natively(tmp_pat
     assert not ingest(Store(db), [FIXTURE]).rejected
     res = CliRunner().invoke(cli, ["transfer", "--model", "tiny_cnn_wide", "--db", str(db), "--target",
                                    "llvm -mcpu=haswell -num-cores=2", "--search-trials", "0", "--e2e-repeat", "2",
-                                   "--native-trials", "2", "--native-budget", "2", "--report", str(tmp_path / "r.json")])
+                                   "--native-trials", "2", "--native-budget", "2", "--native-per-iter", "1",
+                                   "--report", str(tmp_path / "r.json")])
     assert res.exit_code == 0, explain(res)
     assert "other vector ISA: " in res.output and "use records of avx512 on this avx2 CPU" in res.output
     rep = json.loads((tmp_path / "r.json").read_text())
@@ -153,6 +154,8 @@ def test_transfer_to_avx2_measures_adapted_records_and_searches_natively(tmp_pat
     tuned = Store(db).conn.execute("SELECT COUNT(*) FROM records WHERE target = ? AND origin = 'tuned'",
                                    (target,)).fetchone()[0]
     assert tuned > 0  # the native trials went into the database
+    (options,) = Store(db).conn.execute("SELECT options FROM runs WHERE kind = 'tune'").fetchone()
+    assert json.loads(options)["budget"]["trials_per_iter"] == 1  # --native-per-iter reached MetaSchedule
 
 
 @pytest.mark.slow
