@@ -253,9 +253,7 @@ def _settings(args: dict) -> str:
     """How the AVX2 transfers were budgeted, for the table's caption."""
     if args.get("quick"):
         return "a smoke run's cut budgets, not a result"
-    native = [f"{v:g} {k}" for k, v in (("native trials per task", args.get("native_trials")),
-                                         ("s native budget", args.get("native_budget")),
-                                         ("candidates per native batch", args.get("native_per_iter"))) if v is not None]
+    native = [f"{v:g} {said}" for flag, _, said in NATIVE_FLAGS if (v := args.get(flag)) is not None]
     return "schedb transfer's defaults" + (f" but {' and '.join(native)}" if native else "")
 
 
@@ -263,6 +261,9 @@ def _x(v) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
 
+# The native search's flags: the argument, NativeOptions' field, how a caption says it.
+NATIVE_FLAGS = (("native_trials", "trials", "native trials per task"), ("native_budget", "budget_s", "s native budget"),
+                ("native_per_iter", "trials_per_iter", "candidates per native batch"))
 QUICK = {"k": 1, "per_source": 1, "search_trials": 0, "native": {"trials": 2, "trials_per_iter": 2, "budget_s": 60}}
 
 
@@ -271,8 +272,7 @@ def transfer_options(a) -> dict:
     from schedb import NativeOptions
 
     options = {**QUICK, "native": NativeOptions(**QUICK["native"])} if a.quick else {}
-    native = {k: v for k, v in (("trials", a.native_trials), ("budget_s", a.native_budget),
-                                ("trials_per_iter", a.native_per_iter)) if v is not None}
+    native = {field: v for flag, field, _ in NATIVE_FLAGS if (v := getattr(a, flag)) is not None}
     if native:
         options["native"] = replace(options.get("native", NativeOptions()), **native)
     return options
